@@ -1,0 +1,55 @@
+"""edgepack: make trained networks small and fast enough for laptops, phones and edge boxes.
+
+Arrays in, a small file out: exact int8/int4 quantization (bit-exact with ONNX
+QuantizeLinear / DequantizeLinear), pruning with compact sparse storage, and fast int8
+matrix multiplication, on a Rust core that picks the best SIMD kernels for the CPU at run time.
+"""
+
+from __future__ import annotations
+
+from edgepack import _core
+from edgepack._errors import (
+    ArgumentError,
+    DtypeError,
+    EdgepackError,
+    FormatError,
+    LimitError,
+    NonFiniteError,
+)
+
+__version__: str = _core.build_info()["version"]
+
+
+def build_info() -> dict[str, object]:
+    """Facts about this build and this CPU.
+
+    Returns a dict with ``version``, ``profile`` (``"release"`` or ``"debug"``),
+    ``target_arch``, ``isa_detected`` (every instruction-set level this CPU supports, lowest
+    first), ``isa`` (the level the kernels use: the best detected one, or the one
+    ``EDGEPACK_ISA`` narrowed it to) and ``num_threads``.
+    """
+    return dict(_core.build_info())
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads kernels use (default: ``EDGEPACK_NUM_THREADS``, else all cores)."""
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """How many threads kernels use."""
+    return int(_core.get_num_threads())
+
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "set_num_threads",
+    "get_num_threads",
+    "EdgepackError",
+    "ArgumentError",
+    "DtypeError",
+    "NonFiniteError",
+    "LimitError",
+    "FormatError",
+]

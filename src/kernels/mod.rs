@@ -1,0 +1,7 @@
+//! The compute kernels. One folder per op: `mod.rs` (safe entry: validate, then dispatch on
+//! [`isa::active`]), `scalar.rs` (the reference twin that defines the semantics), one file per
+//! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
+
+pub mod isa;
+
+pub use isa::Isa;

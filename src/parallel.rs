@@ -1,0 +1,132 @@
+//! The thread pool the kernels run on: `edgepack.set_num_threads(n)` / `EDGEPACK_NUM_THREADS`,
+//! default = the cores available to this process. This is the only global mutable state.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::error::{Error, Result};
+
+static POOL: OnceLock<RwLock<Arc<rayon::ThreadPool>>> = OnceLock::new();
+
+fn build(n: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("edgepack-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::arg(format!("cannot start {n} worker threads: {e}")))
+}
+
+/// Parse `EDGEPACK_NUM_THREADS` (`None` when unset or empty).
+pub fn threads_from_env() -> Result<Option<usize>> {
+    match std::env::var("EDGEPACK_NUM_THREADS") {
+        Ok(s) if !s.trim().is_empty() => match s.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(Error::arg(format!(
+                "EDGEPACK_NUM_THREADS={s:?}: expected a whole number of threads >= 1"
+            ))),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The default thread count: `EDGEPACK_NUM_THREADS`, else the cores available.
+pub fn default_threads() -> usize {
+    threads_from_env()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn pool_lock() -> &'static RwLock<Arc<rayon::ThreadPool>> {
+    POOL.get_or_init(|| {
+        let n = default_threads();
+        // Building a pool of `n >= 1` threads fails only if the OS refuses threads; fall back
+        // to one thread rather than panicking.
+        let pool = build(n)
+            .or_else(|_| build(1))
+            .expect("the OS refused to start even one worker thread");
+        RwLock::new(pool)
+    })
+}
+
+/// The pool kernels run on.
+pub fn pool() -> Arc<rayon::ThreadPool> {
+    pool_lock()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// How many threads kernels use.
+pub fn num_threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Set how many threads kernels use (`n >= 1`). Calls already running keep their pool.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::arg("`n` must be >= 1 threads, found 0"));
+    }
+    if n > 4096 {
+        return Err(Error::arg(format!(
+            "`n` must be <= 4096 threads, found {n}"
+        )));
+    }
+    let new = build(n)?;
+    *pool_lock().write().unwrap_or_else(|e| e.into_inner()) = new;
+    Ok(())
+}
+
+/// Run `f` inside the kernel pool (so `rayon::join` / `par_iter` inside use it).
+pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
+}
+
+/// Split `0..n` into chunks of at least `min_chunk` items, about 4 per thread, and run
+/// `f(start, end)` on each in parallel. With one thread or a small `n`, runs inline.
+pub fn for_chunks(n: usize, min_chunk: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let min_chunk = min_chunk.max(1);
+    let threads = num_threads();
+    if threads <= 1 || n <= min_chunk {
+        if n > 0 {
+            f(0, n);
+        }
+        return;
+    }
+    let chunks = (n / min_chunk).clamp(1, threads * 4);
+    let per = n.div_ceil(chunks);
+    install(|| {
+        use rayon::prelude::*;
+        (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
+            let start = c * per;
+            f(start, (start + per).min(n));
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn zero_threads_is_an_error() {
+        assert!(set_num_threads(0)
+            .unwrap_err()
+            .to_string()
+            .contains("found 0"));
+    }
+
+    #[test]
+    fn for_chunks_covers_every_index_once() {
+        for n in [0usize, 1, 7, 1000, 100_003] {
+            let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            for_chunks(n, 64, |a, b| {
+                for s in &seen[a..b] {
+                    s.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1), "n={n}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! THE bindings: the only code that names pyo3 / numpy. Each file wraps one area of the core;
+//! no algorithm lives here. A wrapper borrows numpy arrays, validates through the core, runs the
+//! kernel with the GIL released (`py.detach`), wraps the output without copying, and lets `?`
+//! map errors through `errors.rs`.
+
+use pyo3::prelude::*;
+
+pub mod errors;
+mod info;
+
+/// The native module `edgepack._core`.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Refuse to import with an invalid EDGEPACK_ISA / EDGEPACK_NUM_THREADS: a silent fallback
+    // would hide a misconfigured deployment.
+    crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
+    crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
+    info::register(m)?;
+    Ok(())
+}
