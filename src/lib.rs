@@ -12,6 +12,7 @@
 pub mod error;
 pub mod kernels;
 pub mod parallel;
+pub mod quant;
 
 #[cfg(feature = "python")]
 pub mod python;

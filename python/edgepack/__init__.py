@@ -17,6 +17,11 @@ from edgepack._errors import (
     NonFiniteError,
 )
 
+# ---- quantize / dequantize (issue 2) ----
+from edgepack import kernels
+from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
+from edgepack.quantize import QuantizedTensor, dequantize, quantize
+
 __version__: str = _core.build_info()["version"]
 
 
@@ -52,4 +57,12 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # quantize / dequantize (issue 2)
+    "kernels",
+    "quantize",
+    "dequantize",
+    "QuantizedTensor",
+    "quantize_linear",
+    "dequantize_linear",
+    "dynamic_quantize_linear",
 ]

@@ -5,3 +5,9 @@
 pub mod isa;
 
 pub use isa::Isa;
+
+// ---- quantization kernels (issue 2) ----
+pub mod dequantize;
+pub mod pack4;
+pub mod quantize;
+pub mod reduce;

@@ -1,0 +1,1 @@
+//! Every ISA the host has equals the scalar twin bit for bit.
