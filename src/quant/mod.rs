@@ -736,10 +736,7 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
                         Granularity::Tensor => unreachable!(),
                     }
                     // lo starts at +Inf and hi at -Inf: -Inf / +Inf there come from the data.
-                    if nan
-                        || lo.iter().any(|v| *v == f32::NEG_INFINITY)
-                        || hi.iter().any(|v| *v == f32::INFINITY)
-                    {
+                    if nan || lo.contains(&f32::NEG_INFINITY) || hi.contains(&f32::INFINITY) {
                         return Err(bad());
                     }
                     Ok(lo.into_iter().zip(hi).collect())

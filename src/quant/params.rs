@@ -242,7 +242,8 @@ pub fn derive(
         let zp = (qmin as f64 - rmin as f64 / s).round_ties_even();
         (s, zp as i32)
     };
-    if !(s >= f32::MIN_POSITIVE as f64) {
+    // Below float32's smallest normal (or NaN): scale 1, zero point 0.
+    if s.is_nan() || s < f32::MIN_POSITIVE as f64 {
         return Derived {
             scale: 1.0,
             zp: 0,
@@ -287,7 +288,7 @@ pub fn percentile(v: &mut [f32], p: f64) -> f32 {
 }
 
 /// The clipping range of a unit's values under a percentile calibration.
-pub fn percentile_range(v: &mut Vec<f32>, p: f64, symmetric: bool) -> (f32, f32) {
+pub fn percentile_range(v: &mut [f32], p: f64, symmetric: bool) -> (f32, f32) {
     if symmetric {
         for x in v.iter_mut() {
             *x = x.abs();

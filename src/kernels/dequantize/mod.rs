@@ -4,6 +4,10 @@
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod scalar;
 #[cfg(test)]
 mod tests;
@@ -32,7 +36,19 @@ pub fn dequantize_with(
     zp: i32,
 ) -> Result<()> {
     check(q.len(), out.len())?;
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: AVX-512 supported (checked); slice lengths checked above.
+            unsafe { avx512::dequantize(q, out, signed, scale, zp) };
+            return Ok(());
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
+            unsafe { avx2::dequantize(q, out, signed, scale, zp) };
+            return Ok(());
+        }
+    }
     scalar::dequantize(q, out, signed, scale, zp);
     Ok(())
 }
@@ -66,7 +82,19 @@ pub fn dequantize_each_with(
             q.len()
         )));
     }
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: AVX-512 supported (checked); slice lengths checked above.
+            unsafe { avx512::dequantize_each(q, out, signed, scale, zp) };
+            return Ok(());
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
+            unsafe { avx2::dequantize_each(q, out, signed, scale, zp) };
+            return Ok(());
+        }
+    }
     scalar::dequantize_each(q, out, signed, scale, zp);
     Ok(())
 }

@@ -5,6 +5,10 @@
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod scalar;
 #[cfg(test)]
 mod tests;
@@ -84,7 +88,19 @@ pub fn quantize_with(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) -> Result<
 }
 
 fn run(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked by caller).
+            unsafe { avx512::quantize(x, out, p) };
+            return;
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: the CPU supports AVX2 + FMA (checked); lengths are equal.
+            unsafe { avx2::quantize(x, out, p) };
+            return;
+        }
+    }
     scalar::quantize(x, out, p)
 }
 
@@ -130,7 +146,19 @@ pub fn quantize_each_with(
             zp[i]
         )));
     }
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: AVX-512 supported (checked); all four slices have the same length.
+            unsafe { avx512::quantize_each(x, out, factor, zp, rounding, qmin, qmax) };
+            return Ok(());
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: AVX2 + FMA supported (checked); all four slices have the same length.
+            unsafe { avx2::quantize_each(x, out, factor, zp, rounding, qmin, qmax) };
+            return Ok(());
+        }
+    }
     scalar::quantize_each(x, out, factor, zp, rounding, qmin, qmax);
     Ok(())
 }

@@ -5,6 +5,10 @@
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod scalar;
 #[cfg(test)]
 mod tests;
@@ -27,7 +31,17 @@ pub fn minmax(x: &[f32]) -> MinMax {
 
 /// [`minmax`] on a given ISA.
 pub fn minmax_with(isa: Isa, x: &[f32]) -> MinMax {
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: AVX-512 supported (checked); slice lengths checked above.
+            return unsafe { avx512::minmax(x) };
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
+            return unsafe { avx2::minmax(x) };
+        }
+    }
     scalar::minmax(x)
 }
 
@@ -38,7 +52,17 @@ pub fn absmax(x: &[f32]) -> (f32, bool) {
 
 /// [`absmax`] on a given ISA.
 pub fn absmax_with(isa: Isa, x: &[f32]) -> (f32, bool) {
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: AVX-512 supported (checked); slice lengths checked above.
+            return unsafe { avx512::absmax(x) };
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
+            return unsafe { avx2::absmax(x) };
+        }
+    }
     scalar::absmax(x)
 }
 
@@ -57,7 +81,17 @@ pub fn minmax_columns_with(isa: Isa, row: &[f32], lo: &mut [f32], hi: &mut [f32]
             row.len()
         )));
     }
-    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: AVX-512 supported (checked); slice lengths checked above.
+            return Ok(unsafe { avx512::minmax_columns(row, lo, hi) });
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
+            return Ok(unsafe { avx2::minmax_columns(row, lo, hi) });
+        }
+    }
     Ok(scalar::minmax_columns(row, lo, hi))
 }
 
