@@ -87,6 +87,96 @@ pub fn quantize_with(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) -> Result<
     Ok(())
 }
 
+/// [`quantize`] with hints that change speed, never results: prefetch `next` (the run the
+/// caller quantizes next, e.g. the next row of a per-channel pass) while this run is processed,
+/// and write the output with non-temporal stores when `stream` (outputs much larger than cache).
+pub fn quantize_hinted(
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    stream: bool,
+) -> Result<()> {
+    quantize_hinted_with(isa::active(), x, out, p, next, stream)
+}
+
+/// [`quantize_hinted`] on a given ISA.
+pub fn quantize_hinted_with(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    stream: bool,
+) -> Result<()> {
+    check(x.len(), out.len())?;
+    check_range(p.qmin, p.qmax)?;
+    if p.zp < p.qmin || p.zp > p.qmax {
+        return Err(Error::arg(format!(
+            "zero point {} is outside [{}, {}]",
+            p.zp, p.qmin, p.qmax
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
+            unsafe { avx512::quantize_hinted(x, out, p, next, stream) };
+            return Ok(());
+        }
+        if isa.includes(Isa::Avx2) && isa.is_supported() {
+            // SAFETY: the CPU supports AVX2 + FMA (checked); lengths are equal (checked).
+            unsafe { avx2::quantize_hinted(x, out, p, next) };
+            return Ok(());
+        }
+    }
+    let _ = (isa, next, stream);
+    scalar::quantize(x, out, p);
+    Ok(())
+}
+
+/// Quantize `x` into `out` while reducing `next` (the run the caller handles next) to its
+/// min / max, so that the next run's memory traffic overlaps this run's arithmetic. Equal to
+/// [`quantize`] followed by [`crate::kernels::reduce::minmax`] of `next`.
+pub fn quantize_reduce_next(
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    stream: bool,
+) -> Result<crate::kernels::reduce::MinMax> {
+    quantize_reduce_next_with(isa::active(), x, out, p, next, stream)
+}
+
+/// [`quantize_reduce_next`] on a given ISA.
+pub fn quantize_reduce_next_with(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    stream: bool,
+) -> Result<crate::kernels::reduce::MinMax> {
+    check(x.len(), out.len())?;
+    check_range(p.qmin, p.qmax)?;
+    if p.zp < p.qmin || p.zp > p.qmax {
+        return Err(Error::arg(format!(
+            "zero point {} is outside [{}, {}]",
+            p.zp, p.qmin, p.qmax
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) && isa.is_supported() {
+            // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
+            return Ok(unsafe { avx512::quantize_reduce_next(x, out, p, next, stream) });
+        }
+    }
+    // Other levels: the two kernels one after the other (same results).
+    quantize_hinted_with(isa, x, out, p, &[], stream)?;
+    Ok(crate::kernels::reduce::minmax_with(isa, next))
+}
+
 fn run(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
     #[cfg(target_arch = "x86_64")]
     {
