@@ -381,3 +381,16 @@ def test_saturation_at_the_ends(x, scale, zp):
     assert np.all(q[v >= 127] == 127) and np.all(q[v <= -128] == -128)
     inside = (v > -128) & (v < 127)
     assert np.array_equal(q[inside], v[inside].astype(np.int64))
+
+
+@pytest.mark.parametrize("block_size", [255, 256, 300, 1000])
+def test_large_blocks_match_oracle(rng, heavy, block_size):
+    x = heavy(rng, (3, 700))
+    for symmetric in (True, False):
+        qt = ep.quantize(x, axis=1, block_size=block_size, symmetric=symmetric)
+        q, s, z = oracle(x, axis=1, block_size=block_size, symmetric=symmetric)
+        assert np.array_equal(qt.scale, s) and np.array_equal(values(qt), q)
+        d = ep.dequantize_linear(qt.data, qt.scale, qt.zero_point, axis=1, block_size=block_size)
+        assert np.array_equal(d, qt.dequantize())
+        g = ep.quantize_linear(x, qt.scale, qt.zero_point, axis=1, block_size=block_size)
+        assert np.array_equal(g, qt.data)

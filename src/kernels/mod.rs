@@ -6,6 +6,8 @@ pub mod isa;
 
 pub use isa::Isa;
 
+pub(crate) mod level;
+
 #[cfg(test)]
 pub(crate) mod testutil;
 

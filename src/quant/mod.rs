@@ -23,6 +23,19 @@ pub use params::{derive, Calibration, Convention, Derived, QType, Spec};
 /// Elements per task below which work runs on the calling thread.
 const MIN_TASK: usize = 1 << 16;
 
+/// Blocks shorter than this are handled a row at a time with per-element parameters (one
+/// kernel call per row instead of one per block).
+const SMALL_BLOCK: usize = 256;
+
+/// Expand per-block values of one row (`nb` blocks of `bs`) to per-element values.
+fn expand<T: Copy>(per_block: &[T], bs: usize, len: usize, out: &mut Vec<T>) {
+    out.clear();
+    for (b, &v) in per_block.iter().enumerate() {
+        let n = bs.min(len - b * bs);
+        out.extend(std::iter::repeat_n(v, n));
+    }
+}
+
 /// Tensors at least this large write their quantized output with streaming stores.
 const STREAM_OUTPUT: usize = 1 << 22;
 
@@ -129,6 +142,19 @@ pub fn apply(
             }
             Ok(())
         }),
+        Granularity::Block(bs) if inner == 1 && bs < SMALL_BLOCK => {
+            let nb = lay.blocks();
+            par_rows(x, out, len, |r0, xs, o| {
+                let (mut f, mut z) = (Vec::new(), Vec::new());
+                for (r, (xr, or)) in xs.chunks(len).zip(o.chunks_mut(len)).enumerate() {
+                    let u = (r0 + r) * nb;
+                    expand(&factor[u..u + nb], bs, len, &mut f);
+                    expand(&zp[u..u + nb], bs, len, &mut z);
+                    qk::quantize_each(xr, or, &f, &z, rounding, qmin, qmax)?;
+                }
+                Ok(())
+            })
+        }
         Granularity::Block(bs) if inner == 1 => {
             let nb = lay.blocks();
             par_rows(x, out, len, |r0, xs, o| {
@@ -204,6 +230,19 @@ pub fn apply_dequantize(
             }
             Ok(())
         }),
+        Granularity::Block(bs) if inner == 1 && bs < SMALL_BLOCK => {
+            let nb = lay.blocks();
+            par_rows(q, out, len, |r0, qs, o| {
+                let (mut s, mut z) = (Vec::new(), Vec::new());
+                for (r, (qr, or)) in qs.chunks(len).zip(o.chunks_mut(len)).enumerate() {
+                    let u = (r0 + r) * nb;
+                    expand(&scale[u..u + nb], bs, len, &mut s);
+                    expand(&zp[u..u + nb], bs, len, &mut z);
+                    dq::dequantize_each(qr, or, signed, &s, &z)?;
+                }
+                Ok(())
+            })
+        }
         Granularity::Block(bs) if inner == 1 => {
             let nb = lay.blocks();
             par_rows(q, out, len, |r0, qs, o| {
@@ -714,7 +753,39 @@ fn fused_quantize(
                 stream,
             )?;
         }
+        if stream {
+            qk::fence(); // once per task, not per row
+        }
         Ok(())
+    };
+    // Small blocks: per row, the block ranges, then one per-element kernel call for the row.
+    let small = |xs: &[f32], o: &mut [u8], s: &mut [f32], z: &mut [i32]| -> Result<()> {
+        let (mut f, mut fe, mut ze) = (vec![0f32; per_row], Vec::new(), Vec::new());
+        for (r, (xr, or)) in xs.chunks(row).zip(o.chunks_mut(row)).enumerate() {
+            for (b, xb) in xr.chunks(bs).enumerate() {
+                let m = reduce::minmax(xb);
+                if m.nan || m.min == f32::NEG_INFINITY || m.max == f32::INFINITY {
+                    return Err(Error::arg("non-finite"));
+                }
+                let d = derive(m.min, m.max, qmin, qmax, spec.symmetric, spec.convention);
+                let u = r * per_row + b;
+                s[u] = d.scale;
+                z[u] = d.zp;
+                f[b] = d.factor;
+            }
+            expand(&f, bs, row, &mut fe);
+            expand(&z[r * per_row..(r + 1) * per_row], bs, row, &mut ze);
+            qk::quantize_each(xr, or, &fe, &ze, rounding, qmin, qmax)?;
+        }
+        Ok(())
+    };
+    let is_small = matches!(lay.gran, Granularity::Block(b) if b < SMALL_BLOCK);
+    let body = |xs: &[f32], o: &mut [u8], s: &mut [f32], z: &mut [i32]| -> Result<()> {
+        if is_small {
+            small(xs, o, s, z)
+        } else {
+            body(xs, o, s, z)
+        }
     };
     let r = if group >= nrows {
         body(x, out, scale, zp)

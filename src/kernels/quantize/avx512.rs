@@ -44,12 +44,24 @@ fn one(v: __m512, f: __m512, lo: __m512, hi: __m512, zp: __m512i, rounding: Roun
 /// The CPU must support AVX-512 F/BW/VL/DQ; `out.len() == x.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 pub unsafe fn quantize(x: &[f32], out: &mut [u8], p: &Params) {
+    let stream = x.len() >= STREAM_MIN;
     // SAFETY: same contract.
-    unsafe { quantize_hinted(x, out, p, &[], x.len() >= STREAM_MIN) }
+    unsafe { quantize_hinted(x, out, p, &[], stream) };
+    if stream {
+        fence();
+    }
+}
+
+/// Order this thread's streaming stores before any later store (`sfence`).
+#[inline]
+pub fn fence() {
+    // SAFETY: SSE is part of the x86-64 baseline.
+    unsafe { _mm_sfence() }
 }
 
 /// [`quantize`] that also prefetches `next` (the run the caller handles next) into L1 at the
-/// pace of the loop, and streams the output when `stream`.
+/// pace of the loop, and streams the output when `stream` (then the caller calls [`fence`]
+/// after its last streaming call: one fence per row would stall on every row).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/DQ; `out.len() == x.len()`.
@@ -109,7 +121,6 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
             }
             i += 64;
         }
-        _mm_sfence();
     }
     while i + 64 <= n {
         if i + 64 <= nn {
@@ -281,9 +292,7 @@ pub unsafe fn quantize_reduce_next(
         }
         i += 64;
     }
-    if stream {
-        _mm_sfence();
-    }
+    // No fence here: the caller fences once after its last streaming call.
     // `next[covered_from..covered_to]` was reduced in the loop above.
     let covered_to = if covered_from + 64 <= nn.min(i) {
         covered_from + (nn.min(i) - covered_from) / 64 * 64

@@ -197,6 +197,7 @@ fn hinted_equals_scalar() {
                 let mut got = want.clone();
                 scalar::quantize(x, &mut want[off..off + n], &p);
                 quantize_hinted_with(isa, x, &mut got[off..off + n], &p, next, stream).unwrap();
+                fence_with(isa);
                 assert_eq!(got, want, "{isa} n={n} off={off} stream={stream}");
             }
         }
@@ -228,6 +229,7 @@ fn reduce_next_equals_scalar() {
                     let gm =
                         quantize_reduce_next_with(isa, x, &mut got[off..off + n], &p, next, stream)
                             .unwrap();
+                    fence_with(isa);
                     assert_eq!(got, want, "{isa} n={n} nn={nn} off={off}");
                     assert_eq!(
                         (gm.min.to_bits(), gm.max.to_bits(), gm.nan),
