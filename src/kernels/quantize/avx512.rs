@@ -40,6 +40,20 @@ fn one(v: __m512, f: __m512, lo: __m512, hi: __m512, zp: __m512i, rounding: Roun
     _mm512_add_epi32(round_i32(c, rounding), zp)
 }
 
+/// Low bytes of four vectors of 32-bit lanes holding values in [-128, 255], in order, as one
+/// 64-byte vector: two `vpackssdw` (exact: |v| <= 255), a low-byte mask, `vpackuswb`, one
+/// `vpermd` (cheaper on Zen than four `vpmovdb`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn narrow4(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m512i {
+    let m = _mm512_set1_epi16(0xff);
+    let ab = _mm512_and_si512(_mm512_packs_epi32(a, b), m);
+    let cd = _mm512_and_si512(_mm512_packs_epi32(c, d), m);
+    let bytes = _mm512_packus_epi16(ab, cd); // lane L: a[4L..], b[4L..], c[4L..], d[4L..]
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_epi32(idx, bytes)
+}
+
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/DQ; `out.len() == x.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -107,16 +121,11 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
             }
             // SAFETY: 64 elements from `i` are in bounds; `op + i` is 64-byte aligned.
             unsafe {
-                let a = _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r));
-                let b =
-                    _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i + 16)), f, vlo, vhi, zp, r));
-                let c =
-                    _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i + 32)), f, vlo, vhi, zp, r));
-                let d =
-                    _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i + 48)), f, vlo, vhi, zp, r));
-                let ab = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(a), b);
-                let cd = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(c), d);
-                let line = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ab), cd);
+                let a = one(_mm512_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r);
+                let b = one(_mm512_loadu_ps(xp.add(i + 16)), f, vlo, vhi, zp, r);
+                let c = one(_mm512_loadu_ps(xp.add(i + 32)), f, vlo, vhi, zp, r);
+                let d = one(_mm512_loadu_ps(xp.add(i + 48)), f, vlo, vhi, zp, r);
+                let line = narrow4(a, b, c, d);
                 _mm512_stream_si512(op.add(i) as *mut __m512i, line);
             }
             i += 64;
@@ -137,10 +146,7 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
             let b = one(_mm512_loadu_ps(xp.add(i + 16)), f, vlo, vhi, zp, r);
             let c = one(_mm512_loadu_ps(xp.add(i + 32)), f, vlo, vhi, zp, r);
             let d = one(_mm512_loadu_ps(xp.add(i + 48)), f, vlo, vhi, zp, r);
-            _mm_storeu_si128(op.add(i) as *mut __m128i, _mm512_cvtepi32_epi8(a));
-            _mm_storeu_si128(op.add(i + 16) as *mut __m128i, _mm512_cvtepi32_epi8(b));
-            _mm_storeu_si128(op.add(i + 32) as *mut __m128i, _mm512_cvtepi32_epi8(c));
-            _mm_storeu_si128(op.add(i + 48) as *mut __m128i, _mm512_cvtepi32_epi8(d));
+            _mm512_storeu_si512(op.add(i) as *mut __m512i, narrow4(a, b, c, d));
         }
         i += 64;
     }
@@ -274,20 +280,15 @@ pub unsafe fn quantize_reduce_next(
         // SAFETY: 64 elements from `i` are in bounds of `x` and `out`; with `stream`, `op + i`
         // is 64-byte aligned (peeled above).
         unsafe {
-            let a = _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r));
-            let b = _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i + 16)), f, vlo, vhi, zp, r));
-            let c = _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i + 32)), f, vlo, vhi, zp, r));
-            let d = _mm512_cvtepi32_epi8(one(_mm512_loadu_ps(xp.add(i + 48)), f, vlo, vhi, zp, r));
+            let a = one(_mm512_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r);
+            let b = one(_mm512_loadu_ps(xp.add(i + 16)), f, vlo, vhi, zp, r);
+            let c = one(_mm512_loadu_ps(xp.add(i + 32)), f, vlo, vhi, zp, r);
+            let d = one(_mm512_loadu_ps(xp.add(i + 48)), f, vlo, vhi, zp, r);
+            let line = narrow4(a, b, c, d);
             if stream {
-                let ab = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(a), b);
-                let cd = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(c), d);
-                let line = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ab), cd);
                 _mm512_stream_si512(op.add(i) as *mut __m512i, line);
             } else {
-                _mm_storeu_si128(op.add(i) as *mut __m128i, a);
-                _mm_storeu_si128(op.add(i + 16) as *mut __m128i, b);
-                _mm_storeu_si128(op.add(i + 32) as *mut __m128i, c);
-                _mm_storeu_si128(op.add(i + 48) as *mut __m128i, d);
+                _mm512_storeu_si512(op.add(i) as *mut __m512i, line);
             }
         }
         i += 64;
