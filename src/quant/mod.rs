@@ -20,6 +20,9 @@ use crate::parallel;
 pub use layout::{normalize_axis, shape_str, Granularity, Layout};
 pub use params::{derive, Calibration, Convention, Derived, QType, Spec};
 
+/// Column-wise minima, maxima and whether a NaN was seen.
+type ColumnRanges = (Vec<f32>, Vec<f32>, bool);
+
 /// Elements per task below which work runs on the calling thread.
 const MIN_TASK: usize = 1 << 16;
 
@@ -837,8 +840,32 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
                     let mut nan = false;
                     match lay.gran {
                         Granularity::Axis if inner == 1 => {
-                            for xr in x.chunks(len.max(1)) {
-                                nan |= reduce::minmax_columns(xr, &mut lo, &mut hi)?;
+                            // Row groups in parallel, each with its own accumulators.
+                            let rows = x.len() / len.max(1);
+                            let threads = parallel::num_threads();
+                            let group = rows.div_ceil(threads).max(MIN_TASK.div_ceil(len.max(1)));
+                            let part = |xs: &[f32]| -> Result<ColumnRanges> {
+                                let mut l = vec![f32::INFINITY; len];
+                                let mut h = vec![f32::NEG_INFINITY; len];
+                                let mut nan = false;
+                                for xr in xs.chunks(len.max(1)) {
+                                    nan |= reduce::minmax_columns(xr, &mut l, &mut h)?;
+                                }
+                                Ok((l, h, nan))
+                            };
+                            let parts: Vec<Result<ColumnRanges>> = if threads <= 1 || group >= rows
+                            {
+                                vec![part(x)]
+                            } else {
+                                parallel::install(|| x.par_chunks(group * len).map(part).collect())
+                            };
+                            for p in parts {
+                                let (l, h, n) = p?;
+                                nan |= n;
+                                for j in 0..len {
+                                    lo[j] = lo[j].min(l[j]);
+                                    hi[j] = hi[j].max(h[j]);
+                                }
                             }
                         }
                         Granularity::Axis => {
