@@ -394,3 +394,38 @@ def test_large_blocks_match_oracle(rng, heavy, block_size):
         assert np.array_equal(d, qt.dequantize())
         g = ep.quantize_linear(x, qt.scale, qt.zero_point, axis=1, block_size=block_size)
         assert np.array_equal(g, qt.data)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_identical_results(rng, heavy, threads):
+    """Large tensors run on row groups in parallel: same bytes as one thread and the oracle."""
+    x = heavy(rng, (1100, 2050))  # > 2M elements: every parallel path engages
+    cases = [
+        dict(),
+        dict(symmetric=False),
+        dict(axis=0),
+        dict(axis=1),
+        dict(axis=1, block_size=32),
+        dict(axis=1, block_size=512),
+        dict(axis=0, block_size=64),
+        dict(axis=1, block_size=32, bits=4),
+    ]
+    before = ep.get_num_threads()
+    try:
+        for kw in cases:
+            ep.set_num_threads(1)
+            a = ep.quantize(x, **kw)
+            da = a.dequantize()
+            ep.set_num_threads(threads)
+            b = ep.quantize(x, **kw)
+            assert np.array_equal(a.data, b.data) and np.array_equal(a.scale, b.scale), kw
+            assert np.array_equal(da, b.dequantize()), kw
+        q, s, z = oracle(x, axis=0)
+        assert np.array_equal(values(ep.quantize(x, axis=0)), q)
+        y1, s1, z1 = ep.dynamic_quantize_linear(x)
+        ry, rs, rz = ref.dynamic_quantize_linear(x)
+        assert s1 == rs and z1 == rz and np.array_equal(y1, ry)
+        g = ep.quantize_linear(x, np.float32(0.01), np.uint8(100))
+        assert np.array_equal(g, ref.quantize_onnx(x, np.float32(0.01), 100, 0, 255))
+    finally:
+        ep.set_num_threads(before)
