@@ -748,11 +748,18 @@ fn fused_quantize(
             } else {
                 &[]
             };
+            let ahead: &[f32] = if u + 2 < units {
+                let (ns, nl) = span(u + 2);
+                &xs[ns..ns + nl]
+            } else {
+                &[]
+            };
             cur = qk::quantize_reduce_next(
                 &xs[st..st + len],
                 &mut o[st..st + len],
                 &p,
                 next,
+                ahead,
                 stream,
             )?;
         }

@@ -160,7 +160,7 @@ fn probe_fused() {
                         &[][..]
                     };
                     std::hint::black_box(
-                        qk::quantize_reduce_next(xr, o, &p, next, stream).unwrap(),
+                        qk::quantize_reduce_next(xr, o, &p, next, &[], stream).unwrap(),
                     );
                 }
             })

@@ -233,6 +233,7 @@ pub unsafe fn quantize_reduce_next(
     out: &mut [u8],
     p: &Params,
     next: &[f32],
+    ahead: &[f32],
     stream: bool,
 ) -> MinMax {
     let n = x.len().min(out.len());
@@ -267,7 +268,16 @@ pub unsafe fn quantize_reduce_next(
         }
     }
     let covered_from = i.min(nn);
+    let (ap, an) = (ahead.as_ptr(), ahead.len());
     while i + 64 <= n {
+        if i + 64 <= an {
+            // SAFETY: prefetch never faults; the addresses are inside `ahead`.
+            unsafe {
+                for k in 0..4 {
+                    _mm_prefetch::<_MM_HINT_T1>(ap.add(i + 16 * k) as *const i8);
+                }
+            }
+        }
         if i + 64 <= nn {
             for k in 0..4 {
                 // SAFETY: 64 elements from `i` are inside `next`.

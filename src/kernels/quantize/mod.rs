@@ -157,25 +157,28 @@ pub fn quantize_hinted_with(
 
 /// Quantize `x` into `out` while reducing `next` (the run the caller handles next) to its
 /// min / max, so that the next run's memory traffic overlaps this run's arithmetic. Equal to
-/// [`quantize`] followed by [`crate::kernels::reduce::minmax`] of `next`. With `stream`, call
-/// [`fence`] after the last call.
+/// [`quantize`] followed by [`crate::kernels::reduce::minmax`] of `next`. `ahead` (the run
+/// after `next`) is prefetched into L2. With `stream`, call [`fence`] after the last call.
 pub fn quantize_reduce_next(
     x: &[f32],
     out: &mut [u8],
     p: &Params,
     next: &[f32],
+    ahead: &[f32],
     stream: bool,
 ) -> Result<crate::kernels::reduce::MinMax> {
-    quantize_reduce_next_with(isa::active(), x, out, p, next, stream)
+    quantize_reduce_next_with(isa::active(), x, out, p, next, ahead, stream)
 }
 
 /// [`quantize_reduce_next`] on a given ISA.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_reduce_next_with(
     isa: Isa,
     x: &[f32],
     out: &mut [u8],
     p: &Params,
     next: &[f32],
+    ahead: &[f32],
     stream: bool,
 ) -> Result<crate::kernels::reduce::MinMax> {
     check(x.len(), out.len())?;
@@ -190,7 +193,7 @@ pub fn quantize_reduce_next_with(
     {
         if level(isa) == Level::Avx512 {
             // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
-            return Ok(unsafe { avx512::quantize_reduce_next(x, out, p, next, stream) });
+            return Ok(unsafe { avx512::quantize_reduce_next(x, out, p, next, ahead, stream) });
         }
     }
     // Other levels: the two kernels one after the other (same results).

@@ -226,9 +226,16 @@ fn reduce_next_equals_scalar() {
                     let mut got = want.clone();
                     scalar::quantize(x, &mut want[off..off + n], &p);
                     let wm = reduce::scalar::minmax(next);
-                    let gm =
-                        quantize_reduce_next_with(isa, x, &mut got[off..off + n], &p, next, stream)
-                            .unwrap();
+                    let gm = quantize_reduce_next_with(
+                        isa,
+                        x,
+                        &mut got[off..off + n],
+                        &p,
+                        next,
+                        &buf[off..],
+                        stream,
+                    )
+                    .unwrap();
                     fence_with(isa);
                     assert_eq!(got, want, "{isa} n={n} nn={nn} off={off}");
                     assert_eq!(
