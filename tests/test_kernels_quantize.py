@@ -348,7 +348,7 @@ def test_integer_and_complex_inputs_are_type_errors():
             kernels.quantize_linear(x, 1.0)
         with pytest.raises(TypeError, match="`x`"):
             kernels.dynamic_quantize_linear(x)
-    with pytest.raises(TypeError, match="`x` must be int8"):
+    with pytest.raises(TypeError, match="`q` must be int8"):
         kernels.dequantize_linear(np.ones(3, np.float32), 1.0)
 
 
