@@ -359,6 +359,8 @@ def test_bad_scale_names_the_parameter(bad):
         kernels.quantize_linear(x, np.float32(bad))
     with pytest.raises(ValueError, match="index 1"):
         kernels.quantize_linear(np.ones((2, 3), np.float32), np.float32([1, bad, 1]), axis=1)
+    with pytest.raises(ValueError, match=r"`x_scale` must be positive, finite and not subnormal"):
+        kernels.dequantize_linear(np.ones(4, np.int8), np.float32(bad))
 
 
 def test_nan_in_dynamic_names_the_index():
