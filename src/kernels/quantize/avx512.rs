@@ -11,6 +11,10 @@ use crate::kernels::reduce::MinMax;
 /// Runs at least this long use streaming stores for the aligned middle.
 pub const STREAM_MIN: usize = 1 << 20;
 
+/// Software prefetch distance in elements (4 KB): the hardware prefetchers stop at 4 KB page
+/// boundaries, so long streams fetch the next page ahead of use.
+pub const PREFETCH: usize = 1024;
+
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 fn round_i32(c: __m512, rounding: Rounding) -> __m512i {
@@ -119,6 +123,10 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
                     }
                 }
             }
+            if i + PREFETCH + 64 <= n {
+                // SAFETY: prefetch never faults; the address is inside `x`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(xp.add(i + PREFETCH) as *const i8) };
+            }
             // SAFETY: 64 elements from `i` are in bounds; `op + i` is 64-byte aligned.
             unsafe {
                 let a = one(_mm512_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r);
@@ -139,6 +147,10 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
                     _mm_prefetch::<_MM_HINT_T0>(np.add(i + 16 * k) as *const i8);
                 }
             }
+        }
+        if i + PREFETCH + 64 <= n {
+            // SAFETY: prefetch never faults; the address is inside `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(xp.add(i + PREFETCH) as *const i8) };
         }
         // SAFETY: 64 elements from `i` are in bounds of both slices.
         unsafe {
