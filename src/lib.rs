@@ -12,6 +12,9 @@
 pub mod error;
 pub mod kernels;
 pub mod parallel;
+// pruning and sparse storage (issue 4)
+pub mod prune;
+pub mod sparse;
 
 #[cfg(feature = "python")]
 pub mod python;

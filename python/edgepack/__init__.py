@@ -19,6 +19,9 @@ from edgepack._errors import (
 
 __version__: str = _core.build_info()["version"]
 
+# --- pruning and sparse storage (issue 4) ---
+from edgepack import prune, sparse  # noqa: E402
+
 
 def build_info() -> dict[str, object]:
     """Facts about this build and this CPU.
@@ -52,4 +55,7 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # issue 4
+    "prune",
+    "sparse",
 ]

@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+mod prune; // issue 4
+mod sparse; // issue 4
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -16,5 +18,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    prune::register(m)?; // issue 4
+    sparse::register(m)?; // issue 4
     Ok(())
 }
