@@ -9,6 +9,8 @@ pub mod sparse;
 
 pub use isa::Isa;
 
+pub(crate) mod level;
+
 #[cfg(test)]
 pub(crate) mod testutil;
 
