@@ -21,7 +21,7 @@
 //! All integers little endian. Nothing may follow the last section. A reader checks the magic,
 //! version, codes, that `nnz` agrees with the shape and with the mask's popcount (or the N:M
 //! slot count and positions), that every claimed size fits in the buffer, and that a decoded
-//! size is reachable from its payload size (rANS: 2^20 bytes per 36 payload bytes at most;
+//! size is reachable from its payload size (rANS: 2^20 bytes per 132 payload bytes at most;
 //! zstd: 2^15 per byte) *before* allocating.
 //!
 //! Levels: 0 stores every section; 1 (default) codes each section with rANS when that is

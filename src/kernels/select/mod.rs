@@ -127,20 +127,33 @@ fn histogram_top(src: &dyn KeySource, a: usize, b: usize) -> Vec<u32> {
     out
 }
 
-/// Pass 2 over `a..b`: `keep[i] = digit > bin`; collect `(index, key)` of the elements in `bin`.
-fn split_pass(src: &dyn KeySource, a: usize, keep: &mut [bool], bin: u32) -> Vec<(usize, u32)> {
-    let mut cand = Vec::new();
+/// Pass 2 over `a..b`: `keep[i] = digit > bin`; collect `(index, key)` of the elements in `bin`
+/// (`expect` = how many there probably are, to size the list once).
+fn split_pass(
+    src: &dyn KeySource,
+    a: usize,
+    keep: &mut [bool],
+    bin: u32,
+    expect: usize,
+) -> Vec<(usize, u32)> {
+    let mut cand: Vec<(usize, u32)> = Vec::with_capacity(expect + 1);
     let mut keys = [0u32; BLOCK];
     let mut s = 0;
     while s < keep.len() {
         let n = (keep.len() - s).min(BLOCK);
         src.fill(a + s, &mut keys[..n]);
+        let mut in_bin = 0usize;
         for (o, &k) in keep[s..s + n].iter_mut().zip(&keys[..n]) {
-            *o = (k >> TOP_BITS) > bin;
+            let d = k >> TOP_BITS;
+            *o = d > bin;
+            in_bin += (d == bin) as usize;
         }
-        for (j, &k) in keys[..n].iter().enumerate() {
-            if (k >> TOP_BITS) == bin {
-                cand.push((a + s + j, k));
+        if in_bin > 0 {
+            cand.reserve(in_bin);
+            for (j, &k) in keys[..n].iter().enumerate() {
+                if (k >> TOP_BITS) == bin {
+                    cand.push((a + s + j, k));
+                }
             }
         }
         s += n;
@@ -233,12 +246,12 @@ pub fn keep_mask(
         parallel::install(|| {
             keep.par_chunks_mut(PAR_CHUNK)
                 .enumerate()
-                .map(|(c, kc)| split_pass(src, c * PAR_CHUNK, kc, bin))
+                .map(|(c, kc)| split_pass(src, c * PAR_CHUNK, kc, bin, 0))
                 .collect::<Vec<_>>()
         })
         .concat()
     } else {
-        split_pass(src, 0, keep, bin)
+        split_pass(src, 0, keep, bin, hist[bin as usize] as usize)
     };
     resolve(&cand, k - below, keep);
     Ok(())
