@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! present: [u8; 32]          bit s set = byte value s occurs
-//! freq:    u16 per present s  (ascending s), summing to 2^15, each >= 1
+//! freq:    LEB128 (1..=3 bytes) per present s (ascending s), summing to 2^15, each >= 1
 //! chunk_len: u32 per chunk    bytes of each chunk (chunks = ceil(raw_len / CHUNK_SYMS))
 //! chunks:  per chunk: 32 x u32 final states, then u16 words
 //! ```
@@ -134,7 +134,12 @@ impl Table {
 
     /// Serialized table size in bytes.
     pub fn serialized_len(&self) -> usize {
-        32 + 2 * self.freq.iter().filter(|&&f| f > 0).count()
+        32 + self
+            .freq
+            .iter()
+            .filter(|&&f| f > 0)
+            .map(|&f| 1 + (f >= 1 << 7) as usize + (f >= 1 << 14) as usize)
+            .sum::<usize>()
     }
 
     fn write(&self, out: &mut Vec<u8>) {
@@ -146,8 +151,13 @@ impl Table {
         }
         out.extend_from_slice(&present);
         for s in 0..256 {
+            let mut f = self.freq[s];
+            while f >= 0x80 {
+                out.push(0x80 | (f & 0x7f) as u8);
+                f >>= 7;
+            }
             if self.freq[s] > 0 {
-                out.extend_from_slice(&(self.freq[s] as u16).to_le_bytes());
+                out.push(f as u8);
             }
         }
     }
@@ -162,18 +172,32 @@ impl Table {
         let mut sum = 0u32;
         for s in 0..256 {
             if present[s / 8] >> (s % 8) & 1 != 0 {
-                let b = buf.get(pos..pos + 2).ok_or_else(|| {
-                    Error::format(format!("{what}: rANS frequency table truncated"))
-                })?;
-                let v = u16::from_le_bytes([b[0], b[1]]) as u32;
-                if v == 0 {
+                // LEB128, at most 3 bytes
+                let mut v = 0u32;
+                let mut k = 0;
+                loop {
+                    let b = *buf.get(pos).ok_or_else(|| {
+                        Error::format(format!("{what}: rANS frequency table truncated"))
+                    })?;
+                    pos += 1;
+                    v |= ((b & 0x7f) as u32) << (7 * k);
+                    k += 1;
+                    if b & 0x80 == 0 {
+                        break;
+                    }
+                    if k == 3 {
+                        return Err(Error::format(format!(
+                            "{what}: rANS frequency of byte {s} is over-long"
+                        )));
+                    }
+                }
+                if v == 0 || v > M {
                     return Err(Error::format(format!(
-                        "{what}: rANS frequency of byte {s} is 0 but marked present"
+                        "{what}: rANS frequency of byte {s} is 0 or above 2^15"
                     )));
                 }
                 f[s] = v;
                 sum += v;
-                pos += 2;
             }
         }
         if sum != M {
@@ -185,14 +209,15 @@ impl Table {
     }
 }
 
-fn encode_chunk(syms: &[u8], t: &EncTable) -> Vec<u8> {
-    let (x, words) = kr::encode(syms, t);
-    let mut out = Vec::with_capacity(4 * WAYS + 2 * words.len());
+/// Code one chunk into `out` (states, then words); returns its length in bytes.
+fn encode_chunk(syms: &[u8], t: &EncTable, scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> usize {
+    let (x, start) = kr::encode(syms, t, scratch);
+    let before = out.len();
     for s in x {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
-    out
+    out.extend_from_slice(&scratch[start..]);
+    out.len() - before
 }
 
 fn decode_chunk(chunk: &[u8], d: &DecTable, out: &mut [u8], what: &str) -> Result<()> {
@@ -229,17 +254,36 @@ pub fn encode(data: &[u8], t: &Table, out: &mut Vec<u8>) {
     t.write(out);
     let pieces: Vec<&[u8]> = data.chunks(CHUNK_SYMS).collect();
     let t = &EncTable::new(&t.freq, &t.cum);
-    let coded: Vec<Vec<u8>> = if pieces.len() > 1 && parallel::num_threads() > 1 {
+    let lens_at = out.len();
+    out.resize(lens_at + 4 * pieces.len(), 0);
+    let lens: Vec<usize> = if pieces.len() > 1 && parallel::num_threads() > 1 {
         use rayon::prelude::*;
-        parallel::install(|| pieces.par_iter().map(|p| encode_chunk(p, t)).collect())
+        let coded: Vec<Vec<u8>> = parallel::install(|| {
+            pieces
+                .par_iter()
+                .map(|p| {
+                    let mut c = Vec::new();
+                    encode_chunk(p, t, &mut Vec::new(), &mut c);
+                    c
+                })
+                .collect()
+        });
+        coded
+            .iter()
+            .map(|c| {
+                out.extend_from_slice(c);
+                c.len()
+            })
+            .collect()
     } else {
-        pieces.iter().map(|p| encode_chunk(p, t)).collect()
+        let mut scratch = Vec::new();
+        pieces
+            .iter()
+            .map(|p| encode_chunk(p, t, &mut scratch, out))
+            .collect()
     };
-    for c in &coded {
-        out.extend_from_slice(&(c.len() as u32).to_le_bytes());
-    }
-    for c in &coded {
-        out.extend_from_slice(c);
+    for (k, len) in lens.into_iter().enumerate() {
+        out[lens_at + 4 * k..lens_at + 4 * k + 4].copy_from_slice(&(len as u32).to_le_bytes());
     }
 }
 

@@ -16,44 +16,46 @@ fn gather(idx: __m512i, table: &[u32; 256]) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
-fn enc_step(x: __m512i, syms: &[u8], t: &EncTable, buf: &mut [u16], w: &mut usize) -> __m512i {
+fn enc_step(x: __m512i, syms: &[u8], t: &EncTable, buf: &mut [u8], w: &mut usize) -> __m512i {
     debug_assert!(syms.len() == 16);
     // SAFETY: syms holds 16 bytes.
     let s = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(syms.as_ptr() as *const _) });
-    let emit = _mm512_cmpge_epu32_mask(x, gather(s, &t.x_max));
+    let cs = gather(s, &t.cmpl_shift);
+    let cmpl = _mm512_and_si512(cs, _mm512_set1_epi32(0xffff));
+    // x_max = freq << 16 = (M - cmpl) << 16: one gather fewer
+    let x_max = _mm512_slli_epi32::<16>(_mm512_sub_epi32(_mm512_set1_epi32(M as i32), cmpl));
+    let emit = _mm512_cmpge_epu32_mask(x, x_max);
     let cnt = emit.count_ones() as usize;
     let words = _mm512_cvtepi32_epi16(x);
     let packed = _mm256_mask_compress_epi16(_mm256_setzero_si256(), emit, words);
     *w -= cnt; // at most one word per symbol: w stays >= 1
     let m = ((1u32 << cnt) - 1) as u16;
-    // SAFETY: writes lanes w..w+cnt, inside buf (w + cnt is the previous w <= buf.len()).
-    unsafe { _mm256_mask_storeu_epi16(buf.as_mut_ptr().add(*w) as *mut i16, m, packed) };
+    // SAFETY: writes words w..w+cnt (bytes 2w..2w+2cnt), inside buf (w + cnt is the previous
+    // w <= buf.len() / 2); x86 stores the u16 lanes little endian.
+    unsafe { _mm256_mask_storeu_epi16(buf.as_mut_ptr().add(2 * *w) as *mut i16, m, packed) };
     let x = _mm512_mask_srli_epi32(x, emit, x, 16);
     let rcp = gather(s, &t.rcp);
     let bias = gather(s, &t.bias);
-    let cs = gather(s, &t.cmpl_shift);
     let even = _mm512_srli_epi64::<32>(_mm512_mul_epu32(x, rcp));
     let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(rcp));
     let hi = _mm512_mask_blend_epi32(0xAAAA, even, odd);
     let q = _mm512_srlv_epi32(hi, _mm512_srli_epi32::<16>(cs));
-    let cmpl = _mm512_and_si512(cs, _mm512_set1_epi32(0xffff));
     _mm512_add_epi32(_mm512_add_epi32(x, bias), _mm512_mullo_epi32(q, cmpl))
 }
 
 /// See `scalar::encode`.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VBMI2.
+/// The CPU must support AVX-512 F/BW/VL/VBMI2; `buf.len() == 2 * (syms.len() + 1)`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
-pub unsafe fn encode(syms: &[u8], t: &EncTable) -> ([u32; WAYS], Vec<u16>) {
+pub unsafe fn encode(syms: &[u8], t: &EncTable, buf: &mut [u8]) -> ([u32; WAYS], usize) {
     let n = syms.len();
-    let mut buf = vec![0u16; n + 1];
-    let mut w = buf.len();
+    let mut w = buf.len() / 2;
     let mut x = [L; WAYS];
     let mut i = n;
     while !i.is_multiple_of(WAYS) {
         i -= 1;
-        scalar::put(&mut x[i % WAYS], syms[i] as usize, t, &mut buf, &mut w);
+        scalar::put(&mut x[i % WAYS], syms[i] as usize, t, buf, &mut w);
     }
     // SAFETY: x holds 32 u32 = two zmm.
     let (mut xa, mut xb) = unsafe {
@@ -65,16 +67,15 @@ pub unsafe fn encode(syms: &[u8], t: &EncTable) -> ([u32; WAYS], Vec<u16>) {
     while i > 0 {
         i -= WAYS;
         // backwards: lanes 31..16, then 15..0
-        xb = enc_step(xb, &syms[i + 16..i + 32], t, &mut buf, &mut w);
-        xa = enc_step(xa, &syms[i..i + 16], t, &mut buf, &mut w);
+        xb = enc_step(xb, &syms[i + 16..i + 32], t, buf, &mut w);
+        xa = enc_step(xa, &syms[i..i + 16], t, buf, &mut w);
     }
     // SAFETY: x holds 32 u32.
     unsafe {
         _mm512_storeu_si512(x.as_mut_ptr() as *mut _, xa);
         _mm512_storeu_si512(x.as_mut_ptr().add(16) as *mut _, xb);
     }
-    buf.drain(..w);
-    (x, buf)
+    (x, 2 * w)
 }
 
 #[inline]

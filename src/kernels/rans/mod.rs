@@ -68,7 +68,7 @@ impl EncTable {
                 while f > (1u32 << shift) {
                     shift += 1;
                 }
-                t.rcp[s] = (((1u64 << (shift + 31)) + f as u64 - 1) / f as u64) as u32;
+                t.rcp[s] = (1u64 << (shift + 31)).div_ceil(f as u64) as u32;
                 t.bias[s] = cum[s];
                 t.cmpl_shift[s] = cmpl | (shift - 1) << 16;
             }
@@ -102,20 +102,32 @@ impl DecTable {
     }
 }
 
-/// Encode `syms` from the initial states `L`; returns the final states and the words in
-/// decoding order.
-pub fn encode(syms: &[u8], t: &EncTable) -> ([u32; WAYS], Vec<u16>) {
-    encode_with(isa::active(), syms, t).expect("the active ISA is supported")
+/// Encode `syms` from the initial states `L`. `buf` is scratch space (reused across calls,
+/// resized to `2 * (syms.len() + 1)` bytes); the words, little-endian u16 in decoding order,
+/// end up in `buf[start..]`. Returns the final states and `start`.
+pub fn encode(syms: &[u8], t: &EncTable, buf: &mut Vec<u8>) -> ([u32; WAYS], usize) {
+    encode_with(isa::active(), syms, t, buf).expect("the active ISA is supported")
 }
 
 /// [`encode`] at a given level.
-pub fn encode_with(isa: Isa, syms: &[u8], t: &EncTable) -> Result<([u32; WAYS], Vec<u16>)> {
+pub fn encode_with(
+    isa: Isa,
+    syms: &[u8],
+    t: &EncTable,
+    buf: &mut Vec<u8>,
+) -> Result<([u32; WAYS], usize)> {
     check(isa)?;
+    let need = 2 * (syms.len() + 1);
+    if buf.len() > need {
+        buf.truncate(need);
+    } else {
+        buf.resize(need, 0);
+    }
     Ok(match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU supports AVX-512 (checked above).
-        Isa::Avx512 => unsafe { avx512::encode(syms, t) },
-        _ => scalar::encode(syms, t),
+        // SAFETY: the CPU supports AVX-512 (checked above); buf has 2 * (n + 1) bytes.
+        Isa::Avx512 => unsafe { avx512::encode(syms, t, buf) },
+        _ => scalar::encode(syms, t, buf),
     })
 }
 

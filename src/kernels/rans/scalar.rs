@@ -3,10 +3,11 @@
 use super::{DecTable, EncTable, L, M, SCALE_BITS, WAYS};
 
 #[inline(always)]
-pub(super) fn put(x: &mut u32, s: usize, t: &EncTable, buf: &mut [u16], w: &mut usize) {
+pub(super) fn put(x: &mut u32, s: usize, t: &EncTable, buf: &mut [u8], w: &mut usize) {
     let emit = *x >= t.x_max[s];
     // Always store, advance only when emitting (branch-free renormalization).
-    buf[*w - 1] = *x as u16;
+    // `w` counts u16 words; word k lives in buf[2k..2k + 2], little endian.
+    buf[2 * *w - 2..2 * *w].copy_from_slice(&(*x as u16).to_le_bytes());
     *w -= emit as usize;
     if emit {
         *x >>= 16;
@@ -18,27 +19,26 @@ pub(super) fn put(x: &mut u32, s: usize, t: &EncTable, buf: &mut [u16], w: &mut 
         .wrapping_add(q.wrapping_mul(cs & 0xffff));
 }
 
-/// Encode `syms`; returns the final states and the words in decoding order.
-pub fn encode(syms: &[u8], t: &EncTable) -> ([u32; WAYS], Vec<u16>) {
+/// Encode `syms` into `buf` (`2 * (n + 1)` bytes); returns the final states and the byte
+/// offset where the words (decoding order) start.
+pub fn encode(syms: &[u8], t: &EncTable, buf: &mut [u8]) -> ([u32; WAYS], usize) {
     let n = syms.len();
     // Words are written backwards from the end (at most one per symbol).
-    let mut buf = vec![0u16; n + 1];
-    let mut w = buf.len();
+    let mut w = buf.len() / 2;
     let mut x = [L; WAYS];
     let mut i = n;
     while !i.is_multiple_of(WAYS) {
         i -= 1;
-        put(&mut x[i % WAYS], syms[i] as usize, t, &mut buf, &mut w);
+        put(&mut x[i % WAYS], syms[i] as usize, t, buf, &mut w);
     }
     while i > 0 {
         i -= WAYS;
         let g = &syms[i..i + WAYS];
         for j in (0..WAYS).rev() {
-            put(&mut x[j], g[j] as usize, t, &mut buf, &mut w);
+            put(&mut x[j], g[j] as usize, t, buf, &mut w);
         }
     }
-    buf.drain(..w);
-    (x, buf)
+    (x, 2 * w)
 }
 
 /// One decoding step of state `x`; reads word `p` when renormalizing (0 past the end, which
