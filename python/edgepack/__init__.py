@@ -17,6 +17,11 @@ from edgepack._errors import (
     NonFiniteError,
 )
 
+# ---- quantize / dequantize (issue 2) ----
+from edgepack import kernels
+from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
+from edgepack.quantize import QuantizedTensor, dequantize, quantize
+
 __version__: str = _core.build_info()["version"]
 
 # --- pruning and sparse storage (issue 4) ---
@@ -55,6 +60,14 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # quantize / dequantize (issue 2)
+    "kernels",
+    "quantize",
+    "dequantize",
+    "QuantizedTensor",
+    "quantize_linear",
+    "dequantize_linear",
+    "dynamic_quantize_linear",
     # issue 4
     "prune",
     "sparse",
