@@ -4,6 +4,7 @@
 
 pub mod isa;
 // pruning and sparse storage (issue 4)
+pub mod rans;
 pub mod select;
 pub mod sparse;
 
