@@ -17,6 +17,12 @@ from edgepack._errors import (
     NonFiniteError,
 )
 
+# --- int8 matmul and QuantizedLinear (issue 3) ---
+from edgepack.kernels import PackedMatrix, matmul_integer, pack_matrix, qlinear_matmul
+from edgepack.linear import QuantizedLinear
+
+# --- end issue 3 ---
+
 __version__: str = _core.build_info()["version"]
 
 
@@ -52,4 +58,10 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # int8 matmul and QuantizedLinear (issue 3)
+    "PackedMatrix",
+    "matmul_integer",
+    "pack_matrix",
+    "qlinear_matmul",
+    "QuantizedLinear",
 ]

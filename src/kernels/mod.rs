@@ -3,5 +3,7 @@
 //! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
 
 pub mod isa;
+// --- int8 matmul (issue 3) ---
+pub mod matmul;
 
 pub use isa::Isa;

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+mod matmul; // int8 matmul (issue 3)
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    matmul::register(m)?; // int8 matmul (issue 3)
     Ok(())
 }
