@@ -206,12 +206,10 @@ pub(crate) enum Out<'a> {
 
 /// One multiplication: operands, precomputed correction terms and the output.
 pub(crate) struct Job<'a> {
-    /// `Au` rows (before the XOR when `flip`), stride `lda >= kp`.
+    /// `Au` packed by [`pack_a`]: M x kp bytes, each row tile of height h (see [`row_tiles`])
+    /// starting at row r0 stored at `r0 * kp` as `[k-group][row][4 bytes]`.
     pub a: &'a [u8],
-    pub lda: usize,
     pub m: usize,
-    /// A is int8: XOR each byte with 0x80 in the kernel.
-    pub flip: bool,
     pub b: &'a PackedMatrix,
     /// Added to every column: `bias_i32[n] - a' colsum[n]` (scalar a') or `bias_i32[n]`.
     pub col_add: &'a [i32],
@@ -301,24 +299,16 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
     }
 }
 
-/// Row tiles for a block of `rows` rows: one tile up to 8, two up to 16, else 6-row tiles.
+/// The row tiles of rows `m0..m1` of an M-row matrix, as `f(first_row, height)`: one tile up to
+/// 8 rows, two up to 16, else 6-row tiles from row 0 (see [`tile_of_row`]; `m0` must start one).
 #[inline(always)]
-pub(crate) fn row_tiles(rows: usize, mut f: impl FnMut(usize, usize)) {
-    if rows <= 8 {
-        if rows > 0 {
-            f(0, rows);
-        }
-    } else if rows <= 16 {
-        let h = rows.div_ceil(2);
-        f(0, h);
-        f(h, rows - h);
-    } else {
-        let mut r = 0;
-        while r < rows {
-            let h = (rows - r).min(6);
-            f(r, h);
-            r += h;
-        }
+pub(crate) fn row_tiles(m: usize, m0: usize, m1: usize, mut f: impl FnMut(usize, usize)) {
+    let mut r = m0;
+    while r < m1 {
+        let (r0, h) = tile_of_row(m, r);
+        debug_assert_eq!(r0, r);
+        f(r, h);
+        r += h;
     }
 }
 
@@ -369,20 +359,67 @@ fn run(isa: Isa, job: &Job) {
     });
 }
 
-/// `A` with rows padded to a multiple of 4 bytes when K is not (the kernels read 4 at a time).
-fn padded_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut Vec<u8>) -> (&'a [u8], usize) {
-    if a.k == kp {
-        return (a.data, a.k);
+/// The row tile holding row `r` of an M-row matrix: (first row, height). The same tiling
+/// [`row_tiles`] produces for the whole matrix, and for every block of [`run`] (blocks start
+/// at multiples of 6 when M > 16).
+#[inline(always)]
+pub(crate) fn tile_of_row(m: usize, r: usize) -> (usize, usize) {
+    if m <= 8 {
+        (0, m)
+    } else if m <= 16 {
+        let h = m.div_ceil(2);
+        if r < h {
+            (0, h)
+        } else {
+            (h, m - h)
+        }
+    } else {
+        let r0 = r / 6 * 6;
+        (r0, (m - r0).min(6))
     }
-    let fill = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
-    buf.resize(a.rows * kp, fill);
-    for (dst, src) in buf
-        .chunks_exact_mut(kp)
-        .zip(a.data.chunks_exact(a.k.max(1)))
-    {
-        dst[..a.k].copy_from_slice(src);
-    }
-    (&buf[..], kp)
+}
+
+/// Pack A for the kernels: `Au = A ^ 0x80` for int8, K zero-padded to `kp`, each row tile
+/// interleaved as `[k-group][row][4 bytes]` so a microkernel reads one sequential stream.
+/// Also returns `rowsum(Au)` per row when `rowsums` is set.
+fn pack_a(a: &Lhs, kp: usize, rowsums: bool) -> (Vec<u8>, Vec<u32>) {
+    let (m, k) = (a.rows, a.k);
+    let flip = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
+    let flip4 = u32::from_ne_bytes([flip; 4]);
+    let mut out = vec![0u8; m * kp];
+    let mut sums = vec![0u32; if rowsums { m } else { 0 }];
+    let (op, sp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(sums.as_mut_ptr()));
+    let full = k / 4;
+    crate::parallel::for_chunks(m, (1 << 16) / kp.max(1) + 1, |r_lo, r_hi| {
+        for r in r_lo..r_hi {
+            let (r0, h) = tile_of_row(m, r);
+            let src = &a.data[r * k..(r + 1) * k];
+            let ri = r - r0;
+            let base = op.get();
+            for (g, w) in src.chunks_exact(4).enumerate() {
+                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) ^ flip4;
+                // SAFETY: row r's bytes of k-group g live at r0*kp + (g*h + ri)*4 .. +4, inside
+                // `out` (g < kp/4, r0 + h <= m) and written by no other row.
+                unsafe {
+                    base.add(r0 * kp + (g * h + ri) * 4)
+                        .cast::<u32>()
+                        .write_unaligned(v)
+                };
+            }
+            if k % 4 != 0 {
+                for (i, &x) in src[full * 4..].iter().enumerate() {
+                    // SAFETY: as above, for the last (partial) k-group.
+                    unsafe { *base.add(r0 * kp + (full * h + ri) * 4 + i) = x ^ flip };
+                }
+            }
+            if rowsums {
+                let s: u32 = src.iter().map(|&x| (x ^ flip) as u32).sum();
+                // SAFETY: element r of `sums`, written only here.
+                unsafe { *sp.get().add(r) = s };
+            }
+        }
+    });
+    (out, sums)
 }
 
 struct Prepared {
@@ -391,7 +428,13 @@ struct Prepared {
     row_r: Vec<i32>,
 }
 
-fn prepare(a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>) -> Prepared {
+fn prepare(
+    a: &Lhs,
+    a_zp: &[i32],
+    b: &PackedMatrix,
+    bias_i32: Option<&[i32]>,
+    rowsums: &[u32],
+) -> Prepared {
     let offset = if a.dtype == Dtype::I8 { 128 } else { 0 };
     let per_row = a_zp.len() > 1;
     let a0 = if per_row {
@@ -414,14 +457,9 @@ fn prepare(a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>) ->
     };
     let row_a = per_row.then(|| (0..a.rows).map(a_row).collect());
     let row_r = if b.b_prime().is_some() {
-        let flip = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
         let k = a.k as i32;
         (0..a.rows)
-            .map(|m| {
-                let row = &a.data[m * a.k..(m + 1) * a.k];
-                let s: u32 = row.iter().map(|&x| (x ^ flip) as u32).sum::<u32>();
-                k.wrapping_mul(a_row(m)).wrapping_sub(s as i32)
-            })
+            .map(|m| k.wrapping_mul(a_row(m)).wrapping_sub(rowsums[m] as i32))
             .collect()
     } else {
         Vec::new()
@@ -434,14 +472,11 @@ fn prepare(a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>) ->
 }
 
 fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>, out: Out) {
-    let p = prepare(a, a_zp, b, bias_i32);
-    let mut buf = Vec::new();
-    let (data, lda) = padded_a(a, b.kp(), &mut buf);
+    let (packed_a, rowsums) = pack_a(a, b.kp(), b.b_prime().is_some());
+    let p = prepare(a, a_zp, b, bias_i32, &rowsums);
     let job = Job {
-        a: data,
-        lda,
+        a: &packed_a,
         m: a.rows,
-        flip: a.dtype == Dtype::I8,
         b,
         col_add: &p.col_add,
         row_a: p.row_a.as_deref(),
