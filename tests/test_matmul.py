@@ -6,11 +6,20 @@ Expected values come from tests/reference.py (int64 numpy) and from onnxruntime.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
+import pathlib
 
 import numpy as np
 import pytest
 import reference as ref
-from conftest import heavy_tailed
+
+# `from conftest import heavy_tailed` breaks when benches/conftest.py was imported first as
+# "conftest" (plain `pytest` collects both folders): load tests/conftest.py by path instead.
+_spec = importlib.util.spec_from_file_location("_edgepack_tests_conftest", pathlib.Path(__file__).with_name("conftest.py"))
+assert _spec is not None and _spec.loader is not None
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+heavy_tailed = _conftest.heavy_tailed
 
 import edgepack as ep
 from edgepack import kernels
