@@ -37,7 +37,11 @@ class PackedMatrix:
 
 def _pack_matrix(b: npt.NDArray[np.uint8], b_signed: bool, b_zero_point: npt.NDArray[np.int64]) -> PackedMatrix: ...
 def _matmul_integer(
-    a: npt.NDArray[np.uint8], a_signed: bool, a_zero_point: npt.NDArray[np.int64], b: PackedMatrix
+    a: npt.NDArray[np.uint8],
+    a_signed: bool,
+    a_zero_point: npt.NDArray[np.int64],
+    b: PackedMatrix,
+    out: npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.int32]: ...
 def _qlinear_matmul(
     a: npt.NDArray[np.uint8],

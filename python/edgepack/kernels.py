@@ -89,7 +89,12 @@ def _lhs(a: object, a_zero_point: object) -> tuple[np.ndarray, np.ndarray, tuple
 
 
 def matmul_integer(
-    a: np.ndarray, b: np.ndarray | PackedMatrix, a_zero_point: object = None, b_zero_point: object = None
+    a: np.ndarray,
+    b: np.ndarray | PackedMatrix,
+    a_zero_point: object = None,
+    b_zero_point: object = None,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """ONNX ``MatMulInteger``: ``(A - a_zero_point) @ (B - b_zero_point)`` as int32.
 
@@ -98,13 +103,23 @@ def matmul_integer(
     ``b_zero_point`` a scalar or one per column (N). numpy equivalent:
     ``((a.astype(np.int64) - a_zp[..., None]) @ (b.astype(np.int64) - b_zp)).astype(np.int32)``.
     Exact: raises :class:`edgepack.LimitError` when K is too large for an int32 result to be
-    guaranteed with these dtypes and zero points.
+    guaranteed with these dtypes and zero points. ``out``: a C-contiguous int32 array of the
+    result's shape to write into (saves allocating fresh pages on hot calls); it is returned.
     """
     a2, zp, lead, signed, vector = _lhs(a, a_zero_point)
     packed = _packed(b, b_zero_point)
-    out = _core._matmul_integer(a2, signed, zp, packed)
     n = packed.shape[1]
-    return out.reshape((n,) if vector else lead + (n,))
+    shape = (n,) if vector else lead + (n,)
+    if out is not None:
+        if not isinstance(out, np.ndarray) or out.dtype != np.int32:
+            raise DtypeError(f"`out` must be an int32 numpy array, found {getattr(out, 'dtype', type(out).__name__)}")
+        if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ArgumentError(
+                f"`out` must be a writeable C-contiguous array of shape {shape}, found shape {out.shape}"
+            )
+        _core._matmul_integer(a2, signed, zp, packed, out.reshape(a2.shape[0], n))
+        return out
+    return _core._matmul_integer(a2, signed, zp, packed).reshape(shape)
 
 
 def _scale(x: object, name: str) -> np.ndarray:

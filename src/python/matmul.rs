@@ -82,14 +82,17 @@ fn _pack_matrix(
     })
 }
 
-/// `_matmul_integer(a, a_signed, a_zero_point, b)`: a is (M, K) bytes, returns (M, N) int32.
+/// `_matmul_integer(a, a_signed, a_zero_point, b, out=None)`: a is (M, K) bytes; returns
+/// (M, N) int32, written into `out` (C-contiguous (M, N) int32) when given.
 #[pyfunction]
+#[pyo3(signature = (a, a_signed, a_zero_point, b, out=None))]
 fn _matmul_integer<'py>(
     py: Python<'py>,
     a: PyReadonlyArray2<'py, u8>,
     a_signed: bool,
     a_zero_point: PyReadonlyArray1<'py, i64>,
     b: &Bound<'py, PyPackedMatrix>,
+    out: Option<Bound<'py, PyArray2<i32>>>,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
     let (m, k) = (a.shape()[0], a.shape()[1]);
     let data = a.as_slice()?;
@@ -101,8 +104,20 @@ fn _matmul_integer<'py>(
         k,
         dtype: dtype(a_signed),
     };
-    let out = py.detach(|| matmul::matmul_integer(&lhs, zp, &packed))?;
-    PyArray1::from_vec(py, out).reshape([m, packed.n()])
+    match out {
+        Some(arr) => {
+            {
+                let mut rw = arr.try_readwrite()?;
+                let o = rw.as_slice_mut()?;
+                py.detach(|| matmul::matmul_integer_into(&lhs, zp, &packed, o))?;
+            }
+            Ok(arr)
+        }
+        None => {
+            let res = py.detach(|| matmul::matmul_integer(&lhs, zp, &packed))?;
+            PyArray1::from_vec(py, res).reshape([m, packed.n()])
+        }
+    }
 }
 
 /// `_qlinear_matmul(a, a_signed, a_scale, a_zero_point, b, b_scale, y_scale, y_zero_point,

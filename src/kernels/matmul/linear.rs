@@ -53,7 +53,10 @@ fn minmax_body(x: &[f32]) -> (f32, f32, bool) {
 #[inline(always)]
 fn quant_u8_body(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8;
+        // max/min (not clamp) send NaN to a bound, so the value is always in 0..=255.
+        let q = ((v / scale).round_ties_even() + zp).max(0.0).min(255.0);
+        // SAFETY: q is an integer in 0..=255 (see above), representable in i32.
+        *o = unsafe { q.to_int_unchecked::<i32>() } as u8;
     }
 }
 
@@ -77,7 +80,9 @@ fn absmax_body(x: &[f32]) -> f32 {
 #[inline(always)]
 fn quant_i8_body(x: &[f32], out: &mut [u8], scale: f32) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i32 as u8;
+        let q = (v / scale).round_ties_even().max(-127.0).min(127.0);
+        // SAFETY: q is an integer in -127..=127 (max/min send NaN to a bound).
+        *o = unsafe { q.to_int_unchecked::<i32>() } as u8;
     }
 }
 
@@ -189,13 +194,17 @@ pub fn dynamic_qparams_with(isa: Isa, x: &[f32]) -> Result<(f32, u8)> {
 /// `saturate(rint(x / scale) + zp)` as uint8 (ONNX `QuantizeLinear`, per tensor).
 pub fn quantize_u8_with(isa: Isa, x: &[f32], scale: f32, zp: u8) -> Vec<u8> {
     let mut out = vec![0u8; x.len()];
+    quantize_u8_into(isa, x, scale, zp, &mut out);
+    out
+}
+
+fn quantize_u8_into(isa: Isa, x: &[f32], scale: f32, zp: u8, out: &mut [u8]) {
     let o = super::SyncPtr(out.as_mut_ptr());
     crate::parallel::for_chunks(x.len(), 1 << 16, |a, b| {
         // SAFETY: chunks a..b are disjoint and inside `out`, which outlives the call.
         let o = unsafe { std::slice::from_raw_parts_mut(o.get().add(a), b - a) };
         quant_u8(isa, &x[a..b], o, scale, zp as f32);
     });
-    out
 }
 
 /// Per row symmetric int8: per row `scale = max|x| / 127` (1 for an all-zero row) and

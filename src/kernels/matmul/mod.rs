@@ -291,8 +291,10 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
                 let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
                 let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
                 for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(&mult[n0..n0 + nc]) {
-                    let v = (x as f32 * s).clamp(flo, fhi).round_ties_even() as i32 + zp;
-                    *o = v as u8;
+                    let q = (x as f32 * s).max(flo).min(fhi).round_ties_even();
+                    // SAFETY: q is an integer within lo-zp..=hi-zp (max/min send NaN to a
+                    // bound), representable in i32.
+                    *o = (unsafe { q.to_int_unchecked::<i32>() } + zp) as u8;
                 }
             }
         }
@@ -382,11 +384,12 @@ pub(crate) fn tile_of_row(m: usize, r: usize) -> (usize, usize) {
 /// Pack A for the kernels: `Au = A ^ 0x80` for int8, K zero-padded to `kp`, each row tile
 /// interleaved as `[k-group][row][4 bytes]` so a microkernel reads one sequential stream.
 /// Also returns `rowsum(Au)` per row when `rowsums` is set.
-fn pack_a(a: &Lhs, kp: usize, rowsums: bool) -> (Vec<u8>, Vec<u32>) {
+/// Every byte of `out[..m * kp]` is written.
+fn pack_a(a: &Lhs, kp: usize, rowsums: bool, out: &mut [u8]) -> Vec<u32> {
     let (m, k) = (a.rows, a.k);
+    assert!(out.len() >= m * kp);
     let flip = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
     let flip4 = u32::from_ne_bytes([flip; 4]);
-    let mut out = vec![0u8; m * kp];
     let mut sums = vec![0u32; if rowsums { m } else { 0 }];
     let (op, sp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(sums.as_mut_ptr()));
     let full = k / 4;
@@ -407,10 +410,16 @@ fn pack_a(a: &Lhs, kp: usize, rowsums: bool) -> (Vec<u8>, Vec<u32>) {
                 };
             }
             if k % 4 != 0 {
-                for (i, &x) in src[full * 4..].iter().enumerate() {
-                    // SAFETY: as above, for the last (partial) k-group.
-                    unsafe { *base.add(r0 * kp + (full * h + ri) * 4 + i) = x ^ flip };
+                let mut last = [0u8; 4];
+                for (d, &x) in last.iter_mut().zip(&src[full * 4..]) {
+                    *d = x ^ flip;
                 }
+                // SAFETY: as above, for the last (partial, zero-padded) k-group.
+                unsafe {
+                    base.add(r0 * kp + (full * h + ri) * 4)
+                        .cast::<[u8; 4]>()
+                        .write_unaligned(last)
+                };
             }
             if rowsums {
                 let s: u32 = src.iter().map(|&x| (x ^ flip) as u32).sum();
@@ -419,7 +428,30 @@ fn pack_a(a: &Lhs, kp: usize, rowsums: bool) -> (Vec<u8>, Vec<u32>) {
             }
         }
     });
-    (out, sums)
+    sums
+}
+
+thread_local! {
+    /// Per-thread scratch (packed A, quantized activations), reused across calls: fresh pages
+    /// cost a page fault each, which at small shapes costs more than the multiplication.
+    static SCRATCH: std::cell::RefCell<[Vec<u8>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Largest scratch buffer kept between calls.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+/// Run `f` with this thread's scratch buffer `slot` (0: packed A, 1: quantized activations) of
+/// at least `len` bytes; contents are arbitrary.
+pub(crate) fn with_scratch<R>(slot: usize, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot]));
+    if v.len() < len {
+        v = vec![0u8; len];
+    }
+    let r = f(&mut v[..len]);
+    if v.len() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| s.borrow_mut()[slot] = v);
+    }
+    r
 }
 
 struct Prepared {
@@ -472,18 +504,20 @@ fn prepare(
 }
 
 fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>, out: Out) {
-    let (packed_a, rowsums) = pack_a(a, b.kp(), b.b_prime().is_some());
-    let p = prepare(a, a_zp, b, bias_i32, &rowsums);
-    let job = Job {
-        a: &packed_a,
-        m: a.rows,
-        b,
-        col_add: &p.col_add,
-        row_a: p.row_a.as_deref(),
-        row_r: &p.row_r,
-        out,
-    };
-    run(isa, &job);
+    with_scratch(0, a.rows * b.kp(), |packed_a| {
+        let rowsums = pack_a(a, b.kp(), b.b_prime().is_some(), packed_a);
+        let p = prepare(a, a_zp, b, bias_i32, &rowsums);
+        let job = Job {
+            a: packed_a,
+            m: a.rows,
+            b,
+            col_add: &p.col_add,
+            row_a: p.row_a.as_deref(),
+            row_r: &p.row_r,
+            out,
+        };
+        run(isa, &job);
+    });
 }
 
 fn validate(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
@@ -507,10 +541,36 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
 
 /// [`matmul_integer`] on a given ISA level (tests).
 pub fn matmul_integer_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
-    let zp = validate(a, a_zp, b)?;
+    validate(a, a_zp, b)?;
     let mut out = alloc::<i32>(a.rows, b.n())?;
-    execute(isa, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
+    matmul_integer_into_with(isa, a, a_zp, b, &mut out)?;
     Ok(out)
+}
+
+/// [`matmul_integer`] into a caller's M x N buffer (no fresh output pages).
+pub fn matmul_integer_into_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    out: &mut [i32],
+) -> Result<()> {
+    let zp = validate(a, a_zp, b)?;
+    if Some(out.len()) != a.rows.checked_mul(b.n()) {
+        bail_arg!(
+            "`out` holds {} elements, expected M*N = {}*{}",
+            out.len(),
+            a.rows,
+            b.n()
+        );
+    }
+    execute(isa, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
+    Ok(())
+}
+
+/// [`matmul_integer_into_with`] on [`isa::active`].
+pub fn matmul_integer_into(a: &Lhs, a_zp: &[i64], b: &PackedMatrix, out: &mut [i32]) -> Result<()> {
+    matmul_integer_into_with(isa::active(), a, a_zp, b, out)
 }
 
 /// `float32(C + bias_i32[n]) * (row_scale[m] * col_scale[n]) (+ bias[n])`, no int32 matrix in
