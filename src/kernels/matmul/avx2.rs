@@ -11,14 +11,14 @@ use super::{finish_rows, row_tiles, Job};
 /// One strip (16 columns) for `MR` rows.
 ///
 /// # Safety
-/// avx2 + bmi2; `a` is row 0 of MR rows inside a packed row tile whose k-groups are `gstride`
-/// bytes apart (readable for `gstride*groups`), `b` readable for `64*groups`; `tile` writable
-/// for MR rows of PANEL int32 at offset 0..16.
+/// avx2 + bmi2; `a` readable for `(MR-1)*lda + 4*groups` bytes, `b` for `64*groups`; `tile`
+/// writable for MR rows of PANEL int32 at offset 0..16.
 #[inline]
 #[target_feature(enable = "avx2,bmi2")]
 unsafe fn micro<const MR: usize>(
     a: *const u8,
-    gstride: usize,
+    lda: usize,
+    flip: u32,
     b: *const u8,
     groups: usize,
     tile: *mut i32,
@@ -33,7 +33,7 @@ unsafe fn micro<const MR: usize>(
         }
         for (r, accr) in acc.iter_mut().enumerate() {
             // SAFETY: bytes 4g..4g+4 of row r (caller contract).
-            let w = unsafe { a.add(g * gstride + r * 4).cast::<u32>().read_unaligned() };
+            let w = unsafe { a.add(r * lda + 4 * g).cast::<u32>().read_unaligned() } ^ flip;
             let wide = _pdep_u64(w as u64, 0x00ff_00ff_00ff_00ff);
             let av = _mm256_set1_epi64x(wide as i64);
             for (x, &bb) in accr.iter_mut().zip(&bv) {
@@ -66,23 +66,24 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
     let groups = kp / 4;
     let sstride = kp * 16;
     let data = job.b.data();
+    let flip = if job.flip { 0x8080_8080u32 } else { 0 };
     let mut tile = vec![0i32; 8 * PANEL];
     for p in p0..p1 {
         row_tiles(job.m, m0, m1, |m, rows| {
             let mut r = 0;
             while r < rows {
                 let h = (rows - r).min(2);
-                // SAFETY: rows r..r+h of the packed tile at m*kp (k-groups 4*rows bytes apart).
-                let ap = unsafe { job.a.as_ptr().add(m * kp + r * 4) };
+                // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes.
+                let ap = unsafe { job.a.as_ptr().add((m + r) * job.lda) };
                 for s in 0..4 {
                     // SAFETY: strip p*4+s < np/16 of the packed buffer; tile rows r..r+h.
                     unsafe {
                         let bp = data.as_ptr().add((p * 4 + s) * sstride);
                         let tp = tile.as_mut_ptr().add(r * PANEL + s * 16);
                         if h == 2 {
-                            micro::<2>(ap, 4 * rows, bp, groups, tp);
+                            micro::<2>(ap, job.lda, flip, bp, groups, tp);
                         } else {
-                            micro::<1>(ap, 4 * rows, bp, groups, tp);
+                            micro::<1>(ap, job.lda, flip, bp, groups, tp);
                         }
                     }
                 }

@@ -206,10 +206,12 @@ pub(crate) enum Out<'a> {
 
 /// One multiplication: operands, precomputed correction terms and the output.
 pub(crate) struct Job<'a> {
-    /// `Au` packed by [`pack_a`]: M x kp bytes, each row tile of height h (see [`row_tiles`])
-    /// starting at row r0 stored at `r0 * kp` as `[k-group][row][4 bytes]`.
+    /// A rows (bytes before the XOR when `flip`), stride `lda >= kp`, readable for `m * lda`.
     pub a: &'a [u8],
+    pub lda: usize,
     pub m: usize,
+    /// A is int8: the kernels XOR each byte with 0x80 (`Au = A + 128`).
+    pub flip: bool,
     pub b: &'a PackedMatrix,
     /// Added to every column: `bias_i32[n] - a' colsum[n]` (scalar a') or `bias_i32[n]`.
     pub col_add: &'a [i32],
@@ -381,58 +383,38 @@ pub(crate) fn tile_of_row(m: usize, r: usize) -> (usize, usize) {
     }
 }
 
-/// Pack A for the kernels: `Au = A ^ 0x80` for int8, K zero-padded to `kp`, each row tile
-/// interleaved as `[k-group][row][4 bytes]` so a microkernel reads one sequential stream.
-/// Also returns `rowsum(Au)` per row when `rowsums` is set.
-/// Every byte of `out[..m * kp]` is written.
-fn pack_a(a: &Lhs, kp: usize, rowsums: bool, out: &mut [u8]) -> Vec<u32> {
-    let (m, k) = (a.rows, a.k);
-    assert!(out.len() >= m * kp);
+/// A as the kernels read it: in place when K is a multiple of 4, else copied into `buf` with
+/// rows zero-padded to `kp` (int8 padding is 0x80, which the kernels' XOR turns into 0).
+/// Returns (bytes, row stride).
+fn kernel_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut [u8]) -> (&'a [u8], usize) {
+    if a.k == kp {
+        return (a.data, kp);
+    }
+    let fill = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
+    for (dst, src) in buf
+        .chunks_exact_mut(kp)
+        .zip(a.data.chunks_exact(a.k.max(1)))
+    {
+        dst[..a.k].copy_from_slice(src);
+        dst[a.k..].fill(fill);
+    }
+    (&buf[..a.rows * kp], kp)
+}
+
+/// `rowsum(Au)` per row (wrapping).
+fn row_sums(a: &Lhs) -> Vec<u32> {
     let flip = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
-    let flip4 = u32::from_ne_bytes([flip; 4]);
-    let mut sums = vec![0u32; if rowsums { m } else { 0 }];
-    let (op, sp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(sums.as_mut_ptr()));
-    let full = k / 4;
-    crate::parallel::for_chunks(m, (1 << 16) / kp.max(1) + 1, |r_lo, r_hi| {
-        for r in r_lo..r_hi {
-            let (r0, h) = tile_of_row(m, r);
-            let src = &a.data[r * k..(r + 1) * k];
-            let ri = r - r0;
-            let base = op.get();
-            for (g, w) in src.chunks_exact(4).enumerate() {
-                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) ^ flip4;
-                // SAFETY: row r's bytes of k-group g live at r0*kp + (g*h + ri)*4 .. +4, inside
-                // `out` (g < kp/4, r0 + h <= m) and written by no other row.
-                unsafe {
-                    base.add(r0 * kp + (g * h + ri) * 4)
-                        .cast::<u32>()
-                        .write_unaligned(v)
-                };
-            }
-            if k % 4 != 0 {
-                let mut last = [0u8; 4];
-                for (d, &x) in last.iter_mut().zip(&src[full * 4..]) {
-                    *d = x ^ flip;
-                }
-                // SAFETY: as above, for the last (partial, zero-padded) k-group.
-                unsafe {
-                    base.add(r0 * kp + (full * h + ri) * 4)
-                        .cast::<[u8; 4]>()
-                        .write_unaligned(last)
-                };
-            }
-            if rowsums {
-                let s: u32 = src.iter().map(|&x| (x ^ flip) as u32).sum();
-                // SAFETY: element r of `sums`, written only here.
-                unsafe { *sp.get().add(r) = s };
-            }
-        }
-    });
-    sums
+    a.data
+        .chunks_exact(a.k.max(1))
+        .take(a.rows)
+        .map(|row| row.iter().map(|&x| (x ^ flip) as u32).sum::<u32>())
+        .chain(std::iter::repeat(0))
+        .take(a.rows)
+        .collect()
 }
 
 thread_local! {
-    /// Per-thread scratch (packed A, quantized activations), reused across calls: fresh pages
+    /// Per-thread scratch (padded A, quantized activations), reused across calls: fresh pages
     /// cost a page fault each, which at small shapes costs more than the multiplication.
     static SCRATCH: std::cell::RefCell<[Vec<u8>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
 }
@@ -504,12 +486,21 @@ fn prepare(
 }
 
 fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>, out: Out) {
-    with_scratch(0, a.rows * b.kp(), |packed_a| {
-        let rowsums = pack_a(a, b.kp(), b.b_prime().is_some(), packed_a);
+    let kp = b.kp();
+    let scratch = if a.k == kp { 0 } else { a.rows * kp };
+    with_scratch(0, scratch, |buf| {
+        let rowsums = if b.b_prime().is_some() {
+            row_sums(a)
+        } else {
+            Vec::new()
+        };
         let p = prepare(a, a_zp, b, bias_i32, &rowsums);
+        let (data, lda) = kernel_a(a, kp, buf);
         let job = Job {
-            a: packed_a,
+            a: data,
+            lda,
             m: a.rows,
+            flip: a.dtype == Dtype::I8,
             b,
             col_add: &p.col_add,
             row_a: p.row_a.as_deref(),

@@ -44,29 +44,30 @@ pub fn matmul(
     out
 }
 
-/// Portable path: raw `Au @ Bs` tiles read from the packed layouts, then the shared epilogue.
+/// Portable path: raw `Au @ Bs` tiles read from packed B, then the shared epilogue.
 pub(super) fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
     let b: &PackedMatrix = job.b;
     let data = b.data();
     let kp = b.kp();
     let groups = kp / 4;
+    let flip = if job.flip { 0x80u8 } else { 0 };
     let mut tile = vec![0i32; 8 * PANEL];
     for p in p0..p1 {
         row_tiles(job.m, m0, m1, |m, rows| {
-            let at = &job.a[m * kp..(m + rows) * kp];
             for r in 0..rows {
+                let arow = &job.a[(m + r) * job.lda..(m + r) * job.lda + kp];
                 let t = &mut tile[r * PANEL..(r + 1) * PANEL];
                 t.iter_mut().for_each(|x| *x = 0);
                 for s in 0..PANEL / 16 {
                     let strip = &data[(p * 4 + s) * kp * 16..(p * 4 + s + 1) * kp * 16];
                     let ts = &mut t[s * 16..(s + 1) * 16];
                     for g in 0..groups {
-                        let av = &at[(g * rows + r) * 4..(g * rows + r) * 4 + 4];
+                        let av = &arow[4 * g..4 * g + 4];
                         let line = &strip[g * 64..(g + 1) * 64];
                         for (c, x) in ts.iter_mut().enumerate() {
                             let mut d = 0i32;
                             for i in 0..4 {
-                                d += av[i] as i32 * (line[c * 4 + i] as i8) as i32;
+                                d += (av[i] ^ flip) as i32 * (line[c * 4 + i] as i8) as i32;
                             }
                             *x = x.wrapping_add(d);
                         }
