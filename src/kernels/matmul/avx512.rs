@@ -9,10 +9,8 @@ use std::arch::x86_64::*;
 use super::pack::PANEL;
 use super::{finish_rows, row_tiles, Job};
 
-#[repr(C, align(64))]
-struct Tile([i32; 8 * PANEL]);
-
-/// `tile[r][v0*16 .. (v0+NV)*16] = sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]`.
+/// `tile[r][0 .. NV*16] (+)= sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]` (`+=` when
+/// `accumulate`, else `=`).
 ///
 /// # Safety
 /// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` readable for
@@ -26,8 +24,17 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     sstride: usize,
     groups: usize,
     tile: *mut i32,
+    accumulate: bool,
 ) {
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    if accumulate {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            for (v, x) in accr.iter_mut().enumerate() {
+                // SAFETY: row r, columns v*16..v*16+16 of the tile (caller contract).
+                *x = unsafe { _mm512_loadu_si512(tile.add(r * PANEL + v * 16).cast()) };
+            }
+        }
+    }
     let flip = _mm512_set1_epi8(0x80u8 as i8);
     for g in 0..groups {
         let mut bv = [_mm512_setzero_si512(); NV];
@@ -56,30 +63,35 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
 }
 
 macro_rules! tile_call {
-    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr) => {
+    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr) => {
         // SAFETY: forwarded caller contract of `micro`.
         unsafe {
             match $rows {
-                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t),
-                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t),
-                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t),
-                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t),
-                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t),
-                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t),
+                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
                 7 => {
-                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t);
-                    micro::<7, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32));
+                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc);
+                    micro::<7, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32), $acc);
                 }
                 _ => {
-                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t);
-                    micro::<8, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32));
+                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc);
+                    micro::<8, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32), $acc);
                 }
             }
         }
     };
 }
 
-/// Rows `m0..m1` x panels `p0..p1` of `job`.
+/// k-groups (4 bytes of K each) per K block: a 64-column panel of B is then 64 x 4*KC bytes
+/// (16 KiB), which stays in L1 while every row tile of the block passes over it.
+const KC_GROUPS: usize = 64;
+
+/// Rows `m0..m1` x panels `p0..p1` of `job`. Beyond 16 rows, K is blocked ([`KC_GROUPS`]) and
+/// partial sums live in a per-thread buffer of (m1 - m0) x 64 int32 until the last block.
 ///
 /// # Safety
 /// The CPU supports avx512f/bw/vl/vnni.
@@ -89,21 +101,50 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
     let groups = kp / 4;
     let sstride = kp * 16;
     let data = job.b.data();
-    debug_assert!(job.a.len() >= job.m * job.lda && job.lda >= kp);
-    let mut tile = Tile([0; 8 * PANEL]);
-    for p in p0..p1 {
-        // SAFETY: panel p (4 strips) is inside the packed buffer: p < np / PANEL.
-        let bp = unsafe { data.as_ptr().add(p * 4 * sstride) };
-        row_tiles(job.m, m0, m1, |m, rows| {
-            // SAFETY: rows m..m+rows < job.m, each `lda >= kp` bytes long.
-            let ap = unsafe { job.a.as_ptr().add(m * job.lda) };
-            let tp = tile.0.as_mut_ptr();
-            if job.flip {
-                tile_call!(true, rows, ap, job.lda, bp, sstride, groups, tp);
-            } else {
-                tile_call!(false, rows, ap, job.lda, bp, sstride, groups, tp);
+    let lda = job.lda;
+    debug_assert!(job.a.len() >= job.m * lda && lda >= kp);
+    let kcg = if job.m <= 16 {
+        groups.max(1)
+    } else {
+        KC_GROUPS
+    };
+    let rows_blk = m1 - m0;
+    super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
+        // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
+        let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
+        let acc = &mut acc[..rows_blk * PANEL];
+        for p in p0..p1 {
+            // SAFETY: panel p (4 strips) is inside the packed buffer: p < np / PANEL.
+            let bp = unsafe { data.as_ptr().add(p * 4 * sstride) };
+            let mut g0 = 0;
+            loop {
+                let g1 = (g0 + kcg).min(groups);
+                let last = g1 == groups;
+                row_tiles(job.m, m0, m1, |m, rows| {
+                    let at = (m - m0) * PANEL;
+                    // SAFETY: rows m..m+rows < job.m, each `lda >= kp` bytes, from byte 4*g0;
+                    // k-groups g0..g1 of the panel's strips; tile rows inside `acc`.
+                    let (ap, bpk, tp) = unsafe {
+                        (
+                            job.a.as_ptr().add(m * lda + 4 * g0),
+                            bp.add(g0 * 64),
+                            acc.as_mut_ptr().add(at),
+                        )
+                    };
+                    if job.flip {
+                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0);
+                    } else {
+                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0);
+                    }
+                    if last {
+                        finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
+                    }
+                });
+                if last {
+                    break;
+                }
+                g0 = g1;
             }
-            finish_rows(job, m, rows, p, &mut tile.0);
-        });
-    }
+        }
+    });
 }

@@ -416,7 +416,7 @@ fn row_sums(a: &Lhs) -> Vec<u32> {
 thread_local! {
     /// Per-thread scratch (padded A, quantized activations), reused across calls: fresh pages
     /// cost a page fault each, which at small shapes costs more than the multiplication.
-    static SCRATCH: std::cell::RefCell<[Vec<u8>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+    static SCRATCH: std::cell::RefCell<[Vec<u8>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
 /// Largest scratch buffer kept between calls.

@@ -124,6 +124,8 @@ fn beyond_tile_sizes() {
         (37, 129, 200),
         (100, 64, 130),
         (130, 300, 64),
+        (40, 1030, 70),
+        (17, 513, 129),
     ] {
         for (ad, bd) in DT {
             let a = rng.bytes(m * k);
@@ -395,5 +397,44 @@ fn linear_every_isa_equals_scalar() {
         )
         .unwrap();
         assert_eq!(got, want, "{isa}");
+    }
+}
+
+/// Kernel-only throughput with everything in L1 (run with
+/// `cargo test --release --lib kernel_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    let mut rng = Rng(5);
+    for &(m, k, n) in &[
+        (6usize, 256usize, 64usize),
+        (24, 256, 64),
+        (6, 768, 64),
+        (120, 768, 128),
+    ] {
+        let a = rng.bytes(m * k);
+        let b = rng.bytes(k * n);
+        let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[]).unwrap();
+        let lhs = Lhs {
+            data: &a,
+            rows: m,
+            k,
+            dtype: Dtype::U8,
+        };
+        let mut out = vec![0i32; m * n];
+        let reps = (2_000_000_000usize / (2 * m * k * n)).max(10);
+        crate::parallel::set_num_threads(1).unwrap();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul_integer_into(&lhs, &[], &p, &mut out).unwrap();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        println!(
+            "{m}x{k}x{n}: {:.1} GOP/s",
+            2.0 * (m * k * n) as f64 / best / 1e9
+        );
     }
 }
