@@ -50,6 +50,8 @@ fn minmax_body(x: &[f32]) -> (f32, f32, bool) {
     (lo, hi, nb != 0)
 }
 
+// max/min rather than clamp: clamp keeps NaN, max/min send it to a bound.
+#[allow(clippy::manual_clamp)]
 #[inline(always)]
 fn quant_u8_body(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
     for (o, &v) in out.iter_mut().zip(x) {
@@ -77,6 +79,7 @@ fn absmax_body(x: &[f32]) -> f32 {
     r
 }
 
+#[allow(clippy::manual_clamp)]
 #[inline(always)]
 fn quant_i8_body(x: &[f32], out: &mut [u8], scale: f32) {
     for (o, &v) in out.iter_mut().zip(x) {
