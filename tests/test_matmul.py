@@ -366,6 +366,20 @@ def test_quantized_linear_bad_inputs(rng):
         ep.QuantizedLinear.from_float(w, activations="static")
     with pytest.raises(ValueError, match=r"`bias` must have shape \(96,\)"):
         ep.QuantizedLinear.from_float(w, bias[:5])
+    w_nan = w.copy()
+    w_nan[3, 4] = np.inf
+    with pytest.raises(ep.NonFiniteError):
+        ep.QuantizedLinear.from_float(w_nan)
+    with pytest.raises(TypeError, match="2-D int8/uint8"):
+        ep.QuantizedLinear.from_float(ep.quantize(w, bits=4, axis=0))
+
+
+def test_quantized_linear_uses_edgepack_quantize(rng):
+    w, bias, x = _layer_inputs(rng, rows=(4,))
+    qt = ep.quantize(w, axis=0)
+    np.testing.assert_array_equal(
+        ep.QuantizedLinear.from_float(w, bias)(x), ep.QuantizedLinear.from_float(qt, bias)(x)
+    )
 
 
 def test_quantized_linear_error_no_worse_than_onnxruntime(rng):

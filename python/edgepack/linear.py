@@ -21,17 +21,12 @@ Activations = Literal["dynamic", "dynamic-per-row", "static"]
 _MODES = ("dynamic", "dynamic-per-row", "static")
 
 
-def _symmetric_int8(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8: ``scale = max|w| / 127`` (per row when per_channel, 1 for all-zero),
-    ``q = clip(rint(w / scale), -127, 127)``."""
-    amax = np.abs(w).max(axis=1) if per_channel else np.full(w.shape[0], np.abs(w).max(initial=0.0))
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
-
-
 def _quantize_weight(weight: Any, per_channel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(q (out, in) int8/uint8, scale (out,) float32, zero_point (out,) or None)."""
+    """(q (out, in) int8/uint8, scale (out,) float32, zero_point (out,) or None).
+
+    Float weights go through :func:`edgepack.quantize` (symmetric int8, ONNX convention:
+    ``scale = max|w| / 127`` per output channel when ``per_channel``, else per tensor).
+    """
     if hasattr(weight, "data") and hasattr(weight, "scale") and not isinstance(weight, np.ndarray):
         return _from_quantized_tensor(weight)
     w = np.asarray(weight)
@@ -39,14 +34,9 @@ def _quantize_weight(weight: Any, per_channel: bool) -> tuple[np.ndarray, np.nda
         raise DtypeError(f"`weight` must be a float array or a QuantizedTensor, found {w.dtype}")
     if w.ndim != 2:
         raise ArgumentError(f"`weight` must have shape (out_features, in_features), found {w.shape}")
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    if not np.isfinite(w).all():
-        idx = int(np.flatnonzero(~np.isfinite(w.reshape(-1)))[0])
-        from edgepack._errors import NonFiniteError
+    from edgepack.quantize import quantize
 
-        raise NonFiniteError(f"`weight` contains {w.reshape(-1)[idx]} at index {idx}")
-    q, scale = _symmetric_int8(w, per_channel)
-    return q, scale, None
+    return _from_quantized_tensor(quantize(w, bits=8, symmetric=True, axis=0 if per_channel else None))
 
 
 def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
