@@ -7,10 +7,10 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+mod matmul;
 mod prune; // issue 4
 mod quant; // issue 2: quantize / dequantize
-mod sparse; // issue 4
-mod matmul; // int8 matmul (issue 3)
+mod sparse; // issue 4 // int8 matmul (issue 3)
 
 /// The native module `edgepack._core`.
 #[pymodule]

@@ -26,6 +26,8 @@ pub mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 
 #[cfg(test)]
 mod tests;
@@ -316,25 +318,53 @@ pub(crate) fn row_tiles(m: usize, m0: usize, m1: usize, mut f: impl FnMut(usize,
     }
 }
 
-fn run_block(isa: Isa, job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
+/// Which block kernel runs (the one dispatch of this op).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    Scalar,
+    Avx2,
+    AvxVnni,
+    Avx512,
+    /// The AVX-VNNI kernel with the AVX-512VL encoding (tests on hosts without AVX-VNNI).
+    #[cfg(test)]
+    AvxVnniViaVl,
+}
+
+impl Kernel {
+    pub(crate) fn for_isa(isa: Isa) -> Kernel {
         if isa.includes(Isa::Avx512) {
-            // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni (isa.rs); callers pass only
-            // levels from `isa::detected()` or `isa::active()`.
-            return unsafe { avx512::gemm_block(job, m0, m1, p0, p1) };
-        }
-        if isa.includes(Isa::Avx2) {
-            // SAFETY: the Avx2 level implies avx2 + bmi2.
-            return unsafe { avx2::gemm_block(job, m0, m1, p0, p1) };
+            Kernel::Avx512
+        } else if isa.includes(Isa::AvxVnni) {
+            Kernel::AvxVnni
+        } else if isa.includes(Isa::Avx2) {
+            Kernel::Avx2
+        } else {
+            Kernel::Scalar
         }
     }
-    let _ = isa;
-    scalar::gemm_block(job, m0, m1, p0, p1);
+}
+
+fn run_block(kernel: Kernel, job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni (isa.rs); callers pass only
+        // levels from `isa::detected()` or `isa::active()`.
+        Kernel::Avx512 => unsafe { avx512::gemm_block(job, m0, m1, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the AvxVnni level implies avx2 + avxvnni.
+        Kernel::AvxVnni => unsafe { avxvnni::gemm_block(job, m0, m1, p0, p1) },
+        #[cfg(all(test, target_arch = "x86_64"))]
+        // SAFETY: tests pick this only when the Avx512 level is detected.
+        Kernel::AvxVnniViaVl => unsafe { avxvnni::gemm_block_vl(job, m0, m1, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Avx2 level implies avx2 + bmi2.
+        Kernel::Avx2 => unsafe { avx2::gemm_block(job, m0, m1, p0, p1) },
+        _ => scalar::gemm_block(job, m0, m1, p0, p1),
+    }
 }
 
 /// Run `job` on every thread of the pool: blocks of rows x panels, disjoint outputs.
-fn run(isa: Isa, job: &Job) {
+fn run(kernel: Kernel, job: &Job) {
     let m = job.m;
     let panels = job.b.np() / PANEL;
     if m == 0 || panels == 0 {
@@ -358,7 +388,7 @@ fn run(isa: Isa, job: &Job) {
         for it in i0..i1 {
             let (mb, pb) = (it / pblocks, it % pblocks);
             let (m0, p0) = (mb * mc, pb * pc);
-            run_block(isa, job, m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels));
+            run_block(kernel, job, m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels));
         }
     });
 }
@@ -485,7 +515,14 @@ fn prepare(
     }
 }
 
-fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>, out: Out) {
+fn execute(
+    kernel: Kernel,
+    a: &Lhs,
+    a_zp: &[i32],
+    b: &PackedMatrix,
+    bias_i32: Option<&[i32]>,
+    out: Out,
+) {
     let kp = b.kp();
     let scratch = if a.k == kp { 0 } else { a.rows * kp };
     with_scratch(0, scratch, |buf| {
@@ -507,7 +544,7 @@ fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&
             row_r: &p.row_r,
             out,
         };
-        run(isa, &job);
+        run(kernel, &job);
     });
 }
 
@@ -555,8 +592,29 @@ pub fn matmul_integer_into_with(
             b.n()
         );
     }
-    execute(isa, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
+    execute(
+        Kernel::for_isa(isa),
+        a,
+        &zp,
+        b,
+        None,
+        Out::I32(SyncPtr(out.as_mut_ptr())),
+    );
     Ok(())
+}
+
+/// [`matmul_integer`] on a given block kernel (tests).
+#[cfg(test)]
+pub(crate) fn matmul_integer_kernel(
+    kernel: Kernel,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+) -> Result<Vec<i32>> {
+    let zp = validate(a, a_zp, b)?;
+    let mut out = alloc::<i32>(a.rows, b.n())?;
+    execute(kernel, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
+    Ok(out)
 }
 
 /// [`matmul_integer_into_with`] on [`isa::active`].
@@ -602,7 +660,7 @@ pub fn matmul_scaled_with(
         col_scale,
         bias,
     };
-    execute(isa, a, &zp, b, bias_i32, o);
+    execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o);
     Ok(out)
 }
 
@@ -639,7 +697,7 @@ pub fn matmul_requant_with(
         lo,
         hi,
     };
-    execute(isa, a, &zp, b, bias_i32, o);
+    execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o);
     Ok(out)
 }
 

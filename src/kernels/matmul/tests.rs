@@ -58,6 +58,11 @@ fn check(
             "isa={isa} m={m} k={k} n={n} {ad:?}x{bd:?} za={za:?} zb={zb:?}"
         );
     }
+    // The AVX-VNNI kernel, through the AVX-512VL encoding of the same instruction.
+    if isa::detected().contains(&Isa::Avx512) {
+        let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
+        assert!(got == want, "avxvnni(vl) m={m} k={k} n={n} {ad:?}x{bd:?}");
+    }
 }
 
 const DT: [(Dtype, Dtype); 4] = [
@@ -164,6 +169,13 @@ fn extreme_operands_large_k() {
             assert!(
                 got.iter().all(|&x| x as i64 == want),
                 "isa={isa} {ad:?}x{bd:?} k={k}"
+            );
+        }
+        if isa::detected().contains(&Isa::Avx512) {
+            let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
+            assert!(
+                got.iter().all(|&x| x as i64 == want),
+                "avxvnni(vl) {ad:?}x{bd:?} k={k}"
             );
         }
         // one more row is refused
