@@ -36,7 +36,7 @@ unsafe fn micro<const MR: usize, const VL: bool>(
     groups: usize,
     tile: *mut i32,
 ) {
-    // SAFETY (whole body): caller contract above.
+    // SAFETY: pointers and features per the caller contract above.
     unsafe {
         let mut acc = [[_mm256_setzero_si256(); 2]; MR];
         for g in 0..groups {
