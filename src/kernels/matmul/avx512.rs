@@ -148,3 +148,88 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
         }
     });
 }
+
+/// Pack full 4-row x 64-column blocks of row-major B (N columns) for k-groups `g0..g1` and
+/// panels `0..panels`: each block becomes one 64-byte line in each of its 4 strips (128-bit
+/// lane transpose, then `vpermb` interleaves the 4 rows of each column), XOR `flip`.
+///
+/// # Safety
+/// avx512f/bw/vbmi; rows `4*g1 <= K`, `64*panels <= n`; `out` is the packed buffer of `kp`
+/// rows (strip stride `kp*16` bytes) and lines of groups g0..g1 are not accessed concurrently.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(super) unsafe fn pack_lines(
+    b: &[u8],
+    n: usize,
+    g0: usize,
+    g1: usize,
+    panels: usize,
+    flip: u8,
+    out: *mut u8,
+    kp: usize,
+) {
+    let mut idx = [0u8; 64];
+    for (j, x) in idx.iter_mut().enumerate() {
+        let (c, i) = (j / 4, j % 4);
+        *x = (i * 16 + c) as u8;
+    }
+    // SAFETY: 64 bytes from a local array.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+    let fl = _mm512_set1_epi8(flip as i8);
+    let sstride = kp * 16;
+    for g in g0..g1 {
+        debug_assert!((4 * g + 4) * n <= b.len());
+        for p in 0..panels {
+            // SAFETY: rows 4g..4g+4 < K, columns 64p..64p+64 <= n (caller contract).
+            let r = unsafe {
+                let base = b.as_ptr().add(4 * g * n + 64 * p);
+                [
+                    _mm512_loadu_si512(base.cast()),
+                    _mm512_loadu_si512(base.add(n).cast()),
+                    _mm512_loadu_si512(base.add(2 * n).cast()),
+                    _mm512_loadu_si512(base.add(3 * n).cast()),
+                ]
+            };
+            let t0 = _mm512_shuffle_i64x2::<0x44>(r[0], r[1]);
+            let t1 = _mm512_shuffle_i64x2::<0xEE>(r[0], r[1]);
+            let t2 = _mm512_shuffle_i64x2::<0x44>(r[2], r[3]);
+            let t3 = _mm512_shuffle_i64x2::<0xEE>(r[2], r[3]);
+            let s = [
+                _mm512_shuffle_i64x2::<0x88>(t0, t2),
+                _mm512_shuffle_i64x2::<0xDD>(t0, t2),
+                _mm512_shuffle_i64x2::<0x88>(t1, t3),
+                _mm512_shuffle_i64x2::<0xDD>(t1, t3),
+            ];
+            for (j, &v) in s.iter().enumerate() {
+                let line = _mm512_xor_si512(_mm512_permutexvar_epi8(idx, v), fl);
+                // SAFETY: line g of strip 4p+j of the packed buffer (caller contract).
+                unsafe {
+                    _mm512_storeu_si512(out.add((4 * p + j) * sstride + g * 64).cast(), line)
+                };
+            }
+        }
+    }
+}
+
+/// `sums[c] = sum over the strip's k of Bs[k, c]` for its 16 columns (`vpdpbusd` with ones).
+///
+/// # Safety
+/// avx512f/bw/vnni; `strip` is whole 64-byte lines; `sums` writable for 16 int32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn strip_sums(strip: &[u8], sums: *mut i32) {
+    let ones = _mm512_set1_epi8(1);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut lines = strip.chunks_exact(64);
+    let mut i = 0;
+    for line in &mut lines {
+        // SAFETY: a whole 64-byte line.
+        let v = unsafe { _mm512_loadu_si512(line.as_ptr().cast()) };
+        acc[i & 3] = _mm512_dpbusd_epi32(acc[i & 3], ones, v);
+        i += 1;
+    }
+    let s = _mm512_add_epi32(
+        _mm512_add_epi32(acc[0], acc[1]),
+        _mm512_add_epi32(acc[2], acc[3]),
+    );
+    // SAFETY: 16 int32 (caller contract).
+    unsafe { _mm512_storeu_si512(sums.cast(), s) };
+}

@@ -450,3 +450,32 @@ fn kernel_throughput() {
         );
     }
 }
+
+#[test]
+fn packing_is_the_same_on_every_isa() {
+    let mut rng = Rng(2024);
+    for &(k, n) in &[
+        (1usize, 1usize),
+        (4, 64),
+        (7, 64),
+        (8, 128),
+        (9, 130),
+        (64, 192),
+        (261, 320),
+        (300, 70),
+    ] {
+        for dt in [Dtype::I8, Dtype::U8] {
+            let b = rng.bytes(k * n);
+            let want = PackedMatrix::pack_with(Isa::Scalar, &b, k, n, dt, &[]).unwrap();
+            for (kk, nn) in [(0, 0), (k - 1, n - 1), (k / 2, n / 3)] {
+                let v = dt.value(b[kk * n + nn]) - if dt == Dtype::U8 { 128 } else { 0 };
+                assert_eq!(want.signed_at(kk, nn) as i32, v);
+            }
+            for isa in isa::detected() {
+                let got = PackedMatrix::pack_with(isa, &b, k, n, dt, &[]).unwrap();
+                assert!(got.data() == want.data(), "{isa} k={k} n={n} {dt:?}");
+                assert_eq!(got.col_sums(), want.col_sums(), "{isa} k={k} n={n} {dt:?}");
+            }
+        }
+    }
+}
