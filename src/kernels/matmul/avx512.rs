@@ -156,6 +156,7 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
 /// # Safety
 /// avx512f/bw/vbmi; rows `4*g1 <= K`, `64*panels <= n`; `out` is the packed buffer of `kp`
 /// rows (strip stride `kp*16` bytes) and lines of groups g0..g1 are not accessed concurrently.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 pub(super) unsafe fn pack_lines(
     b: &[u8],
@@ -218,13 +219,10 @@ pub(super) unsafe fn pack_lines(
 pub(super) unsafe fn strip_sums(strip: &[u8], sums: *mut i32) {
     let ones = _mm512_set1_epi8(1);
     let mut acc = [_mm512_setzero_si512(); 4];
-    let mut lines = strip.chunks_exact(64);
-    let mut i = 0;
-    for line in &mut lines {
+    for (i, line) in strip.chunks_exact(64).enumerate() {
         // SAFETY: a whole 64-byte line.
         let v = unsafe { _mm512_loadu_si512(line.as_ptr().cast()) };
         acc[i & 3] = _mm512_dpbusd_epi32(acc[i & 3], ones, v);
-        i += 1;
     }
     let s = _mm512_add_epi32(
         _mm512_add_epi32(acc[0], acc[1]),
