@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::pack::PANEL;
-use super::{finish_rows, row_tiles, Job};
+use super::{finish_rows, row_tiles, Job, Out};
 
 /// `tile[r][0 .. NV*16] (+)= sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]` (`+=` when
 /// `accumulate`, else `=`).
@@ -25,6 +25,7 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     groups: usize,
     tile: *mut i32,
     accumulate: bool,
+    direct: Direct,
 ) {
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     if accumulate {
@@ -54,6 +55,20 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
             }
         }
     }
+    if !direct.out.is_null() {
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &x) in accr.iter().enumerate() {
+                // SAFETY: `direct` points at row 0, column 0 of this tile in the int32 output
+                // (row stride `ldo`) and at its 16*NV column terms (caller contract).
+                unsafe {
+                    let c = _mm512_loadu_si512(direct.col_add.add(v * 16).cast());
+                    let o = direct.out.add(r * direct.ldo + v * 16);
+                    _mm512_storeu_si512(o.cast(), _mm512_add_epi32(x, c));
+                }
+            }
+        }
+        return;
+    }
     for (r, accr) in acc.iter().enumerate() {
         for (v, &x) in accr.iter().enumerate() {
             // SAFETY: row r, columns v*16..v*16+16 of the tile (caller contract).
@@ -62,24 +77,72 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     }
 }
 
+/// Where a finished tile goes when it needs no per-row terms and its panel is full: straight
+/// into the int32 output, plus the column terms (`out` null: into the tile for `finish_rows`).
+#[derive(Clone, Copy)]
+struct Direct {
+    out: *mut i32,
+    ldo: usize,
+    col_add: *const i32,
+}
+
+impl Direct {
+    const NONE: Direct = Direct {
+        out: std::ptr::null_mut(),
+        ldo: 0,
+        col_add: std::ptr::null(),
+    };
+    /// The second half (columns 32..64) of a panel.
+    #[inline(always)]
+    fn half(self) -> Direct {
+        if self.out.is_null() {
+            self
+        } else {
+            Direct {
+                out: self.out.wrapping_add(32),
+                ldo: self.ldo,
+                col_add: self.col_add.wrapping_add(32),
+            }
+        }
+    }
+}
+
 macro_rules! tile_call {
-    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr) => {
+    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr, $d:expr) => {
         // SAFETY: forwarded caller contract of `micro`.
         unsafe {
             match $rows {
-                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
                 7 => {
-                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc);
-                    micro::<7, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32), $acc);
+                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
+                    micro::<7, 2, $flip>(
+                        $a,
+                        $lda,
+                        $b.add(2 * $ss),
+                        $ss,
+                        $g,
+                        $t.add(32),
+                        $acc,
+                        $d.half(),
+                    );
                 }
                 _ => {
-                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc);
-                    micro::<8, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32), $acc);
+                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
+                    micro::<8, 2, $flip>(
+                        $a,
+                        $lda,
+                        $b.add(2 * $ss),
+                        $ss,
+                        $g,
+                        $t.add(32),
+                        $acc,
+                        $d.half(),
+                    );
                 }
             }
         }
@@ -109,6 +172,11 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
         KC_GROUPS
     };
     let rows_blk = m1 - m0;
+    let n = job.b.n();
+    let direct_out = match job.out {
+        Out::I32(ptr) if job.row_a.is_none() && job.b.b_prime().is_none() => Some(ptr),
+        _ => None,
+    };
     super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
         // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
         let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
@@ -131,12 +199,20 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
                             acc.as_mut_ptr().add(at),
                         )
                     };
+                    let d = match direct_out {
+                        Some(ptr) if last && (p + 1) * PANEL <= n => Direct {
+                            out: ptr.get().wrapping_add(m * n + p * PANEL),
+                            ldo: n,
+                            col_add: job.col_add[p * PANEL..].as_ptr(),
+                        },
+                        _ => Direct::NONE,
+                    };
                     if job.flip {
-                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0);
+                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
                     } else {
-                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0);
+                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
                     }
-                    if last {
+                    if last && d.out.is_null() {
                         finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
                     }
                 });

@@ -237,9 +237,7 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
     for r in 0..rows {
         let m = m0 + r;
         let t = &mut tile[r * PANEL..r * PANEL + nc];
-        for (x, &c) in t.iter_mut().zip(ca) {
-            *x = x.wrapping_add(c);
-        }
+        // `col_add` is added in the output loops below (one pass; no memcpy for int32).
         if let Some(ra) = job.row_a {
             let ra = ra[m];
             for (x, &c) in t.iter_mut().zip(cs) {
@@ -257,7 +255,9 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
             Out::I32(ptr) => {
                 // SAFETY: row m, columns n0..n0+nc of the M x N output; tiles are disjoint.
                 let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
-                o.copy_from_slice(t);
+                for ((o, &x), &c) in o.iter_mut().zip(t.iter()).zip(ca) {
+                    *o = x.wrapping_add(c);
+                }
             }
             Out::F32 {
                 ptr,
@@ -271,15 +271,19 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
                 let cs = &col_scale[n0..n0 + nc];
                 match bias {
                     Some(b) => {
-                        for (((o, &x), &s), &b) in
-                            o.iter_mut().zip(t.iter()).zip(cs).zip(&b[n0..n0 + nc])
+                        for ((((o, &x), &c), &s), &b) in o
+                            .iter_mut()
+                            .zip(t.iter())
+                            .zip(ca)
+                            .zip(cs)
+                            .zip(&b[n0..n0 + nc])
                         {
-                            *o = x as f32 * (rs * s) + b;
+                            *o = x.wrapping_add(c) as f32 * (rs * s) + b;
                         }
                     }
                     None => {
-                        for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(cs) {
-                            *o = x as f32 * (rs * s);
+                        for (((o, &x), &c), &s) in o.iter_mut().zip(t.iter()).zip(ca).zip(cs) {
+                            *o = x.wrapping_add(c) as f32 * (rs * s);
                         }
                     }
                 }
@@ -294,8 +298,13 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
                 // SAFETY: as above.
                 let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
                 let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
-                for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(&mult[n0..n0 + nc]) {
-                    let q = (x as f32 * s).max(flo).min(fhi).round_ties_even();
+                for (((o, &x), &c), &s) in
+                    o.iter_mut().zip(t.iter()).zip(ca).zip(&mult[n0..n0 + nc])
+                {
+                    let q = (x.wrapping_add(c) as f32 * s)
+                        .max(flo)
+                        .min(fhi)
+                        .round_ties_even();
                     // SAFETY: q is an integer within lo-zp..=hi-zp (max/min send NaN to a
                     // bound), representable in i32.
                     *o = (unsafe { q.to_int_unchecked::<i32>() } + zp) as u8;
@@ -554,12 +563,25 @@ fn validate(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     Ok(zp)
 }
 
-fn alloc<T: Copy + Default>(m: usize, n: usize) -> Result<Vec<T>> {
-    let len = m
-        .checked_mul(n)
+fn alloc_len(m: usize, n: usize) -> Result<usize> {
+    m.checked_mul(n)
         .filter(|&l| l <= isize::MAX as usize / 8)
-        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))?;
-    Ok(vec![T::default(); len])
+        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))
+}
+
+/// An output buffer the kernels overwrite completely (every row, every column of every panel),
+/// so it is not zeroed first: zeroing costs a pass over memory the kernels write anyway.
+fn alloc_output<T: Copy>(m: usize, n: usize, fill: impl FnOnce(*mut T)) -> Result<Vec<T>> {
+    let len = alloc_len(m, n)?;
+    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit needs no initialisation; capacity is len.
+    unsafe { v.set_len(len) };
+    fill(v.as_mut_ptr().cast::<T>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `fill` ran the kernels, which write all m*n elements (`run` covers every row
+    // block and every panel, `finish_rows` every row and column of its tile); MaybeUninit<T>
+    // has T's layout, so the allocation is a valid Vec<T> of the same length and capacity.
+    Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) })
 }
 
 /// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
@@ -569,10 +591,10 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
 
 /// [`matmul_integer`] on a given ISA level (tests).
 pub fn matmul_integer_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
-    validate(a, a_zp, b)?;
-    let mut out = alloc::<i32>(a.rows, b.n())?;
-    matmul_integer_into_with(isa, a, a_zp, b, &mut out)?;
-    Ok(out)
+    let zp = validate(a, a_zp, b)?;
+    alloc_output::<i32>(a.rows, b.n(), |p| {
+        execute(Kernel::for_isa(isa), a, &zp, b, None, Out::I32(SyncPtr(p)))
+    })
 }
 
 /// [`matmul_integer`] into a caller's M x N buffer (no fresh output pages).
@@ -612,9 +634,9 @@ pub(crate) fn matmul_integer_kernel(
     b: &PackedMatrix,
 ) -> Result<Vec<i32>> {
     let zp = validate(a, a_zp, b)?;
-    let mut out = alloc::<i32>(a.rows, b.n())?;
-    execute(kernel, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
-    Ok(out)
+    alloc_output::<i32>(a.rows, b.n(), |p| {
+        execute(kernel, a, &zp, b, None, Out::I32(SyncPtr(p)))
+    })
 }
 
 /// [`matmul_integer_into_with`] on [`isa::active`].
@@ -653,15 +675,15 @@ pub fn matmul_scaled_with(
     if bias.is_some_and(|v| v.len() != n) || bias_i32.is_some_and(|v| v.len() != n) {
         bail_arg!("`bias` must have N={n} values");
     }
-    let mut out = alloc::<f32>(a.rows, n)?;
-    let o = Out::F32 {
-        ptr: SyncPtr(out.as_mut_ptr()),
-        row_scale,
-        col_scale,
-        bias,
-    };
-    execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o);
-    Ok(out)
+    alloc_output::<f32>(a.rows, n, |p| {
+        let o = Out::F32 {
+            ptr: SyncPtr(p),
+            row_scale,
+            col_scale,
+            bias,
+        };
+        execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o)
+    })
 }
 
 /// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes.
@@ -689,16 +711,16 @@ pub fn matmul_requant_with(
     }
     let yz = check_zero_points("y_zero_point", &[y_zp], 1, "tensor", y_dtype)?[0];
     let (lo, hi) = y_dtype.range();
-    let mut out = alloc::<u8>(a.rows, n)?;
-    let o = Out::Q8 {
-        ptr: SyncPtr(out.as_mut_ptr()),
-        mult,
-        zp: yz,
-        lo,
-        hi,
-    };
-    execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o);
-    Ok(out)
+    alloc_output::<u8>(a.rows, n, |p| {
+        let o = Out::Q8 {
+            ptr: SyncPtr(p),
+            mult,
+            zp: yz,
+            lo,
+            hi,
+        };
+        execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o)
+    })
 }
 
 /// ONNX `QLinearMatMul`: `y = saturate(rint(float32(C) * (a_scale * b_scale[n] / y_scale)) + y_zp)`

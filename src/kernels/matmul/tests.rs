@@ -58,6 +58,13 @@ fn check(
             "isa={isa} m={m} k={k} n={n} {ad:?}x{bd:?} za={za:?} zb={zb:?}"
         );
     }
+    // Every output element is written (the allocating entries skip zeroing): a sentinel-filled
+    // buffer must come back equal to the twin.
+    for isa in isa::detected() {
+        let mut out = vec![i32::MIN + 7; m * n];
+        matmul_integer_into_with(isa, &lhs, &wide(za), &packed, &mut out).unwrap();
+        assert!(out == want, "sentinel isa={isa} m={m} k={k} n={n}");
+    }
     // The AVX-VNNI kernel, through the AVX-512VL encoding of the same instruction.
     if isa::detected().contains(&Isa::Avx512) {
         let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
