@@ -7,6 +7,8 @@ pub mod isa;
 pub mod rans;
 pub mod select;
 pub mod sparse;
+// --- int8 matmul (issue 3) ---
+pub mod matmul;
 
 pub use isa::Isa;
 
