@@ -21,8 +21,16 @@ from edgepack._errors import (
 from edgepack import kernels
 from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
 from edgepack.quantize import QuantizedTensor, dequantize, quantize
+# --- int8 matmul and QuantizedLinear (issue 3) ---
+from edgepack.kernels import PackedMatrix, matmul_integer, pack_matrix, qlinear_matmul
+from edgepack.linear import QuantizedLinear
+
+# --- end issue 3 ---
 
 __version__: str = _core.build_info()["version"]
+
+# --- pruning and sparse storage (issue 4) ---
+from edgepack import prune, sparse  # noqa: E402
 
 
 def build_info() -> dict[str, object]:
@@ -65,4 +73,13 @@ __all__ = [
     "quantize_linear",
     "dequantize_linear",
     "dynamic_quantize_linear",
+    # issue 4
+    "prune",
+    "sparse",
+    # int8 matmul and QuantizedLinear (issue 3)
+    "PackedMatrix",
+    "matmul_integer",
+    "pack_matrix",
+    "qlinear_matmul",
+    "QuantizedLinear",
 ]

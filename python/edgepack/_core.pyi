@@ -10,7 +10,22 @@ __all__ = [
     "dynamic_quantize_linear",
     "quantize",
     "quantize_linear",
+    # issue 4
+    "prune_magnitude_mask",
+    "prune_nm_mask",
+    "prune_block_mask",
+    "prune_channel_mask",
+    "SparseTensorCore",
+    # int8 matmul (issue 3)
+    "PackedMatrix",
+    "_pack_matrix",
+    "_matmul_integer",
+    "_qlinear_matmul",
+    "_linear_forward",
+    "_linear_forward_q8",
 ]
+
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
@@ -53,3 +68,100 @@ def quantize(
     calibration: str,
     percentile: float | None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
+# --- pruning and sparse storage (issue 4) ---
+
+def prune_magnitude_mask(
+    x: npt.NDArray[np.float32],
+    groups: int,
+    sparsity: float,
+    importance: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.bool_]: ...
+def prune_nm_mask(
+    x: npt.NDArray[np.float32], n: int, m: int, axis: int
+) -> npt.NDArray[np.bool_]: ...
+def prune_block_mask(
+    x: npt.NDArray[np.float32], block: list[int], sparsity: float
+) -> npt.NDArray[np.bool_]: ...
+def prune_channel_mask(
+    x: npt.NDArray[np.float32], channels: int, norm: str, sparsity: float
+) -> npt.NDArray[np.bool_]: ...
+@final
+class SparseTensorCore:
+    @staticmethod
+    def encode(
+        x: npt.NDArray[np.generic], dtype: str, mask: npt.NDArray[np.uint8] | None = None
+    ) -> SparseTensorCore: ...
+    @staticmethod
+    def encode_nm(
+        x: npt.NDArray[np.generic], dtype: str, n: int, m: int, axis: int
+    ) -> SparseTensorCore: ...
+    @staticmethod
+    def from_bytes(buf: bytes) -> SparseTensorCore: ...
+    def to_bytes(self, level: int = 1) -> bytes: ...
+    def to_dense(self) -> npt.NDArray[np.generic]: ...
+    def mask(self) -> npt.NDArray[np.uint8]: ...
+    def values(self) -> npt.NDArray[np.generic]: ...
+    def positions(self) -> npt.NDArray[np.uint8]: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def nnz(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def nm(self) -> tuple[int, int, int] | None: ...
+# --- int8 matmul (issue 3) ---
+@final
+class PackedMatrix:
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def zero_point(self) -> int | npt.NDArray[np.int32] | None: ...
+
+def _pack_matrix(b: npt.NDArray[np.uint8], b_signed: bool, b_zero_point: npt.NDArray[np.int64]) -> PackedMatrix: ...
+def _matmul_integer(
+    a: npt.NDArray[np.uint8],
+    a_signed: bool,
+    a_zero_point: npt.NDArray[np.int64],
+    b: PackedMatrix,
+    out: npt.NDArray[np.int32] | None = None,
+) -> npt.NDArray[np.int32]: ...
+def _qlinear_matmul(
+    a: npt.NDArray[np.uint8],
+    a_signed: bool,
+    a_scale: float,
+    a_zero_point: npt.NDArray[np.int64],
+    b: PackedMatrix,
+    b_scale: npt.NDArray[np.float32],
+    y_scale: float,
+    y_zero_point: int,
+    y_signed: bool,
+) -> npt.NDArray[np.uint8]: ...
+def _linear_forward(
+    x: npt.NDArray[np.float32],
+    b: PackedMatrix,
+    w_scale: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    activations_mode: str,
+    input_scale: float,
+    input_zero_point: int,
+) -> npt.NDArray[np.float32]: ...
+def _linear_forward_q8(
+    x: npt.NDArray[np.float32],
+    b: PackedMatrix,
+    w_scale: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    input_scale: float,
+    input_zero_point: int,
+    output_scale: float,
+    output_zero_point: int,
+    output_signed: bool,
+) -> npt.NDArray[np.uint8]: ...

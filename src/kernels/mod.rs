@@ -3,6 +3,12 @@
 //! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
 
 pub mod isa;
+// pruning and sparse storage (issue 4)
+pub mod rans;
+pub mod select;
+pub mod sparse;
+// --- int8 matmul (issue 3) ---
+pub mod matmul;
 
 pub use isa::Isa;
 
