@@ -429,3 +429,21 @@ def test_threads_give_identical_results(rng, heavy, threads):
         assert np.array_equal(g, ref.quantize_onnx(x, np.float32(0.01), 100, 0, 255))
     finally:
         ep.set_num_threads(before)
+
+
+def test_mse_is_the_grid_argmin(rng, heavy):
+    """calibration='mse' picks, among thresholds f * range (f = 1.00, 0.99, .., 0.20), the one
+    with the smallest squared reconstruction error (checked with the numpy oracle)."""
+    x = heavy(rng, (40, 50))
+    for symmetric in (True, False):
+        qt = ep.quantize(x, calibration="mse", symmetric=symmetric)
+        mn, mx = np.float32(x.min()), np.float32(x.max())
+        best = None
+        for k in range(81):
+            f = np.float32(1) - np.float32(k) / np.float32(100)
+            q, s, z = oracle(x, symmetric=symmetric, ranges=(mn * f, mx * f))
+            err = float(np.sum((ref.dequantize_linear(q, s, z).astype(np.float64) - x) ** 2))
+            if best is None or err < best[0]:
+                best = (err, s, z, q)
+        assert qt.scale == best[1] and qt.zero_point == best[2]
+        assert np.array_equal(values(qt), best[3])
