@@ -106,12 +106,13 @@ def dequantize_linear(
     block_size: int = 0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """ONNX DequantizeLinear: ``y = float32(x - x_zero_point) * x_scale``.
+    """ONNX DequantizeLinear: ``y = float32(q - x_zero_point) * x_scale``.
 
     ``q`` (ONNX's input ``x``) is int8 / uint8, or ``ml_dtypes`` int4 / uint4 (one value per
-    element); the result is float32 with the shape of ``q``. Granularity as in :func:`quantize_linear`. For packed
-    4-bit data use :class:`edgepack.QuantizedTensor`. ``out`` (float32, same shape) avoids
-    allocating.
+    element); the result is float32 with the shape of ``q``. Granularity as in
+    :func:`quantize_linear`. For packed 4-bit data use :class:`edgepack.QuantizedTensor`.
+    ``out`` (float32, same shape) avoids allocating. A non-positive, subnormal or non-finite
+    ``x_scale`` is an error (ONNX Runtime would compute with it).
     """
     q = q if isinstance(q, np.ndarray) else np.asarray(q)
     name = dtype_name(q.dtype)
