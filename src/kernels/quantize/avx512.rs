@@ -190,6 +190,23 @@ pub unsafe fn quantize_each(
     let (qmin, qmax) = (_mm512_set1_epi32(qmin), _mm512_set1_epi32(qmax));
     let (xp, fp, zpp, op) = (x.as_ptr(), factor.as_ptr(), zp.as_ptr(), out.as_mut_ptr());
     let mut i = 0usize;
+    while i + 64 <= n {
+        let mut v = [_mm512_setzero_si512(); 4];
+        for (k, vk) in v.iter_mut().enumerate() {
+            let o = i + 16 * k;
+            // SAFETY: 16 elements from `o` (< i + 64 <= n) are in bounds of all four slices.
+            unsafe {
+                let z = _mm512_loadu_epi32(zpp.add(o));
+                let lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(qmin, z));
+                let hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(qmax, z));
+                let f = _mm512_loadu_ps(fp.add(o));
+                *vk = one(_mm512_loadu_ps(xp.add(o)), f, lo, hi, z, rounding);
+            }
+        }
+        // SAFETY: 64 bytes from `i` are in bounds of `out`.
+        unsafe { _mm512_storeu_si512(op.add(i) as *mut __m512i, narrow4(v[0], v[1], v[2], v[3])) };
+        i += 64;
+    }
     while i < n {
         let k = (n - i).min(16);
         let m: __mmask16 = ((1u32 << k) - 1) as u16;
