@@ -120,9 +120,21 @@ def cases(quick: bool) -> list[Case]:
                 Case("matmul", f"matmul_integer u8 {shape}", lambda a=a_u8, p=packed: ep.matmul_integer(a, p),
                      dict(base), work, "GOP/s", threads)
             )
+            # Variants, each next to onnxruntime only (the other peers are timed above).
+            peer = {k: v for k, v in base.items() if k.startswith("ort")}
             out.append(
                 Case("matmul", f"matmul_integer s8 {shape}", lambda a=a_s8, p=packed: ep.matmul_integer(a, p),
-                     dict(base), work, "GOP/s", threads)
+                     dict(peer), work, "GOP/s", threads)
+            )
+            c_out = np.empty((m, n), np.int32)
+            out.append(
+                Case("matmul", f"matmul_integer u8 out= {shape}",
+                     lambda a=a_u8, p=packed, o=c_out: ep.matmul_integer(a, p, out=o),
+                     dict(peer), work, "GOP/s", threads)
+            )
+            out.append(
+                Case("matmul", f"matmul_integer u8 unpacked B {shape}",
+                     lambda a=a_u8, b=b: ep.matmul_integer(a, b), dict(peer), work, "GOP/s", threads)
             )
             lin_base: dict[str, Callable[[], object]] = {
                 "numpy f32": np_wrap(lambda x=x, w_t=w_t, bias=bias: x @ w_t + bias)
