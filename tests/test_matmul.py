@@ -100,9 +100,10 @@ def test_non_contiguous_inputs(rng):
         np.testing.assert_array_equal(ep.matmul_integer(a, bb, 5, 7), ref.matmul_integer(a, bb, 5, 7))
 
 
+@pytest.mark.parametrize("adt", [np.uint8, np.int8])
 @pytest.mark.parametrize("m,k,n", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
-def test_empty_dimensions(m, k, n):
-    a = np.ones((m, k), np.uint8)
+def test_empty_dimensions(m, k, n, adt):
+    a = np.ones((m, k), adt)
     b = np.ones((k, n), np.int8)
     got = ep.matmul_integer(a, b, 1, 2)
     assert got.shape == (m, n) and got.dtype == np.int32

@@ -250,15 +250,17 @@ fn empty_dimensions() {
         let a = vec![7u8; m * k];
         let b = vec![9u8; k * n];
         let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[3]).unwrap();
-        let lhs = Lhs {
-            data: &a,
-            rows: m,
-            k,
-            dtype: Dtype::U8,
-        };
-        for isa in isa::detected() {
-            let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
-            assert_eq!(got, vec![0; m * n]);
+        for dtype in [Dtype::U8, Dtype::I8] {
+            let lhs = Lhs {
+                data: &a,
+                rows: m,
+                k,
+                dtype,
+            };
+            for isa in isa::detected() {
+                let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
+                assert_eq!(got, vec![0; m * n]);
+            }
         }
     }
 }
