@@ -474,7 +474,7 @@ thread_local! {
 }
 
 /// Largest scratch buffer kept between calls.
-const SCRATCH_KEEP: usize = 64 << 20;
+const SCRATCH_KEEP: usize = 16 << 20;
 
 /// Run `f` with this thread's scratch buffer `slot` (0: packed A, 1: quantized activations) of
 /// at least `len` bytes; contents are arbitrary.
