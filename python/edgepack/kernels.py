@@ -173,7 +173,9 @@ def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
     if arr.dtype not in _INT8:
         raise DtypeError(f"`{name}` must be int8 or uint8, found {arr.dtype}")
     if arr.ndim < min_ndim:
-        raise ArgumentError(f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}")
+        raise ArgumentError(
+            f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}"
+        )
     return arr
 
 
@@ -188,7 +190,8 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
         raise ArgumentError(
-            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), found shape {arr.shape}"
+            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
+            f"found shape {arr.shape}"
         )
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
         raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
@@ -213,13 +216,16 @@ def _mm_packed(b: object, b_zero_point: object) -> PackedMatrix:
     if isinstance(b, PackedMatrix):
         if b_zero_point is not None:
             raise ArgumentError(
-                "`b_zero_point` must be None when `b` is a PackedMatrix (its zero point was given to pack_matrix)"
+                "`b_zero_point` must be None when `b` is a PackedMatrix "
+                "(its zero point was given to pack_matrix)"
             )
         return b
     return pack_matrix(b, b_zero_point)  # type: ignore[arg-type]
 
 
-def _mm_lhs(a: object, a_zero_point: object) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
+def _mm_lhs(
+    a: object, a_zero_point: object
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
     arr = _mm_int8_array(a, "a", 1)
     vector = arr.ndim == 1
     if vector:
@@ -258,10 +264,14 @@ def matmul_integer(
     shape = (n,) if vector else lead + (n,)
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != np.int32:
-            raise DtypeError(f"`out` must be an int32 numpy array, found {getattr(out, 'dtype', type(out).__name__)}")
+            raise DtypeError(
+                "`out` must be an int32 numpy array, found "
+                f"{getattr(out, 'dtype', type(out).__name__)}"
+            )
         if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
             raise ArgumentError(
-                f"`out` must be a writeable C-contiguous array of shape {shape}, found shape {out.shape}"
+                f"`out` must be a writeable C-contiguous array of shape {shape}, "
+                f"found shape {out.shape}"
             )
         _core._matmul_integer(a2, signed, zp, packed, out.reshape(a2.shape[0], n))
         return out
@@ -302,7 +312,9 @@ def qlinear_matmul(
     sb = _mm_scale(b_scale, "b_scale")
     yz = np.asarray(y_zero_point)
     if yz.size != 1 or not np.issubdtype(yz.dtype, np.integer):
-        raise ArgumentError(f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}")
+        raise ArgumentError(
+            f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}"
+        )
     y_signed = bool(yz.dtype == np.int8) if yz.dtype in _INT8 else signed
     out = _core._qlinear_matmul(
         a2, signed, float(sa[0]), zp, packed, sb, float(sy[0]), int(yz.reshape(-1)[0]), y_signed
