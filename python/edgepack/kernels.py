@@ -166,6 +166,7 @@ def dynamic_quantize_linear(
 PackedMatrix = _core.PackedMatrix
 
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+_NO_ZP = np.zeros(0, dtype=np.int64)
 
 
 def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
@@ -258,6 +259,18 @@ def matmul_integer(
     guaranteed with these dtypes and zero points. ``out``: a C-contiguous int32 array of the
     result's shape to write into (saves allocating fresh pages on hot calls); it is returned.
     """
+    if (
+        out is None
+        and a_zero_point is None
+        and b_zero_point is None
+        and type(a) is np.ndarray
+        and a.ndim == 2
+        and a.dtype in _INT8
+        and a.flags.c_contiguous
+        and isinstance(b, PackedMatrix)
+    ):
+        # Fast path for the common call (short decode-time products): no coercion needed.
+        return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]

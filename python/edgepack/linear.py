@@ -152,6 +152,10 @@ class QuantizedLinear:
         self.input_zero_point = input_zero_point
         self.output_scale = None if output_scale is None else float(np.float32(output_scale))
         self.output_zero_point = 0 if output_zero_point is None else int(output_zero_point)
+        # Arguments of the float32 fast path (decode-time calls are short: keep Python thin).
+        self._k = int(k)
+        self._in_scale = float(self.input_scale or 0.0)
+        self._in_zp = int(self.input_zero_point or 0)
 
     @classmethod
     def from_float(
@@ -214,6 +218,23 @@ class QuantizedLinear:
         )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if (
+            type(x) is np.ndarray
+            and x.dtype == np.float32
+            and x.ndim == 2
+            and x.shape[1] == self._k
+            and x.flags.c_contiguous
+            and self.output_dtype is None
+        ):
+            return _core._linear_forward(
+                x,
+                self.packed,
+                self.weight_scale,
+                self.bias,
+                self.activations,
+                self._in_scale,
+                self._in_zp,
+            )
         arr = np.asarray(x)
         if not np.issubdtype(arr.dtype, np.floating):
             raise DtypeError(f"`x` must be a float array, found {arr.dtype}")
@@ -245,7 +266,7 @@ class QuantizedLinear:
                 self.weight_scale,
                 self.bias,
                 self.activations,
-                float(self.input_scale or 0.0),
-                int(self.input_zero_point or 0),
+                self._in_scale,
+                self._in_zp,
             )
         return res.reshape(lead + (self.out_features,))
