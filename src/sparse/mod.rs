@@ -327,7 +327,7 @@ impl SparseTensor {
     /// in `mask` (packed, `mask_len(numel)` bytes, unused high bits zero) when given.
     pub fn encode(dtype: DType, shape: &[usize], x: Dense, mask: Option<&[u8]>) -> Result<Self> {
         let n = check_dense(dtype, shape, &x)?;
-        let index = match mask {
+        let (index, values) = match mask {
             Some(m) => {
                 if m.len() != mask_len(n) {
                     return Err(Error::arg(format!(
@@ -339,41 +339,56 @@ impl SparseTensor {
                 if n % 8 != 0 && m[n / 8] >> (n % 8) != 0 {
                     return Err(Error::arg("`mask` has bits set past the last element"));
                 }
-                m.to_vec()
+                let nnz = k::popcount(m, n);
+                let values = match x {
+                    Dense::U8(v) => {
+                        let mut o = vec![0u8; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U8(o)
+                    }
+                    Dense::U16(v) => {
+                        let mut o = vec![0u16; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U16(o)
+                    }
+                    Dense::U32(v) => {
+                        let mut o = vec![0u32; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U32(o)
+                    }
+                };
+                (m.to_vec(), values)
             }
             None => {
+                // One pass: mask and kept values together. The value buffer is sized for the
+                // worst case from zeroed pages; only the pages written become resident.
                 let mut m = vec![0u8; mask_len(n)];
-                match x {
-                    Dense::U8(v) => k::build_mask(v, 0xff, &mut m)?,
-                    Dense::U16(v) => k::build_mask(v, 0x7fff, &mut m)?,
+                let values = match x {
+                    Dense::U8(v) => {
+                        let mut o = vec![0u8; n];
+                        let nnz = k::mask_compress(v, 0xff, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        Values::U8(o)
+                    }
+                    Dense::U16(v) => {
+                        let mut o = vec![0u16; n];
+                        let nnz = k::mask_compress(v, 0x7fff, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        Values::U16(o)
+                    }
                     Dense::U32(v) => {
                         let care = if dtype.is_float() {
                             0x7fff_ffff
                         } else {
                             u32::MAX
                         };
-                        k::build_mask(v, care, &mut m)?
+                        let mut o = vec![0u32; n];
+                        let nnz = k::mask_compress(v, care, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        Values::U32(o)
                     }
                 };
-                m
-            }
-        };
-        let nnz = k::popcount(&index, n);
-        let values = match x {
-            Dense::U8(v) => {
-                let mut o = vec![0u8; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U8(o)
-            }
-            Dense::U16(v) => {
-                let mut o = vec![0u16; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U16(o)
-            }
-            Dense::U32(v) => {
-                let mut o = vec![0u32; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U32(o)
+                (m, values)
             }
         };
         Ok(SparseTensor {
