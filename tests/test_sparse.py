@@ -282,3 +282,40 @@ def test_bad_arguments():
             t.to_bytes(level=lvl)
     with pytest.raises(ValueError):
         sparse.encode_nm(np.ones(4, np.int8), 2, 4, axis=3)
+
+
+# --- properties (hypothesis) -----------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(
+        dtype=st.sampled_from([np.int8, np.uint8, np.float16, np.float32]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=40),
+    ),
+    level=st.integers(0, 4),
+)
+def test_round_trip_property(x, level):
+    t = sparse.SparseTensor.from_bytes(sparse.encode(x).to_bytes(level=level))
+    expect = np.where(x != 0, x, np.zeros(1, x.dtype))  # -0.0 -> +0.0, NaN kept bit for bit
+    np.testing.assert_array_equal(_bits(t.to_dense()), _bits(expect))
+    np.testing.assert_array_equal(t.mask, ref.packed_mask(x != 0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=30),
+                 elements=st.floats(-1e6, 1e6, width=32)),
+    nm=st.sampled_from([(1, 2), (2, 4), (3, 4), (4, 8), (2, 3)]),
+)
+def test_nm_property(x, nm):
+    n, m = nm
+    keep = prune.nm_mask(x, n, m)
+    np.testing.assert_array_equal(keep, ref.nm_keep(x, n, m))
+    y = np.where(keep, x, np.float32(0))
+    t = sparse.SparseTensor.from_bytes(sparse.encode_nm(y, n, m).to_bytes())
+    np.testing.assert_array_equal(_bits(t.to_dense()), _bits(y))
