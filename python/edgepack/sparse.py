@@ -161,8 +161,9 @@ def encode_nm(x: Any, n: int = 2, m: int = 4, *, axis: int = -1) -> SparseTensor
     """Store an N:M-sparse ``x`` (at most ``n`` nonzeros in every group of ``m`` consecutive
     entries along ``axis``; e.g. the output of ``x * nm_mask(x, n, m)``) as ``n`` values per
     group (``min(n, r)`` for a partial group of ``r``) plus ``ceil(log2 m)``-bit positions,
-    like the 2:4 metadata of sparse tensor cores. Groups with fewer nonzeros store zeros in
-    their first free positions. Round-trips bit for bit (``-0.0`` included)."""
+    like the 2:4 metadata of sparse tensor cores. Groups with fewer nonzeros fill their free
+    slots with their ``-0.0`` entries first, then their first zero positions. Round-trips bit
+    for bit, except a ``-0.0`` in a group with no free slot left (it comes back ``+0.0``)."""
     a, bits, name = _bits(x)
     if a.ndim == 0:
         raise ArgumentError("`x` must have at least one dimension")

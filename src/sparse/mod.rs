@@ -402,8 +402,9 @@ impl SparseTensor {
 
     /// N:M layout along `axis` (non-negative): `x` must have at most `n` nonzero entries in
     /// every group of `m` consecutive entries along the axis. Every group stores exactly
-    /// `min(n, r)` slots (`r` = group size): its nonzero entries, then the first other
-    /// positions, in position order, with their values (zeros, `-0.0` kept as is).
+    /// `min(n, r)` slots (`r` = group size): its nonzero entries, then negative zeros, then
+    /// the first other positions, in position order, with their values. A `-0.0` comes back
+    /// bit for bit unless its group has no free slot left (then it comes back as `+0.0`).
     pub fn encode_nm(
         dtype: DType,
         shape: &[usize],
@@ -443,6 +444,13 @@ impl SparseTensor {
                 }
             }
         };
+        let is_bits_zero = |i: usize| -> bool {
+            match x {
+                Dense::U8(v) => v[i] == 0,
+                Dense::U16(v) => v[i] == 0,
+                Dense::U32(v) => v[i] == 0,
+            }
+        };
         let mut sel = [false; 256];
         for o in 0..outer {
             for i in 0..inner {
@@ -462,6 +470,16 @@ impl SparseTensor {
                     let mut extra = want - nz;
                     for t in 0..r {
                         sel[t] = !is_zero(at(t));
+                    }
+                    // free slots go first to negative zeros (kept bit for bit), then to the
+                    // first remaining positions
+                    for t in 0..r {
+                        if !sel[t] && extra > 0 && !is_bits_zero(at(t)) {
+                            sel[t] = true;
+                            extra -= 1;
+                        }
+                    }
+                    for t in 0..r {
                         if !sel[t] && extra > 0 {
                             sel[t] = true;
                             extra -= 1;
