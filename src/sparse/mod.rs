@@ -368,12 +368,14 @@ impl SparseTensor {
                         let mut o = vec![0u8; n];
                         let nnz = k::mask_compress(v, 0xff, &mut m, &mut o)?;
                         o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
                         Values::U8(o)
                     }
                     Dense::U16(v) => {
                         let mut o = vec![0u16; n];
                         let nnz = k::mask_compress(v, 0x7fff, &mut m, &mut o)?;
                         o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
                         Values::U16(o)
                     }
                     Dense::U32(v) => {
@@ -385,6 +387,7 @@ impl SparseTensor {
                         let mut o = vec![0u32; n];
                         let nnz = k::mask_compress(v, care, &mut m, &mut o)?;
                         o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
                         Values::U32(o)
                     }
                 };
