@@ -7,8 +7,12 @@ pub mod isa;
 pub mod rans;
 pub mod select;
 pub mod sparse;
+// --- int8 matmul (issue 3) ---
+pub mod matmul;
 
 pub use isa::Isa;
+
+pub(crate) mod level;
 
 #[cfg(test)]
 pub(crate) mod testutil;
