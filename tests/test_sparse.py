@@ -61,6 +61,24 @@ def test_round_trip_bit_exact(rng, dtype, density, shape):
         assert t2.shape == x.shape and t2.dtype == x.dtype and t2.nnz == t.nnz
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_to_dense_out(rng, dtype):
+    x = _data(rng, (17, 9), dtype, 0.4)
+    t = sparse.encode(x)
+    out = np.full(x.shape, 7, dtype=dtype)
+    assert t.to_dense(out=out) is out
+    np.testing.assert_array_equal(_bits(out), _bits(x))
+    nm = sparse.encode_nm(np.where(prune.nm_mask(x.astype(np.float32)), x, np.zeros(1, dtype)))
+    out2 = np.full(x.shape, 7, dtype=dtype)
+    np.testing.assert_array_equal(_bits(nm.to_dense(out=out2)), _bits(nm.to_dense()))
+    with pytest.raises(ValueError):
+        t.to_dense(out=np.zeros((9, 17), dtype))
+    with pytest.raises(ValueError):
+        t.to_dense(out=np.zeros((17, 9), np.float64 if dtype != np.float64 else np.float32))
+    with pytest.raises(ValueError):
+        t.to_dense(out=np.zeros((9, 17), dtype).T)
+
+
 def test_special_float_values_round_trip():
     x = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38, -1e-45, 1.0], np.float32)
     x[0] = np.frombuffer(struct.pack("<I", 0x7FC01234), np.float32)[0]  # a NaN payload

@@ -115,9 +115,24 @@ class SparseTensor:
         value order); empty for the mask layout."""
         return self._core.positions()
 
-    def to_dense(self) -> np.ndarray:
-        """The dense array (equal bit for bit to the input, ``-0.0`` aside; see the module)."""
-        return self._core.to_dense().view(self._dtype).reshape(self.shape)
+    def to_dense(self, *, out: np.ndarray | None = None) -> np.ndarray:
+        """The dense array (equal bit for bit to the input, ``-0.0`` aside; see the module).
+
+        ``out``: a C-contiguous, writeable array of this shape and dtype to fill (every element
+        is written) instead of a new one; reusing it saves the page faults of fresh memory.
+        """
+        if out is None:
+            return self._core.to_dense().view(self._dtype).reshape(self.shape)
+        if not isinstance(out, np.ndarray):
+            raise DtypeError(f"`out` must be a numpy array, found {type(out).__name__}")
+        if out.dtype != self._dtype or out.shape != self.shape:
+            raise ArgumentError(
+                f"`out` is {out.dtype}{list(out.shape)}, expected {self._dtype}{list(self.shape)}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ArgumentError("`out` must be C-contiguous and writeable")
+        self._core.to_dense_into(out.reshape(-1).view(_BITS[out.itemsize]))
+        return out
 
     def to_bytes(self, level: int = 1) -> bytes:
         """The entropy-coded byte form. ``level``: 0 stores, 1 (default) codes the mask and

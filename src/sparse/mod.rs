@@ -125,6 +125,17 @@ impl Dense<'_> {
     }
 }
 
+/// Mutable dense output (bit patterns).
+#[derive(Debug)]
+pub enum DenseMut<'a> {
+    /// 1-byte elements.
+    U8(&'a mut [u8]),
+    /// 2-byte elements.
+    U16(&'a mut [u16]),
+    /// 4-byte elements.
+    U32(&'a mut [u32]),
+}
+
 impl Values {
     /// Number of elements.
     pub fn len(&self) -> usize {
@@ -599,32 +610,58 @@ impl SparseTensor {
 
     /// The dense tensor (C order), as the bit patterns of `dtype`.
     pub fn to_dense(&self) -> Result<Values> {
+        let mut out = Values::zeros(self.dtype.size(), self.numel());
+        match &mut out {
+            Values::U8(o) => self.to_dense_into(DenseMut::U8(o))?,
+            Values::U16(o) => self.to_dense_into(DenseMut::U16(o))?,
+            Values::U32(o) => self.to_dense_into(DenseMut::U32(o))?,
+        }
+        Ok(out)
+    }
+
+    /// Write the dense tensor into `out` (C order, `numel` elements of the dtype's size;
+    /// every element is written).
+    pub fn to_dense_into(&self, out: DenseMut) -> Result<()> {
         let n = self.numel();
-        let mut out = Values::zeros(self.dtype.size(), n);
+        let (len, size) = match &out {
+            DenseMut::U8(o) => (o.len(), 1),
+            DenseMut::U16(o) => (o.len(), 2),
+            DenseMut::U32(o) => (o.len(), 4),
+        };
+        if len != n || size != self.dtype.size() {
+            return Err(Error::arg(format!(
+                "`out` holds {len} elements of {size} bytes, expected {n} of {} ({})",
+                self.dtype.size(),
+                self.dtype.name()
+            )));
+        }
         match self.layout {
-            Layout::Mask => match (&mut out, &self.values) {
-                (Values::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
-                (Values::U16(o), Values::U16(v)) => k::expand(&self.index, v, o)?,
-                (Values::U32(o), Values::U32(v)) => k::expand(&self.index, v, o)?,
+            Layout::Mask => match (out, &self.values) {
+                (DenseMut::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
+                (DenseMut::U16(o), Values::U16(v)) => k::expand(&self.index, v, o)?,
+                (DenseMut::U32(o), Values::U32(v)) => k::expand(&self.index, v, o)?,
                 _ => return Err(Error::arg("values do not match the dtype")),
             },
             Layout::NM { n: nn, m, axis } => {
                 let pos = self.nm_positions(nn, m, axis);
-                match (&mut out, &self.values) {
-                    (Values::U8(o), Values::U8(v)) => {
+                match (out, &self.values) {
+                    (DenseMut::U8(o), Values::U8(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
-                    (Values::U16(o), Values::U16(v)) => {
+                    (DenseMut::U16(o), Values::U16(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
-                    (Values::U32(o), Values::U32(v)) => {
+                    (DenseMut::U32(o), Values::U32(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
                     _ => return Err(Error::arg("values do not match the dtype")),
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Bytes held in memory: positions (mask or N:M positions) plus values.
