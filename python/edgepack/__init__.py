@@ -17,6 +17,12 @@ from edgepack._errors import (
     NonFiniteError,
 )
 
+
+# --- whole-model compression (issue 5) ---
+from edgepack.model import CompressedModel, compress, load
+from edgepack.recipe import Recipe, Rule
+from edgepack.report import Report
+
 __version__: str = _core.build_info()["version"]
 
 
@@ -52,4 +58,11 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # issue 5
+    "compress",
+    "load",
+    "CompressedModel",
+    "Recipe",
+    "Rule",
+    "Report",
 ]

@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+// .epk file format (issue 5)
+mod format;
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -16,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    format::register(m)?; // issue 5
     Ok(())
 }
