@@ -83,7 +83,7 @@ def numpy_dtype(name: str) -> np.dtype:
 
 def dtype_name(dt: np.dtype, what: str) -> str:
     """Our name of a numpy dtype, or a DtypeError naming ``what``."""
-    if dt.name in _NP_NAMES and dt.kind in "fiub":
+    if dt.name in _NP_NAMES and (dt.kind in "fiub" or dt.name == "bfloat16"):
         return dt.name
     raise DtypeError(
         f"{what} has dtype {dt}, which edgepack cannot store; expected one of "

@@ -57,19 +57,29 @@ def _quantize_fn() -> Any:
 
 
 def _quantized_from_parts(
-    data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, params: dict[str, Any], shape: tuple[int, ...]
+    data: np.ndarray,
+    scale: np.ndarray,
+    zero_point: np.ndarray | None,
+    params: dict[str, Any],
+    shape: tuple[int, ...],
 ) -> Any:
     from edgepack.quantize import QuantizedTensor  # issue 2
 
-    return QuantizedTensor._from_parts(  # type: ignore[attr-defined]
+    axis = params["axis"]
+    if axis is None:
+        scale = scale.reshape(())
+    if zero_point is None:  # symmetric: signed values, zero point 0
+        zero_point = np.zeros(scale.shape, dtype=np.int8)
+    else:
+        zero_point = zero_point.reshape(scale.shape)
+    return QuantizedTensor(
         data=data,
         scale=scale,
         zero_point=zero_point,
-        bits=int(params["bits"]),
-        axis=params["axis"],
+        axis=axis,
         block_size=params["block_size"],
+        bits=int(params["bits"]),
         shape=shape,
-        convention=params["convention"],
     )
 
 
@@ -193,8 +203,8 @@ def _encode(
         payloads.append(("data", data.dtype.name, list(data.shape) if plan.bits == 8 else [int(data.size)], _u8(data)))
         payloads.append(("scale", "float32", scale_shape, _u8(np.asarray(qt.scale, dtype=np.float32))))
         if not plan.symmetric:
-            zp = np.asarray(qt.zero_point).astype(data.dtype)
-            payloads.append(("zero_point", data.dtype.name, scale_shape, _u8(zp)))
+            zp = np.asarray(qt.zero_point).astype(np.uint8)
+            payloads.append(("zero_point", "uint8", scale_shape, _u8(zp)))
         params = {
             "bits": plan.bits,
             "symmetric": plan.symmetric,
@@ -213,7 +223,7 @@ def _encode(
 
 def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) -> list[int]:
     if axis is None:
-        return [1]
+        return []
     if block is None:
         return [shape[axis]]
     s = list(shape)
@@ -593,11 +603,9 @@ def load(path: str | os.PathLike[str]) -> CompressedModel:
     p = os.fspath(path)
     with open(p, "rb") as f:
         magic = f.read(8)
-    if magic == _MAGIC:
-        return CompressedModel(p)
-    if p.lower().endswith(".safetensors"):
+    if magic != _MAGIC and p.lower().endswith(".safetensors"):
         return _from_safetensors(p)
-    raise FormatError(f"{p}: not an .epk file (the magic bytes are missing)")
+    return CompressedModel(p)  # the reader says what is wrong with anything else
 
 
 def _from_safetensors(path: str) -> CompressedModel:

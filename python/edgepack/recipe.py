@@ -48,7 +48,7 @@ __all__ = ["Recipe", "Rule", "Plan"]
 
 _ACTIONS = ("quantize", "keep", "float16")
 _GRANULARITIES = ("tensor", "channel", "block")
-_CALIBRATIONS = ("minmax", "percentile")
+_CALIBRATIONS = ("minmax", "percentile", "mse")
 _SPARSITY_METHODS = ("magnitude", "nm", "block")
 _IMPORTANCE = ("magnitude", "provided")
 _DEFAULTS = ("auto", "keep")

@@ -576,7 +576,12 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
             } else {
                 vec![ceil_div(n, 2)]
             };
-            expect_payload(data, &[Dtype::I8, Dtype::U8], &data_shape)?;
+            // 8 bits: int8 (symmetric) or uint8 (affine); 4 bits: packed bytes (uint8).
+            let data_dtype = match (bits, symmetric) {
+                (8, true) => Dtype::I8,
+                _ => Dtype::U8,
+            };
+            expect_payload(data, &[data_dtype], &data_shape)?;
             let scale = payload("scale").expect("role checked");
             match (axis, block) {
                 (None, _) => {
@@ -596,7 +601,7 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
                 }
             }
             if let Some(zp) = payload("zero_point") {
-                expect_payload(zp, &[data.dtype], &scale.shape.clone())?;
+                expect_payload(zp, &[Dtype::U8], &scale.shape.clone())?;
             }
         }
     }
