@@ -166,7 +166,8 @@ def _encode(
         mask = None
         xp = xf
     if plan.encoding == "float16":
-        y16 = xp.astype(np.float16)
+        with np.errstate(over="ignore"):
+            y16 = xp.astype(np.float16)
         bad = np.isinf(y16) & np.isfinite(xp)
         if bad.any():
             i = int(np.flatnonzero(bad.reshape(-1))[0])
