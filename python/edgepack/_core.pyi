@@ -2,6 +2,7 @@
 # `python -m mypy.stubtest edgepack._core` (CI runs it).
 
 import os
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 
 # --- .epk file format (issue 5, src/python/format.rs) ---
+@final
 class EpkReader:
     def __new__(cls, path: str | os.PathLike[str]) -> EpkReader: ...
     @property
@@ -32,6 +34,7 @@ class EpkReader:
     def payload(self, tensor: str, role: str) -> npt.NDArray[np.uint8]: ...
     def verify(self) -> None: ...
 
+@final
 class EpkWriter:
     def __new__(cls, path: str | os.PathLike[str]) -> EpkWriter: ...
     def add(

@@ -319,7 +319,7 @@ fn parse_payload(v: &Value, what: &str) -> Result<Payload> {
             )))
         }
         Compression::Zstd => {
-            let cap = length.checked_mul(spec::MAX_ZSTD_RATIO).unwrap_or(u64::MAX);
+            let cap = length.saturating_mul(spec::MAX_ZSTD_RATIO);
             if length == 0 || size > cap {
                 return Err(Error::format(format!(
                     "{what}: zstd payload of {length} bytes claims {size} decoded bytes, above the limit of {} x its length",
@@ -432,7 +432,7 @@ pub fn parse_record(v: &Value, index: usize) -> Result<TensorRecord> {
 }
 
 fn ceil_div(a: u64, b: u64) -> u64 {
-    a / b + u64::from(a % b != 0)
+    a.div_ceil(b)
 }
 
 fn check_encoding(r: &TensorRecord) -> Result<()> {
@@ -699,7 +699,7 @@ impl Header {
                         t.name, p.role
                     ))
                 })?;
-                let abs_end = data_start.checked_add(end).unwrap_or(u64::MAX);
+                let abs_end = data_start.saturating_add(end);
                 if abs_end > file_len {
                     return Err(Error::format(format!(
                         "tensor {:?} payload {:?} ends at byte {abs_end}, past the end of the file ({file_len} bytes): truncated file or bad offsets",
