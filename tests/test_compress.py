@@ -3,8 +3,10 @@ reports against numpy, bad input, interrupted saves, bounded memory."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -17,7 +19,16 @@ import pytest
 
 import edgepack
 import reference as ref
-from conftest import heavy_tailed
+
+# `from conftest import heavy_tailed` breaks when benches/conftest.py was imported first as
+# "conftest" (plain `pytest` collects both folders): load tests/conftest.py by path instead.
+_spec = importlib.util.spec_from_file_location(
+    "_edgepack_tests_conftest", pathlib.Path(__file__).with_name("conftest.py")
+)
+assert _spec is not None and _spec.loader is not None
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+heavy_tailed = _conftest.heavy_tailed
 
 needs_quant = pytest.mark.skipif(not hasattr(edgepack, "quantize"), reason="needs edgepack.quantize (issue 2)")
 needs_sparse = pytest.mark.skipif(
