@@ -14,6 +14,7 @@ pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod parallel;
+pub mod quant;
 
 #[cfg(feature = "python")]
 pub mod python;

@@ -87,3 +87,131 @@ def mlp_forward(weights: dict, x: np.ndarray, n_layers: int) -> np.ndarray:
         if i < n_layers - 1:
             h = np.maximum(h, 0)
     return h
+# ---- quantize / dequantize (issue 2) ----
+
+QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7), "uint4": (0, 15)}
+
+
+def broadcast_params(shape, p, axis=None, block_size=None):
+    """Expand per-tensor / per-axis / blocked parameters to the full shape (ONNX layouts)."""
+    p = np.asarray(p)
+    if axis is None or p.size == 1 and not block_size:
+        return np.broadcast_to(p.reshape(()), shape)
+    axis = axis % len(shape)
+    if block_size:
+        return np.repeat(p, block_size, axis=axis).take(range(shape[axis]), axis=axis)
+    bshape = [1] * len(shape)
+    bshape[axis] = shape[axis]
+    return np.broadcast_to(p.reshape(bshape), shape)
+
+
+def _saturate(r, lo, hi):
+    # r holds integers (or +-inf) in float; NaN -> lo (what the SIMD clamp gives).
+    r = np.where(np.isnan(r), lo, r)
+    return np.clip(r, lo, hi).astype(np.int64)
+
+
+def quantize_onnx(x, scale, zp, lo, hi):
+    """ONNX QuantizeLinear: clip(rint(float32(x / scale)) + zp, lo, hi); NaN -> lo."""
+    v = np.asarray(x, np.float32) / np.asarray(scale, np.float32)
+    return _saturate(np.rint(v).astype(np.float64) + zp, lo, hi)
+
+
+def quantize_torch(x, scale, zp, lo, hi):
+    """torch: clip(rint(x * float32(1 / scale)) + zp, lo, hi), 1/scale in float32."""
+    inv = np.float32(1) / np.asarray(scale, np.float32)
+    v = np.asarray(x, np.float32) * inv
+    return _saturate(np.rint(v).astype(np.float64) + zp, lo, hi)
+
+
+def round_half_away(v):
+    v = np.asarray(v, np.float64)  # exact for float32 inputs
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+def quantize_tflite(x, absmax, qmax):
+    """TFLite symmetric weights: clip(round_half_away(x * float32(qmax / absmax)), -qmax, qmax)."""
+    m = np.float32(qmax) / np.asarray(absmax, np.float32)
+    v = np.asarray(x, np.float32) * m
+    return _saturate(round_half_away(v), -qmax, qmax)
+
+
+def dequantize_linear(q, scale, zp):
+    """ONNX DequantizeLinear: float32(q - zp) * scale."""
+    d = (np.asarray(q).astype(np.int64) - np.asarray(zp).astype(np.int64)).astype(np.float32)
+    return d * np.asarray(scale, np.float32)
+
+
+def qrange(bits, symmetric, reduce_range):
+    """ONNX Runtime's get_qmin_qmax_for_qType for the types quantize() produces."""
+    if bits == 8:
+        if reduce_range:
+            return (-64, 64) if symmetric else (0, 127)
+        return (-127, 127) if symmetric else (0, 255)
+    return (-7, 7) if symmetric else (0, 15)
+
+
+def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric):
+    """ONNX Runtime quantization tool's compute_scale_zp (float64 math, float32 scale)."""
+    rmin = np.minimum(np.float32(rmin), np.float32(0))
+    rmax = np.maximum(np.float32(rmax), np.float32(0))
+    if symmetric:
+        absmax = np.maximum(np.abs(rmin), np.abs(rmax))
+        rmin, rmax = -absmax, absmax
+    dr = np.float64(rmax) - np.float64(rmin)  # promoted before subtracting
+    scale = dr / (np.float64(qmax) - np.float64(qmin))
+    if scale < np.finfo(np.float32).tiny:
+        return np.float32(1.0), 0
+    if symmetric:
+        zp = int(np.round((qmin + qmax) / 2.0))
+    else:
+        zp = int(np.round(qmin - np.float64(rmin) / scale))
+    return np.float32(scale), zp
+
+
+def pack4(q):
+    """ONNX 4-bit layout: two per byte, first element in the low nibble, flat C order."""
+    q = (np.asarray(q).reshape(-1).astype(np.int64) & 15).astype(np.uint8)
+    if q.size % 2:
+        q = np.append(q, np.uint8(0))
+    return (q[0::2] | (q[1::2] << 4)).astype(np.uint8)
+
+
+def unpack4(p, n, signed):
+    p = np.asarray(p, np.uint8)
+    v = np.stack([p & 15, p >> 4], axis=1).reshape(-1)[:n].astype(np.int64)
+    return np.where(v > 7, v - 16, v) if signed else v
+
+
+def dynamic_quantize_linear(x):
+    """ONNX DynamicQuantizeLinear as ONNX Runtime computes it (float32; max == min -> scale 1)."""
+    x = np.asarray(x, np.float32)
+    mn = np.minimum(np.float32(0), x.min()) if x.size else np.float32(0)
+    mx = np.maximum(np.float32(0), x.max()) if x.size else np.float32(0)
+    scale = np.float32(1) if mx == mn else np.float32((mx - mn) / np.float32(255))
+    zp = int(np.rint(np.clip(np.float32(0) - mn / scale, 0, 255)))
+    return quantize_onnx(x, scale, zp, 0, 255).astype(np.uint8), scale, zp
+
+
+def unit_ranges(x, axis=None, block_size=None):
+    """min / max per tensor, per index along axis, or per block along axis (param shape)."""
+    x = np.asarray(x, np.float32)
+    if axis is None:
+        return x.min(initial=np.inf), x.max(initial=-np.inf)
+    axis = axis % x.ndim
+    if block_size is None:
+        other = tuple(i for i in range(x.ndim) if i != axis)
+        return x.min(axis=other, initial=np.inf), x.max(axis=other, initial=-np.inf)
+    n = x.shape[axis]
+    nb = -(-n // block_size)
+    mins, maxs = [], []
+    for b in range(nb):
+        blk = x.take(range(b * block_size, min(n, (b + 1) * block_size)), axis=axis)
+        mins.append(blk.min(axis=axis, keepdims=True))
+        maxs.append(blk.max(axis=axis, keepdims=True))
+    return np.concatenate(mins, axis=axis), np.concatenate(maxs, axis=axis)
+
+
+def percentile_exact(v, p):
+    """Exact percentile (numpy 'linear'), computed in float64, returned as float32."""
+    return np.float32(np.percentile(np.asarray(v, np.float64), p))

@@ -22,6 +22,10 @@ from edgepack._errors import (
 from edgepack.model import CompressedModel, compress, load
 from edgepack.recipe import Recipe, Rule
 from edgepack.report import Report
+# ---- quantize / dequantize (issue 2) ----
+from edgepack import kernels
+from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
+from edgepack.quantize import QuantizedTensor, dequantize, quantize
 
 __version__: str = _core.build_info()["version"]
 
@@ -65,4 +69,12 @@ __all__ = [
     "Recipe",
     "Rule",
     "Report",
+    # quantize / dequantize (issue 2)
+    "kernels",
+    "quantize",
+    "dequantize",
+    "QuantizedTensor",
+    "quantize_linear",
+    "dequantize_linear",
+    "dynamic_quantize_linear",
 ]

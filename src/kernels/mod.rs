@@ -5,3 +5,12 @@
 pub mod isa;
 
 pub use isa::Isa;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+// ---- quantization kernels (issue 2) ----
+pub mod dequantize;
+pub mod pack4;
+pub mod quantize;
+pub mod reduce;

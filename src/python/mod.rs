@@ -9,6 +9,7 @@ pub mod errors;
 mod info;
 // .epk file format (issue 5)
 mod format;
+mod quant; // issue 2: quantize / dequantize
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
     format::register(m)?; // issue 5
+    quant::register(m)?; // issue 2
     Ok(())
 }
