@@ -15,6 +15,9 @@ pub mod format;
 pub mod kernels;
 pub mod parallel;
 pub mod quant;
+// pruning and sparse storage (issue 4)
+pub mod prune;
+pub mod sparse;
 
 #[cfg(feature = "python")]
 pub mod python;

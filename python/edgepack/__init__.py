@@ -29,6 +29,9 @@ from edgepack.quantize import QuantizedTensor, dequantize, quantize
 
 __version__: str = _core.build_info()["version"]
 
+# --- pruning and sparse storage (issue 4) ---
+from edgepack import prune, sparse  # noqa: E402
+
 
 def build_info() -> dict[str, object]:
     """Facts about this build and this CPU.
@@ -77,4 +80,7 @@ __all__ = [
     "quantize_linear",
     "dequantize_linear",
     "dynamic_quantize_linear",
+    # issue 4
+    "prune",
+    "sparse",
 ]

@@ -3,6 +3,9 @@
 //! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
 
 pub mod isa;
+// pruning and sparse storage (issue 4)
+pub mod select;
+pub mod sparse;
 
 pub use isa::Isa;
 

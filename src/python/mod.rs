@@ -10,6 +10,8 @@ mod info;
 // .epk file format (issue 5)
 mod format;
 mod quant; // issue 2: quantize / dequantize
+mod prune; // issue 4
+mod sparse; // issue 4
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -21,5 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     info::register(m)?;
     format::register(m)?; // issue 5
     quant::register(m)?; // issue 2
+    prune::register(m)?; // issue 4
+    sparse::register(m)?; // issue 4
     Ok(())
 }
