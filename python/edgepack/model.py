@@ -124,10 +124,10 @@ def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: 
             "has no entry for it"
         )
     if r.sparsity_method == "magnitude":
-        return prune.magnitude_mask(score, plan.sparsity)
+        return prune.magnitude_mask(x, plan.sparsity, importance=importance)
     if r.sparsity_method == "nm":
         return prune.nm_mask(score, r.n, r.m)
-    return prune.block_mask(score, r.block_shape, plan.sparsity)
+    return prune.block_mask(score, plan.sparsity, block=r.block_shape)
 
 
 def _encode(
@@ -181,7 +181,7 @@ def _encode(
         from edgepack import sparse  # issue 4
 
         st = sparse.encode(xp, mask=mask)
-        blob = np.frombuffer(st.to_bytes(), dtype=np.uint8)
+        blob = np.frombuffer(st.to_bytes(level=level), dtype=np.uint8)
         payloads.append(("data", "uint8", [int(blob.size)], blob))
         params = {"format": _SPARSE_FORMAT, "nnz": int(st.nnz)}
         decoded = st.to_dense()
