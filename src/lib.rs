@@ -13,6 +13,7 @@ pub mod error;
 // .epk file format (issue 5)
 pub mod format;
 pub mod kernels;
+pub mod model;
 pub mod parallel;
 pub mod quant;
 // pruning and sparse storage (issue 4)

@@ -16,6 +16,7 @@ __all__ = [
     "EpkWriter",
     "epk_copy",
     "epk_validate",
+    "error_sums",
     # quantize / dequantize (issue 2)
     "dequantize_linear",
     "dynamic_quantize_linear",
@@ -64,6 +65,9 @@ class EpkWriter:
 
 def epk_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None: ...
 def epk_validate(data: bytes) -> str: ...
+def error_sums(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
+) -> tuple[float, float, float, float, float, int]: ...
 # ---- quantize / dequantize (issue 2) ----
 def quantize_linear(
     x: npt.NDArray[np.float32],

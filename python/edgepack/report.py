@@ -24,27 +24,15 @@ import numpy as np
 
 __all__ = ["Report", "ReportRow", "tensor_stats"]
 
-_CHUNK = 1 << 18
-
 
 def tensor_stats(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-    """Error statistics of ``y`` (decoded) against ``x`` (original), bounded extra memory."""
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    sxx = syy = sxy = sdd = 0.0
-    mx = 0.0
-    zeros = 0
-    for s in range(0, xf.size, _CHUNK):
-        a = xf[s : s + _CHUNK].astype(np.float64)
-        b = yf[s : s + _CHUNK].astype(np.float64)
-        d = a - b
-        sxx += float(np.dot(a, a))
-        syy += float(np.dot(b, b))
-        sxy += float(np.dot(a, b))
-        sdd += float(np.dot(d, d))
-        if d.size:
-            mx = max(mx, float(np.max(np.abs(d))))
-        zeros += int(d.size - np.count_nonzero(b))
+    """Error statistics of ``y`` (decoded) against ``x`` (original): one pass in the core with
+    float64 sums (``src/model/stats.rs``), no temporary arrays for float32 inputs."""
+    from edgepack import _core
+
+    xf = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    yf = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+    sxx, syy, sxy, sdd, mx, zeros = _core.error_sums(xf, yf)
     n = xf.size
     if sdd == 0.0:
         snr = math.inf

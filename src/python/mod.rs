@@ -9,8 +9,8 @@ pub mod errors;
 mod info;
 // .epk file format (issue 5)
 mod format;
-mod quant; // issue 2: quantize / dequantize
 mod prune; // issue 4
+mod quant; // issue 2: quantize / dequantize
 mod sparse; // issue 4
 
 /// The native module `edgepack._core`.
