@@ -50,8 +50,11 @@ def mlp():
     x, y = load_digits(return_X_y=True)
     x = x / 16.0
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=0)
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=200, random_state=0)
+    # One BLAS thread: small matrices, and a shared CI box makes BLAS thread hand-offs slow.
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         clf.fit(xtr, ytr)
     # PyTorch layout: weight (out, in).
@@ -76,12 +79,14 @@ def test_mlp_default_recipe_keeps_accuracy(mlp, tmp_path):
     m = edgepack.compress(weights)
     m.save(tmp_path / "mlp.epk")
     m2 = edgepack.load(tmp_path / "mlp.epk")
-    assert m2.info("layers.0.weight").encoding == "quant"  # 128 x 64
+    assert m2.info("layers.0.weight").encoding == "quant"  # 64 x 64
+    assert m2.info("layers.1.weight").encoding == "quant"  # 32 x 64
     assert m2.info("layers.0.weight").params["axis"] == 0
-    assert m2.info("layers.2.weight").encoding == "raw"  # 10 x 64 < 1024 elements
+    assert m2.info("layers.2.weight").encoding == "raw"  # 10 x 32 < 1024 elements
     assert m2.info("layers.0.bias").encoding == "raw"
     acc0 = _accuracy(weights, n, x, y)
     acc1 = _accuracy(m2.decompress(), n, x, y)
+    print(f"accuracy {acc0:.2f} -> {acc1:.2f} with the default recipe")
     assert acc0 - acc1 <= 0.5, (acc0, acc1)
     for k in weights:
         np.testing.assert_array_equal(weights[k], before[k])
