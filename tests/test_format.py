@@ -253,3 +253,52 @@ def test_header_with_no_tensors(tmp_path):
     p.write_bytes(build({"metadata": {}, "recipe": None, "tensors": []}, b""))
     m = edgepack.load(p)
     assert len(m) == 0 and m.recipe is None and m.report().totals["tensors"] == 0
+
+
+# -- concurrency and properties -----------------------------------------------------------------
+
+
+def test_threads_share_one_loaded_model(tmp_path, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = {f"t{i}": rng.standard_normal((64, 48)).astype(np.float32) for i in range(8)}
+    m = edgepack.compress(w, {"rules": [{"pattern": "t[0-3]", "action": "float16"}], "default": "keep"})
+    m.save(tmp_path / "m.epk")
+    shared = edgepack.load(tmp_path / "m.epk")
+    want = {k: shared.decompress(k) for k in w}
+
+    def work(i):
+        return [(k, shared.decompress(k)) for k in sorted(w, key=lambda k: (hash(k) + i) % 7)]
+
+    with ThreadPoolExecutor(8) as ex:
+        for res in ex.map(work, range(32)):
+            for k, v in res:
+                np.testing.assert_array_equal(v, want[k])
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as hs
+    from hypothesis.extra import numpy as hnp
+except ModuleNotFoundError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    _names = hs.text(alphabet="abcdefghij._/0123456789", min_size=1, max_size=12).filter(
+        lambda s: not s.startswith("/") and all(c not in ("", ".", "..") for c in s.split("/"))
+    )
+    _arrays = hnp.arrays(
+        dtype=hs.sampled_from([np.float32, np.float16, np.int8, np.int64, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+    )
+
+    @settings(max_examples=40, deadline=None)
+    @given(hs.dictionaries(_names, _arrays, max_size=5))
+    def test_keep_round_trip_property(w):
+        m = edgepack.compress(w, {"default": "keep"})
+        assert m.names == sorted(w)
+        for k, v in w.items():
+            np.testing.assert_array_equal(m[k], v)
+        # Same input, same bytes.
+        m2 = edgepack.compress(w, {"default": "keep"})
+        assert pathlib.Path(m.path).read_bytes() == pathlib.Path(m2.path).read_bytes()
