@@ -166,6 +166,14 @@ def main(argv: list[str] | None = None) -> None:
     cs = cases(args.quick)
     res = run(cs, min_time=0.0)
     print(format_table(res))
+    print("\n| case | impl | seconds | GB/s (float32 bytes) | vs safetensors read+write |")
+    print("|---|---|---:|---:|---:|")
+    for r in res:
+        vs = r.ratio_vs.get("safetensors read+write")
+        print(
+            f"| {r.name} | {r.impl} | {r.seconds:.3f} | {r.throughput:.3f} | "
+            f"{'' if vs is None else f'{vs:.2f}x'} |"
+        )
     for d, src, out, nbytes in _FILES:
         size = os.path.getsize(out)
         print(f"\noutput: {size} bytes = {100 * size / nbytes:.2f}% of the {nbytes} float32 bytes")
