@@ -519,3 +519,12 @@ def test_compress_memory_is_bounded_by_tensor_not_model(tmp_path, rng):
     model = 32 * 512 * 1024 * 4
     print(f"peak RSS grew by {(peak - before) / 2**20:.1f} MiB for a {model / 2**20:.0f} MiB model")
     assert peak - before < model / 2
+
+
+@needs_quant
+def test_report_plot(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    w = {"a": heavy_tailed(rng, (64, 96)), "b": rng.standard_normal(7).astype(np.float32)}
+    m = edgepack.compress(w)
+    m.report().plot(tmp_path / "r.png", histograms=["a"], model=m)
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
