@@ -452,9 +452,10 @@ class CompressedModel(Mapping[str, Any]):
 
                 blob = self._payload(name, t, "data")
                 st = SparseTensor.from_bytes(blob.tobytes())
-                if tuple(st.shape) != shape:
+                if tuple(st.shape) != shape or int(st.nnz) != int(t["params"]["nnz"]):
                     raise FormatError(
-                        f"tensor {name!r}: sparse payload has shape {tuple(st.shape)}, header says {shape}"
+                        f"tensor {name!r}: sparse payload has shape {tuple(st.shape)} and "
+                        f"{int(st.nnz)} non-zeros, the header says {shape} and {t['params']['nnz']}"
                     )
                 return np.asarray(st.to_dense(), dtype=np.float32) if float32 else st
             if enc == "quant":
