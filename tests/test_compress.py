@@ -470,6 +470,8 @@ def test_killed_during_save_leaves_the_old_file_intact(tmp_path, rng):
     finally:
         if child.poll() is None:
             child.kill()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".epk-tmp")]
+    print(f"killed with {len(leftovers)} partial temporary file(s) left behind")
     # The destination is either the old file or a complete new one, never a mix.
     b = dest.read_bytes()
     m = edgepack.load(dest)
@@ -528,3 +530,21 @@ def test_report_plot(tmp_path, rng):
     m = edgepack.compress(w)
     m.report().plot(tmp_path / "r.png", histograms=["a"], model=m)
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_quant
+def test_bfloat16_safetensors_default_recipe(tmp_path, rng):
+    from edgepack.io import write_safetensors
+
+    x = heavy_tailed(rng, (64, 48))
+    import ml_dtypes
+
+    xb = x.astype(ml_dtypes.bfloat16)
+    write_safetensors(str(tmp_path / "b.safetensors"), [("w", "bfloat16", (64, 48))], lambda n: xb, None)
+    st = pytest.importorskip("safetensors.numpy")
+    del st
+    m = edgepack.compress(tmp_path / "b.safetensors")
+    assert m.info("w").dtype == "bfloat16" and m.info("w").encoding == "quant"
+    want = edgepack.quantize(xb.astype(np.float32), axis=0).dequantize()
+    np.testing.assert_array_equal(m.decompress("w"), want)
+    assert m.report()["w"].bytes_before == 64 * 48 * 2

@@ -268,7 +268,9 @@ def compress(
     (default: ``Recipe()``). ``progress(done, total, name)`` is called after each tensor.
     ``importance``: scores for rules with ``importance="provided"``. ``metadata``: str -> str
     kept in the file. ``out``: write the file there directly (atomically) instead of a
-    temporary file (in ``TMPDIR``) that :meth:`CompressedModel.save` copies.
+    temporary file (in ``TMPDIR``) that :meth:`CompressedModel.save` copies; for models larger
+    than memory on a machine whose ``/tmp`` is a RAM disk (tmpfs), pass ``out=`` or point
+    ``TMPDIR`` at a disk folder.
     ``workers``: tensors encoded at once (default: ``edgepack.get_num_threads()``).
 
     Errors name the tensor (as a note on the exception when it comes from a kernel).
