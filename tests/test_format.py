@@ -41,7 +41,9 @@ def test_golden_preamble_and_layout():
     assert int.from_bytes(b[8:12], "little") == 1
     header, data = split(b)
     names = [t["name"] for t in header["tensors"]]
-    assert names == sorted(names) == ["emb", "fc.bias", "fc.weight", "q4", "steps"]
+    assert names == sorted(names) == ["emb", "fc.bias", "fc.weight", "q4", "steps", "z.embed"]
+    z = next(t for t in header["tensors"] if t["name"] == "z.embed")
+    assert z["payloads"][0]["compression"] == "zstd"
     start = len(b) - len(data)
     assert start % 64 == 0
     for t in header["tensors"]:
@@ -69,6 +71,10 @@ def test_golden_reads_back_to_numpy_values():
     np.testing.assert_array_equal(r.payload("q4", "data"), p4)
     want4 = ref.epk_dequantize(p4, s4, z4, bits=4, axis=1, block_size=4, shape=(2, 5), symmetric=False)
     np.testing.assert_allclose(want4, x["q4"], atol=float(s4.max()) / 2 + 1e-7)
+    qz, sz = g.quant8_axis0(x["z.embed"])
+    np.testing.assert_array_equal(r.payload("z.embed", "data").view(np.int8).reshape(32, 64), qz)
+    wantz = ref.epk_dequantize(qz, sz, None, bits=8, axis=0, block_size=None, shape=(32, 64), symmetric=True)
+    np.testing.assert_array_equal(m.decompress("z.embed"), wantz)
     if hasattr(edgepack, "quantize"):  # the model decodes through edgepack.dequantize (issue 2)
         np.testing.assert_array_equal(m.decompress("fc.weight"), want)
         np.testing.assert_array_equal(m.decompress("q4"), want4)
@@ -127,12 +133,16 @@ def test_round_trip_every_dtype(tmp_path, rng, action):
     m2.verify()
 
 
-def test_same_input_same_bytes_whatever_the_threads(tmp_path, rng):
+@pytest.mark.parametrize("recipe", [
+    {"default": "keep", "rules": [{"pattern": "*.weight", "action": "float16"}]},
+    None,  # the default recipe: int8 + zstd, report stats in the header
+    {"rules": [{"pattern": "layer1*", "bits": 4}, {"pattern": "layer2*", "sparsity": 0.5}]},
+])
+def test_same_input_same_bytes_whatever_the_threads(tmp_path, rng, recipe):
     w = {f"layer{i}.weight": rng.standard_normal((40, 33)).astype(np.float32) for i in range(12)}
     w.update({f"layer{i}.bias": rng.standard_normal(40).astype(np.float32) for i in range(12)})
-    r = {"default": "keep", "rules": [{"pattern": "*.weight", "action": "float16"}]}
-    edgepack.compress(w, r, workers=1).save(tmp_path / "a.epk")
-    edgepack.compress(w, r, workers=4).save(tmp_path / "b.epk")
+    edgepack.compress(w, recipe, workers=1).save(tmp_path / "a.epk")
+    edgepack.compress(w, recipe, workers=4).save(tmp_path / "b.epk")
     assert (tmp_path / "a.epk").read_bytes() == (tmp_path / "b.epk").read_bytes()
 
 
