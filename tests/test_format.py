@@ -312,3 +312,16 @@ if given is not None:
         # Same input, same bytes.
         m2 = edgepack.compress(w, {"default": "keep"})
         assert pathlib.Path(m.path).read_bytes() == pathlib.Path(m2.path).read_bytes()
+
+
+def test_uncompressed_payloads_are_read_only_views_of_the_file(tmp_path, rng):
+    w = {"a": rng.standard_normal((256, 64)).astype(np.float32)}
+    edgepack.compress(w, {"default": "keep"}).save(tmp_path / "m.epk")
+    m = edgepack.load(tmp_path / "m.epk")
+    a1, a2 = m["a"], m["a"]
+    assert not a1.flags.writeable and np.shares_memory(a1, a2)  # no copy: the memory map
+    np.testing.assert_array_equal(a1, w["a"])
+    d = m.decompress("a")
+    assert d.flags.writeable and not np.shares_memory(d, a1)  # decompress gives a fresh array
+    with pytest.raises(ValueError):
+        a1[0, 0] = 1.0

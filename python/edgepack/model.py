@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -361,8 +363,9 @@ class CompressedModel(Mapping[str, Any]):
     """A compressed model, read lazily from its ``.epk`` file (memory-mapped; a tensor is
     verified and decoded each time it is accessed, nothing is cached).
 
-    ``model[name]`` is the stored object: an ndarray (kept / float16), a QuantizedTensor or a
-    SparseTensor. ``decompress(name)`` gives float32.
+    ``model[name]`` is the stored object: an ndarray (kept / float16; a read-only view of the
+    memory-mapped file when the payload is stored uncompressed), a QuantizedTensor or a
+    SparseTensor. ``decompress(name)`` gives a fresh float32 array.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, _tmpdir: str | None = None):
@@ -371,6 +374,8 @@ class CompressedModel(Mapping[str, Any]):
         self._header = h
         self._records = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
+        self._mm: mmap.mmap | None = None
+        self._lock = threading.Lock()
         if _tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, _tmpdir, True)
 
@@ -432,9 +437,21 @@ class CompressedModel(Mapping[str, Any]):
             raise KeyError(f"no tensor named {name!r} in this model") from None
 
     def _payload(self, name: str, t: dict[str, Any], role: str) -> np.ndarray:
+        """The decoded payload. Uncompressed payloads are read-only views of a memory map of
+        the file (no copy; the checksum is verified first); compressed ones are decoded."""
         p = next(p for p in t["payloads"] if p["role"] == role)
+        dt = numpy_dtype(p["dtype"])
+        rng = self._reader.verified_range(name, role)
+        if rng is not None and rng[1] > 0:
+            with self._lock:
+                if self._mm is None:
+                    with open(self.path, "rb") as f:
+                        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            off, n = rng
+            if off + n <= len(self._mm):
+                return np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off).reshape(p["shape"])
         raw = self._reader.payload(name, role)
-        return raw.view(numpy_dtype(p["dtype"])).reshape(p["shape"])
+        return raw.view(dt).reshape(p["shape"])
 
     def _decode(self, name: str, *, float32: bool) -> Any:
         t = self._record(name)
@@ -443,8 +460,8 @@ class CompressedModel(Mapping[str, Any]):
         try:
             if enc == "raw":
                 a = self._payload(name, t, "data")
-                if float32 and t["dtype"] in FLOAT_NAMES:
-                    return a.astype(np.float32)
+                if float32:
+                    return a.astype(np.float32) if t["dtype"] in FLOAT_NAMES else a.copy()
                 return a
             if enc == "float16":
                 a = self._payload(name, t, "data")

@@ -49,6 +49,17 @@ impl EpkReader {
         Ok(v.into_pyarray(py))
     }
 
+    /// For an uncompressed payload: verify its checksum, return `(offset, length)` of its bytes
+    /// in the file (for a zero-copy read-only view); `None` when it is compressed.
+    fn verified_range(
+        &self,
+        py: Python<'_>,
+        tensor: &str,
+        role: &str,
+    ) -> PyResult<Option<(u64, u64)>> {
+        Ok(py.detach(|| self.inner.verified_range(tensor, role))?)
+    }
+
     /// Verify every payload (reads the whole file).
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         Ok(py.detach(|| self.inner.verify())?)
