@@ -548,3 +548,26 @@ def test_bfloat16_safetensors_default_recipe(tmp_path, rng):
     want = edgepack.quantize(xb.astype(np.float32), axis=0).dequantize()
     np.testing.assert_array_equal(m.decompress("w"), want)
     assert m.report()["w"].bytes_before == 64 * 48 * 2
+
+
+@needs_sparse
+def test_provided_importance_decides_what_is_pruned(rng):
+    x = heavy_tailed(rng, (16, 32))
+    feat = rng.random(32).astype(np.float32) ** 4
+    rule = {"pattern": "w", "action": "float16", "sparsity": 0.5, "importance": "provided"}
+    m = edgepack.compress({"w": x}, {"rules": [rule]}, importance={"w": feat})
+    kept = m.decompress("w") != 0
+    score = np.abs(x) * feat  # |w| x per-input-feature score
+    assert np.min(score[kept]) >= np.max(score[~kept])
+    assert not np.array_equal(kept, np.abs(x) >= np.median(np.abs(x)))  # not plain magnitude
+    nm = dict(rule, sparsity_method="nm")
+    m = edgepack.compress({"w": x}, {"rules": [nm]}, importance={"w": feat})
+    d = m.decompress("w").reshape(16, 8, 4)
+    s4 = score.reshape(16, 8, 4)
+    keep = d != 0
+    assert np.all(keep.sum(axis=2) == 2)
+    assert np.all(np.where(keep, s4, np.inf).min(axis=2) >= np.where(keep, -np.inf, s4).max(axis=2))
+    with pytest.raises(edgepack.ArgumentError, match="wants provided importance"):
+        edgepack.compress({"w": x}, {"rules": [rule]})
+    with pytest.raises(edgepack.ArgumentError, match="importance of tensor 'w' has shape"):
+        edgepack.compress({"w": x}, {"rules": [rule]}, importance={"w": feat[:4]})

@@ -119,7 +119,8 @@ def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: 
 
     r = plan.rule
     assert r is not None
-    score = x if importance is None else importance
+    # Scores per input feature (last dim) weight |w| (as issue 4's magnitude_mask does).
+    score = x if importance is None else np.abs(x) * importance
     if r.importance == "provided" and importance is None:
         raise ArgumentError(
             f"tensor {name!r}: rule {r.pattern!r} wants provided importance, but `importance` "
@@ -155,11 +156,13 @@ def _encode(
     xf = np.asarray(x, dtype=np.float32)
     if plan.sparsity:
         imp = None
-        if importance is not None:
+        if importance is not None and plan.rule is not None and plan.rule.importance == "provided":
             imp = np.asarray(importance, dtype=np.float32)
-            if imp.shape != x.shape:
+            want = (x.shape[-1],) if x.ndim else (1,)
+            if imp.shape != want:
                 raise ArgumentError(
-                    f"importance of tensor {name!r} has shape {imp.shape}, expected {x.shape}"
+                    f"importance of tensor {name!r} has shape {imp.shape}, expected {want} "
+                    "(one score per input feature, the last dimension)"
                 )
         mask = np.asarray(_prune_mask(xf, plan, imp, name), dtype=bool)
         xp = np.where(mask, xf, np.float32(0))
@@ -203,8 +206,10 @@ def _encode(
         qt = quantize(xp, **kw)
         data = np.asarray(qt.data)
         scale_shape = _scale_shape(shape, plan.axis, plan.block_size)
-        payloads.append(("data", data.dtype.name, list(data.shape) if plan.bits == 8 else [int(data.size)], _u8(data)))
-        payloads.append(("scale", "float32", scale_shape, _u8(np.asarray(qt.scale, dtype=np.float32))))
+        data_shape = list(data.shape) if plan.bits == 8 else [int(data.size)]
+        payloads.append(("data", data.dtype.name, data_shape, _u8(data)))
+        scale = np.asarray(qt.scale, dtype=np.float32)
+        payloads.append(("scale", "float32", scale_shape, _u8(scale)))
         if not plan.symmetric:
             zp = np.asarray(qt.zero_point).astype(np.uint8)
             payloads.append(("zero_point", "uint8", scale_shape, _u8(zp)))

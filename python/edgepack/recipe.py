@@ -69,8 +69,9 @@ class Rule:
     * ``sparsity``: fraction of weights pruned to zero before encoding (0 = none), with
       ``sparsity_method`` ``"magnitude"`` (unstructured), ``"nm"`` (``n`` of every ``m``
       kept; ``sparsity`` must equal ``1 - n/m``) or ``"block"`` (whole ``block_shape`` blocks),
-      ranked by ``importance``: ``"magnitude"`` (``|w|``) or ``"provided"`` (scores passed to
-      :func:`edgepack.compress` as ``importance={name: array}``).
+      ranked by ``importance``: ``"magnitude"`` (``|w|``) or ``"provided"`` (``|w|`` times a
+      score per input feature, i.e. per index of the last dimension, passed to
+      :func:`edgepack.compress` as ``importance={name: 1-D array}``, e.g. activation norms).
       A pruned tensor with ``action="keep"`` is stored in the sparse format; with
       ``"quantize"`` / ``"float16"`` its zeros are entropy-coded.
     """
