@@ -571,3 +571,39 @@ def test_provided_importance_decides_what_is_pruned(rng):
         edgepack.compress({"w": x}, {"rules": [rule]})
     with pytest.raises(edgepack.ArgumentError, match="importance of tensor 'w' has shape"):
         edgepack.compress({"w": x}, {"rules": [rule]}, importance={"w": feat[:4]})
+
+
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import errno, resource, signal, sys, numpy as np, edgepack
+    dest = sys.argv[1]
+    w = {f"t{i}": np.random.default_rng(i).standard_normal(200_000).astype(np.float32) for i in range(8)}
+    m = edgepack.compress(w, {"default": "keep"})
+    # Files may not grow beyond 1 MiB from here on: writes fail with EFBIG, like a full disk.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    for attempt in ("save", "compress"):
+        try:
+            if attempt == "save":
+                m.save(dest)
+            else:
+                edgepack.compress(w, {"default": "keep"}, out=dest)
+        except OSError as e:
+            print(attempt, e.errno == errno.EFBIG, e.filename == dest, flush=True)
+        else:
+            print(attempt, "no error", flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE (POSIX)")
+def test_write_error_mid_save_is_os_error_with_path_and_leaves_no_temp(tmp_path):
+    dest = tmp_path / "m.epk"
+    dest.write_bytes(b"previous")
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(dest)], capture_output=True,
+                         text=True, env=env, check=True).stdout.split("\n")
+    assert out[:2] == ["save True True", "compress True True"], out
+    assert dest.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.epk", "tmp"]
