@@ -507,20 +507,25 @@ MEM_CHILD = textwrap.dedent(
 
 
 def test_compress_memory_is_bounded_by_tensor_not_model(tmp_path, rng):
-    """32 tensors of 2 MiB (64 MiB): peak memory grows by a few tensors, not the model."""
-    st = pytest.importorskip("safetensors.numpy")
-    w = {f"layer{i:02d}.weight": heavy_tailed(rng, (512, 1024)) for i in range(32)}
-    st.save_file(w, str(tmp_path / "big.safetensors"))
-    del w
+    """64 tensors of 2 MiB (128 MiB), 2 workers: peak memory grows by a few tensors (about
+    27 MiB measured), not by the model."""
+    from edgepack.io import write_safetensors
+
+    base = heavy_tailed(rng, (512, 1024))
+    names = [f"layer{i:02d}.weight" for i in range(64)]
+    # Distinct tensors without holding 128 MiB here: each is the base rolled by its index.
+    write_safetensors(str(tmp_path / "big.safetensors"), [(n, "float32", (512, 1024)) for n in names],
+                      lambda n: np.roll(base, names.index(n)), None)
     recipe = "default" if hasattr(edgepack, "quantize") else "keep"
+    env = dict(os.environ, EDGEPACK_NUM_THREADS="2")
     out = subprocess.run(
         [sys.executable, "-c", MEM_CHILD, str(tmp_path / "big.safetensors"), str(tmp_path / "o.epk"), recipe],
-        capture_output=True, check=True, text=True,
+        capture_output=True, check=True, text=True, env=env,
     ).stdout.split()
     before, peak, _ = (int(v) for v in out)
-    model = 32 * 512 * 1024 * 4
+    model = 64 * 512 * 1024 * 4
     print(f"peak RSS grew by {(peak - before) / 2**20:.1f} MiB for a {model / 2**20:.0f} MiB model")
-    assert peak - before < model / 2
+    assert peak - before < model / 4
 
 
 @needs_quant
