@@ -45,6 +45,21 @@ _SPARSE_FORMAT = "edgepack-sparse"
 ProgressFn = Callable[[int, int, str], None]
 
 
+def _add_note(e: BaseException, note: str) -> None:
+    """``e.add_note(note)`` (PEP 678); on Python 3.10 the same ``__notes__`` list by hand."""
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(e, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            try:
+                e.__notes__ = notes  # type: ignore[attr-defined]
+            except AttributeError:
+                return
+        notes.append(note)
+
+
 # ----------------------------------------------------------------------------------------------
 # Quantized / sparse objects (from the quantize and sparse modules).
 
@@ -315,7 +330,7 @@ def compress(
                 args, _ = _encode(name, x, plan, imp, rec.zstd_level)
                 writer.add(*args)
             except Exception as e:
-                e.add_note(f"while compressing tensor {name!r}")
+                _add_note(e, f"while compressing tensor {name!r}")
                 raise
 
         try:
@@ -495,7 +510,7 @@ class CompressedModel(Mapping[str, Any]):
                     return edgepack.dequantize(qt)
                 return qt
         except Exception as e:
-            e.add_note(f"while decoding tensor {name!r} from {self.path}")
+            _add_note(e, f"while decoding tensor {name!r} from {self.path}")
             raise
         raise FormatError(f"tensor {name!r} has unknown encoding {enc!r}")  # pragma: no cover
 
