@@ -172,7 +172,7 @@ def read_safetensors_header(path: str) -> tuple[dict[str, Any], int, int]:
         try:
             dt = ST_CODES[info["dtype"]]
             shape = [int(d) for d in info["shape"]]
-            b, e = (int(x) for x in info["data_offsets"])
+            begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as ex:
             raise FormatError(f"{path}: bad safetensors entry for tensor {name!r}: {info!r}") from ex
         itemsize = 2 if dt == "bfloat16" else np.dtype(dt).itemsize
@@ -181,9 +181,9 @@ def read_safetensors_header(path: str) -> tuple[dict[str, Any], int, int]:
             if d < 0:
                 raise FormatError(f"{path}: tensor {name!r} has a negative dimension")
             count *= d
-        if not (0 <= b <= e and data_start + e <= size and e - b == count * itemsize):
+        if not (0 <= begin <= end and data_start + end <= size and end - begin == count * itemsize):
             raise FormatError(
-                f"{path}: tensor {name!r} byte range [{b}, {e}) does not hold {dt} x {shape} "
+                f"{path}: tensor {name!r} byte range [{begin}, {end}) does not hold {dt} x {shape} "
                 f"inside the file"
             )
     return header, data_start, size
@@ -205,7 +205,7 @@ def _safetensors_source(path: str) -> Source:
             f.seek(data_start + b)
             got = 0
             while got < e - b:
-                k = f.readinto(memoryview(buf)[got:])
+                k = f.readinto(buf.data[got:])
                 if not k:
                     raise FormatError(f"{path}: file ends inside tensor {name!r}")
                 got += k
@@ -301,7 +301,7 @@ def write_safetensors(
             f.write(hb)
             for name, dt, shape in items:
                 a = np.ascontiguousarray(get(name), dtype=numpy_dtype(dt)).reshape(shape)
-                f.write(memoryview(a.reshape(-1).view(np.uint8)))
+                f.write(a.reshape(-1).view(np.uint8).data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

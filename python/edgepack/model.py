@@ -8,6 +8,7 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mmap
@@ -582,7 +583,7 @@ class CompressedModel(Mapping[str, Any]):
             if dequantize:
                 dt = "float32" if t["dtype"] in FLOAT_NAMES else t["dtype"]
                 items.append((name, dt, shape))
-                getters[name] = lambda n=name: self.decompress(n)
+                getters[name] = functools.partial(self.decompress, name)
                 continue
             meta_t[name] = {k: t[k] for k in ("dtype", "shape", "encoding", "params")}
             if "stats" in t:
@@ -591,14 +592,14 @@ class CompressedModel(Mapping[str, Any]):
                 for p in t["payloads"]:
                     key = name if p["role"] == "data" else f"{name}.{p['role']}"
                     items.append((key, p["dtype"], tuple(p["shape"])))
-                    getters[key] = lambda n=name, r=p["role"], tt=t: self._payload(n, tt, r)
+                    getters[key] = functools.partial(self._payload, name, t, p["role"])
             elif t["encoding"] == "sparse":
                 items.append((name, "float32", shape))
-                getters[name] = lambda n=name: self.decompress(n)
+                getters[name] = functools.partial(self.decompress, name)
             else:
                 p = t["payloads"][0]
                 items.append((name, p["dtype"], shape))
-                getters[name] = lambda n=name, tt=t: self._payload(n, tt, "data")
+                getters[name] = functools.partial(self._payload, name, t, "data")
         names = [i[0] for i in items]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})

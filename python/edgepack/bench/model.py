@@ -23,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def cases(quick: bool) -> list[Case]:
     try:
         import safetensors.numpy as st
     except ModuleNotFoundError:  # pragma: no cover
-        st = None
+        st = None  # type: ignore[assignment]
     if not hasattr(edgepack, "quantize"):  # pragma: no cover - before issue 2
         return []
     d = tempfile.mkdtemp(prefix="edgepack-bench-model-")
@@ -135,7 +136,7 @@ def cases(quick: bool) -> list[Case]:
         for n in m.names:
             m.decompress(n)
 
-    base: dict[str, object] = {}
+    base: dict[str, Callable[[], object]] = {}
     if st is not None:
 
         def read_write() -> None:
