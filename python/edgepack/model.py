@@ -33,6 +33,7 @@ from edgepack.io import (
     numpy_dtype,
     open_source,
     read_safetensors_header,
+    scratch,
     write_safetensors,
 )
 from edgepack.recipe import Plan, Recipe
@@ -237,7 +238,10 @@ def _encode(
             "convention": "onnx",
             "sparsity": float(plan.sparsity),
         }
-        decoded = qt.dequantize()
+        # Into this thread's scratch buffer: fresh 4-byte-per-weight pages for every tensor
+        # cost more than the dequantization itself.
+        out = scratch("dequantize", 4 * int(np.prod(shape, dtype=np.int64))).view(np.float32)
+        decoded = qt.dequantize(out=out.reshape(shape))
         enc = "quant"
         zstd = level
     stats = tensor_stats(xf, np.asarray(decoded))
@@ -325,7 +329,7 @@ def compress(
 
         def work(name: str) -> None:
             try:
-                x = source.load(name)
+                x = source.load(name, reuse=True)
                 plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES)
                 imp = None if importance is None else importance.get(name)
                 args, _ = _encode(name, x, plan, imp, rec.zstd_level)
