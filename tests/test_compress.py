@@ -533,7 +533,7 @@ def test_report_plot(tmp_path, rng):
     pytest.importorskip("matplotlib")
     w = {"a": heavy_tailed(rng, (64, 96)), "b": rng.standard_normal(7).astype(np.float32)}
     m = edgepack.compress(w)
-    m.report().plot(tmp_path / "r.png", histograms=["a"], model=m)
+    m.report().plot(tmp_path / "r.png", histograms=["a"])
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -559,7 +559,7 @@ class CompressedModel(Mapping[str, Any]):
                     max_abs_error=s.get("max_abs_error"),
                 )
             )
-        return Report(tuple(rows))
+        return Report(tuple(rows), model=self)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` atomically (a temporary file next to it, fsync, rename):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,8 @@ class Report:
     """One row per tensor (sorted by name) and the totals."""
 
     rows: tuple[ReportRow, ...]
+    #: The model the report describes (for :meth:`plot` histograms); not compared or shown.
+    model: Any = field(default=None, compare=False, repr=False)
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -157,8 +159,10 @@ class Report:
         return pd.DataFrame([asdict(r) for r in self.rows])
 
     def plot(self, path: Any, *, histograms: Any = None, model: Any = None) -> None:
-        """Save a figure: per-layer SNR and size bars; with ``model`` and ``histograms`` (tensor
-        names), a weight histogram of each with its quantization grid. Needs matplotlib."""
+        """Save a figure: per-layer SNR and size bars; with ``histograms`` (tensor names), a
+        histogram of each decompressed tensor with its quantization grid (the grid of its
+        coarsest scale). ``model`` defaults to the model the report came from. Needs
+        matplotlib."""
         try:
             import matplotlib
 
@@ -167,6 +171,7 @@ class Report:
         except ModuleNotFoundError as e:
             raise ModuleNotFoundError("Report.plot needs matplotlib (pip install matplotlib)") from e
         names = list(histograms or [])
+        model = self.model if model is None else model
         nplots = 2 + len(names)
         fig, axes = plt.subplots(nplots, 1, figsize=(max(6, 0.3 * len(self.rows) + 4), 3 * nplots))
         labels = [r.name for r in self.rows]
