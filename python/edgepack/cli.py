@@ -1,0 +1,826 @@
+"""The ``edgepack`` command line (also ``python -m edgepack``).
+
+A thin layer over the Python API: every command parses its options, calls the public functions
+(:func:`edgepack.compress`, :func:`edgepack.load`, the benchmark harness in
+:mod:`edgepack.bench`) and prints what they return. Exit codes: 0 success, 1 a problem with
+the input or the environment (one line on stderr, the traceback only with ``--debug``),
+2 a usage error (argparse's message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+__all__ = ["main"]
+
+PROG = "edgepack"
+
+# Worst layers shown in the compress summary.
+WORST_ROWS = 10
+
+
+class UsageError(Exception):
+    """A combination of options that argparse alone cannot reject (exit code 2)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _human_bytes(n: float) -> str:
+    """1234567 -> '1.23 MB' (decimal units, like the sizes the benchmarks report)."""
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _fmt_db(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if math.isinf(x):
+        return "exact"
+    return f"{x:.1f}"
+
+
+def _fmt_num(x: float | None, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
+    """A plain aligned text table (columns in ``right`` are right-aligned)."""
+    rows = [list(map(str, r)) for r in rows]
+    right = set(right)
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ]
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def _shape(s: Any) -> str:
+    return "x".join(str(int(d)) for d in s) if len(s) else "scalar"
+
+
+# --------------------------------------------------------------------------------------------
+# Progress bar (stderr, only on a terminal)
+# --------------------------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """Progress on stderr: tensors done, bytes, elapsed time and rate.
+
+    Called by :func:`edgepack.compress` as its ``progress=`` callback. Draws nothing unless
+    ``enabled`` (stderr is a terminal and ``--quiet`` was not given); redraws at most 10 times
+    a second.
+    """
+
+    def __init__(self, stream: IO[str], *, enabled: bool, label: str = "compressing") -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.label = label
+        self.start = time.perf_counter()
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        done = int(_get(event, "done", "tensors_done", default=0))
+        total = int(_get(event, "total", "tensors_total", default=0))
+        nbytes = int(_get(event, "bytes_done", "nbytes_done", default=0))
+        nbytes_total = int(_get(event, "bytes_total", "nbytes_total", default=0))
+        self.update(done, total, nbytes, nbytes_total)
+
+    def update(self, done: int, total: int, nbytes: int, nbytes_total: int = 0) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < total and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        elapsed = now - self.start
+        rate = nbytes / elapsed if elapsed > 0 else 0.0
+        frac = done / total if total else 1.0
+        width = 24
+        filled = int(round(frac * width))
+        bar = "#" * filled + "." * (width - filled)
+        size = _human_bytes(nbytes) + (f"/{_human_bytes(nbytes_total)}" if nbytes_total else "")
+        text = (
+            f"\r{self.label} [{bar}] {done}/{total} tensors  {size}  "
+            f"{elapsed:.1f}s  {_human_bytes(rate)}/s"
+        )
+        self.stream.write(text + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    """Field ``names[0]`` (or the first alias present) of a mapping or an object."""
+    for n in names:
+        if isinstance(obj, Mapping):
+            if n in obj:
+                return obj[n]
+        elif hasattr(obj, n):
+            return getattr(obj, n)
+    return default
+
+
+# --------------------------------------------------------------------------------------------
+# Argument types
+# --------------------------------------------------------------------------------------------
+
+
+def _sparsity(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), found {text!r}") from None
+    if not (0.0 <= v < 1.0):
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), found {text}")
+    return v
+
+
+def _pattern(text: str) -> tuple[int, int]:
+    parts = text.split(":")
+    try:
+        n, m = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected N:M with integers 0 < N < M (e.g. 2:4), found {text!r}"
+        ) from None
+    if not (0 < n < m):
+        raise argparse.ArgumentTypeError(f"expected N:M with 0 < N < M (e.g. 2:4), found {text!r}")
+    return n, m
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {v}")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# compress
+# --------------------------------------------------------------------------------------------
+
+_RECIPE_FLAGS = ("bits", "granularity", "block_size", "affine", "sparsity", "pattern")
+
+
+def _default_output(path: Path) -> Path:
+    return path.with_suffix(".epk") if path.suffix != ".epk" else path.with_suffix(".out.epk")
+
+
+def _recipe_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`edgepack.Recipe` the options ask for (``None``: the default recipe)."""
+    import edgepack
+
+    given = [f for f in _RECIPE_FLAGS if getattr(args, f) not in (None, False)]
+    if args.recipe is not None:
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UsageError(f"--recipe cannot be combined with {flags} (put them in the recipe)")
+        recipe = edgepack.Recipe.from_file(args.recipe)
+        if args.keep:
+            recipe = recipe.with_keep(args.keep)
+        return recipe
+    if not given and not args.keep:
+        return None
+    if args.block_size is not None and args.granularity not in (None, "block"):
+        raise UsageError(f"--block-size needs --granularity block, found --granularity {args.granularity}")
+    if args.sparsity is not None and args.pattern is not None:
+        raise UsageError("--sparsity and --pattern are two pruning methods: give one")
+    return edgepack.Recipe.from_options(
+        bits=args.bits,
+        granularity=args.granularity,
+        block_size=args.block_size,
+        symmetric=not args.affine,
+        sparsity=args.sparsity,
+        pattern=args.pattern,
+        keep=args.keep or (),
+    )
+
+
+def _report_rows(report: Any) -> list[Any]:
+    rows = _get(report, "rows", "layers", "tensors", default=None)
+    if rows is None:
+        rows = list(report)
+    return list(rows)
+
+
+def _summary(report: Any, out_path: Path | None, elapsed: float) -> str:
+    rows = _report_rows(report)
+    totals = _get(report, "totals", "total", default=None)
+    lossy = [r for r in rows if _get(r, "snr_db") is not None and not math.isinf(_get(r, "snr_db"))]
+    lossy.sort(key=lambda r: _get(r, "snr_db"))
+    worst = lossy[:WORST_ROWS]
+    lines: list[str] = []
+    if worst:
+        title = f"worst {len(worst)} of {len(rows)} tensors by error (lowest SNR first)"
+        lines.append(title)
+        lines.append(
+            _table(
+                ["tensor", "shape", "encoding", "bits/w", "before", "after", "SNR dB", "rel err"],
+                [
+                    [
+                        str(_get(r, "name")),
+                        _shape(_get(r, "shape", default=())),
+                        str(_get(r, "encoding", default="-")),
+                        _fmt_num(_get(r, "bits_per_weight"), ".2f"),
+                        _human_bytes(_get(r, "bytes_before", default=0)),
+                        _human_bytes(_get(r, "bytes_after", default=0)),
+                        _fmt_db(_get(r, "snr_db")),
+                        _fmt_num(_get(r, "rel_error"), ".2e"),
+                    ]
+                    for r in worst
+                ],
+                right=range(3, 8),
+            )
+        )
+        lines.append("")
+    else:
+        lines.append(f"{len(rows)} tensors, all stored exactly")
+    before = _get(totals, "bytes_before", default=None) if totals is not None else None
+    after = _get(totals, "bytes_after", default=None) if totals is not None else None
+    if before is None:
+        before = sum(_get(r, "bytes_before", default=0) for r in rows)
+    if after is None:
+        after = sum(_get(r, "bytes_after", default=0) for r in rows)
+    snrs = [_get(r, "snr_db") for r in lossy]
+    mean_snr = _get(totals, "mean_snr_db", default=None) if totals is not None else None
+    if mean_snr is None and snrs:
+        mean_snr = sum(snrs) / len(snrs)
+    worst_snr = min(snrs) if snrs else None
+    ratio = before / after if after else float("inf")
+    tot = [
+        ("tensors", f"{len(rows)} ({len(lossy)} compressed lossily)"),
+        ("size before", _human_bytes(before)),
+        ("size after", _human_bytes(after)),
+        ("ratio", f"{ratio:.2f}x ({after / before:.1%} of the input)" if before else "-"),
+        ("mean SNR", f"{_fmt_db(mean_snr)} dB" if mean_snr is not None else "- (nothing lossy)"),
+        ("worst SNR", f"{_fmt_db(worst_snr)} dB" if worst_snr is not None else "-"),
+        ("time", f"{elapsed:.2f} s"),
+    ]
+    if out_path is not None:
+        tot.append(("output", str(out_path)))
+    w = max(len(k) for k, _ in tot)
+    lines.extend(f"{k.ljust(w)}  {v}" for k, v in tot)
+    return "\n".join(lines)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    import edgepack
+
+    src = Path(args.input)
+    out = Path(args.output) if args.output else _default_output(src)
+    if out.suffix != ".epk":
+        raise UsageError(f"-o/--output must end in .epk, found {str(out)!r}")
+    if args.report is not None and Path(args.report).suffix.lower() not in (".md", ".json"):
+        raise UsageError(f"--report must end in .md or .json, found {args.report!r}")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise EnvironmentProblem(
+                "--plot needs matplotlib, which is not installed (pip install matplotlib)"
+            ) from None
+    if not src.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(src))
+    recipe = _recipe_from_args(args)
+    if args.threads is not None:
+        edgepack.set_num_threads(args.threads)
+    bar = ProgressBar(sys.stderr, enabled=not args.quiet and _isatty(sys.stderr))
+    t0 = time.perf_counter()
+    try:
+        model = edgepack.compress(str(src), recipe, progress=bar)
+        model.save(str(out))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    report = model.report()
+    if args.report is not None:
+        text = report.to_json() if args.report.lower().endswith(".json") else report.to_markdown()
+        _write_text_atomic(Path(args.report), text)
+    if args.plot is not None:
+        report.plot(args.plot)
+    print(_summary(report, out, elapsed))
+    if args.report is not None:
+        print(f"report  {args.report}")
+    if args.plot is not None:
+        print(f"plot    {args.plot}")
+    return 0
+
+
+class EnvironmentProblem(Exception):
+    """Something missing from the environment (an optional package): exit code 1."""
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def demo_model() -> dict[str, Any]:
+    """The bundled demo network and its held-out data, as a dict of numpy arrays.
+
+    A 64-128-64-10 ReLU MLP trained (seeded) on scikit-learn's 8x8 digits, weights in
+    PyTorch's ``(out, in)`` layout (``fc1.weight``, ``fc1.bias``, ...), plus ``test.pixels``
+    (uint8 0..16, 360 x 64) and ``test.labels``. Regenerated by ``scripts/make_demo_model.py``.
+    """
+    from importlib.resources import files
+
+    import numpy as np
+
+    with files("edgepack").joinpath("data/digits_mlp.npz").open("rb") as f:
+        with np.load(f) as z:
+            return {k: z[k] for k in z.files}
+
+
+def demo_accuracy(weights: Mapping[str, Any], pixels: Any, labels: Any) -> float:
+    """Accuracy of the demo MLP's numpy forward pass:
+    ``argmax(relu(relu(x @ W1.T + b1) @ W2.T + b2) @ W3.T + b3)`` with ``x = pixels / 16``."""
+    import numpy as np
+
+    h = pixels.astype(np.float32) / np.float32(16)
+    n_layers = sum(1 for k in weights if k.endswith(".weight"))
+    for i in range(1, n_layers + 1):
+        w = np.asarray(weights[f"fc{i}.weight"], dtype=np.float32)
+        b = np.asarray(weights[f"fc{i}.bias"], dtype=np.float32)
+        h = h @ w.T + b
+        if i < n_layers:
+            h = np.maximum(h, 0)
+    return float(np.mean(h.argmax(axis=1) == labels))
+
+
+#: The two recipes ``edgepack demo`` shows: (label, recipe as a dict or None for the default).
+DEMO_RECIPES: tuple[tuple[str, dict[str, Any] | None], ...] = (
+    ("default recipe (int8 per channel)", None),
+    (
+        "50% magnitude pruning + int8",
+        {"rules": [{"pattern": "*.weight", "bits": 8, "sparsity": 0.5, "method": "magnitude"}]},
+    ),
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import edgepack
+
+    data = demo_model()
+    pixels, labels = data.pop("test.pixels"), data.pop("test.labels")
+    weights = data
+    base_bytes = sum(int(w.nbytes) for w in weights.values())
+    base_acc = demo_accuracy(weights, pixels, labels)
+    n_params = sum(int(w.size) for w in weights.values())
+    dims = [weights["fc1.weight"].shape[1]] + [
+        weights[f"fc{i}.weight"].shape[0] for i in range(1, len(weights) // 2 + 1)
+    ]
+    print(
+        f"demo model: {'-'.join(map(str, dims))} MLP trained on scikit-learn's digits "
+        f"({n_params:,} parameters), {len(labels)} held-out samples"
+    )
+    rows = [["float32 original", _human_bytes(base_bytes), "1.00x", f"{base_acc:.2%}", ""]]
+    with tempfile.TemporaryDirectory(prefix="edgepack-demo-") as tmp:
+        for i, (label, recipe_dict) in enumerate(DEMO_RECIPES):
+            recipe = None if recipe_dict is None else edgepack.Recipe.from_dict(recipe_dict)
+            model = edgepack.compress(weights, recipe)
+            path = Path(tmp) / f"demo{i}.epk"
+            model.save(str(path))
+            size = path.stat().st_size
+            restored = edgepack.load(str(path)).decompress()
+            acc = demo_accuracy(restored, pixels, labels)
+            rows.append(
+                [
+                    label,
+                    _human_bytes(size),
+                    f"{base_bytes / size:.2f}x",
+                    f"{acc:.2%}",
+                    f"{(acc - base_acc) * 100:+.2f} pts",
+                ]
+            )
+    print()
+    print(_table(["model", "file size", "ratio", "accuracy", "change"], rows, right=(1, 2, 3, 4)))
+    print()
+    print("Sizes are whole .epk files (header and checksums included); accuracy is a numpy")
+    print("forward pass over the held-out digits with the decompressed float32 weights.")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# inspect / verify / decompress
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import edgepack
+
+    path = Path(args.file)
+    model = edgepack.load(str(path))
+    info = model.info() if hasattr(model, "info") else {}
+    print(f"file      {path} ({_human_bytes(path.stat().st_size)})")
+    print(f"format    .epk version {_get(info, 'format_version', 'version', default=1)}")
+    meta = dict(model.metadata or {})
+    print("metadata  " + (", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
+    recipe = model.recipe
+    if recipe is None:
+        print("recipe    (none)")
+    else:
+        rd = recipe.to_dict() if hasattr(recipe, "to_dict") else recipe
+        print("recipe    " + json.dumps(rd, sort_keys=True))
+    rows = []
+    bad = 0
+    for name in model.names:
+        t = _get(info, "tensors", default={}).get(name, {}) if info else {}
+        status = "ok"
+        try:
+            model[name]
+        except Exception as e:  # a corrupt tensor: report it, keep listing
+            status = f"BAD: {_describe(e)}"
+            bad += 1
+        rows.append(
+            [
+                name,
+                str(_get(t, "encoding", default="-")),
+                str(_get(t, "dtype", default="-")),
+                _shape(_get(t, "shape", default=())),
+                f"{_get(t, 'stored_bytes', 'nbytes', default=0):,}",
+                status,
+            ]
+        )
+    print(f"tensors   {len(rows)}")
+    print()
+    print(_table(["name", "encoding", "dtype", "shape", "bytes", "checksum"], rows, right=(4,)))
+    return 1 if bad else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import edgepack
+
+    path = Path(args.file)
+    model = edgepack.load(str(path))
+    n = 0
+    for name in model.names:
+        try:
+            model.decompress(name)
+        except Exception as e:
+            e.add_note(f"in tensor {name!r}") if hasattr(e, "add_note") else None
+            raise
+        n += 1
+    print(f"{path}: ok ({n} tensors, every checksum and structure checked)")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    import edgepack
+
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in (".safetensors", ".npz"):
+        raise UsageError(f"-o must end in .safetensors or .npz, found {args.output!r}")
+    if args.quantized and suffix != ".safetensors":
+        raise UsageError("--quantized writes the safetensors form: use -o OUT.safetensors")
+    model = edgepack.load(str(Path(args.file)))
+    if suffix == ".safetensors":
+        model.to_safetensors(str(out), dequantize=not args.quantized)
+    else:
+        import numpy as np
+
+        arrays = model.decompress()
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    kind = "quantized tensors with scales" if args.quantized else "float32 tensors"
+    print(f"wrote {out} ({len(model.names)} {kind}, {_human_bytes(out.stat().st_size)})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------------
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    import edgepack
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = edgepack.build_info()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "isa": info.get("isa"),
+        "threads": info.get("num_threads"),
+        "edgepack": info.get("version"),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from edgepack import bench
+
+    verbose = _isatty(sys.stderr)
+    cases = bench.collect(bench.AREAS, quick=args.quick)
+    if not cases:
+        raise EnvironmentProblem("no benchmark cases found in edgepack.bench")
+    min_time = 0.05 if args.quick else 0.3
+    results = []
+    t0 = time.perf_counter()
+    for i, case in enumerate(cases, 1):
+        if verbose:
+            sys.stderr.write(f"\r[{i}/{len(cases)}] {case.area}: {case.name}\x1b[K")
+            sys.stderr.flush()
+        results.extend(bench.run([case], min_time=min_time))
+    if verbose:
+        sys.stderr.write("\r\x1b[K")
+    machine = _machine()
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, ISA {machine['isa']}, "
+        f"edgepack {machine['edgepack']}, {machine['date']}"
+    )
+    print(f"command: edgepack bench{' --quick' if args.quick else ''}")
+    print()
+    print(bench.format_table(results))
+    print()
+    print(f"{len(cases)} cases in {time.perf_counter() - t0:.1f} s")
+    if args.json is not None:
+        doc = {
+            "machine": machine,
+            "quick": bool(args.quick),
+            "results": [asdict(r) for r in results],
+        }
+        _write_text_atomic(Path(args.json), json.dumps(doc, indent=2))
+        print(f"json: {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback when something fails",
+    )
+
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "compress": (
+        "compress a checkpoint into an .epk file and print a per-layer error summary",
+        "examples:\n"
+        "  edgepack compress model.safetensors                 # int8 per channel -> model.epk\n"
+        "  edgepack compress model.pt -o small.epk --bits 4 --granularity block --block-size 32\n"
+        "  edgepack compress model.npz --sparsity 0.5 --keep 'lm_head.*' --report report.md",
+    ),
+    "demo": (
+        "compress the bundled digits MLP and show size and accuracy before and after",
+        "example:\n  edgepack demo",
+    ),
+    "inspect": (
+        "show an .epk file's format version, metadata, recipe and tensors",
+        "example:\n  edgepack inspect model.epk",
+    ),
+    "decompress": (
+        "write an .epk file's tensors back as float32 (or quantized) safetensors or npz",
+        "examples:\n"
+        "  edgepack decompress model.epk -o model.safetensors\n"
+        "  edgepack decompress model.epk -o weights.npz\n"
+        "  edgepack decompress model.epk -o model.int8.safetensors --quantized",
+    ),
+    "verify": (
+        "check every checksum and the structure of an .epk file (exit 0 or 1)",
+        "example:\n  edgepack verify model.epk && echo intact",
+    ),
+    "bench": (
+        "time edgepack's kernels next to numpy (and onnxruntime / torch when installed)",
+        "examples:\n  edgepack bench --quick\n  edgepack bench --json results.json",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``edgepack`` command."""
+    import edgepack
+
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_Formatter,
+        description="edgepack: quantize, prune and pack trained networks into small verified files.",
+        epilog="examples:\n"
+        "  edgepack demo                        # see it work on a bundled model\n"
+        "  edgepack compress model.safetensors  # int8 per channel -> model.epk\n"
+        "  edgepack verify model.epk\n\n"
+        f"Run '{PROG} COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {edgepack.__version__}")
+    _add_debug(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str) -> argparse.ArgumentParser:
+        help_, epilog = COMMANDS[name]
+        p = sub.add_parser(
+            name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+            epilog=epilog, formatter_class=_Formatter,
+        )
+        _add_debug(p)
+        return p
+
+    p = add("compress")
+    p.add_argument("input", metavar="INPUT", help="a .safetensors, .npz or PyTorch (.pt/.pth/.bin) checkpoint")
+    p.add_argument("-o", "--output", metavar="OUTPUT", help="the .epk file to write (default: INPUT with suffix .epk)")
+    p.add_argument("--bits", type=int, choices=(8, 4), help="bits per quantized weight (default 8)")
+    p.add_argument(
+        "--granularity", choices=("tensor", "channel", "block"),
+        help="one scale per tensor, per output channel (default) or per block",
+    )
+    p.add_argument("--block-size", type=_positive_int, metavar="N", help="block length for --granularity block (default 32)")
+    p.add_argument("--affine", action="store_true", help="asymmetric quantization with a zero point (default symmetric)")
+    p.add_argument("--sparsity", type=_sparsity, metavar="S", help="prune this fraction of each weight by magnitude, 0 <= S < 1")
+    p.add_argument("--pattern", type=_pattern, metavar="N:M", help="prune to N of every M weights (e.g. 2:4)")
+    p.add_argument(
+        "--keep", action="extend", nargs="+", metavar="GLOB", default=[],
+        help="leave tensors matching these globs untouched (repeatable)",
+    )
+    p.add_argument("--recipe", metavar="FILE", help="a JSON or TOML recipe (instead of the options above)")
+    p.add_argument("--report", metavar="FILE", help="write the per-layer report as Markdown (.md) or JSON (.json)")
+    p.add_argument("--plot", metavar="FILE.png", help="plot per-layer error and size (needs matplotlib)")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads (default: all cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compress)
+
+    p = add("demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = add("inspect")
+    p.add_argument("file", metavar="FILE", help="an .epk file")
+    p.set_defaults(func=cmd_inspect)
+
+    p = add("decompress")
+    p.add_argument("file", metavar="FILE", help="an .epk file")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help="OUT.safetensors or OUT.npz")
+    p.add_argument(
+        "--quantized", action="store_true",
+        help="keep int8/int4 data with NAME.scale / NAME.zero_point tensors (safetensors only)",
+    )
+    p.set_defaults(func=cmd_decompress)
+
+    p = add("verify")
+    p.add_argument("file", metavar="FILE", help="an .epk file")
+    p.set_defaults(func=cmd_verify)
+
+    p = add("bench")
+    p.add_argument("--quick", action="store_true", help="small sizes, short timings (under a minute)")
+    p.add_argument("--json", metavar="FILE", help="also write the results and the machine line as JSON")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and the entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _describe(e: BaseException) -> str:
+    """One line saying what went wrong (the exception's own message and its notes)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        msg = f"{e.strerror}: {e.filename!r}"
+    elif isinstance(e, ModuleNotFoundError) and e.name:
+        msg = f"{e} (install the package that provides {e.name!r})"
+    else:
+        msg = str(e) or type(e).__name__
+    notes = getattr(e, "__notes__", None) or []
+    if notes:
+        msg += " (" + "; ".join(notes) + ")"
+    return " ".join(msg.split())
+
+
+_EXPECTED = (OSError, ValueError, TypeError, ImportError, MemoryError, EnvironmentProblem)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``edgepack`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        parser = build_parser()
+    except Exception as e:  # the package itself cannot be imported
+        print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
+        return 1
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    debug = getattr(args, "debug", False)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except UsageError as e:
+        sub = f"{PROG} {args.command}"
+        print(f"{sub}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): not an error worth a message.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        elif isinstance(e, _EXPECTED):
+            print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
+        else:
+            print(
+                f"{PROG}: internal error: {type(e).__name__}: {_describe(e)} "
+                "(run again with --debug for the traceback, and please report it)",
+                file=sys.stderr,
+            )
+        return 1
+
+
+def _entry() -> None:  # pragma: no cover - used by __main__
+    sys.exit(main())
+
