@@ -39,11 +39,17 @@ def main() -> None:
 
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data, digits.target, test_size=TEST_FRACTION, random_state=SEED,
+        digits.data,
+        digits.target,
+        test_size=TEST_FRACTION,
+        random_state=SEED,
         stratify=digits.target,
     )
     clf = MLPClassifier(
-        hidden_layer_sizes=HIDDEN, activation="relu", alpha=1e-4, max_iter=400,
+        hidden_layer_sizes=HIDDEN,
+        activation="relu",
+        alpha=1e-4,
+        max_iter=400,
         random_state=SEED,
     )
     clf.fit(x_train / 16.0, y_train)
@@ -69,8 +75,10 @@ def main() -> None:
     np.savez_compressed(buf, **arrays)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(buf.getvalue())
-    print(f"wrote {args.output} ({len(buf.getvalue())} bytes); "
-          f"{len(y_test)} held-out samples, accuracy {ours:.2%}")
+    print(
+        f"wrote {args.output} ({len(buf.getvalue())} bytes); "
+        f"{len(y_test)} held-out samples, accuracy {ours:.2%}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the input or the environment (one line on stderr, the traceback only with ``--de
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -92,65 +94,62 @@ def _shape(s: Any) -> str:
 class ProgressBar:
     """Progress on stderr: tensors done, bytes, elapsed time and rate.
 
-    Called by :func:`edgepack.compress` as its ``progress=`` callback. Draws nothing unless
-    ``enabled`` (stderr is a terminal and ``--quiet`` was not given); redraws at most 10 times
-    a second.
+    Passed to :func:`edgepack.compress` as ``progress=``, which calls it as
+    ``progress(done, total, name)`` after each tensor; the bytes come from ``sizes`` (the
+    input's tensor sizes by name, read from its index before compressing). Draws nothing
+    unless ``enabled`` (stderr is a terminal and ``--quiet`` was not given); redraws at most
+    10 times a second, and always for the last tensor.
     """
 
-    def __init__(self, stream: IO[str], *, enabled: bool, label: str = "compressing") -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        *,
+        enabled: bool,
+        sizes: Mapping[str, int] | None = None,
+        label: str = "compressing",
+    ) -> None:
         self.stream = stream
         self.enabled = enabled
+        self.sizes = dict(sizes or {})
+        self.bytes_total = sum(self.sizes.values())
+        self.bytes_done = 0
         self.label = label
         self.start = time.perf_counter()
         self._last_draw = 0.0
         self._drawn = False
 
-    def __call__(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        done = int(_get(event, "done", "tensors_done", default=0))
-        total = int(_get(event, "total", "tensors_total", default=0))
-        nbytes = int(_get(event, "bytes_done", "nbytes_done", default=0))
-        nbytes_total = int(_get(event, "bytes_total", "nbytes_total", default=0))
-        self.update(done, total, nbytes, nbytes_total)
-
-    def update(self, done: int, total: int, nbytes: int, nbytes_total: int = 0) -> None:
+    def __call__(self, done: int, total: int, name: str = "") -> None:
+        self.bytes_done += self.sizes.get(name, 0)
         if not self.enabled:
             return
         now = time.perf_counter()
         if done < total and now - self._last_draw < 0.1:
             return
         self._last_draw = now
-        elapsed = now - self.start
-        rate = nbytes / elapsed if elapsed > 0 else 0.0
+        self.stream.write(self.render(done, total, now - self.start))
+        self.stream.flush()
+        self._drawn = True
+
+    def render(self, done: int, total: int, elapsed: float) -> str:
+        """One redraw of the bar (carriage return first, erase to the end of the line)."""
+        rate = self.bytes_done / elapsed if elapsed > 0 else 0.0
         frac = done / total if total else 1.0
         width = 24
         filled = int(round(frac * width))
         bar = "#" * filled + "." * (width - filled)
-        size = _human_bytes(nbytes) + (f"/{_human_bytes(nbytes_total)}" if nbytes_total else "")
-        text = (
+        size = _human_bytes(self.bytes_done)
+        if self.bytes_total:
+            size += f"/{_human_bytes(self.bytes_total)}"
+        return (
             f"\r{self.label} [{bar}] {done}/{total} tensors  {size}  "
-            f"{elapsed:.1f}s  {_human_bytes(rate)}/s"
+            f"{elapsed:.1f}s  {_human_bytes(rate)}/s\x1b[K"
         )
-        self.stream.write(text + "\x1b[K")
-        self.stream.flush()
-        self._drawn = True
 
     def close(self) -> None:
         if self.enabled and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
-
-
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    """Field ``names[0]`` (or the first alias present) of a mapping or an object."""
-    for n in names:
-        if isinstance(obj, Mapping):
-            if n in obj:
-                return obj[n]
-        elif hasattr(obj, n):
-            return getattr(obj, n)
-    return default
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,97 +198,173 @@ _RECIPE_FLAGS = ("bits", "granularity", "block_size", "affine", "sparsity", "pat
 
 
 def _default_output(path: Path) -> Path:
-    return path.with_suffix(".epk") if path.suffix != ".epk" else path.with_suffix(".out.epk")
+    """``model.safetensors`` -> ``model.epk`` (next to the input)."""
+    return path.with_suffix(".epk")
 
 
-def _recipe_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`edgepack.Recipe` the options ask for (``None``: the default recipe)."""
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of an input checkpoint, as its index describes it (nothing loaded)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def input_index(path: str | os.PathLike[str]) -> list[TensorEntry]:
+    """Names, dtypes, shapes and sizes of the tensors in a checkpoint, read from its index:
+    the safetensors header, the ``.npy`` headers inside an ``.npz`` (no data is read), or a
+    PyTorch state dict (memory-mapped by torch)."""
+    import zipfile
+
+    import numpy as np
+
+    from edgepack.io import ST_CODES, open_source, read_safetensors_header
+
+    p = os.fspath(path)
+    if p.lower().endswith(".safetensors"):
+        header, _, _ = read_safetensors_header(p)
+        out = []
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            b, e = info["data_offsets"]
+            out.append(TensorEntry(name, ST_CODES[info["dtype"]], tuple(info["shape"]), e - b))
+        return sorted(out, key=lambda t: t.name)
+    if p.lower().endswith(".npz"):
+        with open(p, "rb"):  # the OS error, with the path
+            pass
+        out = []
+        try:
+            with zipfile.ZipFile(p) as z:
+                for info in z.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    with z.open(info) as f:
+                        version = np.lib.format.read_magic(f)
+                        shape, _, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
+                    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    out.append(TensorEntry(info.filename[:-4], dtype.name, tuple(shape), n))
+        except (zipfile.BadZipFile, ValueError) as e:
+            from edgepack import FormatError
+
+            raise FormatError(f"{p}: not a readable .npz file ({e})") from e
+        return sorted(out, key=lambda t: t.name)
+    src = open_source(p)  # PyTorch checkpoints (memory-mapped)
+    try:
+        out = []
+        for name in src.names:
+            a = src.load(name)
+            out.append(TensorEntry(name, a.dtype.name, tuple(a.shape), int(a.nbytes)))
+        return out
+    finally:
+        src.close()
+
+
+def _glob_escape(name: str) -> str:
+    """A glob (``fnmatch``) pattern that matches exactly ``name``."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) -> Any:
+    """The :class:`edgepack.Recipe` the options ask for (``None``: the default recipe).
+
+    ``--bits`` / ``--granularity`` / ``--block-size`` / ``--affine`` / ``--sparsity`` /
+    ``--pattern`` change how the tensors the default recipe quantizes are encoded (float
+    tensors with at least 2 dimensions and ``min_elements`` elements); everything else is
+    still kept. A recipe's rules select by name only, so those tensors get one rule each
+    (their exact names, in the recipe stored in the file). ``--keep`` globs come first.
+    """
+    import dataclasses
+
     import edgepack
+    from edgepack.io import FLOAT_NAMES
 
     given = [f for f in _RECIPE_FLAGS if getattr(args, f) not in (None, False)]
+    keep = [edgepack.Rule(pattern=g, action="keep") for g in args.keep]
     if args.recipe is not None:
         if given:
             flags = ", ".join("--" + f.replace("_", "-") for f in given)
             raise UsageError(f"--recipe cannot be combined with {flags} (put them in the recipe)")
-        recipe = edgepack.Recipe.from_file(args.recipe)
-        if args.keep:
-            recipe = recipe.with_keep(args.keep)
+        recipe = edgepack.Recipe.load(args.recipe)
+        if keep:
+            recipe = dataclasses.replace(recipe, rules=(*keep, *recipe.rules))
         return recipe
-    if not given and not args.keep:
-        return None
+    if not given:
+        return edgepack.Recipe(rules=tuple(keep)) if keep else None
     if args.block_size is not None and args.granularity not in (None, "block"):
-        raise UsageError(f"--block-size needs --granularity block, found --granularity {args.granularity}")
+        raise UsageError(
+            f"--block-size needs --granularity block, found --granularity {args.granularity}"
+        )
     if args.sparsity is not None and args.pattern is not None:
         raise UsageError("--sparsity and --pattern are two pruning methods: give one")
-    return edgepack.Recipe.from_options(
-        bits=args.bits,
-        granularity=args.granularity,
-        block_size=args.block_size,
-        symmetric=not args.affine,
-        sparsity=args.sparsity,
-        pattern=args.pattern,
-        keep=args.keep or (),
-    )
+    settings: dict[str, Any] = {"bits": args.bits or 8, "symmetric": not args.affine}
+    if args.granularity is not None:
+        settings["granularity"] = args.granularity
+    if args.block_size is not None:
+        settings["block_size"] = args.block_size
+    if args.sparsity:
+        settings.update(sparsity=args.sparsity, sparsity_method="magnitude")
+    if args.pattern is not None:
+        n, m = args.pattern
+        settings.update(sparsity=1 - n / m, sparsity_method="nm", n=n, m=m)
+    base = edgepack.Recipe()
+    rules = list(keep)
+    for t in index:
+        if any(fnmatch.fnmatchcase(t.name, r.pattern) for r in keep):
+            continue
+        size = math.prod(t.shape)
+        if t.dtype in FLOAT_NAMES and len(t.shape) >= 2 and size >= base.min_elements:
+            rules.append(edgepack.Rule(pattern=_glob_escape(t.name), **settings))
+    return edgepack.Recipe(rules=tuple(rules))
 
 
-def _report_rows(report: Any) -> list[Any]:
-    rows = _get(report, "rows", "layers", "tensors", default=None)
-    if rows is None:
-        rows = list(report)
-    return list(rows)
-
-
-def _summary(report: Any, out_path: Path | None, elapsed: float) -> str:
-    rows = _report_rows(report)
-    totals = _get(report, "totals", "total", default=None)
-    lossy = [r for r in rows if _get(r, "snr_db") is not None and not math.isinf(_get(r, "snr_db"))]
-    lossy.sort(key=lambda r: _get(r, "snr_db"))
+def _summary(report: Any, file_bytes: int | None, out_path: Path | None, elapsed: float) -> str:
+    """The table ``edgepack compress`` prints: worst tensors by SNR, then the totals."""
+    rows = list(report.rows)
+    lossy = [r for r in rows if r.snr_db is not None and not math.isinf(r.snr_db)]
+    lossy.sort(key=lambda r: (r.snr_db, r.name))
     worst = lossy[:WORST_ROWS]
     lines: list[str] = []
     if worst:
-        title = f"worst {len(worst)} of {len(rows)} tensors by error (lowest SNR first)"
-        lines.append(title)
+        lines.append(f"worst {len(worst)} of {len(rows)} tensors by error (lowest SNR first):")
         lines.append(
             _table(
                 ["tensor", "shape", "encoding", "bits/w", "before", "after", "SNR dB", "rel err"],
                 [
                     [
-                        str(_get(r, "name")),
-                        _shape(_get(r, "shape", default=())),
-                        str(_get(r, "encoding", default="-")),
-                        _fmt_num(_get(r, "bits_per_weight"), ".2f"),
-                        _human_bytes(_get(r, "bytes_before", default=0)),
-                        _human_bytes(_get(r, "bytes_after", default=0)),
-                        _fmt_db(_get(r, "snr_db")),
-                        _fmt_num(_get(r, "rel_error"), ".2e"),
+                        r.name,
+                        _shape(r.shape),
+                        r.encoding,
+                        _fmt_num(r.bits_per_weight, ".2f"),
+                        _human_bytes(r.bytes_before),
+                        _human_bytes(r.bytes_after),
+                        _fmt_db(r.snr_db),
+                        _fmt_num(r.rel_error, ".2e"),
                     ]
                     for r in worst
                 ],
                 right=range(3, 8),
             )
         )
-        lines.append("")
     else:
-        lines.append(f"{len(rows)} tensors, all stored exactly")
-    before = _get(totals, "bytes_before", default=None) if totals is not None else None
-    after = _get(totals, "bytes_after", default=None) if totals is not None else None
-    if before is None:
-        before = sum(_get(r, "bytes_before", default=0) for r in rows)
-    if after is None:
-        after = sum(_get(r, "bytes_after", default=0) for r in rows)
-    snrs = [_get(r, "snr_db") for r in lossy]
-    mean_snr = _get(totals, "mean_snr_db", default=None) if totals is not None else None
-    if mean_snr is None and snrs:
-        mean_snr = sum(snrs) / len(snrs)
-    worst_snr = min(snrs) if snrs else None
-    ratio = before / after if after else float("inf")
+        lines.append(f"{len(rows)} tensors, all stored exactly (nothing was quantized or pruned)")
+    lines.append("")
+    totals = report.totals
+    before = int(totals["bytes_before"])
+    after = int(file_bytes if file_bytes is not None else totals["bytes_after"])
+    snrs = [r.snr_db for r in lossy]
+    ratio = (
+        f"{before / after:.2f}x ({after / before:.1%} of the input)" if before and after else "-"
+    )
     tot = [
-        ("tensors", f"{len(rows)} ({len(lossy)} compressed lossily)"),
-        ("size before", _human_bytes(before)),
-        ("size after", _human_bytes(after)),
-        ("ratio", f"{ratio:.2f}x ({after / before:.1%} of the input)" if before else "-"),
-        ("mean SNR", f"{_fmt_db(mean_snr)} dB" if mean_snr is not None else "- (nothing lossy)"),
-        ("worst SNR", f"{_fmt_db(worst_snr)} dB" if worst_snr is not None else "-"),
+        ("tensors", f"{len(rows)} ({len(lossy)} lossy, {len(rows) - len(lossy)} exact)"),
+        ("size before", f"{_human_bytes(before)} ({before:,} bytes of tensors)"),
+        ("size after", f"{_human_bytes(after)} ({after:,} bytes, the whole file)"),
+        ("ratio", ratio),
+        ("mean SNR", f"{sum(snrs) / len(snrs):.1f} dB over the lossy tensors" if snrs else "-"),
+        ("worst SNR", f"{min(snrs):.1f} dB ({lossy[0].name})" if snrs else "-"),
         ("time", f"{elapsed:.2f} s"),
     ]
     if out_path is not None:
@@ -297,49 +372,6 @@ def _summary(report: Any, out_path: Path | None, elapsed: float) -> str:
     w = max(len(k) for k, _ in tot)
     lines.extend(f"{k.ljust(w)}  {v}" for k, v in tot)
     return "\n".join(lines)
-
-
-def cmd_compress(args: argparse.Namespace) -> int:
-    import edgepack
-
-    src = Path(args.input)
-    out = Path(args.output) if args.output else _default_output(src)
-    if out.suffix != ".epk":
-        raise UsageError(f"-o/--output must end in .epk, found {str(out)!r}")
-    if args.report is not None and Path(args.report).suffix.lower() not in (".md", ".json"):
-        raise UsageError(f"--report must end in .md or .json, found {args.report!r}")
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise EnvironmentProblem(
-                "--plot needs matplotlib, which is not installed (pip install matplotlib)"
-            ) from None
-    if not src.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(src))
-    recipe = _recipe_from_args(args)
-    if args.threads is not None:
-        edgepack.set_num_threads(args.threads)
-    bar = ProgressBar(sys.stderr, enabled=not args.quiet and _isatty(sys.stderr))
-    t0 = time.perf_counter()
-    try:
-        model = edgepack.compress(str(src), recipe, progress=bar)
-        model.save(str(out))
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - t0
-    report = model.report()
-    if args.report is not None:
-        text = report.to_json() if args.report.lower().endswith(".json") else report.to_markdown()
-        _write_text_atomic(Path(args.report), text)
-    if args.plot is not None:
-        report.plot(args.plot)
-    print(_summary(report, out, elapsed))
-    if args.report is not None:
-        print(f"report  {args.report}")
-    if args.plot is not None:
-        print(f"plot    {args.plot}")
-    return 0
 
 
 class EnvironmentProblem(Exception):
@@ -361,6 +393,64 @@ def _write_text_atomic(path: Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _warn_to_stderr(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    import warnings
+
+    import edgepack
+
+    src = Path(args.input)
+    out = Path(args.output) if args.output else _default_output(src)
+    if out.suffix != ".epk":
+        raise UsageError(f"-o/--output must end in .epk, found {str(out)!r}")
+    if args.report is not None and Path(args.report).suffix.lower() not in (".md", ".json"):
+        raise UsageError(f"--report must end in .md or .json, found {args.report!r}")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise EnvironmentProblem(
+                "--plot needs matplotlib, which is not installed (pip install matplotlib)"
+            ) from None
+    if out.resolve() == src.resolve():
+        raise UsageError(f"the output {str(out)!r} would overwrite the input")
+    index = input_index(src)
+    recipe = _recipe_from_args(args, index)
+    if args.threads is not None:
+        edgepack.set_num_threads(args.threads)
+    bar = ProgressBar(
+        sys.stderr,
+        enabled=not args.quiet and _isatty(sys.stderr),
+        sizes={t.name: t.nbytes for t in index},
+    )
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _warn_to_stderr
+        try:
+            model = edgepack.compress(str(src), recipe, progress=bar, out=str(out))
+        finally:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    report = model.report()
+    if args.report is not None:
+        text = report.to_json() if args.report.lower().endswith(".json") else report.to_markdown()
+        _write_text_atomic(Path(args.report), text)
+    if args.plot is not None:
+        report.plot(args.plot)
+    print(_summary(report, model.nbytes, out, elapsed))
+    if args.report is not None:
+        print(f"report       {args.report}")
+    if args.plot is not None:
+        print(f"plot         {args.plot}")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,12 +490,12 @@ def demo_accuracy(weights: Mapping[str, Any], pixels: Any, labels: Any) -> float
     return float(np.mean(h.argmax(axis=1) == labels))
 
 
-#: The two recipes ``edgepack demo`` shows: (label, recipe as a dict or None for the default).
+#: The recipes ``edgepack demo`` shows: (label, recipe as a dict; None = the default recipe).
 DEMO_RECIPES: tuple[tuple[str, dict[str, Any] | None], ...] = (
-    ("default recipe (int8 per channel)", None),
+    ("default recipe: int8 per channel", None),
     (
-        "50% magnitude pruning + int8",
-        {"rules": [{"pattern": "*.weight", "bits": 8, "sparsity": 0.5, "method": "magnitude"}]},
+        "50% pruning + int8 per channel",
+        {"rules": [{"pattern": "*.weight", "sparsity": 0.5, "sparsity_method": "magnitude"}]},
     ),
 )
 
@@ -421,21 +511,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     base_bytes = sum(int(w.nbytes) for w in weights.values())
     base_acc = demo_accuracy(weights, pixels, labels)
     n_params = sum(int(w.size) for w in weights.values())
+    n_layers = sum(1 for k in weights if k.endswith(".weight"))
     dims = [weights["fc1.weight"].shape[1]] + [
-        weights[f"fc{i}.weight"].shape[0] for i in range(1, len(weights) // 2 + 1)
+        weights[f"fc{i}.weight"].shape[0] for i in range(1, n_layers + 1)
     ]
     print(
         f"demo model: {'-'.join(map(str, dims))} MLP trained on scikit-learn's digits "
-        f"({n_params:,} parameters), {len(labels)} held-out samples"
+        f"({n_params:,} float32 parameters), {len(labels)} held-out samples"
     )
     rows = [["float32 original", _human_bytes(base_bytes), "1.00x", f"{base_acc:.2%}", ""]]
     with tempfile.TemporaryDirectory(prefix="edgepack-demo-") as tmp:
         for i, (label, recipe_dict) in enumerate(DEMO_RECIPES):
             recipe = None if recipe_dict is None else edgepack.Recipe.from_dict(recipe_dict)
-            model = edgepack.compress(weights, recipe)
             path = Path(tmp) / f"demo{i}.epk"
-            model.save(str(path))
-            size = path.stat().st_size
+            model = edgepack.compress(weights, recipe, out=str(path))
+            size = model.nbytes
             restored = edgepack.load(str(path)).decompress()
             acc = demo_accuracy(restored, pixels, labels)
             rows.append(
@@ -447,11 +537,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     f"{(acc - base_acc) * 100:+.2f} pts",
                 ]
             )
+            del model
     print()
-    print(_table(["model", "file size", "ratio", "accuracy", "change"], rows, right=(1, 2, 3, 4)))
+    print(_table(["model", "size", "ratio", "accuracy", "change"], rows, right=(1, 2, 3, 4)))
     print()
-    print("Sizes are whole .epk files (header and checksums included); accuracy is a numpy")
-    print("forward pass over the held-out digits with the decompressed float32 weights.")
+    print("Original size: the float32 tensors; compressed sizes: whole .epk files (header and")
+    print("checksums included). Accuracy: a numpy forward pass over the held-out digits with the")
+    print("weights decompressed from the file.")
     return 0
 
 
@@ -460,45 +552,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _format_line(path: Path) -> str:
+    """What kind of file ``path`` is, from its first bytes (``edgepack.load`` validated it)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:8] == b"\x89EPK\r\n\x1a\n" and len(head) == 12:
+        return f".epk version {struct.unpack('<I', head[8:12])[0]}"
+    return "safetensors form of an .epk file (FORMAT.md section 10), version 1"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import edgepack
 
     path = Path(args.file)
     model = edgepack.load(str(path))
-    info = model.info() if hasattr(model, "info") else {}
-    print(f"file      {path} ({_human_bytes(path.stat().st_size)})")
-    print(f"format    .epk version {_get(info, 'format_version', 'version', default=1)}")
-    meta = dict(model.metadata or {})
+    report = model.report()
+    print(f"file      {path} ({path.stat().st_size:,} bytes)")
+    print(f"format    {_format_line(path)}")
+    meta = model.metadata
     print("metadata  " + (", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
     recipe = model.recipe
-    if recipe is None:
-        print("recipe    (none)")
-    else:
-        rd = recipe.to_dict() if hasattr(recipe, "to_dict") else recipe
-        print("recipe    " + json.dumps(rd, sort_keys=True))
+    print("recipe    " + ("(none)" if recipe is None else recipe.to_json()))
     rows = []
     bad = 0
     for name in model.names:
-        t = _get(info, "tensors", default={}).get(name, {}) if info else {}
-        status = "ok"
+        info = model.info(name)
         try:
-            model[name]
-        except Exception as e:  # a corrupt tensor: report it, keep listing
+            model[name]  # reads the payloads: checksums first, then the decoding checks
+            status = "ok"
+        except (ValueError, TypeError) as e:  # keep listing; the exit code says it failed
             status = f"BAD: {_describe(e)}"
             bad += 1
+        r = report[name]
         rows.append(
             [
                 name,
-                str(_get(t, "encoding", default="-")),
-                str(_get(t, "dtype", default="-")),
-                _shape(_get(t, "shape", default=())),
-                f"{_get(t, 'stored_bytes', 'nbytes', default=0):,}",
+                r.encoding,
+                info.dtype,
+                _shape(info.shape),
+                f"{info.stored_bytes:,}",
+                _fmt_db(r.snr_db),
                 status,
             ]
         )
-    print(f"tensors   {len(rows)}")
+    print(f"tensors   {len(rows)}" + (f", {bad} failed their checks" if bad else ""))
     print()
-    print(_table(["name", "encoding", "dtype", "shape", "bytes", "checksum"], rows, right=(4,)))
+    print(
+        _table(
+            ["name", "encoding", "dtype", "shape", "bytes", "SNR dB", "checksum"],
+            rows,
+            right=(4, 5),
+        )
+    )
     return 1 if bad else 0
 
 
@@ -506,16 +613,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import edgepack
 
     path = Path(args.file)
-    model = edgepack.load(str(path))
-    n = 0
+    model = edgepack.load(str(path))  # structure: preamble, header, layout
+    model.verify()  # every payload's checksum (and its zstd frame)
     for name in model.names:
-        try:
-            model.decompress(name)
-        except Exception as e:
-            e.add_note(f"in tensor {name!r}") if hasattr(e, "add_note") else None
-            raise
-        n += 1
-    print(f"{path}: ok ({n} tensors, every checksum and structure checked)")
+        model[name]  # every tensor decodes (scales, sparse streams, shapes)
+    print(f"{path}: ok ({len(model.names)} tensors; structure, checksums and encodings checked)")
     return 0
 
 
@@ -537,12 +639,13 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         arrays = model.decompress()
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
         try:
-            np.savez(tmp, **arrays)
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
             os.replace(tmp, out)
         finally:
             if tmp.exists():
                 tmp.unlink()
-    kind = "quantized tensors with scales" if args.quantized else "float32 tensors"
+    kind = "stored tensors with scales" if args.quantized else "float32 tensors"
     print(f"wrote {out} ({len(model.names)} {kind}, {_human_bytes(out.stat().st_size)})")
     return 0
 
@@ -684,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         formatter_class=_Formatter,
-        description="edgepack: quantize, prune and pack trained networks into small verified files.",
+        description="Quantize, prune and pack trained networks into small, verified files.",
         epilog="examples:\n"
         "  edgepack demo                        # see it work on a bundled model\n"
         "  edgepack compress model.safetensors  # int8 per channel -> model.epk\n"
@@ -698,32 +801,73 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str) -> argparse.ArgumentParser:
         help_, epilog = COMMANDS[name]
         p = sub.add_parser(
-            name, help=help_, description=help_[0].upper() + help_[1:] + ".",
-            epilog=epilog, formatter_class=_Formatter,
+            name,
+            help=help_,
+            description=help_[0].upper() + help_[1:] + ".",
+            epilog=epilog,
+            formatter_class=_Formatter,
         )
         _add_debug(p)
         return p
 
     p = add("compress")
-    p.add_argument("input", metavar="INPUT", help="a .safetensors, .npz or PyTorch (.pt/.pth/.bin) checkpoint")
-    p.add_argument("-o", "--output", metavar="OUTPUT", help="the .epk file to write (default: INPUT with suffix .epk)")
+    p.add_argument(
+        "input", metavar="INPUT", help="a .safetensors, .npz or PyTorch (.pt/.pth/.bin) checkpoint"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT",
+        help="the .epk file to write (default: INPUT with suffix .epk)",
+    )
     p.add_argument("--bits", type=int, choices=(8, 4), help="bits per quantized weight (default 8)")
     p.add_argument(
-        "--granularity", choices=("tensor", "channel", "block"),
+        "--granularity",
+        choices=("tensor", "channel", "block"),
         help="one scale per tensor, per output channel (default) or per block",
     )
-    p.add_argument("--block-size", type=_positive_int, metavar="N", help="block length for --granularity block (default 32)")
-    p.add_argument("--affine", action="store_true", help="asymmetric quantization with a zero point (default symmetric)")
-    p.add_argument("--sparsity", type=_sparsity, metavar="S", help="prune this fraction of each weight by magnitude, 0 <= S < 1")
-    p.add_argument("--pattern", type=_pattern, metavar="N:M", help="prune to N of every M weights (e.g. 2:4)")
     p.add_argument(
-        "--keep", action="extend", nargs="+", metavar="GLOB", default=[],
+        "--block-size",
+        type=_positive_int,
+        metavar="N",
+        help="block length for --granularity block (default 32)",
+    )
+    p.add_argument(
+        "--affine",
+        action="store_true",
+        help="asymmetric quantization with a zero point (default symmetric)",
+    )
+    p.add_argument(
+        "--sparsity",
+        type=_sparsity,
+        metavar="S",
+        help="prune this fraction of each weight by magnitude, 0 <= S < 1",
+    )
+    p.add_argument(
+        "--pattern", type=_pattern, metavar="N:M", help="prune to N of every M weights (e.g. 2:4)"
+    )
+    p.add_argument(
+        "--keep",
+        action="extend",
+        nargs="+",
+        metavar="GLOB",
+        default=[],
         help="leave tensors matching these globs untouched (repeatable)",
     )
-    p.add_argument("--recipe", metavar="FILE", help="a JSON or TOML recipe (instead of the options above)")
-    p.add_argument("--report", metavar="FILE", help="write the per-layer report as Markdown (.md) or JSON (.json)")
-    p.add_argument("--plot", metavar="FILE.png", help="plot per-layer error and size (needs matplotlib)")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads (default: all cores)")
+    p.add_argument(
+        "--recipe", metavar="FILE", help="a JSON or TOML recipe (instead of the options above)"
+    )
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write the per-layer report as Markdown (.md) or JSON (.json)",
+    )
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="plot per-layer error and size (needs matplotlib)"
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="worker threads (default: all cores)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compress)
 
@@ -736,9 +880,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("decompress")
     p.add_argument("file", metavar="FILE", help="an .epk file")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help="OUT.safetensors or OUT.npz")
     p.add_argument(
-        "--quantized", action="store_true",
+        "-o", "--output", metavar="OUT", required=True, help="OUT.safetensors or OUT.npz"
+    )
+    p.add_argument(
+        "--quantized",
+        action="store_true",
         help="keep int8/int4 data with NAME.scale / NAME.zero_point tensors (safetensors only)",
     )
     p.set_defaults(func=cmd_decompress)
@@ -748,8 +895,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = add("bench")
-    p.add_argument("--quick", action="store_true", help="small sizes, short timings (under a minute)")
-    p.add_argument("--json", metavar="FILE", help="also write the results and the machine line as JSON")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, short timings (under a minute)"
+    )
+    p.add_argument(
+        "--json", metavar="FILE", help="also write the results and the machine line as JSON"
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -777,7 +928,7 @@ _EXPECTED = (OSError, ValueError, TypeError, ImportError, MemoryError, Environme
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``edgepack`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run ``edgepack`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     try:
         parser = build_parser()
     except Exception as e:  # the package itself cannot be imported
@@ -823,4 +974,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _entry() -> None:  # pragma: no cover - used by __main__
     sys.exit(main())
-
