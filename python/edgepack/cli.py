@@ -243,7 +243,12 @@ def input_index(path: str | os.PathLike[str]) -> list[TensorEntry]:
                         continue
                     with z.open(info) as f:
                         version = np.lib.format.read_magic(f)
-                        shape, _, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
+                        read = (
+                            np.lib.format.read_array_header_1_0
+                            if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0
+                        )
+                        shape, _, dtype = read(f)
                     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                     out.append(TensorEntry(info.filename[:-4], dtype.name, tuple(shape), n))
         except (zipfile.BadZipFile, ValueError) as e:
@@ -267,6 +272,21 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
+def _check_recipe_options(args: argparse.Namespace) -> list[str]:
+    """Reject contradictory recipe options (usage errors); return the recipe flags given."""
+    given = [f for f in _RECIPE_FLAGS if getattr(args, f) not in (None, False)]
+    if args.recipe is not None and given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise UsageError(f"--recipe cannot be combined with {flags} (put them in the recipe)")
+    if args.block_size is not None and args.granularity not in (None, "block"):
+        raise UsageError(
+            f"--block-size needs --granularity block, found --granularity {args.granularity}"
+        )
+    if args.sparsity is not None and args.pattern is not None:
+        raise UsageError("--sparsity and --pattern are two pruning methods: give one")
+    return given
+
+
 def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) -> Any:
     """The :class:`edgepack.Recipe` the options ask for (``None``: the default recipe).
 
@@ -281,24 +301,15 @@ def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) ->
     import edgepack
     from edgepack.io import FLOAT_NAMES
 
-    given = [f for f in _RECIPE_FLAGS if getattr(args, f) not in (None, False)]
+    given = _check_recipe_options(args)
     keep = [edgepack.Rule(pattern=g, action="keep") for g in args.keep]
     if args.recipe is not None:
-        if given:
-            flags = ", ".join("--" + f.replace("_", "-") for f in given)
-            raise UsageError(f"--recipe cannot be combined with {flags} (put them in the recipe)")
         recipe = edgepack.Recipe.load(args.recipe)
         if keep:
             recipe = dataclasses.replace(recipe, rules=(*keep, *recipe.rules))
         return recipe
     if not given:
         return edgepack.Recipe(rules=tuple(keep)) if keep else None
-    if args.block_size is not None and args.granularity not in (None, "block"):
-        raise UsageError(
-            f"--block-size needs --granularity block, found --granularity {args.granularity}"
-        )
-    if args.sparsity is not None and args.pattern is not None:
-        raise UsageError("--sparsity and --pattern are two pruning methods: give one")
     settings: dict[str, Any] = {"bits": args.bits or 8, "symmetric": not args.affine}
     if args.granularity is not None:
         settings["granularity"] = args.granularity
@@ -421,6 +432,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             ) from None
     if out.resolve() == src.resolve():
         raise UsageError(f"the output {str(out)!r} would overwrite the input")
+    _check_recipe_options(args)
     index = input_index(src)
     recipe = _recipe_from_args(args, index)
     if args.threads is not None:
@@ -576,15 +588,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     recipe = model.recipe
     print("recipe    " + ("(none)" if recipe is None else recipe.to_json()))
     rows = []
-    bad = 0
+    problems: list[str] = []
     for name in model.names:
         info = model.info(name)
         try:
             model[name]  # reads the payloads: checksums first, then the decoding checks
             status = "ok"
         except (ValueError, TypeError) as e:  # keep listing; the exit code says it failed
-            status = f"BAD: {_describe(e)}"
-            bad += 1
+            status = "BAD"
+            problems.append(f"{name}: {_describe(e)}")
         r = report[name]
         rows.append(
             [
@@ -597,26 +609,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 status,
             ]
         )
-    print(f"tensors   {len(rows)}" + (f", {bad} failed their checks" if bad else ""))
+    print(f"tensors   {len(rows)}")
     print()
-    print(
-        _table(
-            ["name", "encoding", "dtype", "shape", "bytes", "SNR dB", "checksum"],
-            rows,
-            right=(4, 5),
-        )
-    )
-    return 1 if bad else 0
+    headers = ["name", "encoding", "dtype", "shape", "bytes", "SNR dB", "checksum"]
+    print(_table(headers, rows, right=(4, 5)))
+    if problems:
+        print(f"{PROG}: {path}: {len(problems)} tensor(s) failed their checks:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import edgepack
 
     path = Path(args.file)
-    model = edgepack.load(str(path))  # structure: preamble, header, layout
-    model.verify()  # every payload's checksum (and its zstd frame)
-    for name in model.names:
-        model[name]  # every tensor decodes (scales, sparse streams, shapes)
+    try:
+        model = edgepack.load(str(path))  # structure: preamble, header, layout
+        model.verify()  # every payload's checksum (and its zstd frame)
+        for name in model.names:
+            model[name]  # every tensor decodes (scales, sparse streams, shapes)
+    except (ValueError, TypeError) as e:  # FormatError and friends: the first problem
+        if getattr(args, "debug", False):
+            raise
+        msg = _describe(e)
+        if not msg.startswith(f"{path}:"):
+            msg = f"{path}: {msg}"
+        print(f"{PROG}: verify failed: {msg}", file=sys.stderr)
+        return 1
     print(f"{path}: ok ({len(model.names)} tensors; structure, checksums and encodings checked)")
     return 0
 
