@@ -20,11 +20,21 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-import edgepack
 import numpy as np
 import pytest
-from conftest import heavy_tailed
+
+import edgepack
 from edgepack import cli
+
+# tests/conftest.py by path: `from conftest import ...` can resolve to benches/conftest.py
+# when plain `pytest` collects both folders.
+_spec = importlib.util.spec_from_file_location(
+    "_edgepack_tests_conftest_cli", Path(__file__).with_name("conftest.py")
+)
+assert _spec is not None and _spec.loader is not None
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+heavy_tailed = _conftest.heavy_tailed
 
 HAS_MODEL = hasattr(edgepack, "compress")
 HAS_QUANT = hasattr(edgepack, "quantize")
