@@ -145,6 +145,7 @@ def test_no_command_is_a_usage_error(capsys):
     [
         (["frobnicate"], "invalid choice"),
         (["compress"], "INPUT"),
+        (["compress", "--keep", "a*", "m.npz"], "put INPUT first"),
         (["compress", "m.npz", "--bits", "3"], "--bits"),
         (["compress", "m.npz", "--sparsity", "1.5"], "expected a number in [0, 1), found 1.5"),
         (["compress", "m.npz", "--sparsity", "half"], "found 'half'"),

@@ -754,6 +754,11 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        if self.prog.endswith(" compress") and "INPUT" in message:
+            message += (
+                " (--keep takes every following word as a glob: put INPUT first, "
+                "or end the globs with --)"
+            )
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
