@@ -640,3 +640,14 @@ def test_python_dash_m_edgepack():
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: edgepack demo")
+
+
+@needs_model
+def test_inspect_summarises_a_long_recipe():
+    rules = tuple(edgepack.Rule(pattern=f"layer{i}.weight", bits=4) for i in range(50))
+    line = cli._recipe_line(edgepack.Recipe(rules=rules))
+    assert line.startswith("50 rules (default 'auto'")
+    assert len(line) < 400
+    short = edgepack.Recipe(rules=rules[:1])
+    assert cli._recipe_line(short) == short.to_json()
+    assert cli._recipe_line(None) == "(none)"

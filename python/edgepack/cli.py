@@ -575,6 +575,21 @@ def _format_line(path: Path) -> str:
     return "safetensors form of an .epk file (FORMAT.md section 10), version 1"
 
 
+def _recipe_line(recipe: Any, limit: int = 400) -> str:
+    """The recipe as compact JSON, or a summary when that is longer than ``limit``."""
+    if recipe is None:
+        return "(none)"
+    text = recipe.to_json()
+    if len(text) <= limit:
+        return text
+    rules = recipe.rules
+    shown = ", ".join(json.dumps(r.to_dict(), sort_keys=True) for r in rules[:3])
+    return (
+        f"{len(rules)} rules (default {recipe.default!r}, min_elements {recipe.min_elements}, "
+        f"zstd_level {recipe.zstd_level}); first: {shown}, ..."
+    )
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import edgepack
 
@@ -586,7 +601,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     meta = model.metadata
     print("metadata  " + (", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
     recipe = model.recipe
-    print("recipe    " + ("(none)" if recipe is None else recipe.to_json()))
+    print("recipe    " + _recipe_line(recipe))
     rows = []
     problems: list[str] = []
     for name in model.names:
