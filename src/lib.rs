@@ -12,6 +12,10 @@
 pub mod error;
 pub mod kernels;
 pub mod parallel;
+pub mod quant;
+// pruning and sparse storage (issue 4)
+pub mod prune;
+pub mod sparse;
 
 #[cfg(feature = "python")]
 pub mod python;

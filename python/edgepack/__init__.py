@@ -17,7 +17,15 @@ from edgepack._errors import (
     NonFiniteError,
 )
 
+# ---- quantize / dequantize (issue 2) ----
+from edgepack import kernels
+from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
+from edgepack.quantize import QuantizedTensor, dequantize, quantize
+
 __version__: str = _core.build_info()["version"]
+
+# --- pruning and sparse storage (issue 4) ---
+from edgepack import prune, sparse  # noqa: E402
 
 
 def build_info() -> dict[str, object]:
@@ -52,4 +60,15 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # quantize / dequantize (issue 2)
+    "kernels",
+    "quantize",
+    "dequantize",
+    "QuantizedTensor",
+    "quantize_linear",
+    "dequantize_linear",
+    "dynamic_quantize_linear",
+    # issue 4
+    "prune",
+    "sparse",
 ]

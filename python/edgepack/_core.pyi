@@ -1,8 +1,109 @@
 # Hand-written stub of the native module (src/python/). Checked against the build with
 # `python -m mypy.stubtest edgepack._core` (CI runs it).
 
-__all__ = ["build_info", "get_num_threads", "set_num_threads"]
+__all__ = [
+    "build_info",
+    "get_num_threads",
+    "set_num_threads",
+    # quantize / dequantize (issue 2)
+    "dequantize_linear",
+    "dynamic_quantize_linear",
+    "quantize",
+    "quantize_linear",
+    # issue 4
+    "prune_magnitude_mask",
+    "prune_nm_mask",
+    "prune_block_mask",
+    "prune_channel_mask",
+    "SparseTensorCore",
+]
+
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
 
 def build_info() -> dict[str, object]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+
+# ---- quantize / dequantize (issue 2) ----
+def quantize_linear(
+    x: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    zero_point: npt.NDArray[np.int32] | None,
+    dtype: str,
+    axis: int,
+    block_size: int,
+    out: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.uint8]: ...
+def dequantize_linear(
+    q: npt.NDArray[np.uint8],
+    dtype: str,
+    shape: list[int],
+    scale: npt.NDArray[np.float32],
+    zero_point: npt.NDArray[np.int32] | None,
+    axis: int,
+    block_size: int,
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def dynamic_quantize_linear(
+    x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8] | None = None
+) -> tuple[npt.NDArray[np.uint8], float, int]: ...
+def quantize(
+    x: npt.NDArray[np.float32],
+    bits: int,
+    symmetric: bool,
+    axis: int | None,
+    block_size: int | None,
+    convention: str,
+    reduce_range: bool,
+    calibration: str,
+    percentile: float | None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
+# --- pruning and sparse storage (issue 4) ---
+
+def prune_magnitude_mask(
+    x: npt.NDArray[np.float32],
+    groups: int,
+    sparsity: float,
+    importance: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.bool_]: ...
+def prune_nm_mask(
+    x: npt.NDArray[np.float32], n: int, m: int, axis: int
+) -> npt.NDArray[np.bool_]: ...
+def prune_block_mask(
+    x: npt.NDArray[np.float32], block: list[int], sparsity: float
+) -> npt.NDArray[np.bool_]: ...
+def prune_channel_mask(
+    x: npt.NDArray[np.float32], channels: int, norm: str, sparsity: float
+) -> npt.NDArray[np.bool_]: ...
+@final
+class SparseTensorCore:
+    @staticmethod
+    def encode(
+        x: npt.NDArray[np.generic], dtype: str, mask: npt.NDArray[np.uint8] | None = None
+    ) -> SparseTensorCore: ...
+    @staticmethod
+    def encode_nm(
+        x: npt.NDArray[np.generic], dtype: str, n: int, m: int, axis: int
+    ) -> SparseTensorCore: ...
+    @staticmethod
+    def from_bytes(buf: bytes) -> SparseTensorCore: ...
+    def to_bytes(self, level: int = 1) -> bytes: ...
+    def to_dense(self) -> npt.NDArray[np.generic]: ...
+    def mask(self) -> npt.NDArray[np.uint8]: ...
+    def values(self) -> npt.NDArray[np.generic]: ...
+    def positions(self) -> npt.NDArray[np.uint8]: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def nnz(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def nm(self) -> tuple[int, int, int] | None: ...

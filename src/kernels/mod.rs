@@ -3,5 +3,17 @@
 //! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
 
 pub mod isa;
+// pruning and sparse storage (issue 4)
+pub mod select;
+pub mod sparse;
 
 pub use isa::Isa;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+// ---- quantization kernels (issue 2) ----
+pub mod dequantize;
+pub mod pack4;
+pub mod quantize;
+pub mod reduce;

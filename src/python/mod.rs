@@ -7,6 +7,9 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+mod prune; // issue 4
+mod quant; // issue 2: quantize / dequantize
+mod sparse; // issue 4
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -16,5 +19,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    quant::register(m)?; // issue 2
+    prune::register(m)?; // issue 4
+    sparse::register(m)?; // issue 4
     Ok(())
 }

@@ -1,0 +1,81 @@
+"""Input coercion shared by the quantization modules (no element loops here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgepack._errors import ArgumentError, DtypeError
+
+#: Float dtypes accepted as data and converted to float32.
+FLOAT_NAMES = frozenset({"float32", "float64", "float16", "bfloat16"})
+
+#: ONNX TensorProto element types of the quantized outputs.
+ONNX_TYPES = {3: "int8", 2: "uint8", 22: "int4", 21: "uint4"}
+QTYPES = ("int8", "uint8", "int4", "uint4")
+
+
+def as_f32(x: Any, name: str) -> np.ndarray:
+    """``x`` as a C-contiguous float32 array (float16 / float64 / bfloat16 converted)."""
+    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if a.dtype.name not in FLOAT_NAMES:
+        if a.dtype.kind in "biuc" or a.dtype.kind == "O":
+            raise DtypeError(
+                f"`{name}` must be a float array (float32, float64, float16 or bfloat16); "
+                f"found dtype {a.dtype}"
+            )
+        raise DtypeError(
+            f"`{name}` has dtype {a.dtype}; expected float32, float64, float16 or bfloat16"
+        )
+    return np.asarray(a, dtype=np.float32, order="C")
+
+
+def as_scale(s: Any, name: str) -> np.ndarray:
+    """A scale array as C-contiguous float32 (ints are accepted, as plain numbers)."""
+    a = s if isinstance(s, np.ndarray) else np.asarray(s)
+    if a.dtype.name not in FLOAT_NAMES and a.dtype.kind not in "iu":
+        raise DtypeError(f"`{name}` must be a float array; found dtype {a.dtype}")
+    return np.asarray(a, dtype=np.float32, order="C")
+
+
+def qtype_name(dt: Any, name: str) -> str | None:
+    """Normalise an output type: numpy / ml_dtypes dtype, name, or ONNX TensorProto number."""
+    if dt is None:
+        return None
+    if isinstance(dt, (int, np.integer)) and not isinstance(dt, bool):
+        if int(dt) in ONNX_TYPES:
+            return ONNX_TYPES[int(dt)]
+        raise DtypeError(
+            f"`{name}` = {int(dt)} is not a supported ONNX type; expected one of "
+            f"{sorted(ONNX_TYPES)} ({', '.join(ONNX_TYPES.values())})"
+        )
+    if isinstance(dt, str) and dt.lower() in QTYPES:
+        return dt.lower()
+    try:
+        n = np.dtype(dt).name
+    except TypeError:
+        n = str(dt)
+    if n in QTYPES:
+        return n
+    raise DtypeError(f"`{name}` = {dt!r} is not supported; expected int8, uint8, int4 or uint4")
+
+
+def zero_point(zp: Any, name: str) -> tuple[np.ndarray | None, str | None]:
+    """``(int32 values, the quantized type its dtype names or None)``."""
+    if zp is None:
+        return None, None
+    z = zp if isinstance(zp, np.ndarray) else np.asarray(zp)
+    typed = z.dtype.name if z.dtype.name in QTYPES else None
+    if typed is None and z.dtype.kind not in "iu":
+        raise DtypeError(f"`{name}` must be an integer array; found dtype {z.dtype}")
+    if typed is None and z.size and (int(z.min()) < -(2**31) or int(z.max()) >= 2**31):
+        bad = int(z.min()) if int(z.min()) < -(2**31) else int(z.max())
+        raise ArgumentError(f"`{name}` value {bad} is outside every quantized type's range")
+    return np.asarray(z, dtype=np.int32, order="C"), typed
+
+
+def axis_int(axis: Any, name: str = "axis") -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise DtypeError(f"`{name}` must be an int; found {type(axis).__name__}")
+    return int(axis)

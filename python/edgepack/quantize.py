@@ -1,0 +1,219 @@
+"""Derive quantization parameters from the data and quantize, in one call.
+
+Parameters follow ONNX Runtime's quantization tool: the range always includes 0; symmetric
+quantization is signed (int8 in [-127, 127], int4 in [-7, 7]) with zero point 0 and
+``scale = absmax / qmax`` (computed in float64, stored as float32: the TFLite int8 weight
+rule); affine quantization is unsigned over the full range (uint8 [0, 255], uint4 [0, 15])
+with ``zp = round(qmin - rmin / scale)``; ``reduce_range`` gives [-64, 64] / [0, 127]; an
+all-zero tensor / channel / block gets scale 1.0 and zero point 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgepack import _core
+from edgepack._coerce import as_f32, axis_int
+from edgepack._errors import ArgumentError, DtypeError
+
+__all__ = ["QuantizedTensor", "quantize", "dequantize"]
+
+_CONVENTIONS = ("onnx", "torch", "tflite")
+_CALIBRATIONS = ("minmax", "percentile", "mse")
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class QuantizedTensor:
+    """A quantized array and its parameters (frozen; the arrays are read-only).
+
+    * ``data``: int8 / uint8 array of ``shape`` (8 bits), or the 4-bit values packed two per
+      byte in a flat uint8 array of ``ceil(size / 2)`` bytes, first element in the low nibble
+      (ONNX layout);
+    * ``scale``: float32, shape ``()`` per tensor, ``(shape[axis],)`` per channel, or ``shape``
+      with ``ceil(shape[axis] / block_size)`` along ``axis`` per block;
+    * ``zero_point``: int8 (signed types) or uint8 (unsigned), the shape of ``scale``;
+    * ``axis`` (non-negative, or None per tensor), ``block_size`` (or None), ``bits`` (8 or 4),
+      ``shape`` (of the original array).
+
+    ``x ~= (q - zero_point) * scale``: see :meth:`dequantize`.
+    """
+
+    data: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None
+    block_size: int | None
+    bits: int
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.shape)
+        object.__setattr__(self, "shape", shape)
+        if self.bits not in (8, 4):
+            raise ArgumentError(f"`bits` must be 8 or 4, found {self.bits}")
+        zp = np.asarray(self.zero_point)
+        if zp.dtype not in (np.int8, np.uint8):
+            raise DtypeError(f"`zero_point` must be int8 or uint8; found dtype {zp.dtype}")
+        scale = np.asarray(self.scale)
+        if scale.dtype != np.float32:
+            raise DtypeError(f"`scale` must be float32; found dtype {scale.dtype}")
+        if zp.shape != scale.shape:
+            raise ArgumentError(
+                f"`zero_point` has shape {zp.shape}, expected {scale.shape} (the shape of `scale`)"
+            )
+        data = np.asarray(self.data)
+        size = int(np.prod(shape, dtype=np.int64))
+        if self.bits == 8:
+            if data.dtype != zp.dtype or data.shape != shape:
+                raise ArgumentError(
+                    f"`data` has dtype {data.dtype} and shape {data.shape}, expected "
+                    f"{zp.dtype} and {shape}"
+                )
+        elif data.dtype != np.uint8 or data.shape != ((size + 1) // 2,):
+            raise ArgumentError(
+                f"4-bit `data` has dtype {data.dtype} and shape {data.shape}, expected uint8 "
+                f"and ({(size + 1) // 2},) (packed two per byte)"
+            )
+        if self.block_size is not None and self.axis is None:
+            raise ArgumentError("`block_size` needs an `axis`")
+        for name, a in (("data", data), ("scale", scale), ("zero_point", zp)):
+            v = a.view()
+            v.flags.writeable = False
+            object.__setattr__(self, name, v)
+
+    @property
+    def signed(self) -> bool:
+        """Whether the values are int8 / int4 (else uint8 / uint4)."""
+        return self.zero_point.dtype == np.int8
+
+    @property
+    def dtype(self) -> str:
+        """``"int8"``, ``"uint8"``, ``"int4"`` or ``"uint4"``."""
+        return ("int" if self.signed else "uint") + str(self.bits)
+
+    @property
+    def size(self) -> int:
+        """Number of quantized elements."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: data + scales + zero points."""
+        return int(self.data.nbytes + self.scale.nbytes + self.zero_point.nbytes)
+
+    def dequantize(self, *, out: np.ndarray | None = None) -> np.ndarray:
+        """``float32(q - zero_point) * scale``, as ONNX DequantizeLinear, shape ``self.shape``."""
+        dt = self.dtype
+        q = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
+        z = self.zero_point.astype(np.int32)
+        axis = 0 if self.axis is None else self.axis
+        bs = 0 if self.block_size is None else self.block_size
+        s = np.ascontiguousarray(self.scale)
+        if out is not None:
+            if (
+                not isinstance(out, np.ndarray)
+                or out.dtype != np.float32
+                or out.shape != self.shape
+                or not out.flags.c_contiguous
+                or not out.flags.writeable
+            ):
+                raise ArgumentError(
+                    f"`out` must be a writeable C-contiguous float32 array of shape {self.shape}"
+                )
+            _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out)
+            return out
+        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, None)
+
+    def __repr__(self) -> str:
+        if self.axis is None:
+            gran = "per tensor"
+        elif self.block_size is None:
+            gran = f"per channel along axis {self.axis}"
+        else:
+            gran = f"blocks of {self.block_size} along axis {self.axis}"
+        if self.scale.size == 1:
+            params = f"scale={float(self.scale.reshape(-1)[0]):.6g}, zero_point={int(self.zero_point.reshape(-1)[0])}"
+        else:
+            params = (
+                f"{self.scale.size} scales in [{float(self.scale.min()):.6g}, "
+                f"{float(self.scale.max()):.6g}]"
+            )
+        return (
+            f"QuantizedTensor({self.dtype}, shape={self.shape}, {gran}, {params}, "
+            f"nbytes={self.nbytes})"
+        )
+
+
+def quantize(
+    x: Any,
+    *,
+    bits: int = 8,
+    symmetric: bool = True,
+    axis: int | None = None,
+    block_size: int | None = None,
+    convention: str = "onnx",
+    reduce_range: bool = False,
+    calibration: str = "minmax",
+    percentile: float | None = None,
+) -> QuantizedTensor:
+    """Derive scale and zero point from ``x`` and quantize it.
+
+    ``axis=None``: one scale for the tensor; ``axis=k``: one per index along ``k`` (per
+    channel); ``block_size=b`` with an axis: one per block of ``b`` elements along ``k``.
+    ``convention``: ``"onnx"`` (``x / scale``, ties to even; ONNX QuantizeLinear),
+    ``"torch"`` (``x * float32(1 / scale)``, ties to even, zero point added after rounding;
+    torch.quantize_per_tensor / per_channel), ``"tflite"`` (round half away from zero of
+    ``x * (qmax / absmax)``, symmetric only). ``calibration``: ``"minmax"``, ``"percentile"``
+    (exact percentile of ``|x|``, symmetric, or of both tails, affine; default 99.999) or
+    ``"mse"`` (the clipping threshold ``f * range``, ``f`` in 1.00, 0.99, .., 0.20, that
+    minimises the squared reconstruction error, per unit).
+
+    NaN or infinity in ``x`` raises :class:`edgepack.NonFiniteError` naming the first index.
+    """
+    xf = as_f32(x, "x")
+    if isinstance(bits, bool) or bits not in (8, 4):
+        raise ArgumentError(f"`bits` must be 8 or 4, found {bits!r}")
+    for name, v in (("symmetric", symmetric), ("reduce_range", reduce_range)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise DtypeError(f"`{name}` must be a bool, found {type(v).__name__}")
+    ax = None if axis is None else axis_int(axis)
+    bs = None if block_size is None else axis_int(block_size, "block_size")
+    if convention not in _CONVENTIONS:
+        raise ArgumentError(
+            f"`convention` = {convention!r} is not known; expected one of {_CONVENTIONS}"
+        )
+    if calibration not in _CALIBRATIONS:
+        raise ArgumentError(
+            f"`calibration` = {calibration!r} is not known; expected one of {_CALIBRATIONS}"
+        )
+    pct = None
+    if percentile is not None:
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.number)):
+            raise DtypeError(f"`percentile` must be a number, found {type(percentile).__name__}")
+        pct = float(percentile)
+    data, scale, zp = _core.quantize(
+        xf, int(bits), bool(symmetric), ax, bs, convention, bool(reduce_range), calibration, pct
+    )
+    zdt = np.int8 if symmetric else np.uint8
+    if bits == 8:
+        data = data.view(zdt).reshape(xf.shape)
+    nax = None if ax is None else ax % xf.ndim
+    return QuantizedTensor(
+        data=data,
+        scale=scale,
+        zero_point=zp.astype(zdt),
+        axis=nax,
+        block_size=bs,
+        bits=int(bits),
+        shape=tuple(xf.shape),
+    )
+
+
+def dequantize(qt: QuantizedTensor, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``qt.dequantize()``: ``float32(q - zero_point) * scale`` with ``qt``'s granularity."""
+    if not isinstance(qt, QuantizedTensor):
+        raise DtypeError(f"`qt` must be a QuantizedTensor, found {type(qt).__name__}")
+    return qt.dequantize(out=out)

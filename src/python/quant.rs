@@ -1,0 +1,229 @@
+//! Wrappers of `crate::quant`: ONNX-style quantize / dequantize with given parameters, dynamic
+//! quantization, and derive-and-quantize. The Python layer (`edgepack/kernels.py`,
+//! `edgepack/quantize.py`) coerces dtypes and contiguity; these borrow, check, release the GIL
+//! and wrap the outputs without copying.
+
+use numpy::{
+    IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use crate::error::Error;
+use crate::quant::{self, Calibration, Convention, QType, Spec};
+
+fn writable<'py, T: numpy::Element>(
+    out: &Bound<'py, PyArrayDyn<T>>,
+) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
+    if !out.is_c_contiguous() {
+        return Err(Error::arg("`out` must be C-contiguous").into());
+    }
+    out.try_readwrite()
+        .map_err(|e| Error::arg(format!("`out` is not writeable: {e}")).into())
+}
+
+/// `_core.quantize_linear(x, scale, zero_point, dtype, axis, block_size, out)`.
+#[pyfunction]
+#[pyo3(signature = (x, scale, zero_point, dtype, axis, block_size, out=None))]
+#[allow(clippy::too_many_arguments)]
+fn quantize_linear<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    scale: PyReadonlyArrayDyn<'py, f32>,
+    zero_point: Option<PyReadonlyArrayDyn<'py, i32>>,
+    dtype: &str,
+    axis: i64,
+    block_size: i64,
+    out: Option<Bound<'py, PyArrayDyn<u8>>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let qtype = QType::parse(dtype)?;
+    let shape = x.shape().to_vec();
+    let xs = x.as_slice()?;
+    let ss = scale.as_slice()?;
+    let sshape = scale.shape().to_vec();
+    let zshape = zero_point.as_ref().map(|z| z.shape().to_vec());
+    let zs = match &zero_point {
+        Some(z) => Some(z.as_slice()?),
+        None => None,
+    };
+    let zp = zs.zip(zshape.as_deref());
+    match out {
+        Some(o) => {
+            {
+                let mut w = writable(&o)?;
+                let os = w.as_slice_mut()?;
+                py.detach(|| {
+                    quant::quantize_linear(xs, &shape, ss, &sshape, zp, qtype, axis, block_size, os)
+                })?;
+            }
+            Ok(o.into_any())
+        }
+        None => {
+            let n: usize = shape.iter().product();
+            let mut v = vec![0u8; qtype.storage_len(n)];
+            py.detach(|| {
+                quant::quantize_linear(xs, &shape, ss, &sshape, zp, qtype, axis, block_size, &mut v)
+            })?;
+            let a = v.into_pyarray(py);
+            if qtype.bits == 8 {
+                Ok(a.reshape(shape)?.into_any())
+            } else {
+                Ok(a.into_any())
+            }
+        }
+    }
+}
+
+/// `_core.dequantize_linear(q, dtype, shape, scale, zero_point, axis, block_size, out)`.
+#[pyfunction]
+#[pyo3(signature = (q, dtype, shape, scale, zero_point, axis, block_size, out=None))]
+#[allow(clippy::too_many_arguments)]
+fn dequantize_linear<'py>(
+    py: Python<'py>,
+    q: PyReadonlyArrayDyn<'py, u8>,
+    dtype: &str,
+    shape: Vec<usize>,
+    scale: PyReadonlyArrayDyn<'py, f32>,
+    zero_point: Option<PyReadonlyArrayDyn<'py, i32>>,
+    axis: i64,
+    block_size: i64,
+    out: Option<Bound<'py, PyArrayDyn<f32>>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let qtype = QType::parse(dtype)?;
+    let qs = q.as_slice()?;
+    let ss = scale.as_slice()?;
+    let sshape = scale.shape().to_vec();
+    let zshape = zero_point.as_ref().map(|z| z.shape().to_vec());
+    let zs = match &zero_point {
+        Some(z) => Some(z.as_slice()?),
+        None => None,
+    };
+    let zp = zs.zip(zshape.as_deref());
+    match out {
+        Some(o) => {
+            {
+                let mut w = writable(&o)?;
+                let os = w.as_slice_mut()?;
+                py.detach(|| {
+                    quant::dequantize_linear(
+                        qs, qtype, &shape, ss, &sshape, zp, axis, block_size, os,
+                    )
+                })?;
+            }
+            Ok(o.into_any())
+        }
+        None => {
+            let n = shape
+                .iter()
+                .try_fold(1usize, |a, &b| a.checked_mul(b))
+                .ok_or_else(|| Error::limit(format!("shape {shape:?} is too large")))?;
+            if qs.len() != qtype.storage_len(n) {
+                return Err(Error::arg(format!(
+                    "quantized data has {} bytes, expected {} for {n} {} values of shape {}",
+                    qs.len(),
+                    qtype.storage_len(n),
+                    qtype.name(),
+                    quant::shape_str(&shape)
+                ))
+                .into());
+            }
+            let mut v = vec![0f32; n];
+            py.detach(|| {
+                quant::dequantize_linear(
+                    qs, qtype, &shape, ss, &sshape, zp, axis, block_size, &mut v,
+                )
+            })?;
+            Ok(v.into_pyarray(py).reshape(shape)?.into_any())
+        }
+    }
+}
+
+/// `_core.dynamic_quantize_linear(x, out)` -> `(y, scale, zero_point)`.
+#[pyfunction]
+#[pyo3(signature = (x, out=None))]
+fn dynamic_quantize_linear<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    out: Option<Bound<'py, PyArrayDyn<u8>>>,
+) -> PyResult<(Bound<'py, PyAny>, f32, u8)> {
+    let shape = x.shape().to_vec();
+    let xs = x.as_slice()?;
+    match out {
+        Some(o) => {
+            let (s, z) = {
+                let mut w = writable(&o)?;
+                let os = w.as_slice_mut()?;
+                py.detach(|| quant::dynamic_quantize_linear(xs, os))?
+            };
+            Ok((o.into_any(), s, z))
+        }
+        None => {
+            let mut v = vec![0u8; xs.len()];
+            let (s, z) = py.detach(|| quant::dynamic_quantize_linear(xs, &mut v))?;
+            Ok((v.into_pyarray(py).reshape(shape)?.into_any(), s, z))
+        }
+    }
+}
+
+type Quantized<'py> = (
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArrayDyn<f32>>,
+    Bound<'py, PyArrayDyn<i32>>,
+);
+
+/// `_core.quantize(x, bits, symmetric, axis, block_size, convention, reduce_range,
+/// calibration, percentile)` -> `(data, scale, zero_point)`; `data` is flat.
+#[pyfunction]
+#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile))]
+#[allow(clippy::too_many_arguments)]
+fn quantize<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArrayDyn<'py, f32>,
+    bits: u8,
+    symmetric: bool,
+    axis: Option<i64>,
+    block_size: Option<i64>,
+    convention: &str,
+    reduce_range: bool,
+    calibration: &str,
+    percentile: Option<f64>,
+) -> PyResult<Quantized<'py>> {
+    let calibration = match (calibration, percentile) {
+        ("minmax", None) => Calibration::MinMax,
+        ("mse", None) => Calibration::Mse,
+        ("percentile", p) => Calibration::Percentile(p.unwrap_or(99.999)),
+        ("minmax" | "mse", Some(_)) => {
+            return Err(Error::arg(format!(
+                "`percentile` is only used with calibration='percentile', found calibration={calibration:?}"
+            ))
+            .into())
+        }
+        (c, _) => {
+            return Err(Error::arg(format!(
+                "`calibration` = {c:?} is not known; expected 'minmax', 'percentile' or 'mse'"
+            ))
+            .into())
+        }
+    };
+    let spec = Spec {
+        bits,
+        symmetric,
+        reduce_range,
+        convention: Convention::parse(convention)?,
+        calibration,
+    };
+    let shape = x.shape().to_vec();
+    let xs = x.as_slice()?;
+    let q = py.detach(|| quant::quantize(xs, &shape, axis, block_size, &spec))?;
+    let data = q.data.into_pyarray(py);
+    let scale = q.scale.into_pyarray(py).reshape(q.param_shape.clone())?;
+    let zp = q.zero_point.into_pyarray(py).reshape(q.param_shape)?;
+    Ok((data, scale, zp))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(quantize_linear, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_linear, m)?)?;
+    m.add_function(wrap_pyfunction!(dynamic_quantize_linear, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,774 @@
+//! Tensor-level quantization: parameters per tensor / per channel along any axis / per block,
+//! derived from the data (calibration: min-max, exact percentile, MSE search) or given
+//! (ONNX QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear), applied by the kernels in
+//! [`crate::kernels`], over threads. No Python here; `src/python/quant.rs` wraps it.
+//!
+//! Per-channel (axis 0, or any axis whose channels are contiguous runs) and per-block along
+//! the last axis work in one pass: each run's range is found and applied while it is in cache.
+
+pub mod layout;
+pub mod params;
+#[cfg(test)]
+mod tests;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::kernels::{dequantize as dq, pack4, quantize as qk, reduce};
+use crate::parallel;
+
+pub use layout::{normalize_axis, shape_str, Granularity, Layout};
+pub use params::{derive, Calibration, Convention, Derived, QType, Spec};
+
+/// Elements per task below which work runs on the calling thread.
+const MIN_TASK: usize = 1 << 16;
+
+/// Run `f(first_row, x_rows, out_rows)` over groups of whole rows (`row` elements each; the
+/// last chunk may be shorter when `x` is not a multiple of `row`), in parallel when large.
+fn par_rows<A: Sync, B: Send>(
+    x: &[A],
+    out: &mut [B],
+    row: usize,
+    f: impl Fn(usize, &[A], &mut [B]) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    debug_assert_eq!(x.len(), out.len());
+    if x.is_empty() || row == 0 {
+        return Ok(());
+    }
+    let nrows = x.len().div_ceil(row);
+    let threads = parallel::num_threads();
+    let min_rows = MIN_TASK.div_ceil(row).max(1);
+    if threads <= 1 || nrows <= min_rows {
+        return f(0, x, out);
+    }
+    let group = nrows.div_ceil(threads * 4).max(min_rows);
+    let chunk = group * row;
+    parallel::install(|| {
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .enumerate()
+            .try_for_each(|(g, (o, xs))| f(g * group, xs, o))
+    })
+}
+
+/// The flat index and value of the first NaN / infinity of `x`, as an error.
+fn non_finite(x: &[f32], what: &str) -> Error {
+    match reduce::first_non_finite(x) {
+        Some(index) => Error::NonFinite {
+            what: what.to_string(),
+            index,
+            value: x[index],
+        },
+        None => Error::arg(format!("{what} contains a non-finite value")),
+    }
+}
+
+/// Check given scales: finite, positive and normal.
+pub fn check_scales(scale: &[f32], name: &str) -> Result<()> {
+    if let Some(i) = scale
+        .iter()
+        .position(|s| !(s.is_finite() && *s >= f32::MIN_POSITIVE))
+    {
+        return Err(Error::arg(format!(
+            "`{name}` must be positive, finite and not subnormal; found {:e} at index {i}",
+            scale[i]
+        )));
+    }
+    Ok(())
+}
+
+/// Quantize `x` (laid out as `lay`) with per-unit `factor` / `zp` into unpacked bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    x: &[f32],
+    out: &mut [u8],
+    lay: &Layout,
+    factor: &[f32],
+    zp: &[i32],
+    rounding: qk::Rounding,
+    qmin: i32,
+    qmax: i32,
+) -> Result<()> {
+    let (len, inner) = (lay.len, lay.inner);
+    if x.len() != lay.numel() || out.len() != x.len() {
+        return Err(Error::arg(format!(
+            "`out` has {} elements, expected {}",
+            out.len(),
+            lay.numel()
+        )));
+    }
+    if factor.len() != lay.units() || zp.len() != lay.units() {
+        return Err(Error::arg(format!(
+            "{} scales and {} zero points given, expected {}",
+            factor.len(),
+            zp.len(),
+            lay.units()
+        )));
+    }
+    let p = |u: usize| qk::Params {
+        rounding,
+        factor: factor[u],
+        zp: zp[u],
+        qmin,
+        qmax,
+    };
+    match lay.gran {
+        Granularity::Tensor => par_rows(x, out, MIN_TASK, |_, xs, o| qk::quantize(xs, o, &p(0))),
+        Granularity::Axis if inner == 1 => par_rows(x, out, len, |_, xs, o| {
+            for (xr, or) in xs.chunks(len).zip(o.chunks_mut(len)) {
+                qk::quantize_each(xr, or, factor, zp, rounding, qmin, qmax)?;
+            }
+            Ok(())
+        }),
+        Granularity::Axis => par_rows(x, out, inner, |r0, xs, o| {
+            for (r, (xr, or)) in xs.chunks(inner).zip(o.chunks_mut(inner)).enumerate() {
+                qk::quantize(xr, or, &p((r0 + r) % len))?;
+            }
+            Ok(())
+        }),
+        Granularity::Block(bs) if inner == 1 => {
+            let nb = lay.blocks();
+            par_rows(x, out, len, |r0, xs, o| {
+                for (r, (xr, or)) in xs.chunks(len).zip(o.chunks_mut(len)).enumerate() {
+                    for (b, (xb, ob)) in xr.chunks(bs).zip(or.chunks_mut(bs)).enumerate() {
+                        qk::quantize(xb, ob, &p((r0 + r) * nb + b))?;
+                    }
+                }
+                Ok(())
+            })
+        }
+        Granularity::Block(bs) => {
+            let nb = lay.blocks();
+            par_rows(x, out, inner, |r0, xs, o| {
+                for (r, (xr, or)) in xs.chunks(inner).zip(o.chunks_mut(inner)).enumerate() {
+                    let (ob, a) = ((r0 + r) / len, (r0 + r) % len);
+                    let u = (ob * nb + a / bs) * inner;
+                    qk::quantize_each(
+                        xr,
+                        or,
+                        &factor[u..u + inner],
+                        &zp[u..u + inner],
+                        rounding,
+                        qmin,
+                        qmax,
+                    )?;
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Dequantize unpacked bytes `q` (laid out as `lay`) with per-unit `scale` / `zp`.
+pub fn apply_dequantize(
+    q: &[u8],
+    out: &mut [f32],
+    lay: &Layout,
+    signed: bool,
+    scale: &[f32],
+    zp: &[i32],
+) -> Result<()> {
+    let (len, inner) = (lay.len, lay.inner);
+    if q.len() != lay.numel() || out.len() != q.len() {
+        return Err(Error::arg(format!(
+            "`out` has {} elements, expected {}",
+            out.len(),
+            lay.numel()
+        )));
+    }
+    if scale.len() != lay.units() || zp.len() != lay.units() {
+        return Err(Error::arg(format!(
+            "{} scales and {} zero points given, expected {}",
+            scale.len(),
+            zp.len(),
+            lay.units()
+        )));
+    }
+    match lay.gran {
+        Granularity::Tensor => par_rows(q, out, MIN_TASK, |_, qs, o| {
+            dq::dequantize(qs, o, signed, scale[0], zp[0])
+        }),
+        Granularity::Axis if inner == 1 => par_rows(q, out, len, |_, qs, o| {
+            for (qr, or) in qs.chunks(len).zip(o.chunks_mut(len)) {
+                dq::dequantize_each(qr, or, signed, scale, zp)?;
+            }
+            Ok(())
+        }),
+        Granularity::Axis => par_rows(q, out, inner, |r0, qs, o| {
+            for (r, (qr, or)) in qs.chunks(inner).zip(o.chunks_mut(inner)).enumerate() {
+                let u = (r0 + r) % len;
+                dq::dequantize(qr, or, signed, scale[u], zp[u])?;
+            }
+            Ok(())
+        }),
+        Granularity::Block(bs) if inner == 1 => {
+            let nb = lay.blocks();
+            par_rows(q, out, len, |r0, qs, o| {
+                for (r, (qr, or)) in qs.chunks(len).zip(o.chunks_mut(len)).enumerate() {
+                    for (b, (qb, ob)) in qr.chunks(bs).zip(or.chunks_mut(bs)).enumerate() {
+                        let u = (r0 + r) * nb + b;
+                        dq::dequantize(qb, ob, signed, scale[u], zp[u])?;
+                    }
+                }
+                Ok(())
+            })
+        }
+        Granularity::Block(bs) => {
+            let nb = lay.blocks();
+            par_rows(q, out, inner, |r0, qs, o| {
+                for (r, (qr, or)) in qs.chunks(inner).zip(o.chunks_mut(inner)).enumerate() {
+                    let (ob, a) = ((r0 + r) / len, (r0 + r) % len);
+                    let u = (ob * nb + a / bs) * inner;
+                    dq::dequantize_each(qr, or, signed, &scale[u..u + inner], &zp[u..u + inner])?;
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Pack unpacked 4-bit values into `out` in parallel.
+fn pack_into(tmp: &[u8], out: &mut [u8]) -> Result<()> {
+    if tmp.len() <= 2 * MIN_TASK || parallel::num_threads() <= 1 {
+        return pack4::pack(tmp, out);
+    }
+    // Even-sized input chunks map onto whole output bytes.
+    let (t, o) = (tmp, out);
+    let chunk = MIN_TASK; // even
+    parallel::install(|| {
+        o.par_chunks_mut(chunk / 2)
+            .zip(t.par_chunks(chunk))
+            .try_for_each(|(o, t)| pack4::pack(t, o))
+    })
+}
+
+/// ONNX QuantizeLinear with given parameters: `q = saturate(rint(x / scale) + zp)`.
+/// `out` holds `qtype.storage_len(n)` bytes (4-bit types packed, first element low nibble).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_linear(
+    x: &[f32],
+    shape: &[usize],
+    scale: &[f32],
+    scale_shape: &[usize],
+    zp: Option<(&[i32], &[usize])>,
+    qtype: QType,
+    axis: i64,
+    block_size: i64,
+    out: &mut [u8],
+) -> Result<()> {
+    let lay = params_layout(
+        shape,
+        scale_shape,
+        zp,
+        axis,
+        block_size,
+        "y_scale",
+        "y_zero_point",
+    )?;
+    check_len(x.len(), &lay, "x")?;
+    check_scales(scale, "y_scale")?;
+    let zps = zp_values(zp, scale.len(), qtype, "y_zero_point")?;
+    let want = qtype.storage_len(x.len());
+    if out.len() != want {
+        return Err(Error::arg(format!(
+            "`out` has {} bytes, expected {want} for {} {} values",
+            out.len(),
+            x.len(),
+            qtype.name()
+        )));
+    }
+    let (qmin, qmax) = qtype.range();
+    if qtype.bits == 8 {
+        apply(x, out, &lay, scale, &zps, qk::Rounding::Div, qmin, qmax)
+    } else {
+        let mut tmp = vec![0u8; x.len()];
+        apply(
+            x,
+            &mut tmp,
+            &lay,
+            scale,
+            &zps,
+            qk::Rounding::Div,
+            qmin,
+            qmax,
+        )?;
+        pack_into(&tmp, out)
+    }
+}
+
+/// ONNX DequantizeLinear: `y = float32(q - zp) * scale`; `q` holds `qtype.storage_len(n)` bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_linear(
+    q: &[u8],
+    qtype: QType,
+    shape: &[usize],
+    scale: &[f32],
+    scale_shape: &[usize],
+    zp: Option<(&[i32], &[usize])>,
+    axis: i64,
+    block_size: i64,
+    out: &mut [f32],
+) -> Result<()> {
+    let lay = params_layout(
+        shape,
+        scale_shape,
+        zp,
+        axis,
+        block_size,
+        "x_scale",
+        "x_zero_point",
+    )?;
+    let n = lay.numel();
+    if q.len() != qtype.storage_len(n) {
+        return Err(Error::arg(format!(
+            "quantized data has {} bytes, expected {} for {n} {} values of shape {}",
+            q.len(),
+            qtype.storage_len(n),
+            qtype.name(),
+            shape_str(shape)
+        )));
+    }
+    if out.len() != n {
+        return Err(Error::arg(format!(
+            "`out` has {} elements, expected {n}",
+            out.len()
+        )));
+    }
+    if let Some(i) = scale.iter().position(|s| !s.is_finite()) {
+        return Err(Error::arg(format!(
+            "`x_scale` must be finite; found {} at index {i}",
+            scale[i]
+        )));
+    }
+    let zps = zp_values(zp, scale.len(), qtype, "x_zero_point")?;
+    if qtype.bits == 8 {
+        apply_dequantize(q, out, &lay, qtype.signed, scale, &zps)
+    } else {
+        let mut tmp = vec![0u8; n];
+        pack4::unpack(q, &mut tmp, qtype.signed)?;
+        apply_dequantize(&tmp, out, &lay, qtype.signed, scale, &zps)
+    }
+}
+
+fn params_layout(
+    shape: &[usize],
+    scale_shape: &[usize],
+    zp: Option<(&[i32], &[usize])>,
+    axis: i64,
+    block_size: i64,
+    sname: &str,
+    zname: &str,
+) -> Result<Layout> {
+    let lay = Layout::from_params(shape, scale_shape, sname, axis, block_size)?;
+    if let Some((z, zs)) = zp {
+        let same =
+            zs == scale_shape || (lay.gran == Granularity::Tensor && z.len() == 1 && zs.len() <= 1);
+        if !same {
+            return Err(Error::arg(format!(
+                "`{zname}` has shape {}, expected {} (the shape of `{sname}`)",
+                shape_str(zs),
+                shape_str(scale_shape)
+            )));
+        }
+    }
+    Ok(lay)
+}
+
+fn check_len(n: usize, lay: &Layout, what: &str) -> Result<()> {
+    if n != lay.numel() {
+        return Err(Error::arg(format!(
+            "`{what}` has {n} elements, expected {} for shape {}",
+            lay.numel(),
+            shape_str(&lay.shape)
+        )));
+    }
+    Ok(())
+}
+
+fn zp_values(
+    zp: Option<(&[i32], &[usize])>,
+    units: usize,
+    qtype: QType,
+    name: &str,
+) -> Result<Vec<i32>> {
+    match zp {
+        Some((z, _)) => {
+            qtype.check_zp(z, name)?;
+            Ok(z.to_vec())
+        }
+        None => Ok(vec![0; units]),
+    }
+}
+
+/// Min / max of a whole tensor, in parallel chunks.
+fn minmax_all(x: &[f32]) -> reduce::MinMax {
+    let threads = parallel::num_threads();
+    if threads <= 1 || x.len() <= 4 * MIN_TASK {
+        return reduce::minmax(x);
+    }
+    let chunk = x.len().div_ceil(threads * 4).max(MIN_TASK);
+    let parts: Vec<reduce::MinMax> =
+        parallel::install(|| x.par_chunks(chunk).map(reduce::minmax).collect());
+    parts.into_iter().fold(
+        reduce::MinMax {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            nan: false,
+        },
+        |a, b| reduce::MinMax {
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+            nan: a.nan | b.nan,
+        },
+    )
+}
+
+/// `max |x|` of a whole tensor, in parallel chunks.
+fn absmax_all(x: &[f32]) -> (f32, bool) {
+    let threads = parallel::num_threads();
+    if threads <= 1 || x.len() <= 4 * MIN_TASK {
+        return reduce::absmax(x);
+    }
+    let chunk = x.len().div_ceil(threads * 4).max(MIN_TASK);
+    let parts: Vec<(f32, bool)> =
+        parallel::install(|| x.par_chunks(chunk).map(reduce::absmax).collect());
+    parts
+        .into_iter()
+        .fold((0.0, false), |a, b| (a.0.max(b.0), a.1 | b.1))
+}
+
+/// ONNX DynamicQuantizeLinear: uint8, range widened to include 0, `scale = (max - min) / 255`
+/// (1.0 when max == min, as ONNX Runtime), `zp = rint(clamp(-min / scale, 0, 255))`, all float32.
+/// Returns `(scale, zp)`; `out` receives the quantized values.
+pub fn dynamic_quantize_linear(x: &[f32], out: &mut [u8]) -> Result<(f32, u8)> {
+    if out.len() != x.len() {
+        return Err(Error::arg(format!(
+            "`out` has {} elements, expected {}",
+            out.len(),
+            x.len()
+        )));
+    }
+    let mm = minmax_all(x);
+    if mm.nan || mm.min == f32::NEG_INFINITY || mm.max == f32::INFINITY {
+        return Err(non_finite(x, "`x`"));
+    }
+    let min = mm.min.min(0.0);
+    let max = mm.max.max(0.0);
+    let scale = if max == min {
+        1.0f32
+    } else {
+        (max - min) / 255.0f32
+    };
+    if !scale.is_finite() {
+        return Err(Error::arg(format!(
+            "the range of `x` [{min:e}, {max:e}] overflows float32: no uint8 scale exists"
+        )));
+    }
+    if scale < f32::MIN_POSITIVE {
+        return Err(Error::arg(format!(
+            "the range of `x` [{min:e}, {max:e}] is too small: its uint8 scale {scale:e} would be subnormal"
+        )));
+    }
+    let izp = 0.0f32 - min / scale;
+    let zp = izp.clamp(0.0, 255.0).round_ties_even() as i32;
+    let lay = Layout::new(&[x.len()], 0, Granularity::Tensor, "`x`")?;
+    apply(x, out, &lay, &[scale], &[zp], qk::Rounding::Div, 0, 255)?;
+    Ok((scale, zp as u8))
+}
+
+/// The result of [`quantize`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantized {
+    /// Stored bytes (int8 / uint8, or packed 4-bit).
+    pub data: Vec<u8>,
+    /// Scales, `param_shape` in C order.
+    pub scale: Vec<f32>,
+    /// Zero points, same shape.
+    pub zero_point: Vec<i32>,
+    /// The shape of `scale` / `zero_point`.
+    pub param_shape: Vec<usize>,
+    /// The stored type.
+    pub qtype: QType,
+}
+
+/// Derive parameters from `x` (shape `shape`) and quantize it, in one call.
+/// `axis = None`: per tensor; `Some(k)`: per channel along `k` (negative counts from the end);
+/// with `block_size`: per block of that many elements along `k`.
+pub fn quantize(
+    x: &[f32],
+    shape: &[usize],
+    axis: Option<i64>,
+    block_size: Option<i64>,
+    spec: &Spec,
+) -> Result<Quantized> {
+    spec.validate()?;
+    let lay = match (axis, block_size) {
+        (None, None) => Layout::new(shape, 0, Granularity::Tensor, "`x`")?,
+        (None, Some(_)) => {
+            return Err(Error::arg(
+                "`block_size` needs an `axis` to block along; pass axis=k (e.g. axis=-1)",
+            ))
+        }
+        (Some(a), None) => {
+            let ax = normalize_axis(a, shape.len(), "`x`")?;
+            Layout::new(shape, ax, Granularity::Axis, "`x`")?
+        }
+        (Some(a), Some(bs)) => {
+            let ax = normalize_axis(a, shape.len(), "`x`")?;
+            if bs < 1 {
+                return Err(Error::arg(format!("`block_size` must be >= 1, found {bs}")));
+            }
+            let bs = usize::try_from(bs)
+                .map_err(|_| Error::limit(format!("`block_size` = {bs} is too large")))?;
+            Layout::new(shape, ax, Granularity::Block(bs), "`x`")?
+        }
+    };
+    check_len(x.len(), &lay, "x")?;
+    let qtype = spec.qtype();
+    let (qmin, qmax) = spec.qrange();
+    let units = lay.units();
+    let n = x.len();
+    let mut bytes = vec![0u8; n];
+    let mut scale = vec![0f32; units];
+    let mut zp = vec![0i32; units];
+
+    let fused = spec.calibration == Calibration::MinMax
+        && n > 0
+        && match lay.gran {
+            Granularity::Axis => lay.outer == 1,
+            Granularity::Block(_) => lay.inner == 1,
+            Granularity::Tensor => false,
+        };
+    if fused {
+        fused_quantize(x, &mut bytes, &lay, spec, &mut scale, &mut zp)?;
+    } else {
+        let ranges = ranges(x, &lay, spec)?;
+        let mut factor = vec![0f32; units];
+        for (u, &(a, b)) in ranges.iter().enumerate() {
+            let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+            scale[u] = d.scale;
+            zp[u] = d.zp;
+            factor[u] = d.factor;
+        }
+        apply(
+            x,
+            &mut bytes,
+            &lay,
+            &factor,
+            &zp,
+            spec.convention.rounding(),
+            qmin,
+            qmax,
+        )?;
+    }
+    let data = if qtype.bits == 8 {
+        bytes
+    } else {
+        let mut p = vec![0u8; qtype.storage_len(n)];
+        pack_into(&bytes, &mut p)?;
+        p
+    };
+    Ok(Quantized {
+        data,
+        scale,
+        zero_point: zp,
+        param_shape: lay.param_shape(),
+        qtype,
+    })
+}
+
+/// Range of one contiguous run (min-max calibration); `None` on NaN / infinity.
+fn run_range(xs: &[f32], symmetric: bool) -> Option<(f32, f32)> {
+    if symmetric {
+        let (a, nan) = reduce::absmax(xs);
+        (!nan && a.is_finite()).then_some((-a, a))
+    } else {
+        let m = reduce::minmax(xs);
+        (!m.nan && m.min != f32::NEG_INFINITY && m.max != f32::INFINITY).then_some((m.min, m.max))
+    }
+}
+
+/// One pass: each contiguous unit's range is found and applied while it is in cache.
+fn fused_quantize(
+    x: &[f32],
+    out: &mut [u8],
+    lay: &Layout,
+    spec: &Spec,
+    scale: &mut [f32],
+    zp: &mut [i32],
+) -> Result<()> {
+    let (qmin, qmax) = spec.qrange();
+    let rounding = spec.convention.rounding();
+    // Rows: one unit each (axis with outer == 1) or `nb` blocks each (blocks, inner == 1).
+    let (row, per_row, bs) = match lay.gran {
+        Granularity::Axis => (lay.inner, 1, lay.inner.max(1)),
+        Granularity::Block(bs) => (lay.len, lay.blocks(), bs),
+        Granularity::Tensor => unreachable!("per-tensor is never fused"),
+    };
+    if row == 0 {
+        // Empty units: scale 1, zero point 0 (the range [0, 0]).
+        for u in 0..scale.len() {
+            let d = derive(0.0, 0.0, qmin, qmax, spec.symmetric, spec.convention);
+            scale[u] = d.scale;
+            zp[u] = d.zp;
+        }
+        return Ok(());
+    }
+    let nrows = x.len() / row;
+    let threads = parallel::num_threads();
+    let group = if threads <= 1 {
+        nrows
+    } else {
+        nrows
+            .div_ceil(threads * 4)
+            .max(MIN_TASK.div_ceil(row))
+            .max(1)
+    };
+    let body = |xs: &[f32], o: &mut [u8], s: &mut [f32], z: &mut [i32]| -> Result<()> {
+        let mut u = 0;
+        for (xr, or) in xs.chunks(row).zip(o.chunks_mut(row)) {
+            for (xb, ob) in xr.chunks(bs).zip(or.chunks_mut(bs)) {
+                let Some((a, b)) = run_range(xb, spec.symmetric) else {
+                    return Err(Error::arg("non-finite"));
+                };
+                let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+                s[u] = d.scale;
+                z[u] = d.zp;
+                let p = qk::Params {
+                    rounding,
+                    factor: d.factor,
+                    zp: d.zp,
+                    qmin,
+                    qmax,
+                };
+                qk::quantize(xb, ob, &p)?;
+                u += 1;
+            }
+        }
+        Ok(())
+    };
+    let r = if group >= nrows {
+        body(x, out, scale, zp)
+    } else {
+        parallel::install(|| {
+            out.par_chunks_mut(group * row)
+                .zip(x.par_chunks(group * row))
+                .zip(scale.par_chunks_mut(group * per_row))
+                .zip(zp.par_chunks_mut(group * per_row))
+                .try_for_each(|(((o, xs), s), z)| body(xs, o, s, z))
+        })
+    };
+    r.map_err(|e| match reduce::first_non_finite(x) {
+        Some(_) => non_finite(x, "`x`"),
+        None => e,
+    })
+}
+
+/// Per-unit clipping ranges under the spec's calibration (non-fused path).
+fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
+    let units = lay.units();
+    if x.is_empty() {
+        return Ok(vec![(0.0, 0.0); units]);
+    }
+    match spec.calibration {
+        Calibration::MinMax => {
+            let bad = || non_finite(x, "`x`");
+            match lay.gran {
+                Granularity::Tensor => {
+                    if spec.symmetric {
+                        let (a, nan) = absmax_all(x);
+                        if nan || !a.is_finite() {
+                            return Err(bad());
+                        }
+                        Ok(vec![(-a, a)])
+                    } else {
+                        let m = minmax_all(x);
+                        if m.nan || m.min == f32::NEG_INFINITY || m.max == f32::INFINITY {
+                            return Err(bad());
+                        }
+                        Ok(vec![(m.min, m.max)])
+                    }
+                }
+                _ => {
+                    // Column-wise accumulation over rows of `inner` (or `len` when inner == 1).
+                    let mut lo = vec![f32::INFINITY; units];
+                    let mut hi = vec![f32::NEG_INFINITY; units];
+                    let (len, inner) = (lay.len, lay.inner);
+                    let mut nan = false;
+                    match lay.gran {
+                        Granularity::Axis if inner == 1 => {
+                            for xr in x.chunks(len.max(1)) {
+                                nan |= reduce::minmax_columns(xr, &mut lo, &mut hi)?;
+                            }
+                        }
+                        Granularity::Axis => {
+                            for (r, xr) in x.chunks(inner).enumerate() {
+                                let u = r % len;
+                                let m = reduce::minmax(xr);
+                                nan |= m.nan;
+                                lo[u] = lo[u].min(m.min);
+                                hi[u] = hi[u].max(m.max);
+                            }
+                        }
+                        Granularity::Block(bs) => {
+                            let nb = lay.blocks();
+                            if inner == 1 {
+                                for (r, xr) in x.chunks(len.max(1)).enumerate() {
+                                    for (b, xb) in xr.chunks(bs).enumerate() {
+                                        let m = reduce::minmax(xb);
+                                        nan |= m.nan;
+                                        lo[r * nb + b] = m.min;
+                                        hi[r * nb + b] = m.max;
+                                    }
+                                }
+                            } else {
+                                for (r, xr) in x.chunks(inner).enumerate() {
+                                    let (o, a) = (r / len, r % len);
+                                    let u = (o * nb + a / bs) * inner;
+                                    nan |= reduce::minmax_columns(
+                                        xr,
+                                        &mut lo[u..u + inner],
+                                        &mut hi[u..u + inner],
+                                    )?;
+                                }
+                            }
+                        }
+                        Granularity::Tensor => unreachable!(),
+                    }
+                    // lo starts at +Inf and hi at -Inf: -Inf / +Inf there come from the data.
+                    if nan || lo.contains(&f32::NEG_INFINITY) || hi.contains(&f32::INFINITY) {
+                        return Err(bad());
+                    }
+                    Ok(lo.into_iter().zip(hi).collect())
+                }
+            }
+        }
+        Calibration::Percentile(p) => {
+            if reduce::first_non_finite(x).is_some() {
+                return Err(non_finite(x, "`x`"));
+            }
+            let f = |u: usize| {
+                let mut buf = Vec::new();
+                lay.gather(x, u, &mut buf);
+                params::percentile_range(&mut buf, p, spec.symmetric)
+            };
+            Ok(parallel::install(|| {
+                (0..units).into_par_iter().map(f).collect()
+            }))
+        }
+        Calibration::Mse => {
+            if reduce::first_non_finite(x).is_some() {
+                return Err(non_finite(x, "`x`"));
+            }
+            let f = |u: usize| {
+                let mut buf = Vec::new();
+                lay.gather(x, u, &mut buf);
+                let m = crate::kernels::reduce::scalar::minmax(&buf);
+                params::mse_range(&buf, m.min, m.max, spec)
+            };
+            Ok(parallel::install(|| {
+                (0..units).into_par_iter().map(f).collect()
+            }))
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Output types, conventions, and the derivation of scale / zero point from a range
+//! (ONNX Runtime's quantization tool, `compute_scale_zp`), plus calibration of the range.
+
+use crate::error::{Error, Result};
+use crate::kernels::quantize::{scalar as qscalar, Rounding};
+
+/// An integer output type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QType {
+    /// 8 or 4.
+    pub bits: u8,
+    /// int8 / int4 (true) or uint8 / uint4.
+    pub signed: bool,
+}
+
+impl QType {
+    /// int8.
+    pub const INT8: QType = QType {
+        bits: 8,
+        signed: true,
+    };
+    /// uint8.
+    pub const UINT8: QType = QType {
+        bits: 8,
+        signed: false,
+    };
+
+    /// Parse `int8`, `uint8`, `int4`, `uint4`.
+    pub fn parse(name: &str) -> Result<QType> {
+        Ok(match name {
+            "int8" => QType {
+                bits: 8,
+                signed: true,
+            },
+            "uint8" => QType {
+                bits: 8,
+                signed: false,
+            },
+            "int4" => QType {
+                bits: 4,
+                signed: true,
+            },
+            "uint4" => QType {
+                bits: 4,
+                signed: false,
+            },
+            _ => {
+                return Err(Error::dtype(format!(
+                    "output type {name:?} is not supported; expected int8, uint8, int4 or uint4"
+                )))
+            }
+        })
+    }
+
+    /// The name (`int8`, ...).
+    pub fn name(self) -> &'static str {
+        match (self.bits, self.signed) {
+            (8, true) => "int8",
+            (8, false) => "uint8",
+            (4, true) => "int4",
+            _ => "uint4",
+        }
+    }
+
+    /// The full range `[qmin, qmax]`.
+    pub fn range(self) -> (i32, i32) {
+        let b = self.bits as u32;
+        if self.signed {
+            (-(1 << (b - 1)), (1 << (b - 1)) - 1)
+        } else {
+            (0, (1 << b) - 1)
+        }
+    }
+
+    /// Bytes that store `n` values (4-bit: two per byte).
+    pub fn storage_len(self, n: usize) -> usize {
+        if self.bits == 4 {
+            n.div_ceil(2)
+        } else {
+            n
+        }
+    }
+
+    /// Check a zero point fits the type.
+    pub fn check_zp(self, zp: &[i32], name: &str) -> Result<()> {
+        let (lo, hi) = self.range();
+        if let Some(i) = zp.iter().position(|&z| z < lo || z > hi) {
+            return Err(Error::arg(format!(
+                "`{name}` value {} at index {i} is outside the {} range [{lo}, {hi}]",
+                zp[i],
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whose rounding rule quantization follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convention {
+    /// ONNX QuantizeLinear: `x / scale`, ties to even.
+    Onnx,
+    /// torch.quantize_per_tensor / per_channel: `x * float32(1 / scale)`, ties to even.
+    Torch,
+    /// TFLite weights: half away from zero of `x * (qmax / absmax)`, symmetric only.
+    Tflite,
+}
+
+impl Convention {
+    /// Parse `onnx`, `torch`, `tflite`.
+    pub fn parse(name: &str) -> Result<Convention> {
+        match name {
+            "onnx" => Ok(Convention::Onnx),
+            "torch" => Ok(Convention::Torch),
+            "tflite" => Ok(Convention::Tflite),
+            _ => Err(Error::arg(format!(
+                "`convention` = {name:?} is not known; expected 'onnx', 'torch' or 'tflite'"
+            ))),
+        }
+    }
+
+    /// The kernel rounding of this convention.
+    pub fn rounding(self) -> Rounding {
+        match self {
+            Convention::Onnx => Rounding::Div,
+            Convention::Torch => Rounding::Mul,
+            Convention::Tflite => Rounding::MulAway,
+        }
+    }
+}
+
+/// How the clipping range is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Calibration {
+    /// The data's min and max.
+    MinMax,
+    /// The exact percentile (0 < p <= 100) of |x| (symmetric) or both tails (affine).
+    Percentile(f64),
+    /// The clipping threshold that minimises the squared reconstruction error.
+    Mse,
+}
+
+/// The quantization rule for derived parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spec {
+    /// 8 or 4.
+    pub bits: u8,
+    /// Symmetric signed (zero point 0) or affine unsigned.
+    pub symmetric: bool,
+    /// `[-64, 64]` / `[0, 127]` instead of the full 8-bit range.
+    pub reduce_range: bool,
+    /// The rounding convention.
+    pub convention: Convention,
+    /// The range calibration.
+    pub calibration: Calibration,
+}
+
+impl Spec {
+    /// Check the combination.
+    pub fn validate(&self) -> Result<()> {
+        if self.bits != 8 && self.bits != 4 {
+            return Err(Error::arg(format!(
+                "`bits` must be 8 or 4, found {}",
+                self.bits
+            )));
+        }
+        if self.reduce_range && self.bits != 8 {
+            return Err(Error::arg(
+                "`reduce_range` is only defined for 8 bits (ONNX Runtime has no reduced 4-bit range)",
+            ));
+        }
+        if self.convention == Convention::Tflite && !self.symmetric {
+            return Err(Error::arg(
+                "convention 'tflite' is the symmetric weight rule; use symmetric=True",
+            ));
+        }
+        if let Calibration::Percentile(p) = self.calibration {
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(Error::arg(format!(
+                    "`percentile` must be in (0, 100], found {p}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The output type: symmetric = signed, affine = unsigned.
+    pub fn qtype(&self) -> QType {
+        QType {
+            bits: self.bits,
+            signed: self.symmetric,
+        }
+    }
+
+    /// The quantized range (ONNX Runtime `get_qmin_qmax_for_qType`).
+    pub fn qrange(&self) -> (i32, i32) {
+        match (self.bits, self.symmetric, self.reduce_range) {
+            (8, true, true) => (-64, 64),
+            (8, false, true) => (0, 127),
+            (8, true, false) => (-127, 127),
+            (8, false, false) => (0, 255),
+            (_, true, _) => (-7, 7),
+            (_, false, _) => (0, 15),
+        }
+    }
+}
+
+/// Parameters of one unit: the stored scale and zero point, and the kernel factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Derived {
+    /// float32 scale.
+    pub scale: f32,
+    /// Zero point.
+    pub zp: i32,
+    /// The kernel factor: the scale (onnx), `float32(1 / scale)` (torch), `qmax / absmax` (tflite).
+    pub factor: f32,
+}
+
+/// Scale and zero point from the range `[rmin, rmax]` (ONNX Runtime `compute_scale_zp`):
+/// the range is widened to include 0; symmetric: `scale = 2 * absmax / (qmax - qmin)`, zero point
+/// `round((qmin + qmax) / 2)`; affine: `scale = (rmax - rmin) / (qmax - qmin)`,
+/// `zp = round(qmin - rmin / scale)`; all in float64 (ties to even), scale stored as float32;
+/// a scale below float32's smallest normal gives scale 1, zero point 0.
+pub fn derive(
+    rmin: f32,
+    rmax: f32,
+    qmin: i32,
+    qmax: i32,
+    symmetric: bool,
+    conv: Convention,
+) -> Derived {
+    let rmin = if rmin < 0.0 { rmin } else { 0.0 };
+    let rmax = if rmax > 0.0 { rmax } else { 0.0 };
+    let dq = (qmax - qmin) as f64;
+    let absmax = (-rmin).max(rmax);
+    let (s, zp) = if symmetric {
+        let s = 2.0 * absmax as f64 / dq;
+        (s, ((qmin + qmax) as f64 / 2.0).round_ties_even() as i32)
+    } else {
+        // Promoted before the subtraction (a finite range can overflow float32).
+        let s = (rmax as f64 - rmin as f64) / dq;
+        let zp = (qmin as f64 - rmin as f64 / s).round_ties_even();
+        (s, zp as i32)
+    };
+    // Below float32's smallest normal (or NaN): scale 1, zero point 0.
+    if s.is_nan() || s < f32::MIN_POSITIVE as f64 {
+        return Derived {
+            scale: 1.0,
+            zp: 0,
+            factor: 1.0,
+        };
+    }
+    let scale = s as f32;
+    let zp = zp.clamp(qmin, qmax);
+    let factor = match conv {
+        Convention::Onnx => scale,
+        Convention::Torch => 1.0f32 / scale,
+        Convention::Tflite => qmax as f32 / absmax,
+    };
+    Derived { scale, zp, factor }
+}
+
+/// The exact percentile `p` of `v` (numpy's default 'linear' method, in float64), reordering `v`.
+pub fn percentile(v: &mut [f32], p: f64) -> f32 {
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let vi = (n - 1) as f64 * (p / 100.0);
+    let lo = (vi.floor() as usize).min(n - 1);
+    let hi = (lo + 1).min(n - 1);
+    let t = vi - lo as f64;
+    let cmp = |a: &f32, b: &f32| a.total_cmp(b);
+    let (_, a, right) = v.select_nth_unstable_by(lo, cmp);
+    let a = *a as f64;
+    let b = if hi == lo {
+        a
+    } else {
+        right.iter().copied().min_by(cmp).map_or(a, |b| b as f64)
+    };
+    let d = b - a;
+    let r = if t >= 0.5 {
+        b - d * (1.0 - t)
+    } else {
+        a + d * t
+    };
+    r as f32
+}
+
+/// The clipping range of a unit's values under a percentile calibration.
+pub fn percentile_range(v: &mut [f32], p: f64, symmetric: bool) -> (f32, f32) {
+    if symmetric {
+        for x in v.iter_mut() {
+            *x = x.abs();
+        }
+        let t = percentile(v, p);
+        (-t, t)
+    } else {
+        let cut = (100.0 - p) / 2.0;
+        let lo = percentile(v, cut);
+        let hi = percentile(v, 100.0 - cut);
+        (lo, hi)
+    }
+}
+
+/// Fractions of the min/max range tried by the MSE search, largest first.
+pub const MSE_GRID: usize = 81;
+
+/// Squared reconstruction error of `v` under `d`.
+pub fn sq_error(v: &[f32], d: &Derived, rounding: Rounding, qmin: i32, qmax: i32) -> f64 {
+    let lo = (qmin - d.zp) as f32;
+    let hi = (qmax - d.zp) as f32;
+    let mut e = 0.0f64;
+    for &x in v {
+        let q = qscalar::one(x, rounding, d.factor, d.zp, lo, hi);
+        let q = if qmin < 0 { q as i8 as i32 } else { q as i32 };
+        let y = (q - d.zp) as f32 * d.scale;
+        let r = (y - x) as f64;
+        e += r * r;
+    }
+    e
+}
+
+/// The range `(f * rmin, f * rmax)`, `f` in `1.00, 0.99, .., 0.20`, with the smallest squared
+/// reconstruction error (the largest such `f` on ties).
+pub fn mse_range(v: &[f32], rmin: f32, rmax: f32, spec: &Spec) -> (f32, f32) {
+    let (qmin, qmax) = spec.qrange();
+    let rounding = spec.convention.rounding();
+    let mut best = (f64::INFINITY, rmin, rmax);
+    for k in 0..MSE_GRID {
+        let f = 1.0 - k as f32 / 100.0;
+        let (a, b) = (rmin * f, rmax * f);
+        let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+        let e = sq_error(v, &d, rounding, qmin, qmax);
+        if e < best.0 {
+            best = (e, a, b);
+        }
+    }
+    (best.1, best.2)
+}

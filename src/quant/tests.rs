@@ -1,0 +1,97 @@
+//! Tests of the tensor-level logic (the Python suite compares against onnxruntime).
+
+use super::*;
+
+fn spec(symmetric: bool, calibration: Calibration) -> Spec {
+    Spec {
+        bits: 8,
+        symmetric,
+        reduce_range: false,
+        convention: Convention::Onnx,
+        calibration,
+    }
+}
+
+#[test]
+fn derive_follows_ort_tool() {
+    let d = derive(-3.0, 1.0, -127, 127, true, Convention::Onnx);
+    assert_eq!((d.scale, d.zp), ((3.0f64 / 127.0) as f32, 0));
+    let d = derive(2.0, 5.0, 0, 255, false, Convention::Onnx);
+    assert_eq!((d.scale, d.zp), ((5.0f64 / 255.0) as f32, 0));
+    let d = derive(-2.0, -1.0, 0, 255, false, Convention::Onnx);
+    assert_eq!(d.zp, 255);
+    let d = derive(0.0, 0.0, -127, 127, true, Convention::Onnx);
+    assert_eq!((d.scale, d.zp, d.factor), (1.0, 0, 1.0));
+    let d = derive(-1e-40, 1e-40, -127, 127, true, Convention::Torch);
+    assert_eq!(d.scale, 1.0);
+    let d = derive(-127.0, 127.0, -127, 127, true, Convention::Tflite);
+    assert_eq!((d.scale, d.factor), (1.0, 1.0));
+}
+
+#[test]
+fn per_channel_paths_agree() {
+    // The fused one-pass path (axis 0) and the column path (axis 1 of the transpose) agree.
+    let (r, c) = (37usize, 53usize);
+    let x: Vec<f32> = (0..r * c)
+        .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+        .collect();
+    let mut xt = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            xt[j * r + i] = x[i * c + j];
+        }
+    }
+    for symmetric in [true, false] {
+        let a = quantize(
+            &x,
+            &[r, c],
+            Some(0),
+            None,
+            &spec(symmetric, Calibration::MinMax),
+        )
+        .unwrap();
+        let b = quantize(
+            &xt,
+            &[c, r],
+            Some(-1),
+            None,
+            &spec(symmetric, Calibration::MinMax),
+        )
+        .unwrap();
+        assert_eq!(a.scale, b.scale);
+        assert_eq!(a.zero_point, b.zero_point);
+        for i in 0..r {
+            for j in 0..c {
+                assert_eq!(a.data[i * c + j], b.data[j * r + i]);
+            }
+        }
+    }
+}
+
+#[test]
+fn percentile_is_numpy_linear() {
+    let mut v: Vec<f32> = (0..11).map(|i| i as f32).collect();
+    assert_eq!(params::percentile(&mut v, 50.0), 5.0);
+    assert_eq!(params::percentile(&mut v, 95.0), 9.5);
+    assert_eq!(params::percentile(&mut v, 100.0), 10.0);
+}
+
+#[test]
+fn nan_index_is_the_first() {
+    let mut x = vec![1.0f32; 100];
+    x[61] = f32::NAN;
+    x[80] = f32::NAN;
+    for axis in [None, Some(0), Some(1)] {
+        let e = quantize(&x, &[10, 10], axis, None, &spec(true, Calibration::MinMax)).unwrap_err();
+        assert_eq!(e.to_string(), "`x` contains NaN at index 61");
+    }
+}
+
+#[test]
+fn dynamic_golden() {
+    let x = [0.0f32, 2.0, -3.0, -2.5, 1.34, 0.5];
+    let mut out = [0u8; 6];
+    let (s, z) = dynamic_quantize_linear(&x, &mut out).unwrap();
+    assert_eq!(out, [153, 255, 0, 26, 221, 179]);
+    assert_eq!((s, z), (5.0f32 / 255.0, 153));
+}
