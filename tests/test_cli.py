@@ -204,7 +204,6 @@ def test_missing_file_exits_1_naming_it(capsys, tmp_path, argv):
     assert out == ""
 
 
-@needs_model
 def test_debug_shows_the_traceback(capsys, tmp_path):
     rc, _, err = run(capsys, "verify", tmp_path / "nope.epk", "--debug")
     assert rc == 1
@@ -214,7 +213,6 @@ def test_debug_shows_the_traceback(capsys, tmp_path):
     assert "Traceback" in err
 
 
-@needs_model
 def test_directory_instead_of_file(capsys, tmp_path):
     rc, _, err = run(capsys, "verify", tmp_path)
     assert rc == 1
@@ -305,6 +303,7 @@ def test_plot_without_matplotlib_is_an_environment_error(capsys, npz_file, monke
 # compress / inspect / decompress
 
 
+@needs_model
 def test_input_index_reads_headers_only(tmp_path, weights, st_file, npz_file):
     for p in (st_file, npz_file):
         idx = cli.input_index(p)

@@ -389,6 +389,12 @@ class EnvironmentProblem(Exception):
     """Something missing from the environment (an optional package): exit code 1."""
 
 
+def _check_readable(path: Path) -> None:
+    """Raise the OS error (with the path) when ``path`` cannot be opened for reading."""
+    with open(path, "rb"):
+        pass
+
+
 def _isatty(stream: IO[str]) -> bool:
     try:
         return stream.isatty()
@@ -433,6 +439,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if out.resolve() == src.resolve():
         raise UsageError(f"the output {str(out)!r} would overwrite the input")
     _check_recipe_options(args)
+    _check_readable(src)
     index = input_index(src)
     recipe = _recipe_from_args(args, index)
     if args.threads is not None:
@@ -594,6 +601,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import edgepack
 
     path = Path(args.file)
+    _check_readable(path)
     model = edgepack.load(str(path))
     report = model.report()
     print(f"file      {path} ({path.stat().st_size:,} bytes)")
@@ -640,6 +648,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import edgepack
 
     path = Path(args.file)
+    _check_readable(path)
     try:
         model = edgepack.load(str(path))  # structure: preamble, header, layout
         model.verify()  # every payload's checksum (and its zstd frame)
@@ -666,6 +675,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         raise UsageError(f"-o must end in .safetensors or .npz, found {args.output!r}")
     if args.quantized and suffix != ".safetensors":
         raise UsageError("--quantized writes the safetensors form: use -o OUT.safetensors")
+    _check_readable(Path(args.file))
     model = edgepack.load(str(Path(args.file)))
     if suffix == ".safetensors":
         model.to_safetensors(str(out), dequantize=not args.quantized)
