@@ -292,6 +292,18 @@ def test_compress_refuses_to_overwrite_its_input(capsys, tmp_path, epk_file):
 
 
 @needs_model
+@pytest.mark.parametrize("flag", ["-o", "--report"])
+def test_output_folder_missing_fails_before_compressing(capsys, tmp_path, npz_file, flag):
+    dest = tmp_path / "no" / "such" / ("x.epk" if flag == "-o" else "r.md")
+    rc, out, err = run(capsys, "compress", npz_file, "--keep", "*", flag, dest)
+    assert rc == 1
+    line = one_line_error(err)
+    assert "No such directory" in line and str(dest.parent) in line
+    assert out == ""
+    assert not (tmp_path / "model.epk").exists()
+
+
+@needs_model
 def test_plot_without_matplotlib_is_an_environment_error(capsys, npz_file, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if absent
     rc, out, err = run(capsys, "compress", npz_file, "--keep", "*", "--plot", "p.png")

@@ -395,6 +395,15 @@ def _check_readable(path: Path) -> None:
         pass
 
 
+def _check_writable_dir(path: Path) -> None:
+    """Fail before the work starts when ``path``'s folder does not exist or is not writable."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(2, "No such directory", str(parent))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(13, "Permission denied", str(parent))
+
+
 def _isatty(stream: IO[str]) -> bool:
     try:
         return stream.isatty()
@@ -440,6 +449,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise UsageError(f"the output {str(out)!r} would overwrite the input")
     _check_recipe_options(args)
     _check_readable(src)
+    for dest in (out, args.report, args.plot):
+        if dest is not None:
+            _check_writable_dir(Path(dest))
     index = input_index(src)
     recipe = _recipe_from_args(args, index)
     if args.threads is not None:
