@@ -662,3 +662,36 @@ def test_inspect_summarises_a_long_recipe():
     short = edgepack.Recipe(rules=rules[:1])
     assert cli._recipe_line(short) == short.to_json()
     assert cli._recipe_line(None) == "(none)"
+
+
+def test_summary_orders_worst_first_and_totals():
+    from types import SimpleNamespace as NS
+
+    def row(name, snr, before, after):
+        return NS(
+            name=name,
+            shape=(4, 8),
+            encoding="int8 axis 0",
+            bits_per_weight=8 * after / 32,
+            bytes_before=before,
+            bytes_after=after,
+            snr_db=snr,
+            rel_error=0.01,
+        )
+
+    rows = (
+        row("a", 30.0, 1000, 300),
+        row("b", 10.0, 1000, 300),
+        row("c", float("inf"), 500, 500),
+        row("d", 20.0, 1000, 300),
+    )
+    report = NS(rows=rows, totals={"bytes_before": 3500, "bytes_after": 1400})
+    text = cli._summary(report, 1750, Path("out.epk"), 1.5)
+    table = text.split("\n\n")[0].splitlines()
+    assert table[0].startswith("worst 3 of 4 tensors")
+    assert [ln.split()[0] for ln in table[3:]] == ["b", "d", "a"]
+    assert "ratio        2.00x (50.0% of the input)" in text
+    assert "mean SNR     20.0 dB" in text
+    assert "worst SNR    10.0 dB (b)" in text
+    assert "tensors      4 (3 lossy, 1 exact)" in text
+    assert text.rstrip().endswith("output       out.epk")

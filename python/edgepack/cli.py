@@ -52,7 +52,7 @@ def _human_bytes(n: float) -> str:
 def _fmt_db(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    if math.isinf(x):
+    if x == math.inf:
         return "exact"
     return f"{x:.1f}"
 
@@ -334,7 +334,7 @@ def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) ->
 def _summary(report: Any, file_bytes: int | None, out_path: Path | None, elapsed: float) -> str:
     """The table ``edgepack compress`` prints: worst tensors by SNR, then the totals."""
     rows = list(report.rows)
-    lossy = [r for r in rows if r.snr_db is not None and not math.isinf(r.snr_db)]
+    lossy = [r for r in rows if r.snr_db is not None and r.snr_db != math.inf]
     lossy.sort(key=lambda r: (r.snr_db, r.name))
     worst = lossy[:WORST_ROWS]
     lines: list[str] = []
