@@ -695,3 +695,13 @@ def test_summary_orders_worst_first_and_totals():
     assert "worst SNR    10.0 dB (b)" in text
     assert "tensors      4 (3 lossy, 1 exact)" in text
     assert text.rstrip().endswith("output       out.epk")
+
+
+@needs_quant
+def test_compress_plot_when_matplotlib_is_installed(capsys, tmp_path, npz_file):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    png = tmp_path / "layers.png"
+    rc, out, err = run(capsys, "compress", npz_file, "-o", tmp_path / "p.epk", "--plot", png)
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot         {png}" in out
