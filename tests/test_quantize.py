@@ -13,7 +13,6 @@ from hypothesis.extra import numpy as hnp
 
 import edgepack as ep
 import reference as ref
-from conftest import heavy_tailed
 
 
 def oracle(x, *, bits=8, symmetric=True, axis=None, block_size=None, convention="onnx", reduce_range=False, ranges=None):
@@ -114,11 +113,11 @@ GRANULARITIES = [
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("convention", ["onnx", "torch", "tflite"])
-def test_matches_oracle(rng, gran, bits, symmetric, convention):
+def test_matches_oracle(rng, heavy, gran, bits, symmetric, convention):
     if convention == "tflite" and not symmetric:
         pytest.skip("tflite is symmetric only")
     for shape in [(7, 37), (3, 5, 9), (64, 33)]:
-        for x in (heavy_tailed(rng, shape), rng.standard_normal(shape).astype(np.float32)):
+        for x in (heavy(rng, shape), rng.standard_normal(shape).astype(np.float32)):
             if gran["axis"] is not None and gran["axis"] % len(shape) >= len(shape):
                 continue
             qt = ep.quantize(x, bits=bits, symmetric=symmetric, convention=convention, **gran)
@@ -136,8 +135,8 @@ def test_matches_oracle(rng, gran, bits, symmetric, convention):
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_reduce_range(rng, symmetric):
-    x = heavy_tailed(rng, (16, 40))
+def test_reduce_range(rng, heavy, symmetric):
+    x = heavy(rng, (16, 40))
     qt = ep.quantize(x, symmetric=symmetric, reduce_range=True, axis=0)
     q, s, z = oracle(x, symmetric=symmetric, reduce_range=True, axis=0)
     assert np.array_equal(qt.scale, s) and np.array_equal(values(qt), q)
@@ -146,19 +145,19 @@ def test_reduce_range(rng, symmetric):
     assert values(qt).min() == lo or values(qt).max() == hi
 
 
-def test_ranges_of_each_type(rng):
-    x = heavy_tailed(rng, (1000,))
+def test_ranges_of_each_type(rng, heavy):
+    x = heavy(rng, (1000,))
     assert values(ep.quantize(x)).min() >= -127
     assert values(ep.quantize(x, bits=4)).min() >= -7 and values(ep.quantize(x, bits=4)).max() <= 7
     v = values(ep.quantize(x, bits=4, symmetric=False))
     assert v.min() == 0 and v.max() == 15
 
 
-def test_parameters_match_onnxruntime_tool(rng):
+def test_parameters_match_onnxruntime_tool(rng, heavy):
     qu = pytest.importorskip("onnxruntime.quantization.quant_utils")
     from onnx import TensorProto
 
-    x = heavy_tailed(rng, (8, 50))
+    x = heavy(rng, (8, 50))
     for symmetric, qtype in ((True, TensorProto.INT8), (False, TensorProto.UINT8)):
         for rr in (False, True):
             qmin, qmax = qu.get_qmin_qmax_for_qType(qtype, reduce_range=rr, symmetric=symmetric)
@@ -168,9 +167,9 @@ def test_parameters_match_onnxruntime_tool(rng):
                 assert np.float32(s) == qt.scale[c] and int(zp) == int(qt.zero_point[c])
 
 
-def test_torch_convention_matches_torch(rng):
+def test_torch_convention_matches_torch(rng, heavy):
     torch = pytest.importorskip("torch")
-    x = heavy_tailed(rng, (16, 64))
+    x = heavy(rng, (16, 64))
     qt = ep.quantize(x, symmetric=False, convention="torch")
     t = torch.quantize_per_tensor(torch.from_numpy(x), float(qt.scale), int(qt.zero_point), torch.quint8)
     assert np.array_equal(t.int_repr().numpy(), qt.data)
@@ -181,10 +180,10 @@ def test_torch_convention_matches_torch(rng):
     assert np.array_equal(t.int_repr().numpy(), qt.data)
 
 
-def test_quantize_matches_ort_quantize_linear(rng):
+def test_quantize_matches_ort_quantize_linear(rng, heavy):
     import _ort
 
-    x = heavy_tailed(rng, (32, 70))
+    x = heavy(rng, (32, 70))
     for kw in (dict(axis=None), dict(axis=0), dict(axis=1), dict(axis=1, block_size=16)):
         for bits, symmetric in ((8, True), (8, False), (4, True), (4, False)):
             qt = ep.quantize(x, bits=bits, symmetric=symmetric, **kw)
@@ -197,8 +196,8 @@ def test_quantize_matches_ort_quantize_linear(rng):
 # ---------------------------------------------------------------- calibration
 
 
-def test_percentile_is_exact(rng):
-    x = heavy_tailed(rng, (50, 201))
+def test_percentile_is_exact(rng, heavy):
+    x = heavy(rng, (50, 201))
     for p in (99.0, 99.9, 50.0, 100.0):
         qt = ep.quantize(x, calibration="percentile", percentile=p)
         t = ref.percentile_exact(np.abs(x), p)
@@ -223,8 +222,8 @@ def _err(x, qt):
     return float(np.sum((qt.dequantize().astype(np.float64) - x) ** 2))
 
 
-def test_mse_beats_minmax_on_heavy_tailed(rng):
-    x = heavy_tailed(rng, (64, 256))
+def test_mse_beats_minmax_on_heavy_tailed(rng, heavy):
+    x = heavy(rng, (64, 256))
     for kw in (dict(), dict(axis=0), dict(symmetric=False), dict(bits=4, axis=0), dict(axis=1, block_size=64)):
         mm = ep.quantize(x, **kw)
         ms = ep.quantize(x, calibration="mse", **kw)
@@ -287,8 +286,8 @@ def test_other_float_dtypes(rng, dtype):
     assert np.array_equal(a.data, b.data) and np.array_equal(a.scale, b.scale)
 
 
-def test_fortran_and_strided(rng):
-    x = heavy_tailed(rng, (30, 20))
+def test_fortran_and_strided(rng, heavy):
+    x = heavy(rng, (30, 20))
     for v in (np.asfortranarray(x), x[::2, ::3], x.T, x[::-1]):
         for kw in (dict(), dict(axis=0), dict(axis=1), dict(axis=1, block_size=4)):
             qt = ep.quantize(v, **kw)
@@ -382,3 +381,51 @@ def test_saturation_at_the_ends(x, scale, zp):
     assert np.all(q[v >= 127] == 127) and np.all(q[v <= -128] == -128)
     inside = (v > -128) & (v < 127)
     assert np.array_equal(q[inside], v[inside].astype(np.int64))
+
+
+@pytest.mark.parametrize("block_size", [255, 256, 300, 1000])
+def test_large_blocks_match_oracle(rng, heavy, block_size):
+    x = heavy(rng, (3, 700))
+    for symmetric in (True, False):
+        qt = ep.quantize(x, axis=1, block_size=block_size, symmetric=symmetric)
+        q, s, z = oracle(x, axis=1, block_size=block_size, symmetric=symmetric)
+        assert np.array_equal(qt.scale, s) and np.array_equal(values(qt), q)
+        d = ep.dequantize_linear(qt.data, qt.scale, qt.zero_point, axis=1, block_size=block_size)
+        assert np.array_equal(d, qt.dequantize())
+        g = ep.quantize_linear(x, qt.scale, qt.zero_point, axis=1, block_size=block_size)
+        assert np.array_equal(g, qt.data)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_identical_results(rng, heavy, threads):
+    """Large tensors run on row groups in parallel: same bytes as one thread and the oracle."""
+    x = heavy(rng, (1100, 2050))  # > 2M elements: every parallel path engages
+    cases = [
+        dict(),
+        dict(symmetric=False),
+        dict(axis=0),
+        dict(axis=1),
+        dict(axis=1, block_size=32),
+        dict(axis=1, block_size=512),
+        dict(axis=0, block_size=64),
+        dict(axis=1, block_size=32, bits=4),
+    ]
+    before = ep.get_num_threads()
+    try:
+        for kw in cases:
+            ep.set_num_threads(1)
+            a = ep.quantize(x, **kw)
+            da = a.dequantize()
+            ep.set_num_threads(threads)
+            b = ep.quantize(x, **kw)
+            assert np.array_equal(a.data, b.data) and np.array_equal(a.scale, b.scale), kw
+            assert np.array_equal(da, b.dequantize()), kw
+        q, s, z = oracle(x, axis=0)
+        assert np.array_equal(values(ep.quantize(x, axis=0)), q)
+        y1, s1, z1 = ep.dynamic_quantize_linear(x)
+        ry, rs, rz = ref.dynamic_quantize_linear(x)
+        assert s1 == rs and z1 == rz and np.array_equal(y1, ry)
+        g = ep.quantize_linear(x, np.float32(0.01), np.uint8(100))
+        assert np.array_equal(g, ref.quantize_onnx(x, np.float32(0.01), 100, 0, 255))
+    finally:
+        ep.set_num_threads(before)

@@ -7,9 +7,10 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+mod matmul;
 mod prune; // issue 4
 mod quant; // issue 2: quantize / dequantize
-mod sparse; // issue 4
+mod sparse; // issue 4 // int8 matmul (issue 3)
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     quant::register(m)?; // issue 2
     prune::register(m)?; // issue 4
     sparse::register(m)?; // issue 4
+    matmul::register(m)?; // int8 matmul (issue 3)
     Ok(())
 }

@@ -158,9 +158,9 @@ impl Values {
         }
     }
     /// Rebuild from little-endian byte planes (all of one length).
-    pub fn from_planes(size: usize, planes: &[Vec<u8>]) -> Values {
+    pub fn from_planes(size: usize, mut planes: Vec<Vec<u8>>) -> Values {
         match size {
-            1 => Values::U8(planes[0].clone()),
+            1 => Values::U8(std::mem::take(&mut planes[0])),
             2 => Values::U16(
                 planes[0]
                     .iter()

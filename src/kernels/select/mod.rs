@@ -19,8 +19,12 @@
 //! in order), which gives the same result as one thread.
 
 use crate::error::{Error, Result};
+use crate::kernels::isa::{self, Isa};
 use crate::parallel;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod scalar;
 #[cfg(test)]
 mod tests;
 
@@ -127,25 +131,39 @@ fn histogram_top(src: &dyn KeySource, a: usize, b: usize) -> Vec<u32> {
     out
 }
 
-/// Pass 2 over `a..b`: `keep[i] = digit > bin`; collect `(index, key)` of the elements in `bin`.
-fn split_pass(src: &dyn KeySource, a: usize, keep: &mut [bool], bin: u32) -> Vec<(usize, u32)> {
-    let mut cand = Vec::new();
+/// Pass 2 over `a..a + keep.len()`: `keep[i] = digit > bin`; collect the indices and keys
+/// of the elements in `bin`, of which there are exactly `count` (from the pass-1 histogram).
+fn split_pass(
+    isa: Isa,
+    src: &dyn KeySource,
+    a: usize,
+    keep: &mut [bool],
+    bin: u32,
+    count: usize,
+) -> (Vec<u64>, Vec<u32>) {
+    let mut ci = vec![0u64; count];
+    let mut ck = vec![0u32; count];
+    let mut c = 0usize;
     let mut keys = [0u32; BLOCK];
     let mut s = 0;
     while s < keep.len() {
         let n = (keep.len() - s).min(BLOCK);
         src.fill(a + s, &mut keys[..n]);
-        for (o, &k) in keep[s..s + n].iter_mut().zip(&keys[..n]) {
-            *o = (k >> TOP_BITS) > bin;
-        }
-        for (j, &k) in keys[..n].iter().enumerate() {
-            if (k >> TOP_BITS) == bin {
-                cand.push((a + s + j, k));
-            }
-        }
+        let base = (a + s) as u64;
+        let kb = &mut keep[s..s + n];
+        c = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa` is supported (checked by the caller); `ci`/`ck` have room for
+            // every element of the bin (the histogram counted them from the same keys).
+            Isa::Avx512 => unsafe {
+                avx512::split_block(&keys[..n], base, bin, kb, &mut ci, &mut ck, c)
+            },
+            _ => scalar::split_block(&keys[..n], base, bin, kb, &mut ci, &mut ck, c),
+        };
         s += n;
     }
-    cand
+    debug_assert_eq!(c, count);
+    (ci, ck)
 }
 
 /// The bin holding the `k`-th smallest (1-based) and how many lie in lower bins.
@@ -169,6 +187,21 @@ pub fn keep_mask(
     what: &str,
     base: usize,
 ) -> Result<()> {
+    keep_mask_with(isa::active(), src, k, keep, what, base)
+}
+
+/// [`keep_mask`] at a given level.
+pub fn keep_mask_with(
+    isa: Isa,
+    src: &dyn KeySource,
+    k: usize,
+    keep: &mut [bool],
+    what: &str,
+    base: usize,
+) -> Result<()> {
+    if !isa.is_supported() {
+        return Err(Error::arg(format!("this CPU does not support {isa}")));
+    }
     let n = src.len();
     if keep.len() != n {
         return Err(Error::arg(format!(
@@ -185,26 +218,24 @@ pub fn keep_mask(
     let threads = parallel::num_threads();
     let parallel_ok = threads > 1 && n >= 2 * PAR_CHUNK;
     // Pass 1: histogram of the top digit.
-    let hist = if parallel_ok {
+    let chunk_hists: Vec<Vec<u32>> = if parallel_ok {
         use rayon::prelude::*;
         let nchunks = n.div_ceil(PAR_CHUNK);
         parallel::install(|| {
             (0..nchunks)
                 .into_par_iter()
                 .map(|c| histogram_top(src, c * PAR_CHUNK, ((c + 1) * PAR_CHUNK).min(n)))
-                .reduce(
-                    || vec![0u32; 2048],
-                    |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(&b) {
-                            *x += y;
-                        }
-                        a
-                    },
-                )
+                .collect()
         })
     } else {
-        histogram_top(src, 0, n)
+        vec![histogram_top(src, 0, n)]
     };
+    let mut hist = chunk_hists[0].clone();
+    for h in &chunk_hists[1..] {
+        for (x, y) in hist.iter_mut().zip(h) {
+            *x += y;
+        }
+    }
     if hist[NAN_BIN..].iter().any(|&c| c > 0) {
         // Rare path: +Inf is fine, find the first NaN if any.
         let mut keys = [0u32; BLOCK];
@@ -233,21 +264,29 @@ pub fn keep_mask(
         parallel::install(|| {
             keep.par_chunks_mut(PAR_CHUNK)
                 .enumerate()
-                .map(|(c, kc)| split_pass(src, c * PAR_CHUNK, kc, bin))
+                .map(|(c, kc)| {
+                    let cnt = chunk_hists[c][bin as usize] as usize;
+                    split_pass(isa, src, c * PAR_CHUNK, kc, bin, cnt)
+                })
                 .collect::<Vec<_>>()
         })
-        .concat()
+        .into_iter()
+        .fold((Vec::new(), Vec::new()), |(mut i, mut k), (ci, ck)| {
+            i.extend(ci);
+            k.extend(ck);
+            (i, k)
+        })
     } else {
-        split_pass(src, 0, keep, bin)
+        split_pass(isa, src, 0, keep, bin, hist[bin as usize] as usize)
     };
-    resolve(&cand, k - below, keep);
+    resolve(&cand.0, &cand.1, k - below, keep);
     Ok(())
 }
 
-/// Among `cand` (index order, all in one top bin), prune the `need` smallest under
+/// Among the candidates (index order, all in one top bin), prune the `need` smallest under
 /// `(key, index)` by resolving the two lower digits.
-fn resolve(cand: &[(usize, u32)], need: usize, keep: &mut [bool]) {
-    let mut cur: Vec<(usize, u32)> = cand.to_vec();
+fn resolve(idx: &[u64], keys: &[u32], need: usize, keep: &mut [bool]) {
+    let mut cur: Vec<(u64, u32)> = idx.iter().copied().zip(keys.iter().copied()).collect();
     let mut need = need;
     for (shift, bits) in [(10u32, 10u32), (0, 10)] {
         let mask = (1u32 << bits) - 1;
@@ -262,7 +301,7 @@ fn resolve(cand: &[(usize, u32)], need: usize, keep: &mut [bool]) {
             if d == b {
                 next.push((i, k));
             } else {
-                keep[i] = d > b;
+                keep[i as usize] = d > b;
             }
         }
         need -= below;
@@ -270,7 +309,7 @@ fn resolve(cand: &[(usize, u32)], need: usize, keep: &mut [bool]) {
     }
     // All of `cur` share one key: prune the first `need` by index.
     for (j, &(i, _)) in cur.iter().enumerate() {
-        keep[i] = j >= need;
+        keep[i as usize] = j >= need;
     }
 }
 

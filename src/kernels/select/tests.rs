@@ -22,7 +22,7 @@ fn lcg(seed: &mut u64) -> u32 {
 #[test]
 fn matches_stable_sort_on_many_shapes() {
     let mut seed = 7u64;
-    for n in [0usize, 1, 2, 3, 7, 64, 100, 1000, 5000] {
+    for n in [0usize, 1, 2, 3, 7, 15, 16, 17, 33, 64, 100, 1000, 5000] {
         for variant in 0..4 {
             let x: Vec<f32> = (0..n)
                 .map(|_| {
@@ -45,9 +45,15 @@ fn matches_stable_sort_on_many_shapes() {
                 if k > n {
                     continue;
                 }
-                let mut keep = vec![false; n];
-                keep_mask(&AbsKeys(&x), k, &mut keep, "`x`", 0).unwrap();
-                assert_eq!(keep, oracle(&keys, k), "n={n} variant={variant} k={k}");
+                for isa in crate::kernels::isa::detected() {
+                    let mut keep = vec![false; n];
+                    keep_mask_with(isa, &AbsKeys(&x), k, &mut keep, "`x`", 0).unwrap();
+                    assert_eq!(
+                        keep,
+                        oracle(&keys, k),
+                        "{isa} n={n} variant={variant} k={k}"
+                    );
+                }
             }
         }
     }

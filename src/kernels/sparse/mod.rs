@@ -213,7 +213,9 @@ pub fn compress_with<T: Lane>(isa: Isa, values: &[T], mask: &[u8], out: &mut [T]
         )));
     }
     if parts.len() == 1 {
-        return Ok(T::compress_isa(isa, values, mask, out));
+        // The kernels may store whole vectors anywhere inside the slice they get: give them
+        // exactly the kept count so nothing past it is touched.
+        return Ok(T::compress_isa(isa, values, mask, &mut out[..nnz]));
     }
     let mut outs = Vec::with_capacity(parts.len());
     let mut rest = &mut out[..nnz];

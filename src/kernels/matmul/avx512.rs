@@ -1,0 +1,309 @@
+//! AVX-512 VNNI: `vpdpbusd` on zmm. The microkernel holds an MR x (16 NV) block of int32
+//! accumulators in registers (6 x 64 = 24 zmm for the main tile, so 24 independent
+//! `vpdpbusd` chains per k-group keep both VNNI pipes busy), broadcasts 4 bytes of each A row
+//! and loads NV 64-byte lines of packed B per k-group. Small M (up to 16 rows) runs as one or
+//! two row tiles per panel, so B streams through once.
+
+use std::arch::x86_64::*;
+
+use super::pack::PANEL;
+use super::{finish_rows, row_tiles, Job, Out};
+
+/// `tile[r][0 .. NV*16] (+)= sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]` (`+=` when
+/// `accumulate`, else `=`).
+///
+/// # Safety
+/// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` readable for
+/// `(NV-1)*sstride + 64*groups` bytes; `tile` writable for MR rows of PANEL int32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    sstride: usize,
+    groups: usize,
+    tile: *mut i32,
+    accumulate: bool,
+    direct: Direct,
+) {
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    if accumulate {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            for (v, x) in accr.iter_mut().enumerate() {
+                // SAFETY: row r, columns v*16..v*16+16 of the tile (caller contract).
+                *x = unsafe { _mm512_loadu_si512(tile.add(r * PANEL + v * 16).cast()) };
+            }
+        }
+    }
+    let flip = _mm512_set1_epi8(0x80u8 as i8);
+    for g in 0..groups {
+        let mut bv = [_mm512_setzero_si512(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: line g of strip v is within the packed buffer (caller contract).
+            *x = unsafe { _mm512_loadu_si512(b.add(v * sstride + g * 64).cast()) };
+        }
+        for (r, accr) in acc.iter_mut().enumerate() {
+            // SAFETY: bytes 4g..4g+4 of row r are within A (caller contract).
+            let w = unsafe { a.add(r * lda + 4 * g).cast::<i32>().read_unaligned() };
+            let mut av = _mm512_set1_epi32(w);
+            if FLIP {
+                av = _mm512_xor_si512(av, flip);
+            }
+            for (x, &bb) in accr.iter_mut().zip(&bv) {
+                *x = _mm512_dpbusd_epi32(*x, av, bb);
+            }
+        }
+    }
+    if !direct.out.is_null() {
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &x) in accr.iter().enumerate() {
+                // SAFETY: `direct` points at row 0, column 0 of this tile in the int32 output
+                // (row stride `ldo`) and at its 16*NV column terms (caller contract).
+                unsafe {
+                    let c = _mm512_loadu_si512(direct.col_add.add(v * 16).cast());
+                    let o = direct.out.add(r * direct.ldo + v * 16);
+                    _mm512_storeu_si512(o.cast(), _mm512_add_epi32(x, c));
+                }
+            }
+        }
+        return;
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        for (v, &x) in accr.iter().enumerate() {
+            // SAFETY: row r, columns v*16..v*16+16 of the tile (caller contract).
+            unsafe { _mm512_storeu_si512(tile.add(r * PANEL + v * 16).cast(), x) };
+        }
+    }
+}
+
+/// Where a finished tile goes when it needs no per-row terms and its panel is full: straight
+/// into the int32 output, plus the column terms (`out` null: into the tile for `finish_rows`).
+#[derive(Clone, Copy)]
+struct Direct {
+    out: *mut i32,
+    ldo: usize,
+    col_add: *const i32,
+}
+
+impl Direct {
+    const NONE: Direct = Direct {
+        out: std::ptr::null_mut(),
+        ldo: 0,
+        col_add: std::ptr::null(),
+    };
+    /// The second half (columns 32..64) of a panel.
+    #[inline(always)]
+    fn half(self) -> Direct {
+        if self.out.is_null() {
+            self
+        } else {
+            Direct {
+                out: self.out.wrapping_add(32),
+                ldo: self.ldo,
+                col_add: self.col_add.wrapping_add(32),
+            }
+        }
+    }
+}
+
+macro_rules! tile_call {
+    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr, $d:expr) => {
+        // SAFETY: forwarded caller contract of `micro`.
+        unsafe {
+            match $rows {
+                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                7 => {
+                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
+                    micro::<7, 2, $flip>(
+                        $a,
+                        $lda,
+                        $b.add(2 * $ss),
+                        $ss,
+                        $g,
+                        $t.add(32),
+                        $acc,
+                        $d.half(),
+                    );
+                }
+                _ => {
+                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
+                    micro::<8, 2, $flip>(
+                        $a,
+                        $lda,
+                        $b.add(2 * $ss),
+                        $ss,
+                        $g,
+                        $t.add(32),
+                        $acc,
+                        $d.half(),
+                    );
+                }
+            }
+        }
+    };
+}
+
+/// k-groups (4 bytes of K each) per K block: a 64-column panel of B is then 64 x 4*KC bytes
+/// (16 KiB), which stays in L1 while every row tile of the block passes over it.
+const KC_GROUPS: usize = 64;
+
+/// Rows `m0..m1` x panels `p0..p1` of `job`. Beyond 16 rows, K is blocked ([`KC_GROUPS`]) and
+/// partial sums live in a per-thread buffer of (m1 - m0) x 64 int32 until the last block.
+///
+/// # Safety
+/// The CPU supports avx512f/bw/vl/vnni.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
+    let kp = job.b.kp();
+    let groups = kp / 4;
+    let sstride = kp * 16;
+    let data = job.b.data();
+    let lda = job.lda;
+    debug_assert!(job.a.len() >= job.m * lda && lda >= kp);
+    let kcg = if job.m <= 16 {
+        groups.max(1)
+    } else {
+        KC_GROUPS
+    };
+    let rows_blk = m1 - m0;
+    let n = job.b.n();
+    let direct_out = match job.out {
+        Out::I32(ptr) if job.row_a.is_none() && job.b.b_prime().is_none() => Some(ptr),
+        _ => None,
+    };
+    super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
+        // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
+        let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
+        let acc = &mut acc[..rows_blk * PANEL];
+        for p in p0..p1 {
+            // SAFETY: panel p (4 strips) is inside the packed buffer: p < np / PANEL.
+            let bp = unsafe { data.as_ptr().add(p * 4 * sstride) };
+            let mut g0 = 0;
+            loop {
+                let g1 = (g0 + kcg).min(groups);
+                let last = g1 == groups;
+                row_tiles(job.m, m0, m1, |m, rows| {
+                    let at = (m - m0) * PANEL;
+                    // SAFETY: rows m..m+rows < job.m, each `lda >= kp` bytes, from byte 4*g0;
+                    // k-groups g0..g1 of the panel's strips; tile rows inside `acc`.
+                    let (ap, bpk, tp) = unsafe {
+                        (
+                            job.a.as_ptr().add(m * lda + 4 * g0),
+                            bp.add(g0 * 64),
+                            acc.as_mut_ptr().add(at),
+                        )
+                    };
+                    let d = match direct_out {
+                        Some(ptr) if last && (p + 1) * PANEL <= n => Direct {
+                            out: ptr.get().wrapping_add(m * n + p * PANEL),
+                            ldo: n,
+                            col_add: job.col_add[p * PANEL..].as_ptr(),
+                        },
+                        _ => Direct::NONE,
+                    };
+                    if job.flip {
+                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                    } else {
+                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                    }
+                    if last && d.out.is_null() {
+                        finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
+                    }
+                });
+                if last {
+                    break;
+                }
+                g0 = g1;
+            }
+        }
+    });
+}
+
+/// Pack full 4-row x 64-column blocks of row-major B (N columns) for k-groups `g0..g1` and
+/// panels `0..panels`: each block becomes one 64-byte line in each of its 4 strips (128-bit
+/// lane transpose, then `vpermb` interleaves the 4 rows of each column), XOR `flip`.
+///
+/// # Safety
+/// avx512f/bw/vbmi; rows `4*g1 <= K`, `64*panels <= n`; `out` is the packed buffer of `kp`
+/// rows (strip stride `kp*16` bytes) and lines of groups g0..g1 are not accessed concurrently.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(super) unsafe fn pack_lines(
+    b: &[u8],
+    n: usize,
+    g0: usize,
+    g1: usize,
+    panels: usize,
+    flip: u8,
+    out: *mut u8,
+    kp: usize,
+) {
+    let mut idx = [0u8; 64];
+    for (j, x) in idx.iter_mut().enumerate() {
+        let (c, i) = (j / 4, j % 4);
+        *x = (i * 16 + c) as u8;
+    }
+    // SAFETY: 64 bytes from a local array.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+    let fl = _mm512_set1_epi8(flip as i8);
+    let sstride = kp * 16;
+    for g in g0..g1 {
+        debug_assert!((4 * g + 4) * n <= b.len());
+        for p in 0..panels {
+            // SAFETY: rows 4g..4g+4 < K, columns 64p..64p+64 <= n (caller contract).
+            let r = unsafe {
+                let base = b.as_ptr().add(4 * g * n + 64 * p);
+                [
+                    _mm512_loadu_si512(base.cast()),
+                    _mm512_loadu_si512(base.add(n).cast()),
+                    _mm512_loadu_si512(base.add(2 * n).cast()),
+                    _mm512_loadu_si512(base.add(3 * n).cast()),
+                ]
+            };
+            let t0 = _mm512_shuffle_i64x2::<0x44>(r[0], r[1]);
+            let t1 = _mm512_shuffle_i64x2::<0xEE>(r[0], r[1]);
+            let t2 = _mm512_shuffle_i64x2::<0x44>(r[2], r[3]);
+            let t3 = _mm512_shuffle_i64x2::<0xEE>(r[2], r[3]);
+            let s = [
+                _mm512_shuffle_i64x2::<0x88>(t0, t2),
+                _mm512_shuffle_i64x2::<0xDD>(t0, t2),
+                _mm512_shuffle_i64x2::<0x88>(t1, t3),
+                _mm512_shuffle_i64x2::<0xDD>(t1, t3),
+            ];
+            for (j, &v) in s.iter().enumerate() {
+                let line = _mm512_xor_si512(_mm512_permutexvar_epi8(idx, v), fl);
+                // SAFETY: line g of strip 4p+j of the packed buffer (caller contract).
+                unsafe {
+                    _mm512_storeu_si512(out.add((4 * p + j) * sstride + g * 64).cast(), line)
+                };
+            }
+        }
+    }
+}
+
+/// `sums[c] = sum over the strip's k of Bs[k, c]` for its 16 columns (`vpdpbusd` with ones).
+///
+/// # Safety
+/// avx512f/bw/vnni; `strip` is whole 64-byte lines; `sums` writable for 16 int32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn strip_sums(strip: &[u8], sums: *mut i32) {
+    let ones = _mm512_set1_epi8(1);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    for (i, line) in strip.chunks_exact(64).enumerate() {
+        // SAFETY: a whole 64-byte line.
+        let v = unsafe { _mm512_loadu_si512(line.as_ptr().cast()) };
+        acc[i & 3] = _mm512_dpbusd_epi32(acc[i & 3], ones, v);
+    }
+    let s = _mm512_add_epi32(
+        _mm512_add_epi32(acc[0], acc[1]),
+        _mm512_add_epi32(acc[2], acc[3]),
+    );
+    // SAFETY: 16 int32 (caller contract).
+    unsafe { _mm512_storeu_si512(sums.cast(), s) };
+}
