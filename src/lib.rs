@@ -10,6 +10,8 @@
 //! Every fallible core function returns [`error::Result`].
 
 pub mod error;
+// .epk file format (issue 5)
+pub mod format;
 pub mod kernels;
 pub mod parallel;
 pub mod quant;
