@@ -26,6 +26,11 @@ from edgepack.report import Report
 from edgepack import kernels
 from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
 from edgepack.quantize import QuantizedTensor, dequantize, quantize
+# --- int8 matmul and QuantizedLinear (issue 3) ---
+from edgepack.kernels import PackedMatrix, matmul_integer, pack_matrix, qlinear_matmul
+from edgepack.linear import QuantizedLinear
+
+# --- end issue 3 ---
 
 __version__: str = _core.build_info()["version"]
 
@@ -83,4 +88,10 @@ __all__ = [
     # issue 4
     "prune",
     "sparse",
+    # int8 matmul and QuantizedLinear (issue 3)
+    "PackedMatrix",
+    "matmul_integer",
+    "pack_matrix",
+    "qlinear_matmul",
+    "QuantizedLinear",
 ]

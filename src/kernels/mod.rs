@@ -6,6 +6,8 @@ pub mod isa;
 // pruning and sparse storage (issue 4)
 pub mod select;
 pub mod sparse;
+// --- int8 matmul (issue 3) ---
+pub mod matmul;
 
 pub use isa::Isa;
 

@@ -12,6 +12,7 @@ mod format;
 mod prune; // issue 4
 mod quant; // issue 2: quantize / dequantize
 mod sparse; // issue 4
+mod matmul; // int8 matmul (issue 3)
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -25,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     quant::register(m)?; // issue 2
     prune::register(m)?; // issue 4
     sparse::register(m)?; // issue 4
+    matmul::register(m)?; // int8 matmul (issue 3)
     Ok(())
 }

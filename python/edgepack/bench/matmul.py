@@ -1,0 +1,163 @@
+"""int8 matmul and QuantizedLinear benchmarks (issue 3).
+
+For each shape (M, K, N) and thread count: ``matmul_integer`` with uint8 and int8 activations
+on a packed int8 B, next to numpy float32 matmul, onnxruntime ``MatMulInteger`` (uint8 x int8,
+B a constant initializer) and torch ``_int_mm`` when installed; and ``QuantizedLinear`` next to
+numpy float32 ``x @ W.T + b``, onnxruntime ``DynamicQuantizeMatMul`` and torch's dynamic
+quantized Linear when installed. GOP/s = 2 M K N / time. Time the numpy baseline with
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edgepack.bench import Case
+
+SHAPES = [
+    (1, 4096, 4096),
+    (8, 4096, 4096),
+    (64, 4096, 4096),
+    (128, 768, 3072),
+    (512, 1024, 1024),
+    (1024, 1024, 1024),
+    (2048, 2048, 2048),
+]
+QUICK_SHAPES = [(1, 256, 192), (64, 256, 320)]
+
+
+def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[], object]]:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return lambda f: f
+    ctl = ThreadpoolController()
+
+    def wrap(f: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with ctl.limit(limits=threads, user_api="blas"):
+                return f()
+
+        return run
+
+    return wrap
+
+
+def _ort_session(op: str, feeds: dict, inits: dict, out_dtype, threads: int, domain: str = ""):
+    try:
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+    except ImportError:
+        return None
+    graph_inputs = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()
+    ]
+    inits_pb = [numpy_helper.from_array(v, k) for k, v in inits.items() if v is not None]
+    names = [*feeds, *inits]
+    node_inputs = [k if (k in feeds or inits.get(k) is not None) else "" for k in names]
+    node = helper.make_node(op, node_inputs, ["y"], domain=domain)
+    out = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)), None)
+    graph = helper.make_graph([node], "g", graph_inputs, [out], initializer=inits_pb)
+    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, feeds)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def cases(quick: bool) -> list[Case]:
+    import edgepack as ep
+
+    rng = np.random.default_rng(3)
+    torch = _torch()
+    out: list[Case] = []
+    for m, k, n in QUICK_SHAPES if quick else SHAPES:
+        work = 2.0 * m * k * n
+        a_u8 = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+        a_s8 = (a_u8 ^ 0x80).view(np.int8)
+        b = np.clip(np.rint(rng.standard_t(3, size=(k, n)) * 20), -127, 127).astype(np.int8)
+        packed = ep.pack_matrix(b)
+        a_f = a_u8.astype(np.float32)
+        b_f = b.astype(np.float32)
+        w = (rng.standard_t(3, size=(n, k)) * 0.02).astype(np.float32)
+        bias = rng.normal(0, 0.1, n).astype(np.float32)
+        x = rng.normal(0, 1, (m, k)).astype(np.float32)
+        w_t = np.ascontiguousarray(w.T)
+        layer = ep.QuantizedLinear.from_float(w, bias)
+        q_w = np.clip(np.rint(w / (np.abs(w).max(axis=1, keepdims=True) / 127)), -127, 127).astype(np.int8)
+        s_w = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+        for threads in (1, 2):
+            np_wrap = _numpy_threads(threads)
+            shape = f"({m},{k},{n}) t{threads}"
+            base: dict[str, Callable[[], object]] = {"numpy f32": np_wrap(lambda a_f=a_f, b_f=b_f: a_f @ b_f)}
+            ort_mm = _ort_session("MatMulInteger", {"a": a_u8}, {"b": b}, np.int32, threads)
+            if ort_mm is not None:
+                base["ort MatMulInteger"] = ort_mm
+            if torch is not None:
+                ta = torch.from_numpy(a_s8.copy())
+                tb = torch.from_numpy(b.copy())
+                if m > 16 and k % 8 == 0 and n % 8 == 0:
+
+                    def int_mm(ta=ta, tb=tb, threads=threads):
+                        torch.set_num_threads(threads)
+                        return torch._int_mm(ta, tb)
+
+                    base["torch _int_mm"] = int_mm
+            out.append(
+                Case("matmul", f"matmul_integer u8 {shape}", lambda a=a_u8, p=packed: ep.matmul_integer(a, p),
+                     dict(base), work, "GOP/s", threads)
+            )
+            out.append(
+                Case("matmul", f"matmul_integer s8 {shape}", lambda a=a_s8, p=packed: ep.matmul_integer(a, p),
+                     dict(base), work, "GOP/s", threads)
+            )
+            lin_base: dict[str, Callable[[], object]] = {
+                "numpy f32": np_wrap(lambda x=x, w_t=w_t, bias=bias: x @ w_t + bias)
+            }
+            ort_dq = _ort_session(
+                "DynamicQuantizeMatMul",
+                {"A": x},
+                {"B": np.ascontiguousarray(q_w.T), "b_scale": s_w, "b_zero_point": None, "bias": bias},
+                np.float32,
+                threads,
+                domain="com.microsoft",
+            )
+            if ort_dq is not None:
+                lin_base["ort DynamicQuantizeMatMul"] = ort_dq
+            if torch is not None:
+                try:
+                    lin = torch.nn.Linear(k, n)
+                    with torch.no_grad():
+                        lin.weight.copy_(torch.from_numpy(w))
+                        lin.bias.copy_(torch.from_numpy(bias))
+                    qlin = torch.ao.quantization.quantize_dynamic(
+                        torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8
+                    )
+                    tx = torch.from_numpy(x)
+
+                    def torch_dyn(qlin=qlin, tx=tx, threads=threads):
+                        torch.set_num_threads(threads)
+                        with torch.inference_mode():
+                            return qlin(tx)
+
+                    lin_base["torch dynamic Linear"] = torch_dyn
+                except Exception:  # pragma: no cover - quantized engines missing
+                    pass
+            out.append(
+                Case("matmul", f"QuantizedLinear {shape}", lambda x=x, layer=layer: layer(x), lin_base, work,
+                     "GOP/s", threads)
+            )
+    return out

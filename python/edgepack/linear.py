@@ -1,0 +1,241 @@
+"""``QuantizedLinear``: a float32-in, float32-out linear layer that runs on the int8 kernels.
+
+Weights are quantized once to int8 (per output channel by default) and packed; activations are
+quantized on the fly, multiplied in int8 and turned back into float32 by a fused epilogue
+(activation scale x weight scale per output, plus bias) with no intermediate float matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from edgepack import _core
+from edgepack._errors import ArgumentError, DtypeError
+from edgepack.kernels import PackedMatrix, pack_matrix
+
+__all__ = ["QuantizedLinear"]
+
+Activations = Literal["dynamic", "dynamic-per-row", "static"]
+_MODES = ("dynamic", "dynamic-per-row", "static")
+
+
+def _symmetric_int8(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8: ``scale = max|w| / 127`` (per row when per_channel, 1 for all-zero),
+    ``q = clip(rint(w / scale), -127, 127)``."""
+    amax = np.abs(w).max(axis=1) if per_channel else np.full(w.shape[0], np.abs(w).max(initial=0.0))
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _quantize_weight(weight: Any, per_channel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(q (out, in) int8/uint8, scale (out,) float32, zero_point (out,) or None)."""
+    if hasattr(weight, "data") and hasattr(weight, "scale") and not isinstance(weight, np.ndarray):
+        return _from_quantized_tensor(weight)
+    w = np.asarray(weight)
+    if not np.issubdtype(w.dtype, np.floating):
+        raise DtypeError(f"`weight` must be a float array or a QuantizedTensor, found {w.dtype}")
+    if w.ndim != 2:
+        raise ArgumentError(f"`weight` must have shape (out_features, in_features), found {w.shape}")
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if not np.isfinite(w).all():
+        idx = int(np.flatnonzero(~np.isfinite(w.reshape(-1)))[0])
+        from edgepack._errors import NonFiniteError
+
+        raise NonFiniteError(f"`weight` contains {w.reshape(-1)[idx]} at index {idx}")
+    q, scale = _symmetric_int8(w, per_channel)
+    return q, scale, None
+
+
+def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    data = np.asarray(qt.data)
+    bits = getattr(qt, "bits", 8)
+    if data.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)) or data.ndim != 2:
+        raise DtypeError(
+            f"QuantizedTensor weight must hold a 2-D int8/uint8 array, found {data.dtype} of shape {data.shape} "
+            f"(bits={bits})"
+        )
+    out_f = data.shape[0]
+    axis = getattr(qt, "axis", None)
+    scale = np.asarray(qt.scale, dtype=np.float32).reshape(-1)
+    zp = None if qt.zero_point is None else np.asarray(qt.zero_point).reshape(-1).astype(np.int64)
+    if scale.size != 1 and (axis not in (0, -2) or scale.size != out_f):
+        raise ArgumentError(
+            f"QuantizedTensor weight must be per tensor or per output channel (axis=0 with {out_f} scales), "
+            f"found axis={axis} with {scale.size} scales"
+        )
+    scale = np.broadcast_to(scale, (out_f,)).astype(np.float32)
+    if zp is not None:
+        zp = np.broadcast_to(zp, (out_f,)).copy() if zp.size == 1 else zp
+        if not zp.any():
+            zp = None
+    return data, scale, zp
+
+
+class QuantizedLinear:
+    """``y = x @ W.T + bias`` through int8.
+
+    Build with :meth:`from_float`. ``layer(x)`` takes float32 ``(..., in_features)`` and returns
+    float32 ``(..., out_features)`` (or int8/uint8 for the static path with an output scale).
+
+    activations:
+      * ``"dynamic"``: per-tensor uint8 like ONNX ``DynamicQuantizeLinear`` (range widened to
+        include 0, ``scale = (max - min) / 255``, ``zp = rint(-min / scale)``, ties to even);
+        the same arithmetic as onnxruntime's ``DynamicQuantizeMatMul``.
+      * ``"dynamic-per-row"``: symmetric int8 per row, ``scale = max|x_row| / 127``.
+      * ``"static"``: a given input scale / zero point (TFLite full-integer): the bias is
+        quantized to int32 with scale ``input_scale * weight_scale[n]``; the output is float32,
+        or int8/uint8 requantized to ``output_scale`` / ``output_zero_point`` when given.
+    Output float32: ``float32(acc (+ bias_q)) * (act_scale * w_scale[n]) (+ bias[n])``.
+    """
+
+    def __init__(
+        self,
+        packed: PackedMatrix,
+        weight_scale: np.ndarray,
+        bias: np.ndarray | None = None,
+        *,
+        activations: Activations = "dynamic",
+        input_scale: float | None = None,
+        input_zero_point: int | None = None,
+        output_scale: float | None = None,
+        output_zero_point: int | None = None,
+        output_dtype: Any = None,
+    ) -> None:
+        if activations not in _MODES:
+            raise ArgumentError(f"`activations` must be one of {_MODES}, found {activations!r}")
+        k, n = packed.shape
+        ws = np.ascontiguousarray(weight_scale, dtype=np.float32).reshape(-1)
+        if ws.size == 1:
+            ws = np.full(n, ws[0], dtype=np.float32)
+        if ws.shape != (n,):
+            raise ArgumentError(f"`weight_scale` must have {n} values (out_features), found {ws.size}")
+        if not (np.isfinite(ws).all() and (ws > 0).all()):
+            raise ArgumentError("`weight_scale` must be finite and > 0")
+        b = None
+        if bias is not None:
+            b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+            if b.shape != (n,):
+                raise ArgumentError(f"`bias` must have shape ({n},) (out_features), found {np.shape(bias)}")
+        if activations == "static":
+            if input_scale is None:
+                raise ArgumentError("activations='static' needs `input_scale` (or `calibration` data in from_float)")
+            if not (np.isfinite(input_scale) and input_scale > 0):
+                raise ArgumentError(f"`input_scale` must be finite and > 0, found {input_scale}")
+            input_zero_point = 0 if input_zero_point is None else int(input_zero_point)
+            if not 0 <= input_zero_point <= 255:
+                raise ArgumentError(f"`input_zero_point` must be in 0..=255 (uint8), found {input_zero_point}")
+        elif output_scale is not None:
+            raise ArgumentError("`output_scale` (int8 output) needs activations='static'")
+        if output_scale is not None:
+            if not (np.isfinite(output_scale) and output_scale > 0):
+                raise ArgumentError(f"`output_scale` must be finite and > 0, found {output_scale}")
+            od = np.dtype(output_dtype if output_dtype is not None else np.int8)
+            if od not in (np.dtype(np.int8), np.dtype(np.uint8)):
+                raise DtypeError(f"`output_dtype` must be int8 or uint8, found {od}")
+            self.output_dtype: np.dtype | None = od
+        else:
+            self.output_dtype = None
+        self.packed = packed
+        self.weight_scale = ws
+        self.bias = b
+        self.activations = activations
+        self.input_scale = None if input_scale is None else float(np.float32(input_scale))
+        self.input_zero_point = input_zero_point
+        self.output_scale = None if output_scale is None else float(np.float32(output_scale))
+        self.output_zero_point = 0 if output_zero_point is None else int(output_zero_point)
+
+    @classmethod
+    def from_float(
+        cls,
+        weight: Any,
+        bias: np.ndarray | None = None,
+        *,
+        per_channel: bool = True,
+        activations: Activations = "dynamic",
+        input_scale: float | None = None,
+        input_zero_point: int | None = None,
+        calibration: np.ndarray | None = None,
+        output_scale: float | None = None,
+        output_zero_point: int | None = None,
+        output_dtype: Any = None,
+    ) -> QuantizedLinear:
+        """Quantize a float ``(out_features, in_features)`` weight (as PyTorch stores it) to int8,
+        symmetric per output channel (``per_channel=True``) or per tensor, or take a
+        QuantizedTensor (``.data .scale .zero_point .axis .bits``) as it is.
+
+        For ``activations="static"`` give ``input_scale`` / ``input_zero_point``, or
+        ``calibration`` inputs from which they are derived like ``DynamicQuantizeLinear``.
+        """
+        q, scale, zp = _quantize_weight(weight, per_channel)
+        if activations == "static" and input_scale is None and calibration is not None:
+            c = np.asarray(calibration, dtype=np.float32)
+            lo, hi = min(float(c.min(initial=0.0)), 0.0), max(float(c.max(initial=0.0)), 0.0)
+            s = np.float32(1.0) if hi == lo else np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+            input_scale = float(s)
+            input_zero_point = int(np.rint(np.clip(np.float32(0) - np.float32(lo) / s, 0, 255)))
+        packed = pack_matrix(np.ascontiguousarray(q.T), zp)
+        return cls(
+            packed,
+            scale,
+            bias,
+            activations=activations,
+            input_scale=input_scale,
+            input_zero_point=input_zero_point,
+            output_scale=output_scale,
+            output_zero_point=output_zero_point,
+            output_dtype=output_dtype,
+        )
+
+    @property
+    def in_features(self) -> int:
+        return int(self.packed.shape[0])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.packed.shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"QuantizedLinear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"activations={self.activations!r}, bias={self.bias is not None})"
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise DtypeError(f"`x` must be a float array, found {arr.dtype}")
+        if arr.ndim < 1 or arr.shape[-1] != self.in_features:
+            raise ArgumentError(
+                f"`x` must have shape (..., {self.in_features}) (in_features), found {arr.shape}"
+            )
+        lead = arr.shape[:-1]
+        rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+        x2 = np.ascontiguousarray(arr, dtype=np.float32).reshape(rows, self.in_features)
+        if self.output_dtype is not None:
+            assert self.input_scale is not None and self.output_scale is not None
+            out = _core._linear_forward_q8(
+                x2,
+                self.packed,
+                self.weight_scale,
+                self.bias,
+                self.input_scale,
+                int(self.input_zero_point or 0),
+                self.output_scale,
+                self.output_zero_point,
+                self.output_dtype == np.int8,
+            )
+            out = out.view(self.output_dtype)
+        else:
+            out = _core._linear_forward(
+                x2,
+                self.packed,
+                self.weight_scale,
+                self.bias,
+                self.activations,
+                float(self.input_scale or 0.0),
+                int(self.input_zero_point or 0),
+            )
+        return out.reshape(lead + (self.out_features,))

@@ -1,0 +1,699 @@
+//! int8 matrix multiplication: ONNX `MatMulInteger` / `QLinearMatMul` semantics and the fused
+//! float epilogue of `QuantizedLinear`.
+//!
+//! `C = (A - a_zp) @ (B - b_zp)` with A (M, K) and B (K, N) int8 or uint8, computed in wrapping
+//! int32 arithmetic, so it equals the int64 product whenever that fits in int32; [`k_limit`]
+//! gives the largest K for which that is guaranteed for the operands' dtypes and zero points,
+//! and every entry refuses a larger K.
+//!
+//! How the kernels get there (`vpdpbusd` multiplies uint8 by int8):
+//! * A is read as unsigned `Au = A` (uint8) or `Au = A ^ 0x80 = A + 128` (int8), so
+//!   `A - a_zp = Au - a'` with `a' = a_zp + (128 if int8 else 0)`;
+//! * B is packed as signed `Bs` ([`pack`]), so `B - b_zp = Bs - b'` with
+//!   `b' = b_zp - (128 if uint8 else 0)`;
+//! * `C = Au@Bs - a'[m] colsum(Bs)[n] - b'[n] rowsum(Au)[m] + K a'[m] b'[n]`: the microkernels
+//!   compute `Au@Bs`, the epilogue adds the rest (and a bias, and the float or requantizing
+//!   output transform) per tile, while the tile is in L1.
+//!
+//! `scalar.rs` holds the twin that defines the semantics on plain B and the portable path;
+//! `avx512.rs` (VNNI, zmm) and `avx2.rs` (exact int16 products with `vpmaddwd`) the SIMD ones.
+
+pub mod linear;
+pub mod pack;
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(test)]
+mod tests;
+
+pub use pack::PackedMatrix;
+use pack::{SyncPtr, PANEL};
+
+use crate::bail_arg;
+use crate::error::{Error, Result};
+use crate::kernels::isa::{self, Isa};
+
+/// Element type of an int8 operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    /// uint8, 0..=255.
+    U8,
+    /// int8, -128..=127 (stored as its two's-complement byte).
+    I8,
+}
+
+impl Dtype {
+    /// numpy's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::U8 => "uint8",
+            Dtype::I8 => "int8",
+        }
+    }
+    /// Smallest and largest value.
+    pub fn range(self) -> (i32, i32) {
+        match self {
+            Dtype::U8 => (0, 255),
+            Dtype::I8 => (-128, 127),
+        }
+    }
+    /// The value of byte `b`.
+    #[inline(always)]
+    pub fn value(self, b: u8) -> i32 {
+        match self {
+            Dtype::U8 => b as i32,
+            Dtype::I8 => b as i8 as i32,
+        }
+    }
+}
+
+/// The left operand: `rows` x `k` bytes, row-major and contiguous.
+#[derive(Clone, Copy, Debug)]
+pub struct Lhs<'a> {
+    /// The bytes (int8 as two's complement).
+    pub data: &'a [u8],
+    /// M.
+    pub rows: usize,
+    /// K.
+    pub k: usize,
+    /// Element type.
+    pub dtype: Dtype,
+}
+
+/// Check a zero point (empty = none, one value, or `len` values) against `dtype`.
+pub(crate) fn check_zero_points(
+    name: &str,
+    zp: &[i64],
+    len: usize,
+    what: &str,
+    dtype: Dtype,
+) -> Result<Vec<i32>> {
+    if zp.len() > 1 && zp.len() != len {
+        return Err(Error::arg(format!(
+            "`{name}` has {} values, expected a scalar or {len} (one per {what})",
+            zp.len()
+        )));
+    }
+    let (lo, hi) = dtype.range();
+    if let Some((i, &z)) = zp
+        .iter()
+        .enumerate()
+        .find(|(_, &z)| z < lo as i64 || z > hi as i64)
+    {
+        return Err(Error::arg(format!(
+            "`{name}` value {z} at index {i} is out of range for {} ({lo}..={hi})",
+            dtype.name()
+        )));
+    }
+    Ok(zp.iter().map(|&z| z as i32).collect())
+}
+
+/// The largest K for which `(A - a_zp) @ (B - b_zp)` is guaranteed to fit in int32 for any
+/// operands of these dtypes with these zero points (empty = 0).
+pub fn k_limit(a_dtype: Dtype, a_zp: &[i32], b_dtype: Dtype, b_zp: &[i32]) -> usize {
+    let span = |d: Dtype, zp: &[i32]| -> (i64, i64) {
+        let (lo, hi) = d.range();
+        let zmin = zp.iter().copied().min().unwrap_or(0);
+        let zmax = zp.iter().copied().max().unwrap_or(0);
+        ((lo - zmax) as i64, (hi - zmin) as i64)
+    };
+    let (a0, a1) = span(a_dtype, a_zp);
+    let (b0, b1) = span(b_dtype, b_zp);
+    let corners = [a0 * b0, a0 * b1, a1 * b0, a1 * b1];
+    let max_pos = corners.iter().copied().max().unwrap_or(0).max(0);
+    let max_neg = -corners.iter().copied().min().unwrap_or(0).min(0);
+    let mut lim = u64::MAX;
+    if max_pos > 0 {
+        lim = lim.min((i32::MAX as i64 / max_pos) as u64);
+    }
+    if max_neg > 0 {
+        lim = lim.min(((1i64 << 31) / max_neg) as u64);
+    }
+    usize::try_from(lim).unwrap_or(usize::MAX)
+}
+
+fn check_k(a: &Lhs, a_zp: &[i32], b: &PackedMatrix) -> Result<()> {
+    if a.k != b.k() {
+        return Err(Error::arg(format!(
+            "`a` has K={} columns but `b` has K={} rows",
+            a.k,
+            b.k()
+        )));
+    }
+    let need = a
+        .rows
+        .checked_mul(a.k)
+        .ok_or_else(|| Error::limit(format!("`a` shape ({}, {}) overflows", a.rows, a.k)))?;
+    if a.data.len() != need {
+        return Err(Error::arg(format!(
+            "`a` holds {} elements, expected M*K = {}*{} = {need}",
+            a.data.len(),
+            a.rows,
+            a.k
+        )));
+    }
+    let lim = k_limit(a.dtype, a_zp, b.dtype(), b.zero_point());
+    if a.k > lim {
+        return Err(Error::limit(format!(
+            "K={} exceeds {lim}, the largest K for which a {} x {} product with these zero points \
+             is guaranteed to fit in int32 (exact results only); split K and sum in int64",
+            a.k,
+            a.dtype.name(),
+            b.dtype().name()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_scale(name: &str, s: &[f32]) -> Result<()> {
+    if let Some((i, v)) = s
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+    {
+        return Err(Error::arg(format!(
+            "`{name}` must be finite and > 0, found {v} at index {i}"
+        )));
+    }
+    Ok(())
+}
+
+/// How the epilogue writes a finished int32 tile.
+#[derive(Clone, Copy)]
+pub(crate) enum Out<'a> {
+    /// `out[m, n] = c` (int32).
+    I32(SyncPtr<i32>),
+    /// `out[m, n] = float32(c) * (row_scale[m] * col_scale[n]) (+ bias[n])`.
+    F32 {
+        ptr: SyncPtr<f32>,
+        row_scale: &'a [f32],
+        col_scale: &'a [f32],
+        bias: Option<&'a [f32]>,
+    },
+    /// `out[m, n] = clamp(rint(float32(c) * mult[n]), lo - zp, hi - zp) + zp` (bytes).
+    Q8 {
+        ptr: SyncPtr<u8>,
+        mult: &'a [f32],
+        zp: i32,
+        lo: i32,
+        hi: i32,
+    },
+}
+
+/// One multiplication: operands, precomputed correction terms and the output.
+pub(crate) struct Job<'a> {
+    /// A rows (bytes before the XOR when `flip`), stride `lda >= kp`, readable for `m * lda`.
+    pub a: &'a [u8],
+    pub lda: usize,
+    pub m: usize,
+    /// A is int8: the kernels XOR each byte with 0x80 (`Au = A + 128`).
+    pub flip: bool,
+    pub b: &'a PackedMatrix,
+    /// Added to every column: `bias_i32[n] - a' colsum[n]` (scalar a') or `bias_i32[n]`.
+    pub col_add: &'a [i32],
+    /// Per-row `a'[m]` when the A zero point is per row (then `- a'[m] colsum[n]`).
+    pub row_a: Option<&'a [i32]>,
+    /// `K a'[m] - rowsum(Au)[m]`, multiplied by `b'[n]` when B has one.
+    pub row_r: &'a [i32],
+    pub out: Out<'a>,
+}
+
+/// Finish rows `m0..m0+rows` of panel `p` from the raw tile (row stride [`PANEL`]): add the
+/// correction terms, transform and store. Plain Rust so each ISA shell vectorizes it.
+#[inline(always)]
+pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mut [i32]) {
+    let n = job.b.n();
+    let n0 = p * PANEL;
+    let nc = (n - n0).min(PANEL);
+    let cs = &job.b.col_sums()[n0..n0 + nc];
+    let ca = &job.col_add[n0..n0 + nc];
+    let bp = job.b.b_prime().map(|v| &v[n0..n0 + nc]);
+    for r in 0..rows {
+        let m = m0 + r;
+        let t = &mut tile[r * PANEL..r * PANEL + nc];
+        for (x, &c) in t.iter_mut().zip(ca) {
+            *x = x.wrapping_add(c);
+        }
+        if let Some(ra) = job.row_a {
+            let ra = ra[m];
+            for (x, &c) in t.iter_mut().zip(cs) {
+                *x = x.wrapping_sub(ra.wrapping_mul(c));
+            }
+        }
+        if let Some(bp) = bp {
+            let rr = job.row_r[m];
+            for (x, &c) in t.iter_mut().zip(bp) {
+                *x = x.wrapping_add(c.wrapping_mul(rr));
+            }
+        }
+        let at = m * n + n0;
+        match job.out {
+            Out::I32(ptr) => {
+                // SAFETY: row m, columns n0..n0+nc of the M x N output; tiles are disjoint.
+                let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
+                o.copy_from_slice(t);
+            }
+            Out::F32 {
+                ptr,
+                row_scale,
+                col_scale,
+                bias,
+            } => {
+                // SAFETY: as above.
+                let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
+                let rs = row_scale[if row_scale.len() == 1 { 0 } else { m }];
+                let cs = &col_scale[n0..n0 + nc];
+                match bias {
+                    Some(b) => {
+                        for (((o, &x), &s), &b) in
+                            o.iter_mut().zip(t.iter()).zip(cs).zip(&b[n0..n0 + nc])
+                        {
+                            *o = x as f32 * (rs * s) + b;
+                        }
+                    }
+                    None => {
+                        for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(cs) {
+                            *o = x as f32 * (rs * s);
+                        }
+                    }
+                }
+            }
+            Out::Q8 {
+                ptr,
+                mult,
+                zp,
+                lo,
+                hi,
+            } => {
+                // SAFETY: as above.
+                let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
+                let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
+                for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(&mult[n0..n0 + nc]) {
+                    let q = (x as f32 * s).max(flo).min(fhi).round_ties_even();
+                    // SAFETY: q is an integer within lo-zp..=hi-zp (max/min send NaN to a
+                    // bound), representable in i32.
+                    *o = (unsafe { q.to_int_unchecked::<i32>() } + zp) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// The row tiles of rows `m0..m1` of an M-row matrix, as `f(first_row, height)`: one tile up to
+/// 8 rows, two up to 16, else 6-row tiles from row 0 (see [`tile_of_row`]; `m0` must start one).
+#[inline(always)]
+pub(crate) fn row_tiles(m: usize, m0: usize, m1: usize, mut f: impl FnMut(usize, usize)) {
+    let mut r = m0;
+    while r < m1 {
+        let (r0, h) = tile_of_row(m, r);
+        debug_assert_eq!(r0, r);
+        f(r, h);
+        r += h;
+    }
+}
+
+fn run_block(isa: Isa, job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa.includes(Isa::Avx512) {
+            // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni (isa.rs); callers pass only
+            // levels from `isa::detected()` or `isa::active()`.
+            return unsafe { avx512::gemm_block(job, m0, m1, p0, p1) };
+        }
+        if isa.includes(Isa::Avx2) {
+            // SAFETY: the Avx2 level implies avx2 + bmi2.
+            return unsafe { avx2::gemm_block(job, m0, m1, p0, p1) };
+        }
+    }
+    let _ = isa;
+    scalar::gemm_block(job, m0, m1, p0, p1);
+}
+
+/// Run `job` on every thread of the pool: blocks of rows x panels, disjoint outputs.
+fn run(isa: Isa, job: &Job) {
+    let m = job.m;
+    let panels = job.b.np() / PANEL;
+    if m == 0 || panels == 0 {
+        return;
+    }
+    let threads = crate::parallel::num_threads();
+    // Rows per block: keep an A block of ~256 KiB in L2 while panels of B stream past it.
+    let mc = if m <= 16 {
+        m
+    } else {
+        ((256 * 1024 / job.b.kp().max(64)) / 6 * 6).clamp(6, m)
+    };
+    let mblocks = m.div_ceil(mc);
+    let want = if threads > 1 { 4 * threads } else { 1 };
+    let psplit = want.div_ceil(mblocks).clamp(1, panels);
+    let pc = panels.div_ceil(psplit);
+    let pblocks = panels.div_ceil(pc);
+    let work = (m as u64) * (job.b.kp() as u64) * (panels as u64) * 64;
+    let min_chunk = if work < (1 << 22) { usize::MAX } else { 1 };
+    crate::parallel::for_chunks(mblocks * pblocks, min_chunk, |i0, i1| {
+        for it in i0..i1 {
+            let (mb, pb) = (it / pblocks, it % pblocks);
+            let (m0, p0) = (mb * mc, pb * pc);
+            run_block(isa, job, m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels));
+        }
+    });
+}
+
+/// The row tile holding row `r` of an M-row matrix: (first row, height). The same tiling
+/// [`row_tiles`] produces for the whole matrix, and for every block of [`run`] (blocks start
+/// at multiples of 6 when M > 16).
+#[inline(always)]
+pub(crate) fn tile_of_row(m: usize, r: usize) -> (usize, usize) {
+    if m <= 8 {
+        (0, m)
+    } else if m <= 16 {
+        let h = m.div_ceil(2);
+        if r < h {
+            (0, h)
+        } else {
+            (h, m - h)
+        }
+    } else {
+        let r0 = r / 6 * 6;
+        (r0, (m - r0).min(6))
+    }
+}
+
+/// A as the kernels read it: in place when K is a multiple of 4, else copied into `buf` with
+/// rows zero-padded to `kp` (int8 padding is 0x80, which the kernels' XOR turns into 0).
+/// Returns (bytes, row stride).
+fn kernel_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut [u8]) -> (&'a [u8], usize) {
+    if a.k == kp {
+        return (a.data, kp);
+    }
+    let fill = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
+    for (dst, src) in buf
+        .chunks_exact_mut(kp)
+        .zip(a.data.chunks_exact(a.k.max(1)))
+    {
+        dst[..a.k].copy_from_slice(src);
+        dst[a.k..].fill(fill);
+    }
+    (&buf[..a.rows * kp], kp)
+}
+
+/// `rowsum(Au)` per row (wrapping).
+fn row_sums(a: &Lhs) -> Vec<u32> {
+    let flip = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
+    a.data
+        .chunks_exact(a.k.max(1))
+        .take(a.rows)
+        .map(|row| row.iter().map(|&x| (x ^ flip) as u32).sum::<u32>())
+        .chain(std::iter::repeat(0))
+        .take(a.rows)
+        .collect()
+}
+
+thread_local! {
+    /// Per-thread scratch (padded A, quantized activations), reused across calls: fresh pages
+    /// cost a page fault each, which at small shapes costs more than the multiplication.
+    static SCRATCH: std::cell::RefCell<[Vec<u8>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Largest scratch buffer kept between calls.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+/// Run `f` with this thread's scratch buffer `slot` (0: packed A, 1: quantized activations) of
+/// at least `len` bytes; contents are arbitrary.
+pub(crate) fn with_scratch<R>(slot: usize, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot]));
+    if v.len() < len {
+        v = vec![0u8; len];
+    }
+    let r = f(&mut v[..len]);
+    if v.len() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| s.borrow_mut()[slot] = v);
+    }
+    r
+}
+
+struct Prepared {
+    col_add: Vec<i32>,
+    row_a: Option<Vec<i32>>,
+    row_r: Vec<i32>,
+}
+
+fn prepare(
+    a: &Lhs,
+    a_zp: &[i32],
+    b: &PackedMatrix,
+    bias_i32: Option<&[i32]>,
+    rowsums: &[u32],
+) -> Prepared {
+    let offset = if a.dtype == Dtype::I8 { 128 } else { 0 };
+    let per_row = a_zp.len() > 1;
+    let a0 = if per_row {
+        0
+    } else {
+        a_zp.first().copied().unwrap_or(0) + offset
+    };
+    let np = b.np();
+    let mut col_add = vec![0i32; np];
+    for (n, v) in col_add.iter_mut().enumerate() {
+        let bias = bias_i32.map_or(0, |bb| if n < bb.len() { bb[n] } else { 0 });
+        *v = bias.wrapping_sub(a0.wrapping_mul(b.col_sums()[n]));
+    }
+    let a_row = |m: usize| -> i32 {
+        if per_row {
+            a_zp[m] + offset
+        } else {
+            a0
+        }
+    };
+    let row_a = per_row.then(|| (0..a.rows).map(a_row).collect());
+    let row_r = if b.b_prime().is_some() {
+        let k = a.k as i32;
+        (0..a.rows)
+            .map(|m| k.wrapping_mul(a_row(m)).wrapping_sub(rowsums[m] as i32))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Prepared {
+        col_add,
+        row_a,
+        row_r,
+    }
+}
+
+fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>, out: Out) {
+    let kp = b.kp();
+    let scratch = if a.k == kp { 0 } else { a.rows * kp };
+    with_scratch(0, scratch, |buf| {
+        let rowsums = if b.b_prime().is_some() {
+            row_sums(a)
+        } else {
+            Vec::new()
+        };
+        let p = prepare(a, a_zp, b, bias_i32, &rowsums);
+        let (data, lda) = kernel_a(a, kp, buf);
+        let job = Job {
+            a: data,
+            lda,
+            m: a.rows,
+            flip: a.dtype == Dtype::I8,
+            b,
+            col_add: &p.col_add,
+            row_a: p.row_a.as_deref(),
+            row_r: &p.row_r,
+            out,
+        };
+        run(isa, &job);
+    });
+}
+
+fn validate(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
+    let zp = check_zero_points("a_zero_point", a_zp, a.rows, "row of `a`", a.dtype)?;
+    check_k(a, &zp, b)?;
+    Ok(zp)
+}
+
+fn alloc<T: Copy + Default>(m: usize, n: usize) -> Result<Vec<T>> {
+    let len = m
+        .checked_mul(n)
+        .filter(|&l| l <= isize::MAX as usize / 8)
+        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))?;
+    Ok(vec![T::default(); len])
+}
+
+/// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
+pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
+    matmul_integer_with(isa::active(), a, a_zp, b)
+}
+
+/// [`matmul_integer`] on a given ISA level (tests).
+pub fn matmul_integer_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
+    validate(a, a_zp, b)?;
+    let mut out = alloc::<i32>(a.rows, b.n())?;
+    matmul_integer_into_with(isa, a, a_zp, b, &mut out)?;
+    Ok(out)
+}
+
+/// [`matmul_integer`] into a caller's M x N buffer (no fresh output pages).
+pub fn matmul_integer_into_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    out: &mut [i32],
+) -> Result<()> {
+    let zp = validate(a, a_zp, b)?;
+    if Some(out.len()) != a.rows.checked_mul(b.n()) {
+        bail_arg!(
+            "`out` holds {} elements, expected M*N = {}*{}",
+            out.len(),
+            a.rows,
+            b.n()
+        );
+    }
+    execute(isa, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
+    Ok(())
+}
+
+/// [`matmul_integer_into_with`] on [`isa::active`].
+pub fn matmul_integer_into(a: &Lhs, a_zp: &[i64], b: &PackedMatrix, out: &mut [i32]) -> Result<()> {
+    matmul_integer_into_with(isa::active(), a, a_zp, b, out)
+}
+
+/// `float32(C + bias_i32[n]) * (row_scale[m] * col_scale[n]) (+ bias[n])`, no int32 matrix in
+/// between. `row_scale` has 1 or M values, `col_scale` N, biases N.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_scaled_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    row_scale: &[f32],
+    col_scale: &[f32],
+    bias_i32: Option<&[i32]>,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
+    let zp = validate(a, a_zp, b)?;
+    let n = b.n();
+    if row_scale.len() != 1 && row_scale.len() != a.rows {
+        bail_arg!(
+            "row scale has {} values, expected 1 or M={}",
+            row_scale.len(),
+            a.rows
+        );
+    }
+    if col_scale.len() != n {
+        bail_arg!(
+            "column scale has {} values, expected N={n}",
+            col_scale.len()
+        );
+    }
+    if bias.is_some_and(|v| v.len() != n) || bias_i32.is_some_and(|v| v.len() != n) {
+        bail_arg!("`bias` must have N={n} values");
+    }
+    let mut out = alloc::<f32>(a.rows, n)?;
+    let o = Out::F32 {
+        ptr: SyncPtr(out.as_mut_ptr()),
+        row_scale,
+        col_scale,
+        bias,
+    };
+    execute(isa, a, &zp, b, bias_i32, o);
+    Ok(out)
+}
+
+/// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_requant_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    mult: &[f32],
+    bias_i32: Option<&[i32]>,
+    y_zp: i64,
+    y_dtype: Dtype,
+) -> Result<Vec<u8>> {
+    let zp = validate(a, a_zp, b)?;
+    let n = b.n();
+    if mult.len() != n {
+        bail_arg!(
+            "requantization multiplier has {} values, expected N={n}",
+            mult.len()
+        );
+    }
+    if bias_i32.is_some_and(|v| v.len() != n) {
+        bail_arg!("`bias` must have N={n} values");
+    }
+    let yz = check_zero_points("y_zero_point", &[y_zp], 1, "tensor", y_dtype)?[0];
+    let (lo, hi) = y_dtype.range();
+    let mut out = alloc::<u8>(a.rows, n)?;
+    let o = Out::Q8 {
+        ptr: SyncPtr(out.as_mut_ptr()),
+        mult,
+        zp: yz,
+        lo,
+        hi,
+    };
+    execute(isa, a, &zp, b, bias_i32, o);
+    Ok(out)
+}
+
+/// ONNX `QLinearMatMul`: `y = saturate(rint(float32(C) * (a_scale * b_scale[n] / y_scale)) + y_zp)`
+/// where C is [`matmul_integer`]; `b_scale` has 1 or N values. Returns `y_dtype` bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_matmul_with(
+    isa: Isa,
+    a: &Lhs,
+    a_scale: f32,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    b_scale: &[f32],
+    y_scale: f32,
+    y_zp: i64,
+    y_dtype: Dtype,
+) -> Result<Vec<u8>> {
+    check_scale("a_scale", &[a_scale])?;
+    check_scale("b_scale", b_scale)?;
+    check_scale("y_scale", &[y_scale])?;
+    let n = b.n();
+    if b_scale.len() != 1 && b_scale.len() != n {
+        bail_arg!(
+            "`b_scale` has {} values, expected a scalar or N={n}",
+            b_scale.len()
+        );
+    }
+    let mult: Vec<f32> = (0..n)
+        .map(|j| a_scale * b_scale[if b_scale.len() == 1 { 0 } else { j }] / y_scale)
+        .collect();
+    matmul_requant_with(isa, a, a_zp, b, &mult, None, y_zp, y_dtype)
+}
+
+/// [`qlinear_matmul_with`] on [`isa::active`].
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_matmul(
+    a: &Lhs,
+    a_scale: f32,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    b_scale: &[f32],
+    y_scale: f32,
+    y_zp: i64,
+    y_dtype: Dtype,
+) -> Result<Vec<u8>> {
+    qlinear_matmul_with(
+        isa::active(),
+        a,
+        a_scale,
+        a_zp,
+        b,
+        b_scale,
+        y_scale,
+        y_zp,
+        y_dtype,
+    )
+}

@@ -1,0 +1,209 @@
+//! [`PackedMatrix`]: the right-hand operand B (K x N, int8 or uint8) packed once into the layout
+//! the microkernels read, with its column sums and zero-point terms precomputed.
+//!
+//! Layout: B is stored as signed bytes `Bs = B` (int8) or `Bs = B ^ 0x80 = B - 128` (uint8).
+//! Columns are grouped in strips of [`STRIP`] = 16 (one zmm of int32 lanes); N is padded with zero
+//! columns to a multiple of [`PANEL`] = 64 (4 strips, the widest microkernel) and K with zero rows
+//! to a multiple of 4 (`kp`). Strip `s` is `kp * 16` contiguous bytes; within it, k-group `g`
+//! (rows `4g..4g+4`) is one 64-byte line holding, for each of the 16 columns, its 4 bytes in k
+//! order: exactly the `b` operand of one `vpdpbusd` on zmm. Byte `(k, n)` lives at
+//! `(n / 16) * kp * 16 + (k / 4) * 64 + (n % 16) * 4 + k % 4`.
+
+use super::{check_zero_points, Dtype};
+use crate::error::{Error, Result};
+
+/// Columns per strip (int32 lanes of a zmm register).
+pub const STRIP: usize = 16;
+/// Columns per panel; packed N is padded to a multiple of this.
+pub const PANEL: usize = 64;
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// B packed for the int8 kernels; immutable and shareable between threads.
+pub struct PackedMatrix {
+    k: usize,
+    n: usize,
+    kp: usize,
+    np: usize,
+    dtype: Dtype,
+    lines: Vec<Line>,
+    /// `sum_k Bs[k, n]` for every padded column (wrapping int32).
+    col_sums: Vec<i32>,
+    /// The zero point as given: empty, one value, or one per column.
+    zero_point: Vec<i32>,
+    /// `b'[n] = zb[n] - (128 if uint8 else 0)` so that `B - zb = Bs - b'`; `None` when all zero.
+    b_prime: Option<Vec<i32>>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PackedMatrix(k={}, n={}, dtype={}, nbytes={})",
+            self.k,
+            self.n,
+            self.dtype.name(),
+            self.nbytes()
+        )
+    }
+}
+
+fn round_up(x: usize, m: usize) -> Option<usize> {
+    x.checked_add(m - 1).map(|v| v / m * m)
+}
+
+impl PackedMatrix {
+    /// Pack a row-major (K, N) matrix of `dtype` bytes (int8 as its two's-complement bytes)
+    /// with zero point `zero_point` (empty, one value, or N values; checked against `dtype`).
+    pub fn pack(b: &[u8], k: usize, n: usize, dtype: Dtype, zero_point: &[i64]) -> Result<Self> {
+        let total = k
+            .checked_mul(n)
+            .ok_or_else(|| Error::limit(format!("`b` shape ({k}, {n}) overflows")))?;
+        if b.len() != total {
+            return Err(Error::arg(format!(
+                "`b` holds {} elements, expected K*N = {k}*{n} = {total}",
+                b.len()
+            )));
+        }
+        let zp = check_zero_points("b_zero_point", zero_point, n, "N (columns of `b`)", dtype)?;
+        let kp = round_up(k, 4).ok_or_else(|| Error::limit("`b` has too many rows"))?;
+        let np = round_up(n, PANEL).ok_or_else(|| Error::limit("`b` has too many columns"))?;
+        let nlines = (kp / 4)
+            .checked_mul(np / STRIP)
+            .filter(|&l| l <= isize::MAX as usize / 64)
+            .ok_or_else(|| Error::limit(format!("`b` of shape ({k}, {n}) is too large to pack")))?;
+        let flip = if dtype == Dtype::U8 { 0x80u8 } else { 0 };
+        let mut lines = vec![Line([0u8; 64]); nlines];
+        let groups = kp / 4;
+        let strips = np / STRIP;
+        {
+            // Strips are independent; fill them in parallel.
+            let ptr = SyncPtr(lines.as_mut_ptr());
+            crate::parallel::for_chunks(strips, 8, |s0, s1| {
+                for s in s0..s1 {
+                    // SAFETY: strip `s` owns lines `s*groups..(s+1)*groups`; chunks are disjoint
+                    // and `lines` outlives this call (for_chunks returns after every chunk ran).
+                    let strip = unsafe {
+                        std::slice::from_raw_parts_mut(ptr.get().add(s * groups), groups)
+                    };
+                    pack_strip(b, k, n, s * STRIP, flip, strip);
+                }
+            });
+        }
+        let mut col_sums = vec![0i32; np];
+        for row in b.chunks_exact(n.max(1)).take(k) {
+            for (s, &v) in col_sums.iter_mut().zip(row) {
+                *s = s.wrapping_add(((v ^ flip) as i8) as i32);
+            }
+        }
+        let offset = if dtype == Dtype::U8 { 128 } else { 0 };
+        let mut bp = vec![0i32; np];
+        for (j, v) in bp.iter_mut().take(n).enumerate() {
+            let z = match zp.len() {
+                0 => 0,
+                1 => zp[0],
+                _ => zp[j],
+            };
+            *v = z - offset;
+        }
+        let b_prime = bp.iter().any(|&v| v != 0).then_some(bp);
+        Ok(PackedMatrix {
+            k,
+            n,
+            kp,
+            np,
+            dtype,
+            lines,
+            col_sums,
+            zero_point: zp,
+            b_prime,
+        })
+    }
+
+    /// Rows of B (K).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Columns of B (N).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// K padded to a multiple of 4.
+    pub fn kp(&self) -> usize {
+        self.kp
+    }
+    /// N padded to a multiple of [`PANEL`].
+    pub fn np(&self) -> usize {
+        self.np
+    }
+    /// The element type of B.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    /// The zero point given at pack time (empty, one value, or N values).
+    pub fn zero_point(&self) -> &[i32] {
+        &self.zero_point
+    }
+    /// Bytes held (packed data + column terms).
+    pub fn nbytes(&self) -> usize {
+        self.lines.len() * 64
+            + (self.col_sums.len() + self.b_prime.as_ref().map_or(0, Vec::len)) * 4
+            + self.zero_point.len() * 4
+    }
+    /// The packed bytes (see the module docs for the layout).
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: `Line` is 64 plain bytes with no padding; the Vec's buffer holds
+        // `lines.len() * 64` initialised bytes.
+        unsafe {
+            std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.lines.len() * 64)
+        }
+    }
+    /// `sum_k Bs[k, n]` per padded column.
+    pub fn col_sums(&self) -> &[i32] {
+        &self.col_sums
+    }
+    /// `b'[n]` per padded column, or `None` when all are zero.
+    pub fn b_prime(&self) -> Option<&[i32]> {
+        self.b_prime.as_deref()
+    }
+    /// `Bs[k, n]` (the stored signed byte), for the scalar path and tests.
+    #[inline]
+    pub fn signed_at(&self, k: usize, n: usize) -> i8 {
+        self.data()[(n / STRIP) * self.kp * STRIP + (k / 4) * 64 + (n % STRIP) * 4 + k % 4] as i8
+    }
+}
+
+fn pack_strip(b: &[u8], k: usize, n: usize, n0: usize, flip: u8, strip: &mut [Line]) {
+    let cols = n.saturating_sub(n0).min(STRIP);
+    if cols == 0 {
+        return;
+    }
+    for (g, line) in strip.iter_mut().enumerate() {
+        for i in 0..4 {
+            let kk = 4 * g + i;
+            if kk >= k {
+                break;
+            }
+            let row = &b[kk * n + n0..kk * n + n0 + cols];
+            for (c, &v) in row.iter().enumerate() {
+                line.0[c * 4 + i] = v ^ flip;
+            }
+        }
+    }
+}
+
+/// A raw pointer that may cross threads; users guarantee disjoint access.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SyncPtr<T>(pub *mut T);
+// SAFETY: only used to hand disjoint regions of one buffer to worker threads.
+unsafe impl<T> Send for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}

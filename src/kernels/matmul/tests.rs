@@ -1,0 +1,440 @@
+//! Every ISA the host has equals the scalar twin, bit for bit.
+
+use super::linear::{self, Activations};
+use super::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn zps(d: Dtype, kind: usize, len: usize, rng: &mut Rng) -> Vec<i32> {
+    let (lo, hi) = d.range();
+    match kind {
+        0 => vec![],
+        1 => vec![lo + (rng.next() % (hi - lo + 1) as u64) as i32],
+        _ => (0..len)
+            .map(|_| lo + (rng.next() % (hi - lo + 1) as u64) as i32)
+            .collect(),
+    }
+}
+
+fn wide(z: &[i32]) -> Vec<i64> {
+    z.iter().map(|&v| v as i64).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    m: usize,
+    k: usize,
+    n: usize,
+    ad: Dtype,
+    bd: Dtype,
+    a: &[u8],
+    b: &[u8],
+    za: &[i32],
+    zb: &[i32],
+) {
+    let want = scalar::matmul(a, ad, m, k, za, b, bd, n, zb);
+    let packed = PackedMatrix::pack(b, k, n, bd, &wide(zb)).unwrap();
+    let lhs = Lhs {
+        data: a,
+        rows: m,
+        k,
+        dtype: ad,
+    };
+    for isa in isa::detected() {
+        let got = matmul_integer_with(isa, &lhs, &wide(za), &packed).unwrap();
+        assert!(
+            got == want,
+            "isa={isa} m={m} k={k} n={n} {ad:?}x{bd:?} za={za:?} zb={zb:?}"
+        );
+    }
+}
+
+const DT: [(Dtype, Dtype); 4] = [
+    (Dtype::U8, Dtype::I8),
+    (Dtype::I8, Dtype::I8),
+    (Dtype::U8, Dtype::U8),
+    (Dtype::I8, Dtype::U8),
+];
+
+#[test]
+fn twin_matches_known_values() {
+    // [[1, 2], [3, 4]] @ [[5, 6], [7, 8]] with a_zp = 1, b_zp = [5, 6]
+    let a = [1u8, 2, 3, 4];
+    let b = [5u8, 6, 7, 8];
+    let got = scalar::matmul(&a, Dtype::U8, 2, 2, &[1], &b, Dtype::U8, 2, &[5, 6]);
+    // (A-1) = [[0,1],[2,3]]; (B-zb) = [[0,0],[2,2]] -> [[2,2],[6,6]]
+    assert_eq!(got, vec![2, 2, 6, 6]);
+    let a = [0xffu8]; // int8 -1
+    let got = scalar::matmul(&a, Dtype::I8, 1, 1, &[], &[0x80], Dtype::I8, 1, &[]);
+    assert_eq!(got, vec![128]);
+}
+
+#[test]
+fn small_shapes_every_isa() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for m in [1usize, 2, 3, 5, 7, 8, 9, 13, 16, 17, 23] {
+        for k in [1usize, 2, 3, 4, 5, 7, 8, 15, 31, 64, 67] {
+            for n in [1usize, 3, 15, 16, 17, 33, 64, 65, 67] {
+                let (ad, bd) = DT[(m + k + n) % 4];
+                let a = rng.bytes(m * k);
+                let b = rng.bytes(k * n);
+                let kind = (m * 7 + k * 3 + n) % 3;
+                let za = zps(ad, kind, m, &mut rng);
+                let zb = zps(bd, (kind + 1) % 3, n, &mut rng);
+                check(m, k, n, ad, bd, &a, &b, &za, &zb);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_dtype_and_zero_point_form() {
+    let mut rng = Rng(12345);
+    for (ad, bd) in DT {
+        for ka in 0..3 {
+            for kb in 0..3 {
+                let (m, k, n) = (11, 37, 70);
+                let a = rng.bytes(m * k);
+                let b = rng.bytes(k * n);
+                let za = zps(ad, ka, m, &mut rng);
+                let zb = zps(bd, kb, n, &mut rng);
+                check(m, k, n, ad, bd, &a, &b, &za, &zb);
+            }
+        }
+    }
+}
+
+#[test]
+fn beyond_tile_sizes() {
+    let mut rng = Rng(777);
+    for &(m, k, n) in &[
+        (1, 1000, 300),
+        (6, 260, 129),
+        (37, 129, 200),
+        (100, 64, 130),
+        (130, 300, 64),
+        (40, 1030, 70),
+        (17, 513, 129),
+    ] {
+        for (ad, bd) in DT {
+            let a = rng.bytes(m * k);
+            let b = rng.bytes(k * n);
+            check(m, k, n, ad, bd, &a, &b, &[], &[]);
+        }
+    }
+}
+
+#[test]
+fn extreme_operands_large_k() {
+    // all-255 / all -128 / all 127 operands at the largest K each dtype pair allows.
+    let cases: [(Dtype, u8, Dtype, u8); 5] = [
+        (Dtype::U8, 255, Dtype::I8, 0x80),
+        (Dtype::U8, 255, Dtype::I8, 127),
+        (Dtype::I8, 0x80, Dtype::I8, 0x80),
+        (Dtype::U8, 255, Dtype::U8, 255),
+        (Dtype::I8, 0x80, Dtype::U8, 255),
+    ];
+    for (ad, av, bd, bv) in cases {
+        let k = k_limit(ad, &[], bd, &[]);
+        let (m, n) = (3, 17);
+        let a = vec![av; m * k];
+        let b = vec![bv; k * n];
+        let want = ad.value(av) as i64 * bd.value(bv) as i64 * k as i64;
+        assert!(want.abs() <= i32::MAX as i64 + 1, "{ad:?} {bd:?}");
+        let packed = PackedMatrix::pack(&b, k, n, bd, &[]).unwrap();
+        let lhs = Lhs {
+            data: &a,
+            rows: m,
+            k,
+            dtype: ad,
+        };
+        for isa in isa::detected() {
+            let got = matmul_integer_with(isa, &lhs, &[], &packed).unwrap();
+            assert!(
+                got.iter().all(|&x| x as i64 == want),
+                "isa={isa} {ad:?}x{bd:?} k={k}"
+            );
+        }
+        // one more row is refused
+        let b1 = vec![bv; (k + 1) * n];
+        let a1 = vec![av; m * (k + 1)];
+        let p1 = PackedMatrix::pack(&b1, k + 1, n, bd, &[]).unwrap();
+        let l1 = Lhs {
+            data: &a1,
+            rows: m,
+            k: k + 1,
+            dtype: ad,
+        };
+        let e = matmul_integer_with(Isa::Scalar, &l1, &[], &p1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{k}")), "{e}");
+    }
+}
+
+#[test]
+fn k_limits_per_dtype_pair() {
+    assert_eq!(k_limit(Dtype::U8, &[], Dtype::I8, &[]), 65793);
+    assert_eq!(k_limit(Dtype::I8, &[], Dtype::I8, &[]), 131071);
+    assert_eq!(k_limit(Dtype::U8, &[], Dtype::U8, &[]), 33025);
+    // zero points move the extremes: uint8 with zp 255 spans -255..=0.
+    assert_eq!(k_limit(Dtype::U8, &[255], Dtype::I8, &[]), 65793);
+    assert_eq!(k_limit(Dtype::U8, &[128], Dtype::I8, &[]), 131071);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let b = PackedMatrix::pack(&[1, 2, 3, 4, 5, 6], 2, 3, Dtype::I8, &[]).unwrap();
+    let a = [1u8, 2, 3];
+    let lhs = Lhs {
+        data: &a,
+        rows: 1,
+        k: 3,
+        dtype: Dtype::U8,
+    };
+    let e = matmul_integer(&lhs, &[], &b).unwrap_err().to_string();
+    assert!(e.contains("K=3") && e.contains("K=2"), "{e}");
+    let lhs = Lhs {
+        data: &a[..2],
+        rows: 1,
+        k: 2,
+        dtype: Dtype::U8,
+    };
+    let e = matmul_integer(&lhs, &[256], &b).unwrap_err().to_string();
+    assert!(e.contains("a_zero_point") && e.contains("256"), "{e}");
+    let e = matmul_integer(&lhs, &[1, 2], &b).unwrap_err().to_string();
+    assert!(e.contains("2 values"), "{e}");
+    let e = PackedMatrix::pack(&[1, 2, 3], 2, 3, Dtype::I8, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("K*N"), "{e}");
+    let e = PackedMatrix::pack(&[1; 6], 2, 3, Dtype::I8, &[-129])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("b_zero_point"), "{e}");
+}
+
+#[test]
+fn empty_dimensions() {
+    for (m, k, n) in [(0, 5, 3), (2, 0, 3), (2, 5, 0), (0, 0, 0)] {
+        let a = vec![7u8; m * k];
+        let b = vec![9u8; k * n];
+        let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[3]).unwrap();
+        let lhs = Lhs {
+            data: &a,
+            rows: m,
+            k,
+            dtype: Dtype::U8,
+        };
+        for isa in isa::detected() {
+            let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
+            assert_eq!(got, vec![0; m * n]);
+        }
+    }
+}
+
+#[test]
+fn qlinear_and_scaled_match_scalar() {
+    let mut rng = Rng(4242);
+    let (m, k, n) = (19, 45, 77);
+    let a = rng.bytes(m * k);
+    let b = rng.bytes(k * n);
+    let bs: Vec<f32> = (0..n).map(|j| 0.001 + j as f32 * 1e-4).collect();
+    let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[]).unwrap();
+    let lhs = Lhs {
+        data: &a,
+        rows: m,
+        k,
+        dtype: Dtype::U8,
+    };
+    let want = qlinear_matmul_with(
+        Isa::Scalar,
+        &lhs,
+        0.02,
+        &[128],
+        &p,
+        &bs,
+        0.05,
+        -3,
+        Dtype::I8,
+    )
+    .unwrap();
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 3.0).collect();
+    let rs: Vec<f32> = (0..m).map(|i| 0.01 + i as f32 * 1e-3).collect();
+    let want_f =
+        matmul_scaled_with(Isa::Scalar, &lhs, &[3], &p, &rs, &bs, None, Some(&bias)).unwrap();
+    for isa in isa::detected() {
+        let got =
+            qlinear_matmul_with(isa, &lhs, 0.02, &[128], &p, &bs, 0.05, -3, Dtype::I8).unwrap();
+        assert_eq!(got, want, "{isa}");
+        let got = matmul_scaled_with(isa, &lhs, &[3], &p, &rs, &bs, None, Some(&bias)).unwrap();
+        assert!(
+            got.iter()
+                .zip(&want_f)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{isa}"
+        );
+    }
+}
+
+#[test]
+fn activation_quantizers_every_isa() {
+    let mut rng = Rng(99);
+    for len in 0..70usize {
+        let x: Vec<f32> = (0..len)
+            .map(|i| match i % 7 {
+                0 => 0.5,
+                1 => -0.0,
+                2 => 2.5,
+                _ => (rng.next() as i32 as f32) / (1u64 << 28) as f32,
+            })
+            .collect();
+        let want = linear::dynamic_qparams_with(Isa::Scalar, &x).unwrap();
+        let wq = linear::quantize_u8_with(Isa::Scalar, &x, want.0, want.1);
+        let rows = if len % 5 == 0 && len > 0 { 5 } else { 1 };
+        let wr = linear::quantize_rows_i8_with(Isa::Scalar, &x, rows, len / rows).unwrap();
+        for isa in isa::detected() {
+            assert_eq!(
+                linear::dynamic_qparams_with(isa, &x).unwrap(),
+                want,
+                "{isa} {len}"
+            );
+            assert_eq!(
+                linear::quantize_u8_with(isa, &x, want.0, want.1),
+                wq,
+                "{isa} {len}"
+            );
+            assert_eq!(
+                linear::quantize_rows_i8_with(isa, &x, rows, len / rows).unwrap(),
+                wr
+            );
+        }
+        if len > 3 {
+            let mut bad = x.clone();
+            bad[len - 2] = f32::NAN;
+            for isa in isa::detected() {
+                let e = linear::dynamic_qparams_with(isa, &bad)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(&format!("NaN at index {}", len - 2)), "{e}");
+            }
+        }
+    }
+    // ties: 0.5 / 1.0 -> 0, 2.5 -> 2 (half to even), plus zero point
+    let q = linear::quantize_u8_with(Isa::Scalar, &[0.5, 1.5, 2.5, -0.5, 1e9, -1e9], 1.0, 10);
+    assert_eq!(q, vec![10, 12, 12, 10, 255, 0]);
+}
+
+#[test]
+fn linear_every_isa_equals_scalar() {
+    let mut rng = Rng(31337);
+    let (rows, k, n) = (13, 70, 90);
+    let x: Vec<f32> = (0..rows * k)
+        .map(|_| (rng.next() as i32 as f32) / (1u64 << 30) as f32)
+        .collect();
+    let w = rng.bytes(k * n);
+    let p = PackedMatrix::pack(&w, k, n, Dtype::I8, &[]).unwrap();
+    let ws: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-4).collect();
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
+    for act in [
+        Activations::Dynamic,
+        Activations::DynamicPerRow,
+        Activations::Static {
+            scale: 0.01,
+            zero_point: 120,
+        },
+    ] {
+        let want =
+            linear::linear_f32_with(Isa::Scalar, &x, rows, &p, &ws, Some(&bias), act).unwrap();
+        for isa in isa::detected() {
+            let got = linear::linear_f32_with(isa, &x, rows, &p, &ws, Some(&bias), act).unwrap();
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa} {act:?}"
+            );
+        }
+    }
+    let want = linear::linear_q8_with(
+        Isa::Scalar,
+        &x,
+        rows,
+        &p,
+        &ws,
+        Some(&bias),
+        0.01,
+        120,
+        0.5,
+        3,
+        Dtype::I8,
+    )
+    .unwrap();
+    for isa in isa::detected() {
+        let got = linear::linear_q8_with(
+            isa,
+            &x,
+            rows,
+            &p,
+            &ws,
+            Some(&bias),
+            0.01,
+            120,
+            0.5,
+            3,
+            Dtype::I8,
+        )
+        .unwrap();
+        assert_eq!(got, want, "{isa}");
+    }
+}
+
+/// Kernel-only throughput with everything in L1 (run with
+/// `cargo test --release --lib kernel_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    let mut rng = Rng(5);
+    for &(m, k, n) in &[
+        (6usize, 256usize, 64usize),
+        (24, 256, 64),
+        (6, 768, 64),
+        (120, 768, 128),
+    ] {
+        let a = rng.bytes(m * k);
+        let b = rng.bytes(k * n);
+        let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[]).unwrap();
+        let lhs = Lhs {
+            data: &a,
+            rows: m,
+            k,
+            dtype: Dtype::U8,
+        };
+        let mut out = vec![0i32; m * n];
+        let reps = (2_000_000_000usize / (2 * m * k * n)).max(10);
+        crate::parallel::set_num_threads(1).unwrap();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul_integer_into(&lhs, &[], &p, &mut out).unwrap();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        println!(
+            "{m}x{k}x{n}: {:.1} GOP/s",
+            2.0 * (m * k * n) as f64 / best / 1e9
+        );
+    }
+}

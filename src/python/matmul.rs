@@ -1,0 +1,256 @@
+//! int8 matmul wrappers (issue 3): `pack_matrix`, `matmul_integer`, `qlinear_matmul`,
+//! `linear_forward`. The Python layer (`edgepack/kernels.py`, `edgepack/linear.py`) coerces
+//! inputs to C-contiguous 2-D byte views and flat zero points; everything else is checked here
+//! through the core. The GIL is released while the kernels run.
+
+use std::sync::Arc;
+
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use crate::kernels::matmul::{self, linear, Dtype, Lhs};
+
+fn dtype(signed: bool) -> Dtype {
+    if signed {
+        Dtype::I8
+    } else {
+        Dtype::U8
+    }
+}
+
+/// B packed once for the int8 kernels (see `edgepack.kernels.pack_matrix`).
+#[pyclass(frozen, module = "edgepack._core", name = "PackedMatrix")]
+#[derive(Debug)]
+pub struct PyPackedMatrix {
+    inner: Arc<matmul::PackedMatrix>,
+}
+
+#[pymethods]
+impl PyPackedMatrix {
+    /// (K, N) of the unpacked matrix.
+    #[getter]
+    fn shape(&self) -> (usize, usize) {
+        (self.inner.k(), self.inner.n())
+    }
+    /// Bytes held by the packed data and its precomputed terms.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.nbytes()
+    }
+    /// "int8" or "uint8".
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.inner.dtype().name()
+    }
+    /// The zero point given at pack time: None, an int, or a list of N ints.
+    #[getter]
+    fn zero_point<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let z = self.inner.zero_point();
+        Ok(match z.len() {
+            0 => py.None().into_bound(py),
+            1 => z[0].into_pyobject(py)?.into_any(),
+            _ => PyArray1::from_slice(py, z).into_any(),
+        })
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "PackedMatrix(shape=({}, {}), dtype={}, nbytes={})",
+            self.inner.k(),
+            self.inner.n(),
+            self.inner.dtype().name(),
+            self.inner.nbytes()
+        )
+    }
+}
+
+/// `_pack_matrix(b, b_signed, b_zero_point)`: b is (K, N) uint8 bytes.
+#[pyfunction]
+fn _pack_matrix(
+    py: Python<'_>,
+    b: PyReadonlyArray2<'_, u8>,
+    b_signed: bool,
+    b_zero_point: PyReadonlyArray1<'_, i64>,
+) -> PyResult<PyPackedMatrix> {
+    let (k, n) = (b.shape()[0], b.shape()[1]);
+    let data = b.as_slice()?;
+    let zp = b_zero_point.as_slice()?;
+    let packed = py.detach(|| matmul::PackedMatrix::pack(data, k, n, dtype(b_signed), zp))?;
+    Ok(PyPackedMatrix {
+        inner: Arc::new(packed),
+    })
+}
+
+/// `_matmul_integer(a, a_signed, a_zero_point, b, out=None)`: a is (M, K) bytes; returns
+/// (M, N) int32, written into `out` (C-contiguous (M, N) int32) when given.
+#[pyfunction]
+#[pyo3(signature = (a, a_signed, a_zero_point, b, out=None))]
+fn _matmul_integer<'py>(
+    py: Python<'py>,
+    a: PyReadonlyArray2<'py, u8>,
+    a_signed: bool,
+    a_zero_point: PyReadonlyArray1<'py, i64>,
+    b: &Bound<'py, PyPackedMatrix>,
+    out: Option<Bound<'py, PyArray2<i32>>>,
+) -> PyResult<Bound<'py, PyArray2<i32>>> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let data = a.as_slice()?;
+    let zp = a_zero_point.as_slice()?;
+    let packed = b.get().inner.clone();
+    let lhs = Lhs {
+        data,
+        rows: m,
+        k,
+        dtype: dtype(a_signed),
+    };
+    match out {
+        Some(arr) => {
+            {
+                let mut rw = arr.try_readwrite()?;
+                let o = rw.as_slice_mut()?;
+                py.detach(|| matmul::matmul_integer_into(&lhs, zp, &packed, o))?;
+            }
+            Ok(arr)
+        }
+        None => {
+            let res = py.detach(|| matmul::matmul_integer(&lhs, zp, &packed))?;
+            PyArray1::from_vec(py, res).reshape([m, packed.n()])
+        }
+    }
+}
+
+/// `_qlinear_matmul(a, a_signed, a_scale, a_zero_point, b, b_scale, y_scale, y_zero_point,
+/// y_signed)`: returns (M, N) bytes of the output dtype.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn _qlinear_matmul<'py>(
+    py: Python<'py>,
+    a: PyReadonlyArray2<'py, u8>,
+    a_signed: bool,
+    a_scale: f32,
+    a_zero_point: PyReadonlyArray1<'py, i64>,
+    b: &Bound<'py, PyPackedMatrix>,
+    b_scale: PyReadonlyArray1<'py, f32>,
+    y_scale: f32,
+    y_zero_point: i64,
+    y_signed: bool,
+) -> PyResult<Bound<'py, PyArray2<u8>>> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let data = a.as_slice()?;
+    let zp = a_zero_point.as_slice()?;
+    let bs = b_scale.as_slice()?;
+    let packed = b.get().inner.clone();
+    let lhs = Lhs {
+        data,
+        rows: m,
+        k,
+        dtype: dtype(a_signed),
+    };
+    let out = py.detach(|| {
+        matmul::qlinear_matmul(
+            &lhs,
+            a_scale,
+            zp,
+            &packed,
+            bs,
+            y_scale,
+            y_zero_point,
+            dtype(y_signed),
+        )
+    })?;
+    PyArray1::from_vec(py, out).reshape([m, packed.n()])
+}
+
+fn activations(mode: &str, scale: f32, zero_point: i64) -> PyResult<linear::Activations> {
+    Ok(match mode {
+        "dynamic" => linear::Activations::Dynamic,
+        "dynamic-per-row" => linear::Activations::DynamicPerRow,
+        "static" => linear::Activations::Static { scale, zero_point },
+        other => {
+            return Err(crate::error::Error::arg(format!(
+                "`activations` must be 'dynamic', 'dynamic-per-row' or 'static', found {other:?}"
+            ))
+            .into())
+        }
+    })
+}
+
+/// `_linear_forward(x, b, w_scale, bias, activations, input_scale, input_zero_point)`:
+/// x is (rows, in_features) float32; returns (rows, out_features) float32.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn _linear_forward<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+    b: &Bound<'py, PyPackedMatrix>,
+    w_scale: PyReadonlyArray1<'py, f32>,
+    bias: Option<PyReadonlyArray1<'py, f32>>,
+    activations_mode: &str,
+    input_scale: f32,
+    input_zero_point: i64,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let rows = x.shape()[0];
+    let act = activations(activations_mode, input_scale, input_zero_point)?;
+    let xs = x.as_slice()?;
+    let ws = w_scale.as_slice()?;
+    let bs = match &bias {
+        Some(b) => Some(b.as_slice()?),
+        None => None,
+    };
+    let packed = b.get().inner.clone();
+    let out = py.detach(|| linear::linear_f32(xs, rows, &packed, ws, bs, act))?;
+    PyArray1::from_vec(py, out).reshape([rows, packed.n()])
+}
+
+/// `_linear_forward_q8(x, b, w_scale, bias, input_scale, input_zero_point, output_scale,
+/// output_zero_point, output_signed)`: static path with int8 / uint8 output bytes.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn _linear_forward_q8<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+    b: &Bound<'py, PyPackedMatrix>,
+    w_scale: PyReadonlyArray1<'py, f32>,
+    bias: Option<PyReadonlyArray1<'py, f32>>,
+    input_scale: f32,
+    input_zero_point: i64,
+    output_scale: f32,
+    output_zero_point: i64,
+    output_signed: bool,
+) -> PyResult<Bound<'py, PyArray2<u8>>> {
+    let rows = x.shape()[0];
+    let xs = x.as_slice()?;
+    let ws = w_scale.as_slice()?;
+    let bs = match &bias {
+        Some(b) => Some(b.as_slice()?),
+        None => None,
+    };
+    let packed = b.get().inner.clone();
+    let out = py.detach(|| {
+        linear::linear_q8_with(
+            crate::kernels::isa::active(),
+            xs,
+            rows,
+            &packed,
+            ws,
+            bs,
+            input_scale,
+            input_zero_point,
+            output_scale,
+            output_zero_point,
+            dtype(output_signed),
+        )
+    })?;
+    PyArray1::from_vec(py, out).reshape([rows, packed.n()])
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyPackedMatrix>()?;
+    m.add_function(wrap_pyfunction!(_pack_matrix, m)?)?;
+    m.add_function(wrap_pyfunction!(_matmul_integer, m)?)?;
+    m.add_function(wrap_pyfunction!(_qlinear_matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(_linear_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(_linear_forward_q8, m)?)?;
+    Ok(())
+}
