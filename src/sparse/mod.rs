@@ -138,12 +138,14 @@ impl Values {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn zeros(size: usize, n: usize) -> Values {
-        match size {
-            1 => Values::U8(vec![0; n]),
-            2 => Values::U16(vec![0; n]),
-            _ => Values::U32(vec![0; n]),
-        }
+    /// `n` zero elements of `size` bytes; an allocation that fails is an error, not an abort
+    /// (a tiny hostile buffer may declare a huge dense shape).
+    fn zeros(size: usize, n: usize) -> Result<Values> {
+        Ok(match size {
+            1 => Values::U8(try_zeroed(n, "dense tensor")?),
+            2 => Values::U16(try_zeroed(n, "dense tensor")?),
+            _ => Values::U32(try_zeroed(n, "dense tensor")?),
+        })
     }
     /// Little-endian byte planes: plane `b` holds byte `b` of every element.
     pub fn planes(&self) -> Vec<Vec<u8>> {
@@ -211,6 +213,20 @@ pub struct SparseTensor {
     pub index: Vec<u8>,
     /// The kept values, C order.
     pub values: Values,
+}
+
+/// A zero-filled vector, or [`Error::Limit`] when `n` elements cannot be allocated (instead of
+/// the process aborting on a failed allocation).
+pub(crate) fn try_zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::limit(format!(
+            "{what}: {} bytes cannot be allocated",
+            (n as u128) * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
 }
 
 /// Largest element count a sparse tensor may have (2^48).
@@ -548,15 +564,15 @@ impl SparseTensor {
     }
 
     /// The packed bit mask of the stored positions (for the N:M layout, computed).
-    pub fn mask(&self) -> Vec<u8> {
+    pub fn mask(&self) -> Result<Vec<u8>> {
         match self.layout {
-            Layout::Mask => self.index.clone(),
+            Layout::Mask => Ok(self.index.clone()),
             Layout::NM { n, m, axis } => {
-                let mut mk = vec![0u8; mask_len(self.numel())];
+                let mut mk: Vec<u8> = try_zeroed(mask_len(self.numel()), "mask")?;
                 for p in self.nm_positions(n, m, axis) {
                     mk[p / 8] |= 1 << (p % 8);
                 }
-                mk
+                Ok(mk)
             }
         }
     }
@@ -564,7 +580,7 @@ impl SparseTensor {
     /// The dense tensor (C order), as the bit patterns of `dtype`.
     pub fn to_dense(&self) -> Result<Values> {
         let n = self.numel();
-        let mut out = Values::zeros(self.dtype.size(), n);
+        let mut out = Values::zeros(self.dtype.size(), n)?;
         match self.layout {
             Layout::Mask => match (&mut out, &self.values) {
                 (Values::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
