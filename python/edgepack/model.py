@@ -8,9 +8,11 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 import shutil
 import tempfile
 import warnings
@@ -441,6 +443,10 @@ class CompressedModel(Mapping[str, Any]):
         try:
             if enc == "raw":
                 a = self._payload(name, t, "data")
+                if a.dtype == np.bool_ and a.size and a.view(np.uint8).max() > 1:
+                    i = int(np.argmax(a.reshape(-1).view(np.uint8) > 1))
+                    v = int(a.reshape(-1).view(np.uint8)[i])
+                    raise FormatError(f"tensor {name!r}: bool byte {v} at index {i} (bool bytes are 0 or 1)")
                 if float32 and t["dtype"] in FLOAT_NAMES:
                     return a.astype(np.float32)
                 return a
@@ -455,6 +461,10 @@ class CompressedModel(Mapping[str, Any]):
                 if tuple(st.shape) != shape:
                     raise FormatError(
                         f"tensor {name!r}: sparse payload has shape {tuple(st.shape)}, header says {shape}"
+                    )
+                if st.nnz != t["params"]["nnz"]:
+                    raise FormatError(
+                        f"tensor {name!r}: sparse payload holds {st.nnz} values, the header says {t['params']['nnz']}"
                     )
                 return np.asarray(st.to_dense(), dtype=np.float32) if float32 else st
             if enc == "quant":
@@ -602,6 +612,10 @@ def load(path: str | os.PathLike[str]) -> CompressedModel:
     ``PermissionError``) with the path; a corrupt file raises :class:`edgepack.FormatError`.
     """
     p = os.fspath(path)
+    st = os.stat(p)  # FileNotFoundError / PermissionError with the path
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        # Opening a FIFO blocks until a writer appears; a device has no length to check.
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", p)
     with open(p, "rb") as f:
         magic = f.read(8)
     if magic != _MAGIC and p.lower().endswith(".safetensors"):
