@@ -522,7 +522,16 @@ fn alloc<T: Copy + Default>(m: usize, n: usize) -> Result<Vec<T>> {
         .checked_mul(n)
         .filter(|&l| l <= isize::MAX as usize / 8)
         .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))?;
-    Ok(vec![T::default(); len])
+    // Fallible: (2^20 x 1) @ (1 x 2^20) asks 4 TiB from 2 MiB of operands; an error, not an abort.
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::limit(format!(
+            "output of shape ({m}, {n}) needs {} bytes, which cannot be allocated",
+            len as u128 * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
 }
 
 /// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
