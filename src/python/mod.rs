@@ -9,10 +9,10 @@ pub mod errors;
 mod info;
 // .epk file format (issue 5)
 mod format;
+mod matmul;
 mod prune; // issue 4
 mod quant; // issue 2: quantize / dequantize
-mod sparse; // issue 4
-mod matmul; // int8 matmul (issue 3)
+mod sparse; // issue 4 // int8 matmul (issue 3)
 
 /// The native module `edgepack._core`.
 #[pymodule]
