@@ -32,6 +32,8 @@ def _same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if hasattr(a, "__dataclass_fields__"):
         return all(_same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    if isinstance(a, sparse.SparseTensor):
+        return _same((a.shape, a.mask, a.values, a.to_dense()), (b.shape, b.mask, b.values, b.to_dense()))
     if isinstance(a, (np.ndarray, np.generic)):
         a, b = np.asarray(a), np.asarray(b)
         return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
@@ -254,9 +256,9 @@ def _gil_case(name: str, scale: int, rng) -> Callable[[], Any]:
         x = rng.standard_normal(n * scale).astype(np.float32)
         return lambda: kernels.quantize_linear(x, np.float32(0.01), np.int8(0))
     if name == "matmul_integer":
-        k = 512
+        k = 1024
         a = rng.integers(0, 256, size=(64 * scale, k), dtype=np.uint8)
-        p = kernels.pack_matrix(rng.integers(-128, 128, size=(k, 512), dtype=np.int8))
+        p = kernels.pack_matrix(rng.integers(-128, 128, size=(k, 1024), dtype=np.int8))
         return lambda: kernels.matmul_integer(a, p)
     if name == "sparse_decode":
         x = np.where(rng.random(n * scale) < 0.7, 0, rng.standard_normal(n * scale)).astype(np.float32)
