@@ -483,3 +483,52 @@ def test_permission_error_when_root_drops_privileges(tmp_path, rng):
     assert pathlib.Path(lines[0].split()[1]).parent == ro
     assert lines[1].split()[1] == str(secret)
     assert list(ro.iterdir()) == []
+
+
+# -- the safetensors form read back by load (FORMAT.md 10), hostile metadata ---------------------
+
+_ST_BASE = {"format": "edgepack", "edgepack.format_version": "1"}
+_RAW_A = '{"a": {"dtype":"float32","shape":[2],"encoding":"raw","params":{}}}'
+
+
+@pytest.mark.parametrize(
+    "md, match",
+    [
+        ({"edgepack.tensors": "[1,2]"}, "must map tensor names to objects"),
+        ({"edgepack.tensors": '{"a": 5}'}, "must map tensor names to objects"),
+        ({"edgepack.tensors": '{"a": {"dtype":"float32","shape":[2],"params":{}}}'}, "lacks the key 'encoding'"),
+        ({"edgepack.tensors": '{"a": {"dtype":"float32","shape":[2],"encoding":"zip","params":{}}}'},
+         'unknown encoding "zip"'),
+        ({"edgepack.tensors": '{"a": {"dtype":"float32","shape":[2],"encoding":"quant","params":{}}}'},
+         "names tensor 'a.scale' that the file lacks"),
+        ({"edgepack.tensors": '{"../a": {"dtype":"float32","shape":[2],"encoding":"raw","params":{}}}'},
+         "names tensor '../a'"),
+        ({"edgepack.tensors": _RAW_A, "edgepack.metadata": "[1]"}, "edgepack.metadata must be a JSON object"),
+        ({"edgepack.tensors": '{"a": {"dtype":"float32","shape":[3],"encoding":"raw","params":{}}}'}, "shape"),
+        ({"edgepack.tensors": '{"a": {"dtype":"int8","shape":[2],"encoding":"raw","params":{}}}'}, "dtype"),
+        ({"edgepack.tensors": '{"a": {"dtype":"float32","shape":[2],"encoding":"raw","params":5}}'},
+         "params must be a JSON object"),
+        ({"edgepack.tensors": '{"a": {"dtype":"float32","shape":[2],"encoding":"raw","params":{},"stats":{"x":1}}}'},
+         "unknown key"),
+        ({"edgepack.tensors": "{", }, "not valid JSON"),
+    ],
+)
+def test_hostile_safetensors_form_metadata_is_format_error(tmp_path, md, match):
+    h = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {**_ST_BASE, **md}}
+    hb = json.dumps(h).encode()
+    p = tmp_path / "x.safetensors"
+    p.write_bytes(struct.pack("<Q", len(hb)) + hb + bytes(8))
+    with pytest.raises(edgepack.FormatError, match=match):
+        edgepack.load(p).decompress()
+    assert not list(tmp_path.glob("*.epk*"))
+
+
+def test_invalid_recipe_in_a_file_is_format_error(tmp_path):
+    g = GOLDEN.read_bytes()
+    header, data = split(g)
+    header["recipe"] = {"default": 5}
+    p = tmp_path / "r.epk"
+    p.write_bytes(build(header, data))
+    m = edgepack.load(p)  # readers do not interpret the recipe (FORMAT.md 2) ...
+    with pytest.raises(edgepack.FormatError, match="recipe is invalid"):
+        m.recipe  # ... but turning it into a Recipe checks it

@@ -411,7 +411,12 @@ class CompressedModel(Mapping[str, Any]):
     @property
     def recipe(self) -> Recipe | None:
         r = self._header["recipe"]
-        return None if r is None else Recipe.from_dict(r)
+        if r is None:
+            return None
+        try:
+            return Recipe.from_dict(r)
+        except (ArgumentError, DtypeError, TypeError, KeyError, AttributeError) as e:
+            raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
 
     def info(self, name: str) -> TensorInfo:
         t = self._record(name)
@@ -641,7 +646,20 @@ def _from_safetensors(path: str) -> CompressedModel:
         usermd = json.loads(md.get("edgepack.metadata", "{}"))
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: edgepack metadata is not valid JSON: {e}") from e
+    if not (isinstance(tensors, dict) and all(isinstance(t, dict) for t in tensors.values())):
+        raise FormatError(f"{path}: edgepack.tensors must map tensor names to objects")
+    if not isinstance(usermd, dict):
+        raise FormatError(f"{path}: edgepack.metadata must be a JSON object")
     src = open_source(path)
+    missing = sorted(
+        k
+        for n, t in tensors.items()
+        for k in ([n] if t.get("encoding") != "quant" else [n, f"{n}.scale"])
+        if k not in src.names
+    )
+    if missing:
+        src.close()
+        raise FormatError(f"{path}: edgepack metadata names tensor {missing[0]!r} that the file lacks")
     tmpdir = tempfile.mkdtemp(prefix="edgepack-")
     epk = os.path.join(tmpdir, "model.epk")
     try:
@@ -682,9 +700,11 @@ def _from_safetensors(path: str) -> CompressedModel:
         except BaseException:
             w.abort()
             raise
-    except KeyError as e:
+    except (KeyError, TypeError, AttributeError, ArgumentError, DtypeError) as e:
+        # Hostile or inconsistent metadata: whatever the writer rejects is a format error here.
         shutil.rmtree(tmpdir, ignore_errors=True)
-        raise FormatError(f"{path}: edgepack metadata names tensor {e} that the file lacks") from e
+        what = f"lacks the key {e}" if isinstance(e, KeyError) else str(e)
+        raise FormatError(f"{path}: invalid edgepack metadata: {what}") from e
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
