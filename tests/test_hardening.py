@@ -523,10 +523,21 @@ def test_hostile_safetensors_form_metadata_is_format_error(tmp_path, md, match):
     assert not list(tmp_path.glob("*.epk*"))
 
 
-def test_invalid_recipe_in_a_file_is_format_error(tmp_path):
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {"default": 5},
+        # found by fuzz/py_fuzz.py (mutation loop, load target): int("quant") raised a bare
+        # ValueError out of CompressedModel.recipe
+        {"default": "auto", "rules": [{"bits": 4, "block_size": "quant", "pattern": "a.weight"}]},
+        {"rules": [5]},
+        {"rules": {"pattern": "w"}},
+    ],
+)
+def test_invalid_recipe_in_a_file_is_format_error(tmp_path, recipe):
     g = GOLDEN.read_bytes()
     header, data = split(g)
-    header["recipe"] = {"default": 5}
+    header["recipe"] = recipe
     p = tmp_path / "r.epk"
     p.write_bytes(build(header, data))
     m = edgepack.load(p)  # readers do not interpret the recipe (FORMAT.md 2) ...

@@ -415,7 +415,7 @@ class CompressedModel(Mapping[str, Any]):
             return None
         try:
             return Recipe.from_dict(r)
-        except (ArgumentError, DtypeError, TypeError, KeyError, AttributeError) as e:
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
             raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
 
     def info(self, name: str) -> TensorInfo:
