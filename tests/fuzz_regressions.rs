@@ -14,7 +14,11 @@ fn huge_dense_shape_is_limit_error_not_abort() {
     let t = SparseTensor {
         dtype: DType::F32,
         shape: vec![n],
-        layout: Layout::NM { n: 1, m: 256, axis: 0 },
+        layout: Layout::NM {
+            n: 1,
+            m: 256,
+            axis: 0,
+        },
         index: vec![],
         values: Values::U32(vec![]),
     };
@@ -23,7 +27,14 @@ fn huge_dense_shape_is_limit_error_not_abort() {
 }
 
 /// Byte form of a sparse tensor: header, then sections (method, raw_len, payload_len, payload).
-fn sparse_bytes(layout: u8, dtype: u8, shape: &[u64], nnz: u64, nm: Option<(u16, u16, u8)>, sections: &[(u8, u64, &[u8])]) -> Vec<u8> {
+fn sparse_bytes(
+    layout: u8,
+    dtype: u8,
+    shape: &[u64],
+    nnz: u64,
+    nm: Option<(u16, u16, u8)>,
+    sections: &[(u8, u64, &[u8])],
+) -> Vec<u8> {
     let mut b = b"EPSP".to_vec();
     b.extend_from_slice(&[1, layout, dtype, shape.len() as u8]);
     for d in shape {
@@ -50,7 +61,20 @@ fn sparse_bytes(layout: u8, dtype: u8, shape: &[u64], nnz: u64, nm: Option<(u16,
 #[test]
 fn zero_dim_with_huge_other_dims_is_an_error_or_empty() {
     for axis in 0..3u8 {
-        let b = sparse_bytes(1, 5, &[0, 1 << 33, (1 << 31) + 1], 0, Some((1, 4, axis)), &[(0, 0, &[]), (0, 0, &[]), (0, 0, &[]), (0, 0, &[]), (0, 0, &[])]);
+        let b = sparse_bytes(
+            1,
+            5,
+            &[0, 1 << 33, (1 << 31) + 1],
+            0,
+            Some((1, 4, axis)),
+            &[
+                (0, 0, &[]),
+                (0, 0, &[]),
+                (0, 0, &[]),
+                (0, 0, &[]),
+                (0, 0, &[]),
+            ],
+        );
         match SparseTensor::from_bytes(&b) {
             Ok(t) => {
                 assert_eq!(t.numel(), 0);
@@ -64,7 +88,11 @@ fn zero_dim_with_huge_other_dims_is_an_error_or_empty() {
 /// `.epk` bytes never panic the parser (smoke over the fuzz crashers' shapes).
 #[test]
 fn epk_parser_rejects_garbage() {
-    for b in [&b""[..], b"\x89EPK\r\n\x1a\n", b"\x89EPK\r\n\x1a\n\x01\0\0\0\0\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff"] {
+    for b in [
+        &b""[..],
+        b"\x89EPK\r\n\x1a\n",
+        b"\x89EPK\r\n\x1a\n\x01\0\0\0\0\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff",
+    ] {
         assert!(matches!(Parsed::parse(b), Err(Error::Format(_))));
     }
 }

@@ -233,11 +233,17 @@ pub(crate) fn try_zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec
 pub const MAX_NUMEL: usize = 1 << 48;
 
 /// Checked product of a shape.
+///
+/// The product of the non-zero dimensions is bounded too: with a zero dimension the count is
+/// 0 but the others could still multiply past 2^64, and the N:M helpers ([`split_axis`])
+/// multiply sub-shapes (a fuzzing finding: `[0, 2^33, 2^31 + 1]` overflowed there).
 pub fn numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_NUMEL)
+        .map(|n| if shape.contains(&0) { 0 } else { n })
         .ok_or_else(|| Error::limit(format!("shape {shape:?} has more than 2^48 elements")))
 }
 
