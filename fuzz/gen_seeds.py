@@ -44,6 +44,9 @@ def sparse_seeds() -> list[bytes]:
         pass
     from edgepack import prune
 
+    for shape in ((0, 5), (3, 0, 2)):  # empty tensors (zero dimensions) in both layouts
+        out.append(sparse.encode(np.zeros(shape, np.float32)).to_bytes(level=0))
+        out.append(sparse.encode_nm(np.zeros(shape, np.float32), 1, 4, axis=-1).to_bytes(level=0))
     for n, m, shape, axis in ((2, 4, (4, 8), -1), (1, 4, (6, 5), 0), (3, 8, (2, 3, 16), 2), (1, 2, (9,), 0)):
         w = rng.standard_normal(shape).astype(np.float32)
         mask = prune.nm_mask(w, n, m, axis=axis)

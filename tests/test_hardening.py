@@ -550,3 +550,23 @@ def test_invalid_recipe_in_a_file_is_format_error(tmp_path, recipe):
     m = edgepack.load(p)  # readers do not interpret the recipe (FORMAT.md 2) ...
     with pytest.raises(edgepack.FormatError, match="recipe is invalid"):
         m.recipe  # ... but turning it into a Recipe checks it
+
+
+@pytest.mark.parametrize("shape", [[0, 2**40, 2**40], [2**40, 0, 2**40, 2**40]])
+def test_zero_dimension_with_huge_others(tmp_path, shape):
+    """Found in review: the count is 0 but numpy cannot make an empty array of this shape
+    (a bare ValueError from reshape); now the header check bounds the non-zero dims too."""
+    h, d = _raw_file(tmp_path, b"", "t")
+    h["tensors"][0]["shape"] = shape
+    h["tensors"][0]["payloads"][0]["shape"] = shape
+    with pytest.raises(edgepack.FormatError, match="element count overflows"):
+        edgepack.load(_write(tmp_path, h, d))
+
+
+def test_sparse_zero_dimension_with_huge_others():
+    """Fuzz target review finding (tests/fuzz_regressions.rs has the Rust twin): N:M layout with
+    shape [0, 2^33, 2^31 + 1] overflowed a sub-product (a panic in debug builds)."""
+    body = b"EPSP" + bytes([1, 1, 5, 3]) + struct.pack("<QQQ", 0, 2**33, 2**31 + 1) + struct.pack("<Q", 0)
+    body += struct.pack("<HHB", 1, 4, 0) + (bytes([0]) + struct.pack("<QQ", 0, 0)) * 5
+    with pytest.raises(edgepack.FormatError, match="more than 2\\^48 elements"):
+        sparse.SparseTensor.from_bytes(body)
