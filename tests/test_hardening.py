@@ -570,3 +570,15 @@ def test_sparse_zero_dimension_with_huge_others():
     body += struct.pack("<HHB", 1, 4, 0) + (bytes([0]) + struct.pack("<QQ", 0, 0)) * 5
     with pytest.raises(edgepack.FormatError, match="more than 2\\^48 elements"):
         sparse.SparseTensor.from_bytes(body)
+
+
+def test_errors_made_by_the_core_keep_their_os_error_class_and_path(tmp_path, rng):
+    """Found by the API sweep: saving onto a directory raised a bare OSError without errno or
+    filename; the core's own I/O errors now map to the OSError subclass of their kind."""
+    m = edgepack.compress({"a": rng.standard_normal(8).astype(np.float32)})
+    with pytest.raises(IsADirectoryError) as e:
+        m.save(tmp_path)
+    assert e.value.filename == str(tmp_path)
+    with pytest.raises(IsADirectoryError) as e:
+        _core.EpkReader(tmp_path)
+    assert e.value.filename == str(tmp_path)
