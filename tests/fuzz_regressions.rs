@@ -96,3 +96,32 @@ fn epk_parser_rejects_garbage() {
         assert!(matches!(Parsed::parse(b), Err(Error::Format(_))));
     }
 }
+
+/// cargo-fuzz `sparse_from_bytes`, 2026-11-29 (a hang, found after ~6.8M executions): N:M
+/// layout, shape `[3, 2^37 + 512, 0]`, axis 2. The tensor is empty but
+/// `check_nm_positions` looped over its ~4e11 empty lanes. The input, byte for byte.
+#[test]
+fn fuzz_hang_empty_axis_with_many_lanes() {
+    let empty: &[u8] = &[];
+    let b = sparse_bytes(
+        1,
+        5,
+        &[3, (1 << 37) + 512, 0],
+        0,
+        Some((1, 4, 2)),
+        &[(0, 0, empty); 5],
+    );
+    assert_eq!(b.len(), 130);
+    let t = std::thread::spawn(move || {
+        let t = SparseTensor::from_bytes(&b).expect("an empty tensor is valid");
+        assert_eq!(t.numel(), 0);
+        assert!(t.to_dense().unwrap().is_empty());
+        assert!(t.mask().unwrap().is_empty());
+    });
+    let start = std::time::Instant::now();
+    while !t.is_finished() {
+        assert!(start.elapsed().as_secs() < 10, "hangs");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    t.join().unwrap();
+}

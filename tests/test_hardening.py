@@ -582,3 +582,14 @@ def test_errors_made_by_the_core_keep_their_os_error_class_and_path(tmp_path, rn
     with pytest.raises(IsADirectoryError) as e:
         _core.EpkReader(tmp_path)
     assert e.value.filename == str(tmp_path)
+
+
+def test_sparse_fuzz_hang_empty_axis_with_many_lanes():
+    """cargo-fuzz sparse_from_bytes finding (a hang): an empty N:M tensor of shape
+    [3, 2^37 + 512, 0] along axis 2 made the position check loop over ~4e11 empty lanes."""
+    body = b"EPSP" + bytes([1, 1, 5, 3]) + struct.pack("<QQQ", 3, 2**37 + 512, 0) + struct.pack("<Q", 0)
+    body += struct.pack("<HHB", 1, 4, 2) + (bytes([0]) + struct.pack("<QQ", 0, 0)) * 5
+    assert len(body) == 130
+    st = sparse.SparseTensor.from_bytes(body)
+    assert st.shape == (3, 2**37 + 512, 0) and st.nnz == 0
+    assert st.to_dense().shape == (3, 2**37 + 512, 0)

@@ -281,6 +281,16 @@ pub fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, shape[axis], inner)
 }
 
+/// [`split_axis`] for loops over lanes: when the axis is empty no lane holds a group, so the
+/// lane count is 0 (a fuzzing finding: shape `[3, 2^37, 0]` along axis 2 is an empty tensor
+/// of ~4e11 empty lanes, and the loops over them hung).
+fn lanes(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    match split_axis(shape, axis) {
+        (_, 0, _) => (0, 0, 0),
+        t => t,
+    }
+}
+
 /// Slots stored for a group of `r` entries under `n:m`.
 fn nm_slots(n: usize, r: usize) -> usize {
     n.min(r)
@@ -427,7 +437,7 @@ impl SparseTensor {
                 shape.len()
             )));
         }
-        let (outer, len, inner) = split_axis(shape, axis);
+        let (outer, len, inner) = lanes(shape, axis);
         let slots = nm_total_slots(shape, n, m, axis);
         let bits = pos_bits(m);
         let mut index = Vec::with_capacity((slots * bits as usize).div_ceil(8));
@@ -503,7 +513,7 @@ impl SparseTensor {
 
     /// Flat element indices of the stored values, in storage order (N:M layout).
     fn nm_positions(&self, n: usize, m: usize, axis: usize) -> Vec<usize> {
-        let (outer, len, inner) = split_axis(&self.shape, axis);
+        let (outer, len, inner) = lanes(&self.shape, axis);
         let bits = pos_bits(m);
         let mut rd = BitReader {
             buf: &self.index,
@@ -531,7 +541,7 @@ impl SparseTensor {
         let Layout::NM { n, m, axis } = self.layout else {
             return Ok(());
         };
-        let (outer, len, inner) = split_axis(&self.shape, axis);
+        let (outer, len, inner) = lanes(&self.shape, axis);
         let bits = pos_bits(m);
         let need = (self.nnz() * bits as usize).div_ceil(8);
         if self.index.len() != need {
