@@ -125,3 +125,19 @@ fn fuzz_hang_empty_axis_with_many_lanes() {
     }
     t.join().unwrap();
 }
+
+/// cargo-fuzz `epk_reader`, 2026-11-29 (~0.9M executions): the canonical-JSON round trip of a
+/// header changed a float (stats "cosine": 999.09885108351488 read as ...5148 then re-read as
+/// ...5149): serde_json's default float parsing is not correctly rounded, so the reader and
+/// a correctly rounding parser (Python's json) could disagree on a header value. Fixed by
+/// serde_json's `float_roundtrip` feature.
+#[test]
+fn fuzz_header_floats_are_read_correctly_rounded() {
+    use edgepack::format::header::Header;
+    let text = "999.09885108351488";
+    let json = format!(r#"{{"metadata":{{}},"recipe":{{"x":{text}}},"tensors":[]}}"#);
+    let h = Header::parse(json.as_bytes()).unwrap();
+    let got = h.recipe["x"].as_f64().unwrap();
+    assert_eq!(got, text.parse::<f64>().unwrap()); // std's parse is correctly rounded
+    assert_eq!(Header::parse(h.to_json().as_bytes()).unwrap(), h);
+}
