@@ -19,7 +19,7 @@ import numpy as np
 
 from edgepack import _core
 from edgepack._coerce import as_f32, as_scale, axis_int, dtype_name, qtype_name, zero_point
-from edgepack._errors import ArgumentError, DtypeError
+from edgepack._errors import ArgumentError, DtypeError, LimitError
 
 __all__ = [
     "quantize_linear",
@@ -173,6 +173,15 @@ _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 _NO_ZP = np.zeros(0, dtype=np.int64)
 
 
+#: No int8 x int8 product sum over more than 131071 terms is guaranteed to fit in int32 with
+#: any dtypes or zero points ((a - za) spans 256 values, so max |a - za| >= 128): larger K is
+#: rejected before the operands are copied or packed (the exact per-call limit is checked in
+#: the core).
+_K_MAX = 131071
+#: Largest operand / result element count (as in FORMAT.md): checked before copying.
+_MAX_ELEMENTS = 1 << 48
+
+
 def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype not in _INT8:
@@ -181,7 +190,19 @@ def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
         raise ArgumentError(
             f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}"
         )
+    if arr.size > _MAX_ELEMENTS:
+        raise LimitError(
+            f"`{name}` of shape {arr.shape} has {arr.size} elements, above the limit of 2^48"
+        )
     return arr
+
+
+def _check_k(k: int, name: str) -> None:
+    if k > _K_MAX:
+        raise LimitError(
+            f"`{name}` has K={k}, above {_K_MAX}, the largest K for which any int8 product sum "
+            "fits in int32 exactly; split K and sum in int64"
+        )
 
 
 def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
@@ -212,6 +233,7 @@ def pack_matrix(b: np.ndarray, b_zero_point: object = None) -> PackedMatrix:
     arr = _mm_int8_array(b, "b", 2)
     if arr.ndim != 2:
         raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {arr.shape}")
+    _check_k(arr.shape[0], "b")
     zp = _mm_zero_point(b_zero_point, "b_zero_point", arr.shape[1], "column of `b`")
     data = np.ascontiguousarray(arr).view(np.uint8)
     return _core._pack_matrix(data, arr.dtype == np.int8, zp)
@@ -237,6 +259,7 @@ def _mm_lhs(
         arr = arr.reshape(1, -1)
     lead = arr.shape[:-2]
     m, k = arr.shape[-2], arr.shape[-1]
+    _check_k(k, "a")
     batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
     zp = _mm_zero_point(a_zero_point, "a_zero_point", m, "row of `a`")
     if zp.size > 1 and batch != 1:

@@ -8,11 +8,13 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
 import mmap
 import os
+import stat
 import shutil
 import tempfile
 import threading
@@ -441,7 +443,12 @@ class CompressedModel(Mapping[str, Any]):
     @property
     def recipe(self) -> Recipe | None:
         r = self._header["recipe"]
-        return None if r is None else Recipe.from_dict(r)
+        if r is None:
+            return None
+        try:
+            return Recipe.from_dict(r)
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
+            raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
 
     def info(self, name: str) -> TensorInfo:
         t = self._record(name)
@@ -485,6 +492,12 @@ class CompressedModel(Mapping[str, Any]):
         try:
             if enc == "raw":
                 a = self._payload(name, t, "data")
+                if a.dtype == np.bool_ and a.size and a.view(np.uint8).max() > 1:
+                    i = int(np.argmax(a.reshape(-1).view(np.uint8) > 1))
+                    v = int(a.reshape(-1).view(np.uint8)[i])
+                    raise FormatError(
+                        f"tensor {name!r}: bool byte {v} at index {i} (bool bytes are 0 or 1)"
+                    )
                 if float32:
                     return a.astype(np.float32) if t["dtype"] in FLOAT_NAMES else a.copy()
                 return a
@@ -647,6 +660,10 @@ def load(path: str | os.PathLike[str]) -> CompressedModel:
     ``PermissionError``) with the path; a corrupt file raises :class:`edgepack.FormatError`.
     """
     p = os.fspath(path)
+    st = os.stat(p)  # FileNotFoundError / PermissionError with the path
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        # Opening a FIFO blocks until a writer appears; a device has no length to check.
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", p)
     with open(p, "rb") as f:
         magic = f.read(8)
     if magic != _MAGIC and p.lower().endswith(".safetensors"):
@@ -672,7 +689,20 @@ def _from_safetensors(path: str) -> CompressedModel:
         usermd = json.loads(md.get("edgepack.metadata", "{}"))
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: edgepack metadata is not valid JSON: {e}") from e
+    if not (isinstance(tensors, dict) and all(isinstance(t, dict) for t in tensors.values())):
+        raise FormatError(f"{path}: edgepack.tensors must map tensor names to objects")
+    if not isinstance(usermd, dict):
+        raise FormatError(f"{path}: edgepack.metadata must be a JSON object")
     src = open_source(path)
+    missing = sorted(
+        k
+        for n, t in tensors.items()
+        for k in ([n] if t.get("encoding") != "quant" else [n, f"{n}.scale"])
+        if k not in src.names
+    )
+    if missing:
+        src.close()
+        raise FormatError(f"{path}: edgepack metadata names tensor {missing[0]!r} that the file lacks")
     tmpdir = tempfile.mkdtemp(prefix="edgepack-")
     epk = os.path.join(tmpdir, "model.epk")
     try:
@@ -713,9 +743,11 @@ def _from_safetensors(path: str) -> CompressedModel:
         except BaseException:
             w.abort()
             raise
-    except KeyError as e:
+    except (KeyError, TypeError, AttributeError, ArgumentError, DtypeError) as e:
+        # Hostile or inconsistent metadata: whatever the writer rejects is a format error here.
         shutil.rmtree(tmpdir, ignore_errors=True)
-        raise FormatError(f"{path}: edgepack metadata names tensor {e} that the file lacks") from e
+        what = f"lacks the key {e}" if isinstance(e, KeyError) else str(e)
+        raise FormatError(f"{path}: invalid edgepack metadata: {what}") from e
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
