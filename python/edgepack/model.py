@@ -39,7 +39,7 @@ from edgepack.io import (
     write_safetensors,
 )
 from edgepack.recipe import Plan, Recipe
-from edgepack.report import Report, ReportRow, tensor_stats
+from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
 
 __all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
 
@@ -240,15 +240,61 @@ def _encode(
             "convention": "onnx",
             "sparsity": float(plan.sparsity),
         }
-        # Into this thread's scratch buffer: fresh 4-byte-per-weight pages for every tensor
-        # cost more than the dequantization itself.
-        out = scratch("dequantize", 4 * int(np.prod(shape, dtype=np.int64))).view(np.float32)
-        decoded = qt.dequantize(out=out.reshape(shape))
         enc = "quant"
         zstd = level
+        stats = _quant_stats(xf, qt, plan)
+        return (name, dt, list(shape), enc, _json(params), _json(_clean_stats(stats)), payloads, zstd), stats
     stats = tensor_stats(xf, np.asarray(decoded))
     clean = _clean_stats(stats)
     return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
+
+
+#: Elements dequantized at a time for the report's statistics.
+_STATS_CHUNK = 1 << 22
+
+
+def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]:
+    """Error statistics of a QuantizedTensor against ``xf``, dequantizing slices of rows
+    (along axis 0) into this thread's scratch buffer: never a whole decoded copy."""
+    from edgepack.quantize import QuantizedTensor  # issue 2
+
+    shape = tuple(xf.shape)
+    rows = shape[0] if shape else 1
+    inner = int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+    step = max(1, _STATS_CHUNK // max(inner, 1))
+    b = plan.block_size
+    if plan.axis == 0 and b is not None:
+        step = max(b, step // b * b)  # whole blocks along axis 0
+    if plan.bits == 4 and inner % 2:
+        step += step % 2  # packed: every slice starts on a byte
+    acc = ErrorAccumulator()
+    if not shape or step >= rows:
+        out = scratch("dequantize", 4 * xf.size).view(np.float32).reshape(shape)
+        acc.add(xf, qt.dequantize(out=out))
+        return acc.result()
+    buf = scratch("dequantize", 4 * step * inner).view(np.float32)
+    data = np.asarray(qt.data)
+    scale = np.asarray(qt.scale)
+    zp = np.asarray(qt.zero_point)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        sub_shape = (r1 - r0, *shape[1:])
+        if plan.bits == 8:
+            d = data[r0:r1]
+        else:
+            d = data[r0 * inner // 2 : (r1 * inner + 1) // 2]
+        if plan.axis is None or (plan.axis != 0 and b is None):
+            s, z = scale, zp
+        elif plan.axis == 0 and b is not None:
+            s, z = scale[r0 // b : -(-r1 // b)], zp[r0 // b : -(-r1 // b)]
+        else:  # per channel along axis 0, or blocks along a later axis: rows of the scales
+            s, z = scale[r0:r1], zp[r0:r1]
+        sub = QuantizedTensor(
+            data=d, scale=s, zero_point=z, axis=plan.axis, block_size=b, bits=plan.bits, shape=sub_shape
+        )
+        y = sub.dequantize(out=buf[: (r1 - r0) * inner].reshape(sub_shape))
+        acc.add(xf[r0:r1], y)
+    return acc.result()
 
 
 def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) -> list[int]:
