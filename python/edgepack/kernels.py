@@ -272,6 +272,16 @@ def matmul_integer(
         # Fast path for the common call (short decode-time products): no coercion needed.
         return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
+    if out is None and not isinstance(b, PackedMatrix):
+        # Pack for this call only, into storage the core recycles.
+        b_arr = _mm_int8_array(b, "b", 2)
+        if b_arr.ndim != 2:
+            raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {b_arr.shape}")
+        bzp = _mm_zero_point(b_zero_point, "b_zero_point", b_arr.shape[1], "column of `b`")
+        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
+        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp)
+        n = b_arr.shape[1]
+        return res.reshape((n,) if vector else lead + (n,))
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)
