@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgepack import _core
-from edgepack._coerce import as_f32, as_scale, axis_int, qtype_name, zero_point
+from edgepack._coerce import as_f32, as_scale, axis_int, dtype_name, qtype_name, zero_point
 from edgepack._errors import ArgumentError, DtypeError
 
 __all__ = [
@@ -98,7 +98,7 @@ def quantize_linear(
 
 
 def dequantize_linear(
-    x: Any,
+    q: Any,
     x_scale: Any,
     x_zero_point: Any = None,
     *,
@@ -106,24 +106,28 @@ def dequantize_linear(
     block_size: int = 0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """ONNX DequantizeLinear: ``y = float32(x - x_zero_point) * x_scale``.
+    """ONNX DequantizeLinear: ``y = float32(q - x_zero_point) * x_scale``.
 
-    ``x`` is int8 / uint8, or ``ml_dtypes`` int4 / uint4 (one value per element); the result is
-    float32 with the shape of ``x``. Granularity as in :func:`quantize_linear`. For packed
-    4-bit data use :class:`edgepack.QuantizedTensor`. ``out`` (float32, same shape) avoids
-    allocating.
+    ``q`` (ONNX's input ``x``) is int8 / uint8, or ``ml_dtypes`` int4 / uint4 (one value per
+    element); the result is float32 with the shape of ``q``. Granularity as in
+    :func:`quantize_linear`. For packed 4-bit data use :class:`edgepack.QuantizedTensor`.
+    ``out`` (float32, same shape) avoids allocating. A non-positive, subnormal or non-finite
+    ``x_scale`` is an error (ONNX Runtime would compute with it).
     """
-    q = x if isinstance(x, np.ndarray) else np.asarray(x)
-    name = q.dtype.name
+    q = q if isinstance(q, np.ndarray) else np.asarray(q)
+    name = dtype_name(q.dtype)
     if name not in ("int8", "uint8", "int4", "uint4"):
         raise DtypeError(
-            f"`x` must be int8, uint8, int4 or uint4 (ml_dtypes); found dtype {q.dtype}"
+            f"`q` must be int8, uint8, int4 or uint4 (ml_dtypes); found dtype {q.dtype}"
         )
     z, ztype = zero_point(x_zero_point, "x_zero_point")
     if ztype is not None and ztype != name:
-        raise ArgumentError(f"`x_zero_point` has dtype {ztype} but `x` has dtype {name}")
+        raise ArgumentError(f"`x_zero_point` has dtype {ztype} but `q` has dtype {name}")
     signed = name in ("int8", "int4")
-    q8 = np.asarray(q, dtype=np.int8 if signed else np.uint8, order="C").view(np.uint8)
+    if name in ("int8", "uint8") and q.flags.c_contiguous:
+        q8 = q.view(np.uint8)
+    else:
+        q8 = np.asarray(q, dtype=np.int8 if signed else np.uint8, order="C").view(np.uint8)
     s = as_scale(x_scale, "x_scale")
     ax = axis_int(axis)
     bs = axis_int(block_size, "block_size")

@@ -10,6 +10,7 @@ all-zero tensor / channel / block gets scale 1.0 and zero point 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ class QuantizedTensor:
                 f"`zero_point` has shape {zp.shape}, expected {scale.shape} (the shape of `scale`)"
             )
         data = np.asarray(self.data)
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         if self.bits == 8:
             if data.dtype != zp.dtype or data.shape != shape:
                 raise ArgumentError(
@@ -97,7 +98,7 @@ class QuantizedTensor:
     @property
     def size(self) -> int:
         """Number of quantized elements."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -135,7 +136,8 @@ class QuantizedTensor:
         else:
             gran = f"blocks of {self.block_size} along axis {self.axis}"
         if self.scale.size == 1:
-            params = f"scale={float(self.scale.reshape(-1)[0]):.6g}, zero_point={int(self.zero_point.reshape(-1)[0])}"
+            s0, z0 = float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
+            params = f"scale={s0:.6g}, zero_point={z0}"
         else:
             params = (
                 f"{self.scale.size} scales in [{float(self.scale.min()):.6g}, "

@@ -4,12 +4,15 @@
 
 pub mod isa;
 // pruning and sparse storage (issue 4)
+pub mod rans;
 pub mod select;
 pub mod sparse;
 // --- int8 matmul (issue 3) ---
 pub mod matmul;
 
 pub use isa::Isa;
+
+pub(crate) mod level;
 
 #[cfg(test)]
 pub(crate) mod testutil;
