@@ -191,6 +191,8 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
     arr = np.asarray(zp)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise DtypeError(f"`{name}` must be an integer scalar or array, found {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
+        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     if arr.size == 1:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
@@ -198,8 +200,6 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
             f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
             f"found shape {arr.shape}"
         )
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
-        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
