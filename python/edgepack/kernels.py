@@ -212,6 +212,8 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
     arr = np.asarray(zp)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise DtypeError(f"`{name}` must be an integer scalar or array, found {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
+        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     if arr.size == 1:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
@@ -219,8 +221,6 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
             f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
             f"found shape {arr.shape}"
         )
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
-        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -299,6 +299,16 @@ def matmul_integer(
         # Fast path for the common call (short decode-time products): no coercion needed.
         return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
+    if out is None and not isinstance(b, PackedMatrix):
+        # Pack for this call only, into storage the core recycles.
+        b_arr = _mm_int8_array(b, "b", 2)
+        if b_arr.ndim != 2:
+            raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {b_arr.shape}")
+        bzp = _mm_zero_point(b_zero_point, "b_zero_point", b_arr.shape[1], "column of `b`")
+        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
+        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp)
+        n = b_arr.shape[1]
+        return res.reshape((n,) if vector else lead + (n,))
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)

@@ -612,6 +612,37 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
     matmul_integer_with(isa::active(), a, a_zp, b)
 }
 
+/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`,
+/// packed for this call only (storage recycled per thread).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_integer_unpacked_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
+        matmul_integer_with(isa, a, a_zp, packed)
+    })?
+}
+
+/// [`matmul_integer_unpacked_with`] on [`isa::active`].
+pub fn matmul_integer_unpacked(
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    matmul_integer_unpacked_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp)
+}
+
 /// [`matmul_integer`] on a given ISA level (tests).
 pub fn matmul_integer_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     let zp = validate(a, a_zp, b)?;
