@@ -161,3 +161,17 @@ fn threads_agree_with_one_thread() {
     scalar::expand(&m1, &o, &mut d_ref);
     assert_eq!(d, d_ref);
 }
+
+#[test]
+fn popcount_matches_a_bit_loop() {
+    let mut seed = 9u64;
+    for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 1000, 4099] {
+        let m: Vec<u8> = (0..mask_len(n)).map(|_| lcg(&mut seed) as u8).collect();
+        let expect = (0..n).filter(|&i| m[i / 8] >> (i % 8) & 1 != 0).count();
+        assert_eq!(popcount(&m, n), expect, "n={n}");
+        assert_eq!(
+            scalar::popcount_bytes(&m),
+            m.iter().map(|b| b.count_ones() as usize).sum::<usize>()
+        );
+    }
+}
