@@ -20,7 +20,7 @@ fn data<T: Lane + From<u8>>(n: usize, density_pct: u64, seed: &mut u64, special:
             let r = lcg(seed);
             if r % 100 >= density_pct {
                 T::ZERO
-            } else if r % 7 == 0 && !special.is_empty() {
+            } else if r.is_multiple_of(7) && !special.is_empty() {
                 special[(r as usize / 7) % special.len()]
             } else {
                 T::from(((r >> 20) as u8) | 1)
