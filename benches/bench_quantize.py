@@ -7,9 +7,8 @@ Plain `pytest` runs them as smoke tests (quick sizes, --benchmark-disable); time
 
 from __future__ import annotations
 
-import pytest
-
 import edgepack as ep
+import pytest
 from edgepack.bench import quantize as bq
 
 CASES = bq.cases(quick=True)

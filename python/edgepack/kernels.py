@@ -106,12 +106,13 @@ def dequantize_linear(
     block_size: int = 0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """ONNX DequantizeLinear: ``y = float32(x - x_zero_point) * x_scale``.
+    """ONNX DequantizeLinear: ``y = float32(q - x_zero_point) * x_scale``.
 
     ``q`` (ONNX's input ``x``) is int8 / uint8, or ``ml_dtypes`` int4 / uint4 (one value per
-    element); the result is float32 with the shape of ``q``. Granularity as in :func:`quantize_linear`. For packed
-    4-bit data use :class:`edgepack.QuantizedTensor`. ``out`` (float32, same shape) avoids
-    allocating.
+    element); the result is float32 with the shape of ``q``. Granularity as in
+    :func:`quantize_linear`. For packed 4-bit data use :class:`edgepack.QuantizedTensor`.
+    ``out`` (float32, same shape) avoids allocating. A non-positive, subnormal or non-finite
+    ``x_scale`` is an error (ONNX Runtime would compute with it).
     """
     q = q if isinstance(q, np.ndarray) else np.asarray(q)
     name = dtype_name(q.dtype)
@@ -169,6 +170,7 @@ def dynamic_quantize_linear(
 PackedMatrix = _core.PackedMatrix
 
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+_NO_ZP = np.zeros(0, dtype=np.int64)
 
 
 def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
@@ -176,7 +178,9 @@ def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
     if arr.dtype not in _INT8:
         raise DtypeError(f"`{name}` must be int8 or uint8, found {arr.dtype}")
     if arr.ndim < min_ndim:
-        raise ArgumentError(f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}")
+        raise ArgumentError(
+            f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}"
+        )
     return arr
 
 
@@ -191,7 +195,8 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
         raise ArgumentError(
-            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), found shape {arr.shape}"
+            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
+            f"found shape {arr.shape}"
         )
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
         raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
@@ -216,13 +221,16 @@ def _mm_packed(b: object, b_zero_point: object) -> PackedMatrix:
     if isinstance(b, PackedMatrix):
         if b_zero_point is not None:
             raise ArgumentError(
-                "`b_zero_point` must be None when `b` is a PackedMatrix (its zero point was given to pack_matrix)"
+                "`b_zero_point` must be None when `b` is a PackedMatrix "
+                "(its zero point was given to pack_matrix)"
             )
         return b
     return pack_matrix(b, b_zero_point)  # type: ignore[arg-type]
 
 
-def _mm_lhs(a: object, a_zero_point: object) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
+def _mm_lhs(
+    a: object, a_zero_point: object
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
     arr = _mm_int8_array(a, "a", 1)
     vector = arr.ndim == 1
     if vector:
@@ -255,16 +263,32 @@ def matmul_integer(
     guaranteed with these dtypes and zero points. ``out``: a C-contiguous int32 array of the
     result's shape to write into (saves allocating fresh pages on hot calls); it is returned.
     """
+    if (
+        out is None
+        and a_zero_point is None
+        and b_zero_point is None
+        and type(a) is np.ndarray
+        and a.ndim == 2
+        and a.dtype in _INT8
+        and a.flags.c_contiguous
+        and isinstance(b, PackedMatrix)
+    ):
+        # Fast path for the common call (short decode-time products): no coercion needed.
+        return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != np.int32:
-            raise DtypeError(f"`out` must be an int32 numpy array, found {getattr(out, 'dtype', type(out).__name__)}")
+            raise DtypeError(
+                "`out` must be an int32 numpy array, found "
+                f"{getattr(out, 'dtype', type(out).__name__)}"
+            )
         if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
             raise ArgumentError(
-                f"`out` must be a writeable C-contiguous array of shape {shape}, found shape {out.shape}"
+                f"`out` must be a writeable C-contiguous array of shape {shape}, "
+                f"found shape {out.shape}"
             )
         _core._matmul_integer(a2, signed, zp, packed, out.reshape(a2.shape[0], n))
         return out
@@ -305,7 +329,9 @@ def qlinear_matmul(
     sb = _mm_scale(b_scale, "b_scale")
     yz = np.asarray(y_zero_point)
     if yz.size != 1 or not np.issubdtype(yz.dtype, np.integer):
-        raise ArgumentError(f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}")
+        raise ArgumentError(
+            f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}"
+        )
     y_signed = bool(yz.dtype == np.int8) if yz.dtype in _INT8 else signed
     out = _core._qlinear_matmul(
         a2, signed, float(sa[0]), zp, packed, sb, float(sy[0]), int(yz.reshape(-1)[0]), y_signed

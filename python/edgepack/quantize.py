@@ -136,7 +136,8 @@ class QuantizedTensor:
         else:
             gran = f"blocks of {self.block_size} along axis {self.axis}"
         if self.scale.size == 1:
-            params = f"scale={float(self.scale.reshape(-1)[0]):.6g}, zero_point={int(self.zero_point.reshape(-1)[0])}"
+            s0, z0 = float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
+            params = f"scale={s0:.6g}, zero_point={z0}"
         else:
             params = (
                 f"{self.scale.size} scales in [{float(self.scale.min()):.6g}, "

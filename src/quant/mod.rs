@@ -379,12 +379,7 @@ pub fn dequantize_linear(
             out.len()
         )));
     }
-    if let Some(i) = scale.iter().position(|s| !s.is_finite()) {
-        return Err(Error::arg(format!(
-            "`x_scale` must be finite; found {} at index {i}",
-            scale[i]
-        )));
-    }
+    check_scales(scale, "x_scale")?;
     let zps = zp_values(zp, scale.len(), qtype, "x_zero_point")?;
     if qtype.bits == 8 {
         apply_dequantize(q, out, &lay, qtype.signed, scale, &zps)

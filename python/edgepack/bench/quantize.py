@@ -52,7 +52,10 @@ def _ort_quantize(shape, scale: float):
             [h.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])],
             [h.make_tensor_value_info("x", T.FLOAT, shape)],
             [h.make_tensor_value_info("y", T.INT8, shape)],
-            [nh.from_array(np.array(scale, np.float32), "s"), nh.from_array(np.array(0, np.int8), "z")],
+            [
+                nh.from_array(np.array(scale, np.float32), "s"),
+                nh.from_array(np.array(0, np.int8), "z"),
+            ],
         )
 
     return _ort_session(build)
@@ -66,7 +69,10 @@ def _ort_dequantize(shape, scale: float):
             [h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
             [h.make_tensor_value_info("q", T.INT8, shape)],
             [h.make_tensor_value_info("y", T.FLOAT, shape)],
-            [nh.from_array(np.array(scale, np.float32), "s"), nh.from_array(np.array(0, np.int8), "z")],
+            [
+                nh.from_array(np.array(scale, np.float32), "s"),
+                nh.from_array(np.array(0, np.int8), "z"),
+            ],
         )
 
     return _ort_session(build)
@@ -145,6 +151,7 @@ def cases(quick: bool) -> list[Case]:
         dst = np.empty_like(x)
         copy = {"np.copyto": lambda x=x, dst=dst: np.copyto(dst, x)}
         qbuf = np.empty(n, np.int8)
+        qbuf_u8 = qbuf.view(np.uint8)
         fbuf = np.empty(n, np.float32)
         q = ep.quantize_linear(x, scale, np.int8(0))
         ort_q = _ort_quantize([n], float(scale))
@@ -184,7 +191,7 @@ def cases(quick: bool) -> list[Case]:
             ),
             Case(
                 name=f"dynamic_quantize_linear, out=, {label}",
-                ours=lambda x=x, o=qbuf.view(np.uint8): ep.dynamic_quantize_linear(x, out=o),
+                ours=lambda x=x, o=qbuf_u8: ep.dynamic_quantize_linear(x, out=o),
                 baselines=with_ort(dict(copy), ort_dyn, {"x": x}),
                 **common,
             ),

@@ -11,6 +11,10 @@ use crate::kernels::reduce::MinMax;
 /// Runs at least this long use streaming stores for the aligned middle.
 pub const STREAM_MIN: usize = 1 << 20;
 
+/// Software prefetch distance in elements (4 KB): the hardware prefetchers stop at 4 KB page
+/// boundaries, so long streams fetch the next page ahead of use.
+pub const PREFETCH: usize = 1024;
+
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 fn round_i32(c: __m512, rounding: Rounding) -> __m512i {
@@ -119,6 +123,10 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
                     }
                 }
             }
+            if i + PREFETCH + 64 <= n {
+                // SAFETY: prefetch never faults; the address is inside `x`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(xp.add(i + PREFETCH) as *const i8) };
+            }
             // SAFETY: 64 elements from `i` are in bounds; `op + i` is 64-byte aligned.
             unsafe {
                 let a = one(_mm512_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r);
@@ -139,6 +147,10 @@ pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32
                     _mm_prefetch::<_MM_HINT_T0>(np.add(i + 16 * k) as *const i8);
                 }
             }
+        }
+        if i + PREFETCH + 64 <= n {
+            // SAFETY: prefetch never faults; the address is inside `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(xp.add(i + PREFETCH) as *const i8) };
         }
         // SAFETY: 64 elements from `i` are in bounds of both slices.
         unsafe {
@@ -178,6 +190,23 @@ pub unsafe fn quantize_each(
     let (qmin, qmax) = (_mm512_set1_epi32(qmin), _mm512_set1_epi32(qmax));
     let (xp, fp, zpp, op) = (x.as_ptr(), factor.as_ptr(), zp.as_ptr(), out.as_mut_ptr());
     let mut i = 0usize;
+    while i + 64 <= n {
+        let mut v = [_mm512_setzero_si512(); 4];
+        for (k, vk) in v.iter_mut().enumerate() {
+            let o = i + 16 * k;
+            // SAFETY: 16 elements from `o` (< i + 64 <= n) are in bounds of all four slices.
+            unsafe {
+                let z = _mm512_loadu_epi32(zpp.add(o));
+                let lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(qmin, z));
+                let hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(qmax, z));
+                let f = _mm512_loadu_ps(fp.add(o));
+                *vk = one(_mm512_loadu_ps(xp.add(o)), f, lo, hi, z, rounding);
+            }
+        }
+        // SAFETY: 64 bytes from `i` are in bounds of `out`.
+        unsafe { _mm512_storeu_si512(op.add(i) as *mut __m512i, narrow4(v[0], v[1], v[2], v[3])) };
+        i += 64;
+    }
     while i < n {
         let k = (n - i).min(16);
         let m: __mmask16 = ((1u32 << k) - 1) as u16;
