@@ -201,7 +201,16 @@ def quantize(
     # np.empty: large blocks are reused from the C heap (no page faults, no zeroing).
     buf = np.empty(xf.size if bits == 8 else (xf.size + 1) // 2, np.uint8)
     data, scale, zp = _core.quantize(
-        xf, int(bits), bool(symmetric), ax, bs, convention, bool(reduce_range), calibration, pct, buf
+        xf,
+        int(bits),
+        bool(symmetric),
+        ax,
+        bs,
+        convention,
+        bool(reduce_range),
+        calibration,
+        pct,
+        buf,
     )
     zdt = np.int8 if symmetric else np.uint8
     if bits == 8:
