@@ -7,7 +7,6 @@ Figures: see BENCHMARKS.md for the full-size command (``edgepack.bench.run``).
 from __future__ import annotations
 
 import pytest
-
 from edgepack.bench import matmul, run
 
 CASES = matmul.cases(quick=True)

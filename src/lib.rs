@@ -10,7 +10,10 @@
 //! Every fallible core function returns [`error::Result`].
 
 pub mod error;
+// .epk file format (issue 5)
+pub mod format;
 pub mod kernels;
+pub mod model;
 pub mod parallel;
 pub mod quant;
 // pruning and sparse storage (issue 4)

@@ -17,6 +17,11 @@ from edgepack._errors import (
     NonFiniteError,
 )
 
+
+# --- whole-model compression (issue 5) ---
+from edgepack.model import CompressedModel, compress, load
+from edgepack.recipe import Recipe, Rule
+from edgepack.report import Report
 # ---- quantize / dequantize (issue 2) ----
 from edgepack import kernels
 from edgepack.kernels import dequantize_linear, dynamic_quantize_linear, quantize_linear
@@ -65,6 +70,13 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
+    # issue 5
+    "compress",
+    "load",
+    "CompressedModel",
+    "Recipe",
+    "Rule",
+    "Report",
     # quantize / dequantize (issue 2)
     "kernels",
     "quantize",

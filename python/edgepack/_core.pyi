@@ -1,10 +1,22 @@
 # Hand-written stub of the native module (src/python/). Checked against the build with
 # `python -m mypy.stubtest edgepack._core` (CI runs it).
 
+import os
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
 __all__ = [
     "build_info",
     "get_num_threads",
     "set_num_threads",
+    # issue 5
+    "EpkReader",
+    "EpkWriter",
+    "epk_copy",
+    "epk_validate",
+    "error_sums",
     # quantize / dequantize (issue 2)
     "dequantize_linear",
     "dynamic_quantize_linear",
@@ -20,20 +32,51 @@ __all__ = [
     "PackedMatrix",
     "_pack_matrix",
     "_matmul_integer",
+    "_matmul_integer_b",
     "_qlinear_matmul",
     "_linear_forward",
     "_linear_forward_q8",
 ]
 
-from typing import final
-
-import numpy as np
-import numpy.typing as npt
-
 def build_info() -> dict[str, object]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 
+# --- .epk file format (issue 5, src/python/format.rs) ---
+@final
+class EpkReader:
+    def __new__(cls, path: str | os.PathLike[str]) -> EpkReader: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+    def header_json(self) -> str: ...
+    def payload(self, tensor: str, role: str) -> npt.NDArray[np.uint8]: ...
+    def verified_range(self, tensor: str, role: str) -> tuple[int, int] | None: ...
+    def verify(self) -> None: ...
+
+@final
+class EpkWriter:
+    def __new__(cls, path: str | os.PathLike[str]) -> EpkWriter: ...
+    def add(
+        self,
+        name: str,
+        dtype: str,
+        shape: list[int],
+        encoding: str,
+        params_json: str,
+        stats_json: str | None,
+        payloads: list[tuple[str, str, list[int], npt.NDArray[np.uint8]]],
+        zstd_level: int | None = None,
+    ) -> None: ...
+    def finish(self, metadata: dict[str, str], recipe_json: str | None = None) -> None: ...
+    def abort(self) -> None: ...
+
+def epk_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None: ...
+def epk_validate(data: bytes) -> str: ...
+def error_sums(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
+) -> tuple[float, float, float, float, float, int]: ...
 # ---- quantize / dequantize (issue 2) ----
 def quantize_linear(
     x: npt.NDArray[np.float32],
@@ -100,6 +143,7 @@ class SparseTensorCore:
     def from_bytes(buf: bytes) -> SparseTensorCore: ...
     def to_bytes(self, level: int = 1) -> bytes: ...
     def to_dense(self) -> npt.NDArray[np.generic]: ...
+    def to_dense_into(self, out: npt.NDArray[np.generic]) -> None: ...
     def mask(self) -> npt.NDArray[np.uint8]: ...
     def values(self) -> npt.NDArray[np.generic]: ...
     def positions(self) -> npt.NDArray[np.uint8]: ...
@@ -134,6 +178,14 @@ def _matmul_integer(
     a_zero_point: npt.NDArray[np.int64],
     b: PackedMatrix,
     out: npt.NDArray[np.int32] | None = None,
+) -> npt.NDArray[np.int32]: ...
+def _matmul_integer_b(
+    a: npt.NDArray[np.uint8],
+    a_signed: bool,
+    a_zero_point: npt.NDArray[np.int64],
+    b: npt.NDArray[np.uint8],
+    b_signed: bool,
+    b_zero_point: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.int32]: ...
 def _qlinear_matmul(
     a: npt.NDArray[np.uint8],

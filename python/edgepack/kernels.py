@@ -19,7 +19,7 @@ import numpy as np
 
 from edgepack import _core
 from edgepack._coerce import as_f32, as_scale, axis_int, dtype_name, qtype_name, zero_point
-from edgepack._errors import ArgumentError, DtypeError
+from edgepack._errors import ArgumentError, DtypeError, LimitError
 
 __all__ = [
     "quantize_linear",
@@ -180,6 +180,16 @@ def dynamic_quantize_linear(
 PackedMatrix = _core.PackedMatrix
 
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+_NO_ZP = np.zeros(0, dtype=np.int64)
+
+
+#: No int8 x int8 product sum over more than 131071 terms is guaranteed to fit in int32 with
+#: any dtypes or zero points ((a - za) spans 256 values, so max |a - za| >= 128): larger K is
+#: rejected before the operands are copied or packed (the exact per-call limit is checked in
+#: the core).
+_K_MAX = 131071
+#: Largest operand / result element count (as in FORMAT.md): checked before copying.
+_MAX_ELEMENTS = 1 << 48
 
 
 def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
@@ -187,8 +197,22 @@ def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
     if arr.dtype not in _INT8:
         raise DtypeError(f"`{name}` must be int8 or uint8, found {arr.dtype}")
     if arr.ndim < min_ndim:
-        raise ArgumentError(f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}")
+        raise ArgumentError(
+            f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}"
+        )
+    if arr.size > _MAX_ELEMENTS:
+        raise LimitError(
+            f"`{name}` of shape {arr.shape} has {arr.size} elements, above the limit of 2^48"
+        )
     return arr
+
+
+def _check_k(k: int, name: str) -> None:
+    if k > _K_MAX:
+        raise LimitError(
+            f"`{name}` has K={k}, above {_K_MAX}, the largest K for which any int8 product sum "
+            "fits in int32 exactly; split K and sum in int64"
+        )
 
 
 def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
@@ -198,14 +222,15 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
     arr = np.asarray(zp)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise DtypeError(f"`{name}` must be an integer scalar or array, found {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
+        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     if arr.size == 1:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
         raise ArgumentError(
-            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), found shape {arr.shape}"
+            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
+            f"found shape {arr.shape}"
         )
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
-        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -218,6 +243,7 @@ def pack_matrix(b: np.ndarray, b_zero_point: object = None) -> PackedMatrix:
     arr = _mm_int8_array(b, "b", 2)
     if arr.ndim != 2:
         raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {arr.shape}")
+    _check_k(arr.shape[0], "b")
     zp = _mm_zero_point(b_zero_point, "b_zero_point", arr.shape[1], "column of `b`")
     data = np.ascontiguousarray(arr).view(np.uint8)
     return _core._pack_matrix(data, arr.dtype == np.int8, zp)
@@ -227,19 +253,23 @@ def _mm_packed(b: object, b_zero_point: object) -> PackedMatrix:
     if isinstance(b, PackedMatrix):
         if b_zero_point is not None:
             raise ArgumentError(
-                "`b_zero_point` must be None when `b` is a PackedMatrix (its zero point was given to pack_matrix)"
+                "`b_zero_point` must be None when `b` is a PackedMatrix "
+                "(its zero point was given to pack_matrix)"
             )
         return b
     return pack_matrix(b, b_zero_point)  # type: ignore[arg-type]
 
 
-def _mm_lhs(a: object, a_zero_point: object) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
+def _mm_lhs(
+    a: object, a_zero_point: object
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
     arr = _mm_int8_array(a, "a", 1)
     vector = arr.ndim == 1
     if vector:
         arr = arr.reshape(1, -1)
     lead = arr.shape[:-2]
     m, k = arr.shape[-2], arr.shape[-1]
+    _check_k(k, "a")
     batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
     zp = _mm_zero_point(a_zero_point, "a_zero_point", m, "row of `a`")
     if zp.size > 1 and batch != 1:
@@ -266,16 +296,42 @@ def matmul_integer(
     guaranteed with these dtypes and zero points. ``out``: a C-contiguous int32 array of the
     result's shape to write into (saves allocating fresh pages on hot calls); it is returned.
     """
+    if (
+        out is None
+        and a_zero_point is None
+        and b_zero_point is None
+        and type(a) is np.ndarray
+        and a.ndim == 2
+        and a.dtype in _INT8
+        and a.flags.c_contiguous
+        and isinstance(b, PackedMatrix)
+    ):
+        # Fast path for the common call (short decode-time products): no coercion needed.
+        return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
+    if out is None and not isinstance(b, PackedMatrix):
+        # Pack for this call only, into storage the core recycles.
+        b_arr = _mm_int8_array(b, "b", 2)
+        if b_arr.ndim != 2:
+            raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {b_arr.shape}")
+        bzp = _mm_zero_point(b_zero_point, "b_zero_point", b_arr.shape[1], "column of `b`")
+        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
+        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp)
+        n = b_arr.shape[1]
+        return res.reshape((n,) if vector else lead + (n,))
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != np.int32:
-            raise DtypeError(f"`out` must be an int32 numpy array, found {getattr(out, 'dtype', type(out).__name__)}")
+            raise DtypeError(
+                "`out` must be an int32 numpy array, found "
+                f"{getattr(out, 'dtype', type(out).__name__)}"
+            )
         if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
             raise ArgumentError(
-                f"`out` must be a writeable C-contiguous array of shape {shape}, found shape {out.shape}"
+                f"`out` must be a writeable C-contiguous array of shape {shape}, "
+                f"found shape {out.shape}"
             )
         _core._matmul_integer(a2, signed, zp, packed, out.reshape(a2.shape[0], n))
         return out
@@ -316,7 +372,9 @@ def qlinear_matmul(
     sb = _mm_scale(b_scale, "b_scale")
     yz = np.asarray(y_zero_point)
     if yz.size != 1 or not np.issubdtype(yz.dtype, np.integer):
-        raise ArgumentError(f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}")
+        raise ArgumentError(
+            f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}"
+        )
     y_signed = bool(yz.dtype == np.int8) if yz.dtype in _INT8 else signed
     out = _core._qlinear_matmul(
         a2, signed, float(sa[0]), zp, packed, sb, float(sy[0]), int(yz.reshape(-1)[0]), y_signed

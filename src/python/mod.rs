@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 
 pub mod errors;
 mod info;
+// .epk file format (issue 5)
+mod format;
 mod matmul;
 mod prune; // issue 4
 mod quant; // issue 2: quantize / dequantize
@@ -20,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    format::register(m)?; // issue 5
     quant::register(m)?; // issue 2
     prune::register(m)?; // issue 4
     sparse::register(m)?; // issue 4

@@ -125,6 +125,17 @@ impl Dense<'_> {
     }
 }
 
+/// Mutable dense output (bit patterns).
+#[derive(Debug)]
+pub enum DenseMut<'a> {
+    /// 1-byte elements.
+    U8(&'a mut [u8]),
+    /// 2-byte elements.
+    U16(&'a mut [u16]),
+    /// 4-byte elements.
+    U32(&'a mut [u32]),
+}
+
 impl Values {
     /// Number of elements.
     pub fn len(&self) -> usize {
@@ -138,12 +149,14 @@ impl Values {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn zeros(size: usize, n: usize) -> Values {
-        match size {
-            1 => Values::U8(vec![0; n]),
-            2 => Values::U16(vec![0; n]),
-            _ => Values::U32(vec![0; n]),
-        }
+    /// `n` zero elements of `size` bytes; an allocation that fails is an error, not an abort
+    /// (a tiny hostile buffer may declare a huge dense shape).
+    fn zeros(size: usize, n: usize) -> Result<Values> {
+        Ok(match size {
+            1 => Values::U8(try_zeroed(n, "dense tensor")?),
+            2 => Values::U16(try_zeroed(n, "dense tensor")?),
+            _ => Values::U32(try_zeroed(n, "dense tensor")?),
+        })
     }
     /// Little-endian byte planes: plane `b` holds byte `b` of every element.
     pub fn planes(&self) -> Vec<Vec<u8>> {
@@ -213,15 +226,35 @@ pub struct SparseTensor {
     pub values: Values,
 }
 
+/// A zero-filled vector, or [`Error::Limit`] when `n` elements cannot be allocated (instead of
+/// the process aborting on a failed allocation).
+pub(crate) fn try_zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::limit(format!(
+            "{what}: {} bytes cannot be allocated",
+            (n as u128) * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 /// Largest element count a sparse tensor may have (2^48).
 pub const MAX_NUMEL: usize = 1 << 48;
 
 /// Checked product of a shape.
+///
+/// The product of the non-zero dimensions is bounded too: with a zero dimension the count is
+/// 0 but the others could still multiply past 2^64, and the N:M helpers ([`split_axis`])
+/// multiply sub-shapes (a fuzzing finding: `[0, 2^33, 2^31 + 1]` overflowed there).
 pub fn numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_NUMEL)
+        .map(|n| if shape.contains(&0) { 0 } else { n })
         .ok_or_else(|| Error::limit(format!("shape {shape:?} has more than 2^48 elements")))
 }
 
@@ -257,6 +290,16 @@ pub fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     let outer = shape[..axis].iter().product();
     let inner = shape[axis + 1..].iter().product();
     (outer, shape[axis], inner)
+}
+
+/// [`split_axis`] for loops over lanes: when the axis is empty no lane holds a group, so the
+/// lane count is 0 (a fuzzing finding: shape `[3, 2^37, 0]` along axis 2 is an empty tensor
+/// of ~4e11 empty lanes, and the loops over them hung).
+fn lanes(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    match split_axis(shape, axis) {
+        (_, 0, _) => (0, 0, 0),
+        t => t,
+    }
 }
 
 /// Slots stored for a group of `r` entries under `n:m`.
@@ -327,7 +370,7 @@ impl SparseTensor {
     /// in `mask` (packed, `mask_len(numel)` bytes, unused high bits zero) when given.
     pub fn encode(dtype: DType, shape: &[usize], x: Dense, mask: Option<&[u8]>) -> Result<Self> {
         let n = check_dense(dtype, shape, &x)?;
-        let index = match mask {
+        let (index, values) = match mask {
             Some(m) => {
                 if m.len() != mask_len(n) {
                     return Err(Error::arg(format!(
@@ -339,41 +382,59 @@ impl SparseTensor {
                 if n % 8 != 0 && m[n / 8] >> (n % 8) != 0 {
                     return Err(Error::arg("`mask` has bits set past the last element"));
                 }
-                m.to_vec()
+                let nnz = k::popcount(m, n);
+                let values = match x {
+                    Dense::U8(v) => {
+                        let mut o = vec![0u8; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U8(o)
+                    }
+                    Dense::U16(v) => {
+                        let mut o = vec![0u16; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U16(o)
+                    }
+                    Dense::U32(v) => {
+                        let mut o = vec![0u32; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U32(o)
+                    }
+                };
+                (m.to_vec(), values)
             }
             None => {
+                // One pass: mask and kept values together. The value buffer is sized for the
+                // worst case from zeroed pages; only the pages written become resident.
                 let mut m = vec![0u8; mask_len(n)];
-                match x {
-                    Dense::U8(v) => k::build_mask(v, 0xff, &mut m)?,
-                    Dense::U16(v) => k::build_mask(v, 0x7fff, &mut m)?,
+                let values = match x {
+                    Dense::U8(v) => {
+                        let mut o = vec![0u8; n];
+                        let nnz = k::mask_compress(v, 0xff, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
+                        Values::U8(o)
+                    }
+                    Dense::U16(v) => {
+                        let mut o = vec![0u16; n];
+                        let nnz = k::mask_compress(v, 0x7fff, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
+                        Values::U16(o)
+                    }
                     Dense::U32(v) => {
                         let care = if dtype.is_float() {
                             0x7fff_ffff
                         } else {
                             u32::MAX
                         };
-                        k::build_mask(v, care, &mut m)?
+                        let mut o = vec![0u32; n];
+                        let nnz = k::mask_compress(v, care, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
+                        Values::U32(o)
                     }
                 };
-                m
-            }
-        };
-        let nnz = k::popcount(&index, n);
-        let values = match x {
-            Dense::U8(v) => {
-                let mut o = vec![0u8; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U8(o)
-            }
-            Dense::U16(v) => {
-                let mut o = vec![0u16; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U16(o)
-            }
-            Dense::U32(v) => {
-                let mut o = vec![0u32; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U32(o)
+                (m, values)
             }
         };
         Ok(SparseTensor {
@@ -387,8 +448,9 @@ impl SparseTensor {
 
     /// N:M layout along `axis` (non-negative): `x` must have at most `n` nonzero entries in
     /// every group of `m` consecutive entries along the axis. Every group stores exactly
-    /// `min(n, r)` slots (`r` = group size): its nonzero entries, then the first other
-    /// positions, in position order, with their values (zeros, `-0.0` kept as is).
+    /// `min(n, r)` slots (`r` = group size): its nonzero entries, then negative zeros, then
+    /// the first other positions, in position order, with their values. A `-0.0` comes back
+    /// bit for bit unless its group has no free slot left (then it comes back as `+0.0`).
     pub fn encode_nm(
         dtype: DType,
         shape: &[usize],
@@ -405,7 +467,7 @@ impl SparseTensor {
                 shape.len()
             )));
         }
-        let (outer, len, inner) = split_axis(shape, axis);
+        let (outer, len, inner) = lanes(shape, axis);
         let slots = nm_total_slots(shape, n, m, axis);
         let bits = pos_bits(m);
         let mut index = Vec::with_capacity((slots * bits as usize).div_ceil(8));
@@ -428,6 +490,13 @@ impl SparseTensor {
                 }
             }
         };
+        let is_bits_zero = |i: usize| -> bool {
+            match x {
+                Dense::U8(v) => v[i] == 0,
+                Dense::U16(v) => v[i] == 0,
+                Dense::U32(v) => v[i] == 0,
+            }
+        };
         let mut sel = [false; 256];
         for o in 0..outer {
             for i in 0..inner {
@@ -447,6 +516,16 @@ impl SparseTensor {
                     let mut extra = want - nz;
                     for t in 0..r {
                         sel[t] = !is_zero(at(t));
+                    }
+                    // free slots go first to negative zeros (kept bit for bit), then to the
+                    // first remaining positions
+                    for t in 0..r {
+                        if !sel[t] && extra > 0 && !is_bits_zero(at(t)) {
+                            sel[t] = true;
+                            extra -= 1;
+                        }
+                    }
+                    for t in 0..r {
                         if !sel[t] && extra > 0 {
                             sel[t] = true;
                             extra -= 1;
@@ -481,7 +560,7 @@ impl SparseTensor {
 
     /// Flat element indices of the stored values, in storage order (N:M layout).
     fn nm_positions(&self, n: usize, m: usize, axis: usize) -> Vec<usize> {
-        let (outer, len, inner) = split_axis(&self.shape, axis);
+        let (outer, len, inner) = lanes(&self.shape, axis);
         let bits = pos_bits(m);
         let mut rd = BitReader {
             buf: &self.index,
@@ -509,7 +588,7 @@ impl SparseTensor {
         let Layout::NM { n, m, axis } = self.layout else {
             return Ok(());
         };
-        let (outer, len, inner) = split_axis(&self.shape, axis);
+        let (outer, len, inner) = lanes(&self.shape, axis);
         let bits = pos_bits(m);
         let need = (self.nnz() * bits as usize).div_ceil(8);
         if self.index.len() != need {
@@ -548,47 +627,73 @@ impl SparseTensor {
     }
 
     /// The packed bit mask of the stored positions (for the N:M layout, computed).
-    pub fn mask(&self) -> Vec<u8> {
+    pub fn mask(&self) -> Result<Vec<u8>> {
         match self.layout {
-            Layout::Mask => self.index.clone(),
+            Layout::Mask => Ok(self.index.clone()),
             Layout::NM { n, m, axis } => {
-                let mut mk = vec![0u8; mask_len(self.numel())];
+                let mut mk: Vec<u8> = try_zeroed(mask_len(self.numel()), "mask")?;
                 for p in self.nm_positions(n, m, axis) {
                     mk[p / 8] |= 1 << (p % 8);
                 }
-                mk
+                Ok(mk)
             }
         }
     }
 
     /// The dense tensor (C order), as the bit patterns of `dtype`.
     pub fn to_dense(&self) -> Result<Values> {
+        let mut out = Values::zeros(self.dtype.size(), self.numel())?;
+        match &mut out {
+            Values::U8(o) => self.to_dense_into(DenseMut::U8(o))?,
+            Values::U16(o) => self.to_dense_into(DenseMut::U16(o))?,
+            Values::U32(o) => self.to_dense_into(DenseMut::U32(o))?,
+        }
+        Ok(out)
+    }
+
+    /// Write the dense tensor into `out` (C order, `numel` elements of the dtype's size;
+    /// every element is written).
+    pub fn to_dense_into(&self, out: DenseMut) -> Result<()> {
         let n = self.numel();
-        let mut out = Values::zeros(self.dtype.size(), n);
+        let (len, size) = match &out {
+            DenseMut::U8(o) => (o.len(), 1),
+            DenseMut::U16(o) => (o.len(), 2),
+            DenseMut::U32(o) => (o.len(), 4),
+        };
+        if len != n || size != self.dtype.size() {
+            return Err(Error::arg(format!(
+                "`out` holds {len} elements of {size} bytes, expected {n} of {} ({})",
+                self.dtype.size(),
+                self.dtype.name()
+            )));
+        }
         match self.layout {
-            Layout::Mask => match (&mut out, &self.values) {
-                (Values::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
-                (Values::U16(o), Values::U16(v)) => k::expand(&self.index, v, o)?,
-                (Values::U32(o), Values::U32(v)) => k::expand(&self.index, v, o)?,
+            Layout::Mask => match (out, &self.values) {
+                (DenseMut::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
+                (DenseMut::U16(o), Values::U16(v)) => k::expand(&self.index, v, o)?,
+                (DenseMut::U32(o), Values::U32(v)) => k::expand(&self.index, v, o)?,
                 _ => return Err(Error::arg("values do not match the dtype")),
             },
             Layout::NM { n: nn, m, axis } => {
                 let pos = self.nm_positions(nn, m, axis);
-                match (&mut out, &self.values) {
-                    (Values::U8(o), Values::U8(v)) => {
+                match (out, &self.values) {
+                    (DenseMut::U8(o), Values::U8(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
-                    (Values::U16(o), Values::U16(v)) => {
+                    (DenseMut::U16(o), Values::U16(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
-                    (Values::U32(o), Values::U32(v)) => {
+                    (DenseMut::U32(o), Values::U32(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
                     _ => return Err(Error::arg("values do not match the dtype")),
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Bytes held in memory: positions (mask or N:M positions) plus values.

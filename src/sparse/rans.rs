@@ -396,3 +396,40 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod timing {
+    /// `cargo test --release --lib rans_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn rans_timing() {
+        let n = 8 << 20;
+        let mut seed = 1u64;
+        let data: Vec<u8> = (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let r = (seed >> 33) as u32;
+                ((r % 64) as i32 - 32 + (r >> 20) as i32 % 7) as u8
+            })
+            .collect();
+        crate::parallel::set_num_threads(1).unwrap();
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let h = super::histogram(&data);
+            let t1 = std::time::Instant::now();
+            let t = super::Table::from_counts(&h);
+            let mut out = Vec::with_capacity(n);
+            super::encode(&data, &t, &mut out);
+            let t2 = std::time::Instant::now();
+            let mut dec = vec![0u8; n];
+            super::decode(&out, &mut dec, "t").unwrap();
+            let t3 = std::time::Instant::now();
+            eprintln!(
+                "hist {:?} encode {:?} decode {:?}",
+                t1 - t0,
+                t2 - t1,
+                t3 - t2
+            );
+        }
+    }
+}

@@ -94,6 +94,10 @@ def cases(quick: bool) -> list[Case]:
         out.append(Case("sparse", f"from_bytes+to_dense {name}",
                         lambda b=blob: sparse.SparseTensor.from_bytes(b).to_dense(),
                         dec_base, work=q.nbytes, unit="GB/s", threads=1))
+        dense = np.empty_like(q)
+        out.append(Case("sparse", f"from_bytes+to_dense(out=) {name}",
+                        lambda b=blob, o=dense: sparse.SparseTensor.from_bytes(b).to_dense(out=o),
+                        dec_base, work=q.nbytes, unit="GB/s", threads=1))
     return out
 
 

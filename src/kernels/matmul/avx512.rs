@@ -15,6 +15,7 @@ use super::{finish_rows, row_tiles, Job, Out};
 /// # Safety
 /// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` readable for
 /// `(NV-1)*sstride + 64*groups` bytes; `tile` writable for MR rows of PANEL int32.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
@@ -58,12 +59,25 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     if !direct.out.is_null() {
         for (r, accr) in acc.iter().enumerate() {
             for (v, &x) in accr.iter().enumerate() {
-                // SAFETY: `direct` points at row 0, column 0 of this tile in the int32 output
-                // (row stride `ldo`) and at its 16*NV column terms (caller contract).
+                // SAFETY: `direct` points at row 0, column 0 of this tile in the output (row
+                // stride `ldo` elements of 4 bytes) and at its 16*NV column terms, scales and
+                // bias, and at the row scales of its rows (caller contract).
                 unsafe {
                     let c = _mm512_loadu_si512(direct.col_add.add(v * 16).cast());
-                    let o = direct.out.add(r * direct.ldo + v * 16);
-                    _mm512_storeu_si512(o.cast(), _mm512_add_epi32(x, c));
+                    let x = _mm512_add_epi32(x, c);
+                    let o = direct.out.add((r * direct.ldo + v * 16) * 4);
+                    if direct.float {
+                        // float32(x) * (row_scale * col_scale) (+ bias): the order of finish_rows.
+                        let rs = _mm512_set1_ps(*direct.row_scale.add(r * direct.rs_step));
+                        let sc = _mm512_mul_ps(rs, _mm512_loadu_ps(direct.col_scale.add(v * 16)));
+                        let mut y = _mm512_mul_ps(_mm512_cvtepi32_ps(x), sc);
+                        if !direct.bias.is_null() {
+                            y = _mm512_add_ps(y, _mm512_loadu_ps(direct.bias.add(v * 16)));
+                        }
+                        _mm512_storeu_ps(o.cast(), y);
+                    } else {
+                        _mm512_storeu_si512(o.cast(), x);
+                    }
                 }
             }
         }
@@ -77,13 +91,23 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     }
 }
 
-/// Where a finished tile goes when it needs no per-row terms and its panel is full: straight
-/// into the int32 output, plus the column terms (`out` null: into the tile for `finish_rows`).
+/// Where a finished tile goes when it needs no per-row correction terms and its panel is full:
+/// straight from registers into the int32 or float32 output, with the column terms (and the
+/// float epilogue); `out` null: into the tile for `finish_rows`.
 #[derive(Clone, Copy)]
 struct Direct {
-    out: *mut i32,
+    /// Row 0, column 0 of the tile in the output (4-byte elements).
+    out: *mut u8,
+    /// Output row stride in elements.
     ldo: usize,
     col_add: *const i32,
+    /// float32 output: `float32(acc) * (row_scale * col_scale) (+ bias)`.
+    float: bool,
+    row_scale: *const f32,
+    /// 0 (one scale) or 1 (per row).
+    rs_step: usize,
+    col_scale: *const f32,
+    bias: *const f32,
 }
 
 impl Direct {
@@ -91,18 +115,28 @@ impl Direct {
         out: std::ptr::null_mut(),
         ldo: 0,
         col_add: std::ptr::null(),
+        float: false,
+        row_scale: std::ptr::null(),
+        rs_step: 0,
+        col_scale: std::ptr::null(),
+        bias: std::ptr::null(),
     };
     /// The second half (columns 32..64) of a panel.
     #[inline(always)]
     fn half(self) -> Direct {
         if self.out.is_null() {
-            self
-        } else {
-            Direct {
-                out: self.out.wrapping_add(32),
-                ldo: self.ldo,
-                col_add: self.col_add.wrapping_add(32),
-            }
+            return self;
+        }
+        Direct {
+            out: self.out.wrapping_add(32 * 4),
+            col_add: self.col_add.wrapping_add(32),
+            col_scale: self.col_scale.wrapping_add(32),
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                self.bias.wrapping_add(32)
+            },
+            ..self
         }
     }
 }
@@ -173,9 +207,41 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
     };
     let rows_blk = m1 - m0;
     let n = job.b.n();
-    let direct_out = match job.out {
-        Out::I32(ptr) if job.row_a.is_none() && job.b.b_prime().is_none() => Some(ptr),
-        _ => None,
+    // Tiles may skip finish_rows when no per-row terms apply (B int8 without zero point, A
+    // zero point scalar) and the output is int32 or float32.
+    let direct_ok = job.row_a.is_none()
+        && job.b.b_prime().is_none()
+        && matches!(job.out, Out::I32(_) | Out::F32 { .. });
+    let direct_at = |m: usize, p: usize| -> Direct {
+        let at = m * n + p * PANEL;
+        let col_add = job.col_add[p * PANEL..].as_ptr();
+        match job.out {
+            Out::I32(ptr) => Direct {
+                out: ptr.get().wrapping_add(at).cast(),
+                ldo: n,
+                col_add,
+                ..Direct::NONE
+            },
+            Out::F32 {
+                ptr,
+                row_scale,
+                col_scale,
+                bias,
+            } => {
+                let per_row = row_scale.len() != 1;
+                Direct {
+                    out: ptr.get().wrapping_add(at).cast(),
+                    ldo: n,
+                    col_add,
+                    float: true,
+                    row_scale: row_scale[if per_row { m } else { 0 }..].as_ptr(),
+                    rs_step: per_row as usize,
+                    col_scale: col_scale[p * PANEL..].as_ptr(),
+                    bias: bias.map_or(std::ptr::null(), |b| b[p * PANEL..].as_ptr()),
+                }
+            }
+            Out::Q8 { .. } => Direct::NONE,
+        }
     };
     super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
         // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
@@ -199,13 +265,10 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
                             acc.as_mut_ptr().add(at),
                         )
                     };
-                    let d = match direct_out {
-                        Some(ptr) if last && (p + 1) * PANEL <= n => Direct {
-                            out: ptr.get().wrapping_add(m * n + p * PANEL),
-                            ldo: n,
-                            col_add: job.col_add[p * PANEL..].as_ptr(),
-                        },
-                        _ => Direct::NONE,
+                    let d = if direct_ok && last && (p + 1) * PANEL <= n {
+                        direct_at(m, p)
+                    } else {
+                        Direct::NONE
                     };
                     if job.flip {
                         tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);

@@ -422,22 +422,37 @@ pub(crate) fn tile_of_row(m: usize, r: usize) -> (usize, usize) {
     }
 }
 
-/// A as the kernels read it: in place when K is a multiple of 4, else copied into `buf` with
-/// rows zero-padded to `kp` (int8 padding is 0x80, which the kernels' XOR turns into 0).
-/// Returns (bytes, row stride).
-fn kernel_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut [u8]) -> (&'a [u8], usize) {
-    if a.k == kp {
-        return (a.data, kp);
+/// Up to this many rows, int8 A is converted to `Au = A ^ 0x80` once (a copy of M*K bytes)
+/// instead of in the kernels: small-M kernels issue one XOR per broadcast for few `vpdpbusd`.
+const PRE_FLIP_ROWS: usize = 16;
+
+/// Whether [`kernel_a`] copies A (so the scratch it needs is `rows * kp` bytes).
+fn a_needs_copy(a: &Lhs, kp: usize) -> bool {
+    kp > 0 && (a.k != kp || (a.dtype == Dtype::I8 && a.rows <= PRE_FLIP_ROWS))
+}
+
+/// A as the kernels read it: (bytes, row stride, XOR 0x80 in the kernel). In place when K is
+/// a multiple of 4 and no pre-flip applies; else copied into `buf` with rows padded to `kp`
+/// (padding multiplies packed B's zero rows, so its value does not matter; it is written as
+/// the value that becomes 0 after the XOR).
+fn kernel_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut [u8]) -> (&'a [u8], usize, bool) {
+    let signed = a.dtype == Dtype::I8;
+    if !a_needs_copy(a, kp) {
+        return (a.data, kp, signed);
     }
-    let fill = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
+    let pre_flip = signed && a.rows <= PRE_FLIP_ROWS;
+    let x = if pre_flip { 0x80u8 } else { 0 };
+    let fill = if signed && !pre_flip { 0x80u8 } else { 0 };
     for (dst, src) in buf
         .chunks_exact_mut(kp)
         .zip(a.data.chunks_exact(a.k.max(1)))
     {
-        dst[..a.k].copy_from_slice(src);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v ^ x;
+        }
         dst[a.k..].fill(fill);
     }
-    (&buf[..a.rows * kp], kp)
+    (&buf[..a.rows * kp], kp, signed && !pre_flip)
 }
 
 /// `rowsum(Au)` per row (wrapping).
@@ -459,7 +474,7 @@ thread_local! {
 }
 
 /// Largest scratch buffer kept between calls.
-const SCRATCH_KEEP: usize = 64 << 20;
+const SCRATCH_KEEP: usize = 16 << 20;
 
 /// Run `f` with this thread's scratch buffer `slot` (0: packed A, 1: quantized activations) of
 /// at least `len` bytes; contents are arbitrary.
@@ -533,7 +548,7 @@ fn execute(
     out: Out,
 ) {
     let kp = b.kp();
-    let scratch = if a.k == kp { 0 } else { a.rows * kp };
+    let scratch = if a_needs_copy(a, kp) { a.rows * kp } else { 0 };
     with_scratch(0, scratch, |buf| {
         let rowsums = if b.b_prime().is_some() {
             row_sums(a)
@@ -541,12 +556,12 @@ fn execute(
             Vec::new()
         };
         let p = prepare(a, a_zp, b, bias_i32, &rowsums);
-        let (data, lda) = kernel_a(a, kp, buf);
+        let (data, lda, flip) = kernel_a(a, kp, buf);
         let job = Job {
             a: data,
             lda,
             m: a.rows,
-            flip: a.dtype == Dtype::I8,
+            flip,
             b,
             col_add: &p.col_add,
             row_a: p.row_a.as_deref(),
@@ -571,10 +586,18 @@ fn alloc_len(m: usize, n: usize) -> Result<usize> {
 
 /// An output buffer the kernels overwrite completely (every row, every column of every panel),
 /// so it is not zeroed first: zeroing costs a pass over memory the kernels write anyway.
+/// The reservation is fallible: (2^20 x 1) @ (1 x 2^20) asks 4 TiB from 2 MiB of operands,
+/// which is an error, not an abort.
 fn alloc_output<T: Copy>(m: usize, n: usize, fill: impl FnOnce(*mut T)) -> Result<Vec<T>> {
     let len = alloc_len(m, n)?;
-    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(len);
-    // SAFETY: MaybeUninit needs no initialisation; capacity is len.
+    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::limit(format!(
+            "output of shape ({m}, {n}) needs {} bytes, which cannot be allocated",
+            len as u128 * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    // SAFETY: MaybeUninit needs no initialisation; capacity is at least len.
     unsafe { v.set_len(len) };
     fill(v.as_mut_ptr().cast::<T>());
     let mut v = std::mem::ManuallyDrop::new(v);
@@ -587,6 +610,37 @@ fn alloc_output<T: Copy>(m: usize, n: usize, fill: impl FnOnce(*mut T)) -> Resul
 /// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
 pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     matmul_integer_with(isa::active(), a, a_zp, b)
+}
+
+/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`,
+/// packed for this call only (storage recycled per thread).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_integer_unpacked_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
+        matmul_integer_with(isa, a, a_zp, packed)
+    })?
+}
+
+/// [`matmul_integer_unpacked_with`] on [`isa::active`].
+pub fn matmul_integer_unpacked(
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    matmul_integer_unpacked_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp)
 }
 
 /// [`matmul_integer`] on a given ISA level (tests).

@@ -65,6 +65,25 @@ fn check(
         matmul_integer_into_with(isa, &lhs, &wide(za), &packed, &mut out).unwrap();
         assert!(out == want, "sentinel isa={isa} m={m} k={k} n={n}");
     }
+    // Unpacked B, packed per call into recycled storage (twice: the second reuses it).
+    for isa in isa::detected() {
+        for _ in 0..2 {
+            let got =
+                matmul_integer_unpacked_with(isa, &lhs, &wide(za), b, k, n, bd, &wide(zb)).unwrap();
+            assert!(got == want, "unpacked isa={isa} m={m} k={k} n={n}");
+        }
+    }
+    // Unaligned start of A (one byte into a larger buffer).
+    let mut shifted = vec![0x5au8; a.len() + 1];
+    shifted[1..].copy_from_slice(a);
+    let lhs1 = Lhs {
+        data: &shifted[1..],
+        ..lhs
+    };
+    for isa in isa::detected() {
+        let got = matmul_integer_with(isa, &lhs1, &wide(za), &packed).unwrap();
+        assert!(got == want, "unaligned isa={isa} m={m} k={k} n={n}");
+    }
     // The AVX-VNNI kernel, through the AVX-512VL encoding of the same instruction.
     if isa::detected().contains(&Isa::Avx512) {
         let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
@@ -250,15 +269,17 @@ fn empty_dimensions() {
         let a = vec![7u8; m * k];
         let b = vec![9u8; k * n];
         let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[3]).unwrap();
-        let lhs = Lhs {
-            data: &a,
-            rows: m,
-            k,
-            dtype: Dtype::U8,
-        };
-        for isa in isa::detected() {
-            let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
-            assert_eq!(got, vec![0; m * n]);
+        for dtype in [Dtype::U8, Dtype::I8] {
+            let lhs = Lhs {
+                data: &a,
+                rows: m,
+                k,
+                dtype,
+            };
+            for isa in isa::detected() {
+                let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
+                assert_eq!(got, vec![0; m * n]);
+            }
         }
     }
 }

@@ -20,10 +20,12 @@ fn enc_step(x: __m512i, syms: &[u8], t: &EncTable, buf: &mut [u8], w: &mut usize
     debug_assert!(syms.len() == 16);
     // SAFETY: syms holds 16 bytes.
     let s = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(syms.as_ptr() as *const _) });
-    let cs = gather(s, &t.cmpl_shift);
-    let cmpl = _mm512_and_si512(cs, _mm512_set1_epi32(0xffff));
-    // x_max = freq << 16 = (M - cmpl) << 16: one gather fewer
-    let x_max = _mm512_slli_epi32::<16>(_mm512_sub_epi32(_mm512_set1_epi32(M as i32), cmpl));
+    // bias (16 bits) and M - freq (16 bits) in one gather; x_max = freq << 16
+    let bc = gather(s, &t.bias_cmpl);
+    let bias = _mm512_and_si512(bc, _mm512_set1_epi32(0xffff));
+    let cmpl = _mm512_srli_epi32::<16>(bc);
+    let f = _mm512_sub_epi32(_mm512_set1_epi32(M as i32), cmpl);
+    let x_max = _mm512_slli_epi32::<16>(f);
     let emit = _mm512_cmpge_epu32_mask(x, x_max);
     let cnt = emit.count_ones() as usize;
     let words = _mm512_cvtepi32_epi16(x);
@@ -35,11 +37,20 @@ fn enc_step(x: __m512i, syms: &[u8], t: &EncTable, buf: &mut [u8], w: &mut usize
     unsafe { _mm256_mask_storeu_epi16(buf.as_mut_ptr().add(2 * *w) as *mut i16, m, packed) };
     let x = _mm512_mask_srli_epi32(x, emit, x, 16);
     let rcp = gather(s, &t.rcp);
-    let bias = gather(s, &t.bias);
+    // shift = ceil(log2 f) - 1 = floor(log2(f - 1)) for f >= 2 (0 for f = 1): the exponent of
+    // float(f - 1), exact since f <= 2^15
+    let e = _mm512_srli_epi32::<23>(_mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_sub_epi32(
+        f,
+        _mm512_set1_epi32(1),
+    ))));
+    let shift = _mm512_max_epi32(
+        _mm512_sub_epi32(e, _mm512_set1_epi32(127)),
+        _mm512_setzero_si512(),
+    );
     let even = _mm512_srli_epi64::<32>(_mm512_mul_epu32(x, rcp));
     let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(rcp));
     let hi = _mm512_mask_blend_epi32(0xAAAA, even, odd);
-    let q = _mm512_srlv_epi32(hi, _mm512_srli_epi32::<16>(cs));
+    let q = _mm512_srlv_epi32(hi, shift);
     _mm512_add_epi32(_mm512_add_epi32(x, bias), _mm512_mullo_epi32(q, cmpl))
 }
 

@@ -41,6 +41,8 @@ pub struct EncTable {
     pub bias: [u32; 256],
     /// `(M - freq) | shift << 16`.
     pub cmpl_shift: [u32; 256],
+    /// `bias | (M - freq) << 16` (the SIMD encoder derives the shift from the frequency).
+    pub bias_cmpl: [u32; 256],
 }
 
 impl EncTable {
@@ -51,6 +53,7 @@ impl EncTable {
             rcp: [0; 256],
             bias: [0; 256],
             cmpl_shift: [0; 256],
+            bias_cmpl: [0; 256],
         };
         for s in 0..256 {
             let f = freq[s];
@@ -72,6 +75,7 @@ impl EncTable {
                 t.bias[s] = cum[s];
                 t.cmpl_shift[s] = cmpl | (shift - 1) << 16;
             }
+            t.bias_cmpl[s] = t.bias[s] | cmpl << 16;
         }
         t
     }

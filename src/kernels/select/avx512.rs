@@ -4,25 +4,31 @@
 
 use std::arch::x86_64::*;
 
-use super::{scalar, TOP_BITS};
+use super::scalar;
 
 /// See `scalar::split_block`.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL; `keep.len() == keys.len()`; `ci` / `ck` have room
 /// for every in-bin key after `c`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
 pub unsafe fn split_block(
     keys: &[u32],
     base: u64,
-    bin: u32,
+    lo: u32,
+    hi: u32,
     keep: &mut [bool],
     ci: &mut [u64],
     ck: &mut [u32],
     mut c: usize,
-) -> usize {
+) -> (usize, usize, bool) {
     let n = keys.len().min(keep.len());
-    let binv = _mm512_set1_epi32(bin as i32);
+    let lov = _mm512_set1_epi32(lo as i32);
+    let hiv = _mm512_set1_epi32(hi as i32);
+    let nanv = _mm512_set1_epi32(0x7f80_0000);
+    let mut below = 0usize;
+    let mut nan: u16 = 0;
     let one = _mm_set1_epi8(1);
     let zero = _mm512_setzero_si512();
     let iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
@@ -30,8 +36,10 @@ pub unsafe fn split_block(
     while j + 16 <= n {
         // SAFETY: j + 16 <= keys.len().
         let k = unsafe { _mm512_loadu_si512(keys.as_ptr().add(j) as *const _) };
-        let d = _mm512_srli_epi32::<TOP_BITS>(k);
-        let gt = _mm512_cmpgt_epu32_mask(d, binv);
+        let gt = _mm512_cmpgt_epu32_mask(k, hiv);
+        let lt = _mm512_cmplt_epu32_mask(k, lov);
+        below += lt.count_ones() as usize;
+        nan |= _mm512_cmpgt_epu32_mask(k, nanv);
         // SAFETY: 16 bytes at keep[j..j + 16]; each byte is 0 or 1, a valid bool.
         unsafe {
             _mm_storeu_si128(
@@ -39,7 +47,7 @@ pub unsafe fn split_block(
                 _mm_maskz_mov_epi8(gt, one),
             )
         };
-        let eq = _mm512_cmpeq_epi32_mask(d, binv);
+        let eq = !(gt | lt);
         if eq != 0 {
             let cnt = eq.count_ones() as usize;
             assert!(c + cnt <= ci.len() && c + cnt <= ck.len());
@@ -71,13 +79,15 @@ pub unsafe fn split_block(
         }
         j += 16;
     }
-    scalar::split_block(
+    let (c, b, nn) = scalar::split_block(
         &keys[j..n],
         base + j as u64,
-        bin,
+        lo,
+        hi,
         &mut keep[j..n],
         ci,
         ck,
         c,
-    )
+    );
+    (c, below + b, nan != 0 || nn)
 }

@@ -131,39 +131,152 @@ fn histogram_top(src: &dyn KeySource, a: usize, b: usize) -> Vec<u32> {
     out
 }
 
-/// Pass 2 over `a..a + keep.len()`: `keep[i] = digit > bin`; collect the indices and keys
-/// of the elements in `bin`, of which there are exactly `count` (from the pass-1 histogram).
+/// Result of a split pass over a range.
+#[derive(Debug, Default)]
+struct Split {
+    /// Indices of the candidates (`lo <= key <= hi`), in index order.
+    idx: Vec<u64>,
+    /// Their keys.
+    key: Vec<u32>,
+    /// How many keys were below `lo`.
+    below: usize,
+    /// Whether a NaN key (> `0x7f80_0000`) was seen.
+    nan: bool,
+}
+
+/// Split pass over `a..a + keep.len()`: `keep[i] = key > hi`; collect the candidates
+/// `lo <= key <= hi`; count the keys below `lo`.
 fn split_pass(
     isa: Isa,
     src: &dyn KeySource,
     a: usize,
     keep: &mut [bool],
-    bin: u32,
-    count: usize,
-) -> (Vec<u64>, Vec<u32>) {
-    let mut ci = vec![0u64; count];
-    let mut ck = vec![0u32; count];
+    lo: u32,
+    hi: u32,
+    expect: f64,
+) -> Split {
+    let mut out = Split::default();
+    // size the candidate lists once for the expected share (+ slack), grow if needed
+    let first = ((keep.len() as f64 * expect * 1.25) as usize + BLOCK).min(keep.len() + BLOCK);
+    out.idx = vec![0; first];
+    out.key = vec![0; first];
     let mut c = 0usize;
     let mut keys = [0u32; BLOCK];
     let mut s = 0;
     while s < keep.len() {
         let n = (keep.len() - s).min(BLOCK);
         src.fill(a + s, &mut keys[..n]);
+        if out.idx.len() < c + n {
+            let want = (c + n).max(2 * out.idx.len());
+            out.idx.resize(want, 0);
+            out.key.resize(want, 0);
+        }
         let base = (a + s) as u64;
         let kb = &mut keep[s..s + n];
-        c = match isa {
+        let st = match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `isa` is supported (checked by the caller); `ci`/`ck` have room for
-            // every element of the bin (the histogram counted them from the same keys).
+            // SAFETY: `isa` is supported (checked by the caller); `idx`/`key` have room for
+            // `n` more candidates after `c`.
             Isa::Avx512 => unsafe {
-                avx512::split_block(&keys[..n], base, bin, kb, &mut ci, &mut ck, c)
+                avx512::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c)
             },
-            _ => scalar::split_block(&keys[..n], base, bin, kb, &mut ci, &mut ck, c),
+            _ => scalar::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c),
         };
+        c = st.0;
+        out.below += st.1;
+        out.nan |= st.2;
         s += n;
     }
-    debug_assert_eq!(c, count);
-    (ci, ck)
+    out.idx.truncate(c);
+    out.key.truncate(c);
+    out
+}
+
+/// Run [`split_pass`] over the whole input, in parallel chunks when that pays.
+fn split_all(
+    isa: Isa,
+    src: &dyn KeySource,
+    keep: &mut [bool],
+    (lo, hi): (u32, u32),
+    expect: f64,
+    par: bool,
+) -> Split {
+    if !par {
+        return split_pass(isa, src, 0, keep, lo, hi, expect);
+    }
+    use rayon::prelude::*;
+    let parts: Vec<Split> = parallel::install(|| {
+        keep.par_chunks_mut(PAR_CHUNK)
+            .enumerate()
+            .map(|(c, kc)| split_pass(isa, src, c * PAR_CHUNK, kc, lo, hi, expect))
+            .collect()
+    });
+    let mut all = Split::default();
+    for p in parts {
+        all.idx.extend(p.idx);
+        all.key.extend(p.key);
+        all.below += p.below;
+        all.nan |= p.nan;
+    }
+    all
+}
+
+/// The first NaN key, as an error.
+fn nan_error(src: &dyn KeySource, what: &str, base: usize) -> Result<()> {
+    let n = src.len();
+    let mut keys = [0u32; BLOCK];
+    let mut s = 0;
+    while s < n {
+        let m = (n - s).min(BLOCK);
+        src.fill(s, &mut keys[..m]);
+        if let Some(j) = keys[..m].iter().position(|&k| k > 0x7f80_0000) {
+            return Err(Error::NonFinite {
+                what: what.to_string(),
+                index: base + s + j,
+                value: src.value(s + j),
+            });
+        }
+        s += m;
+    }
+    Ok(())
+}
+
+/// Inputs at least this long first try the sampled single pass.
+const SAMPLE_MIN: usize = 1 << 16;
+const SAMPLE_BLOCKS: usize = 128;
+const SAMPLE_BLOCK: usize = 512;
+
+/// Key window `[lo, hi]` that holds the `k`-th smallest key with high probability, from a
+/// sample of `SAMPLE_BLOCKS` evenly spread blocks, and the expected share of candidates;
+/// `None` if the sample holds a NaN.
+fn sample_window(src: &dyn KeySource, k: usize) -> Option<((u32, u32), f64)> {
+    let n = src.len();
+    let mut sample = vec![0u32; SAMPLE_BLOCKS * SAMPLE_BLOCK];
+    for b in 0..SAMPLE_BLOCKS {
+        let start = (b * (n - SAMPLE_BLOCK)) / (SAMPLE_BLOCKS - 1).max(1);
+        src.fill(start, &mut sample[b * SAMPLE_BLOCK..(b + 1) * SAMPLE_BLOCK]);
+    }
+    if sample.iter().any(|&k| k > 0x7f80_0000) {
+        return None;
+    }
+    let m = sample.len();
+    let p = k as f64 / n as f64;
+    // 4.5 standard deviations of the sample quantile, plus a little for block correlation
+    // (a miss only costs the exact fallback)
+    let delta = 4.5 * (p * (1.0 - p) / m as f64).sqrt() + 8.0 / m as f64;
+    let r_lo = ((p - delta) * m as f64).floor();
+    let r_hi = ((p + delta) * m as f64).ceil();
+    let lo = if r_lo < 0.0 {
+        0
+    } else {
+        *sample.select_nth_unstable(r_lo as usize).1
+    };
+    let hi = if r_hi >= (m - 1) as f64 {
+        u32::MAX
+    } else {
+        *sample.select_nth_unstable(r_hi as usize).1
+    };
+    Some(((lo, hi), (r_hi.min(m as f64) - r_lo.max(0.0)) / m as f64))
 }
 
 /// The bin holding the `k`-th smallest (1-based) and how many lie in lower bins.
@@ -216,9 +329,23 @@ pub fn keep_mask_with(
         return Ok(());
     }
     let threads = parallel::num_threads();
-    let parallel_ok = threads > 1 && n >= 2 * PAR_CHUNK;
-    // Pass 1: histogram of the top digit.
-    let chunk_hists: Vec<Vec<u32>> = if parallel_ok {
+    let par = threads > 1 && n >= 2 * PAR_CHUNK;
+    // Sampled single pass: guess a narrow key window around the k-th smallest, decide
+    // everything outside it in one pass, and check the guess (exact fallback otherwise).
+    if n >= SAMPLE_MIN && k > 0 && k < n {
+        if let Some((window, expect)) = sample_window(src, k) {
+            let sp = split_all(isa, src, keep, window, expect, par);
+            if sp.nan {
+                return nan_error(src, what, base);
+            }
+            if sp.below <= k && k - sp.below <= sp.idx.len() {
+                resolve(&sp.idx, &sp.key, k - sp.below, keep, &FULL_DIGITS);
+                return Ok(());
+            }
+        }
+    }
+    // Exact two passes. Pass 1: histogram of the top digit.
+    let chunk_hists: Vec<Vec<u32>> = if par {
         use rayon::prelude::*;
         let nchunks = n.div_ceil(PAR_CHUNK);
         parallel::install(|| {
@@ -238,20 +365,7 @@ pub fn keep_mask_with(
     }
     if hist[NAN_BIN..].iter().any(|&c| c > 0) {
         // Rare path: +Inf is fine, find the first NaN if any.
-        let mut keys = [0u32; BLOCK];
-        let mut s = 0;
-        while s < n {
-            let m = (n - s).min(BLOCK);
-            src.fill(s, &mut keys[..m]);
-            if let Some(j) = keys[..m].iter().position(|&k| k > 0x7f80_0000) {
-                return Err(Error::NonFinite {
-                    what: what.to_string(),
-                    index: base + s + j,
-                    value: src.value(s + j),
-                });
-            }
-            s += m;
-        }
+        nan_error(src, what, base)?;
     }
     if k == 0 {
         keep.fill(true);
@@ -259,56 +373,59 @@ pub fn keep_mask_with(
     }
     let (bin, below) = find_bin(&hist, k);
     // Pass 2: decide everything outside the bin, collect the bin (in index order).
-    let cand = if parallel_ok {
-        use rayon::prelude::*;
-        parallel::install(|| {
-            keep.par_chunks_mut(PAR_CHUNK)
-                .enumerate()
-                .map(|(c, kc)| {
-                    let cnt = chunk_hists[c][bin as usize] as usize;
-                    split_pass(isa, src, c * PAR_CHUNK, kc, bin, cnt)
-                })
-                .collect::<Vec<_>>()
-        })
-        .into_iter()
-        .fold((Vec::new(), Vec::new()), |(mut i, mut k), (ci, ck)| {
-            i.extend(ci);
-            k.extend(ck);
-            (i, k)
-        })
-    } else {
-        split_pass(isa, src, 0, keep, bin, hist[bin as usize] as usize)
-    };
-    resolve(&cand.0, &cand.1, k - below, keep);
+    let lo = bin << TOP_BITS;
+    let hi = lo | ((1 << TOP_BITS) - 1);
+    let expect = hist[bin as usize] as f64 / n as f64;
+    let sp = split_all(isa, src, keep, (lo, hi), expect, par);
+    debug_assert_eq!(sp.below, below);
+    resolve(&sp.idx, &sp.key, k - below, keep, &LOW_DIGITS);
     Ok(())
 }
 
-/// Among the candidates (index order, all in one top bin), prune the `need` smallest under
-/// `(key, index)` by resolving the two lower digits.
-fn resolve(idx: &[u64], keys: &[u32], need: usize, keep: &mut [bool]) {
-    let mut cur: Vec<(u64, u32)> = idx.iter().copied().zip(keys.iter().copied()).collect();
+/// Digits (shift, bits) of a whole 31-bit key, and of the key below the top digit.
+const FULL_DIGITS: [(u32, u32); 3] = [(20, 11), (10, 10), (0, 10)];
+const LOW_DIGITS: [(u32, u32); 2] = [(10, 10), (0, 10)];
+
+/// Among the candidates (index order; equal in the digits above `digits`), prune the `need`
+/// smallest under `(key, index)` and keep the rest, resolving one radix digit at a time.
+fn resolve(idx: &[u64], keys: &[u32], need: usize, keep: &mut [bool], digits: &[(u32, u32)]) {
+    if need == 0 {
+        for &i in idx {
+            keep[i as usize] = true;
+        }
+        return;
+    }
     let mut need = need;
-    for (shift, bits) in [(10u32, 10u32), (0, 10)] {
+    let mut ci: Vec<u64> = Vec::new();
+    let mut ck: Vec<u32> = Vec::new();
+    let mut first = true;
+    for &(shift, bits) in digits {
+        let (ii, kk): (&[u64], &[u32]) = if first { (idx, keys) } else { (&ci, &ck) };
         let mask = (1u32 << bits) - 1;
         let mut hist = vec![0u32; 1 << bits];
-        for &(_, k) in &cur {
+        for &k in kk {
             hist[((k >> shift) & mask) as usize] += 1;
         }
         let (b, below) = find_bin(&hist, need);
-        let mut next = Vec::with_capacity(hist[b as usize] as usize);
-        for &(i, k) in &cur {
+        let cnt = hist[b as usize] as usize;
+        let mut ni = Vec::with_capacity(cnt);
+        let mut nk = Vec::with_capacity(cnt);
+        for (&i, &k) in ii.iter().zip(kk) {
             let d = (k >> shift) & mask;
             if d == b {
-                next.push((i, k));
+                ni.push(i);
+                nk.push(k);
             } else {
                 keep[i as usize] = d > b;
             }
         }
         need -= below;
-        cur = next;
+        ci = ni;
+        ck = nk;
+        first = false;
     }
-    // All of `cur` share one key: prune the first `need` by index.
-    for (j, &(i, _)) in cur.iter().enumerate() {
+    // All remaining candidates share one key: prune the first `need` by index.
+    for (j, &i) in ci.iter().enumerate() {
         keep[i as usize] = j >= need;
     }
 }

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 macro_rules! kernels {
     (
         $t:ty, $lanes:expr, $kty:ty,
-        $bm:ident, $c:ident, $e:ident,
+        $bm:ident, $c:ident, $e:ident, $mc:ident,
         $set1:ident, $test:ident, $loadz:ident, $storem:ident, $compress:ident, $expand:ident
     ) => {
         /// Build the mask of `v` (bit set where `v & care != 0`); see `scalar::build_mask`.
@@ -98,6 +98,47 @@ macro_rules! kernels {
             j
         }
 
+        /// `build_mask` and `compress` in one pass; `out.len() >= v.len()` (full-width stores).
+        ///
+        /// # Safety
+        /// AVX-512 F/BW/VL/VBMI2; `mask.len() == v.len().div_ceil(8)`, `out.len() >= v.len()`.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+        pub unsafe fn $mc(v: &[$t], care: $t, mask: &mut [u8], out: &mut [$t]) -> usize {
+            const B: usize = $lanes / 8;
+            let c = $set1(care as _);
+            let src = _mm512_setzero_si512();
+            let n = v.len();
+            assert!(out.len() >= n && mask.len() == n.div_ceil(8));
+            let mut j = 0usize;
+            let mut i = 0;
+            while i + $lanes <= n {
+                // SAFETY: i + lanes <= v.len().
+                let x = unsafe { _mm512_loadu_si512(v.as_ptr().add(i) as *const _) };
+                let k: $kty = $test(x, c);
+                mask[i / 8..i / 8 + B].copy_from_slice(&k.to_le_bytes());
+                let r = $compress(src, k, x);
+                // SAFETY: j <= i, so j + lanes <= i + lanes <= n <= out.len().
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(j) as *mut _, r) };
+                j += k.count_ones() as usize;
+                i += $lanes;
+            }
+            let rem = n - i;
+            if rem > 0 {
+                let tail: $kty = ((1u64 << rem) - 1) as $kty;
+                // SAFETY: masked load of the rem remaining lanes.
+                let x = unsafe { $loadz(tail, v.as_ptr().add(i) as *const _) };
+                let k: $kty = $test(x, c) & tail;
+                let nb = rem.div_ceil(8);
+                mask[i / 8..i / 8 + nb].copy_from_slice(&k.to_le_bytes()[..nb]);
+                let r = $compress(src, k, x);
+                let cnt = k.count_ones() as usize;
+                // SAFETY: masked store of cnt <= rem lanes at j <= i (inside out).
+                unsafe { $storem(out.as_mut_ptr().add(j) as *mut _, ((1u64 << cnt) - 1) as $kty, r) };
+                j += cnt;
+            }
+            j
+        }
+
         /// Scatter kept values into dense form; see `scalar::expand`.
         ///
         /// # Safety
@@ -157,6 +198,7 @@ kernels!(
     build_mask_u8,
     compress_u8,
     expand_u8,
+    mask_compress_u8,
     _mm512_set1_epi8,
     _mm512_test_epi8_mask,
     _mm512_maskz_loadu_epi8,
@@ -171,6 +213,7 @@ kernels!(
     build_mask_u16,
     compress_u16,
     expand_u16,
+    mask_compress_u16,
     _mm512_set1_epi16,
     _mm512_test_epi16_mask,
     _mm512_maskz_loadu_epi16,
@@ -185,6 +228,7 @@ kernels!(
     build_mask_u32,
     compress_u32,
     expand_u32,
+    mask_compress_u32,
     _mm512_set1_epi32,
     _mm512_test_epi32_mask,
     _mm512_maskz_loadu_epi32,

@@ -79,6 +79,15 @@ fn check_all<T: Lane + From<u8>>(care: T, sentinel: T, special: &[T]) {
                     }
                     // sentinel after the output survived
                     assert!(o_isa[k_ref..].iter().all(|&s| s == sentinel));
+                    // fused mask + compress == the two passes (values beyond nnz unspecified)
+                    let mut m_f = vec![0x77u8; mask_len(n)];
+                    let mut o_f = vec![sentinel; n];
+                    let k_f = mask_compress_with(isa, v, care, &mut m_f, &mut o_f).unwrap();
+                    assert_eq!(
+                        (k_f, &m_f, &o_f[..k_f]),
+                        (k_ref, &m_ref, &o_ref[..k_ref]),
+                        "fused {isa} n={n}"
+                    );
                 }
             }
         }

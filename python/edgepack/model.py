@@ -1,0 +1,801 @@
+"""Whole-model compression: :func:`compress`, :class:`CompressedModel`, :func:`load`.
+
+``compress(weights, recipe)`` reads the weights one tensor at a time, encodes each as its
+recipe rule says (in parallel: the kernels release the GIL), and streams the results into an
+``.epk`` file (FORMAT.md); the returned :class:`CompressedModel` reads that file lazily.
+Memory stays near the largest tensor times a small factor, whatever the model's size.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import math
+import mmap
+import os
+import stat
+import shutil
+import tempfile
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgepack import _core
+from edgepack._errors import ArgumentError, DtypeError, FormatError
+from edgepack.io import (
+    FLOAT_NAMES,
+    dtype_name,
+    numpy_dtype,
+    open_source,
+    read_safetensors_header,
+    scratch,
+    write_safetensors,
+)
+from edgepack.recipe import Plan, Recipe
+from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
+
+__all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
+
+_MAGIC = b"\x89EPK\r\n\x1a\n"
+_SPARSE_FORMAT = "edgepack-sparse"
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def _add_note(e: BaseException, note: str) -> None:
+    """``e.add_note(note)`` (PEP 678); on Python 3.10 the same ``__notes__`` list by hand."""
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(e, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            try:
+                e.__notes__ = notes  # type: ignore[attr-defined]
+            except AttributeError:
+                return
+        notes.append(note)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quantized / sparse objects (from the quantize and sparse modules).
+
+
+def _quantize_fn() -> Any:
+    import edgepack
+
+    q = getattr(edgepack, "quantize", None)
+    if q is None:  # pragma: no cover - only before issue 2 is merged
+        raise ArgumentError("int8 / int4 encodings need edgepack.quantize, which this build lacks")
+    return q
+
+
+def _quantized_from_parts(
+    data: np.ndarray,
+    scale: np.ndarray,
+    zero_point: np.ndarray | None,
+    params: dict[str, Any],
+    shape: tuple[int, ...],
+) -> Any:
+    from edgepack.quantize import QuantizedTensor  # issue 2
+
+    axis = params["axis"]
+    if axis is None:
+        scale = scale.reshape(())
+    if zero_point is None:  # symmetric: signed values, zero point 0
+        zero_point = np.zeros(scale.shape, dtype=np.int8)
+    else:
+        zero_point = zero_point.reshape(scale.shape)
+    return QuantizedTensor(
+        data=data,
+        scale=scale,
+        zero_point=zero_point,
+        axis=axis,
+        block_size=params["block_size"],
+        bits=int(params["bits"]),
+        shape=shape,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding one tensor.
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the file says about one tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    encoding: str
+    params: dict[str, Any]
+    stored_bytes: int
+    stats: dict[str, Any] | None
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def _json(d: Any) -> str:
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _clean_stats(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if v is not None and math.isfinite(v) else None) for k, v in s.items()}
+
+
+def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: str) -> np.ndarray:
+    from edgepack import prune  # issue 4
+
+    r = plan.rule
+    assert r is not None
+    # Scores per input feature (last dim) weight |w| (as issue 4's magnitude_mask does).
+    score = x if importance is None else np.abs(x) * importance
+    if r.importance == "provided" and importance is None:
+        raise ArgumentError(
+            f"tensor {name!r}: rule {r.pattern!r} wants provided importance, but `importance` "
+            "has no entry for it"
+        )
+    if r.sparsity_method == "magnitude":
+        return prune.magnitude_mask(x, plan.sparsity, importance=importance)
+    if r.sparsity_method == "nm":
+        return prune.nm_mask(score, r.n, r.m)
+    return prune.block_mask(score, plan.sparsity, block=r.block_shape)
+
+
+def _encode(
+    name: str, x: np.ndarray, plan: Plan, importance: np.ndarray | None, level: int
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Encode one tensor: the arguments of ``EpkWriter.add`` and the stats."""
+    dt = dtype_name(x.dtype, f"tensor {name!r}")
+    shape = tuple(int(d) for d in x.shape)
+    payloads: list[tuple[str, str, list[int], np.ndarray]] = []
+    params: dict[str, Any] = {}
+    zstd: int | None = None
+    if plan.encoding == "raw":
+        payloads.append(("data", dt, list(shape), _u8(x)))
+        zero = int(x.size - np.count_nonzero(x)) if x.size else 0
+        stats: dict[str, Any] = {
+            "sparsity": zero / x.size if x.size else 0.0,
+            "snr_db": None,
+            "rel_error": 0.0,
+            "cosine": 1.0,
+            "max_abs_error": 0.0,
+        }
+        return (name, dt, list(shape), "raw", "{}", _json(stats), payloads, None), stats
+    xf = np.asarray(x, dtype=np.float32)
+    if plan.sparsity:
+        imp = None
+        if importance is not None and plan.rule is not None and plan.rule.importance == "provided":
+            imp = np.asarray(importance, dtype=np.float32)
+            want = (x.shape[-1],) if x.ndim else (1,)
+            if imp.shape != want:
+                raise ArgumentError(
+                    f"importance of tensor {name!r} has shape {imp.shape}, expected {want} "
+                    "(one score per input feature, the last dimension)"
+                )
+        mask = np.asarray(_prune_mask(xf, plan, imp, name), dtype=bool)
+        xp = np.where(mask, xf, np.float32(0))
+        zstd = level
+    else:
+        mask = None
+        xp = xf
+    if plan.encoding == "float16":
+        with np.errstate(over="ignore"):
+            y16 = xp.astype(np.float16)
+        bad = np.isinf(y16) & np.isfinite(xp)
+        if bad.any():
+            i = int(np.flatnonzero(bad.reshape(-1))[0])
+            raise ArgumentError(
+                f"tensor {name!r} value {float(xp.reshape(-1)[i])!r} at index {i} overflows float16"
+            )
+        payloads.append(("data", "float16", list(shape), _u8(y16)))
+        decoded = y16
+        enc = "float16"
+    elif plan.encoding == "sparse":
+        from edgepack import sparse  # issue 4
+
+        st = sparse.encode(xp, mask=mask)
+        blob = np.frombuffer(st.to_bytes(level=level), dtype=np.uint8)
+        payloads.append(("data", "uint8", [int(blob.size)], blob))
+        params = {"format": _SPARSE_FORMAT, "nnz": int(st.nnz)}
+        decoded = st.to_dense()
+        enc = "sparse"
+        zstd = None
+    else:
+        quantize = _quantize_fn()
+        kw: dict[str, Any] = {
+            "bits": plan.bits,
+            "symmetric": plan.symmetric,
+            "axis": plan.axis,
+            "block_size": plan.block_size,
+            "calibration": plan.calibration,
+        }
+        if plan.percentile is not None:
+            kw["percentile"] = plan.percentile
+        qt = quantize(xp, **kw)
+        data = np.asarray(qt.data)
+        scale_shape = _scale_shape(shape, plan.axis, plan.block_size)
+        data_shape = list(data.shape) if plan.bits == 8 else [int(data.size)]
+        payloads.append(("data", data.dtype.name, data_shape, _u8(data)))
+        scale = np.asarray(qt.scale, dtype=np.float32)
+        payloads.append(("scale", "float32", scale_shape, _u8(scale)))
+        if not plan.symmetric:
+            zp = np.asarray(qt.zero_point).astype(np.uint8)
+            payloads.append(("zero_point", "uint8", scale_shape, _u8(zp)))
+        params = {
+            "bits": plan.bits,
+            "symmetric": plan.symmetric,
+            "axis": plan.axis,
+            "block_size": plan.block_size,
+            "convention": "onnx",
+            "sparsity": float(plan.sparsity),
+        }
+        enc = "quant"
+        zstd = level
+        stats = _quant_stats(xf, qt, plan)
+        return (name, dt, list(shape), enc, _json(params), _json(_clean_stats(stats)), payloads, zstd), stats
+    stats = tensor_stats(xf, np.asarray(decoded))
+    clean = _clean_stats(stats)
+    return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
+
+
+#: Elements dequantized at a time for the report's statistics.
+_STATS_CHUNK = 1 << 22
+
+
+def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]:
+    """Error statistics of a QuantizedTensor against ``xf``, dequantizing slices of rows
+    (along axis 0) into this thread's scratch buffer: never a whole decoded copy."""
+    from edgepack.quantize import QuantizedTensor  # issue 2
+
+    shape = tuple(xf.shape)
+    rows = shape[0] if shape else 1
+    inner = int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+    step = max(1, _STATS_CHUNK // max(inner, 1))
+    b = plan.block_size
+    if plan.axis == 0 and b is not None:
+        step = max(b, step // b * b)  # whole blocks along axis 0
+    if plan.bits == 4 and inner % 2:
+        step += step % 2  # packed: every slice starts on a byte
+    acc = ErrorAccumulator()
+    if not shape or step >= rows:
+        out = scratch("dequantize", 4 * xf.size).view(np.float32).reshape(shape)
+        acc.add(xf, qt.dequantize(out=out))
+        return acc.result()
+    buf = scratch("dequantize", 4 * step * inner).view(np.float32)
+    data = np.asarray(qt.data)
+    scale = np.asarray(qt.scale)
+    zp = np.asarray(qt.zero_point)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        sub_shape = (r1 - r0, *shape[1:])
+        if plan.bits == 8:
+            d = data[r0:r1]
+        else:
+            d = data[r0 * inner // 2 : (r1 * inner + 1) // 2]
+        if plan.axis is None or (plan.axis != 0 and b is None):
+            s, z = scale, zp
+        elif plan.axis == 0 and b is not None:
+            s, z = scale[r0 // b : -(-r1 // b)], zp[r0 // b : -(-r1 // b)]
+        else:  # per channel along axis 0, or blocks along a later axis: rows of the scales
+            s, z = scale[r0:r1], zp[r0:r1]
+        sub = QuantizedTensor(
+            data=d, scale=s, zero_point=z, axis=plan.axis, block_size=b, bits=plan.bits, shape=sub_shape
+        )
+        y = sub.dequantize(out=buf[: (r1 - r0) * inner].reshape(sub_shape))
+        acc.add(xf[r0:r1], y)
+    return acc.result()
+
+
+def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) -> list[int]:
+    if axis is None:
+        return []
+    if block is None:
+        return [shape[axis]]
+    s = list(shape)
+    s[axis] = -(-s[axis] // block)
+    return s
+
+
+# ----------------------------------------------------------------------------------------------
+# compress
+
+
+def _check_metadata(md: Mapping[str, str] | None) -> dict[str, str]:
+    if md is None:
+        return {}
+    if not isinstance(md, Mapping):
+        raise DtypeError(f"`metadata` must be a dict of str -> str, found {type(md).__name__}")
+    out = {}
+    for k, v in md.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise DtypeError(f"`metadata` must map str -> str, found {k!r}: {type(v).__name__}")
+        out[k] = v
+    return out
+
+
+def compress(
+    weights: Mapping[str, Any] | str | os.PathLike[str],
+    recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    importance: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+) -> CompressedModel:
+    """Compress a model's weights into an ``.epk`` file.
+
+    ``weights``: a mapping name -> array (float32 / float16 / bfloat16 / float64 of any rank;
+    integer and bool tensors are kept as is), or the path of a ``.safetensors``, ``.npz`` or
+    PyTorch (``.pt`` / ``.pth`` / ``.bin``, needs torch) file. Nothing passed in is modified.
+    ``recipe``: a :class:`Recipe`, a dict, JSON text, or a ``.json`` / ``.toml`` path
+    (default: ``Recipe()``). ``progress(done, total, name)`` is called after each tensor.
+    ``importance``: scores for rules with ``importance="provided"``. ``metadata``: str -> str
+    kept in the file. ``out``: write the file there directly (atomically) instead of a
+    temporary file (in ``TMPDIR``) that :meth:`CompressedModel.save` copies; for models larger
+    than memory on a machine whose ``/tmp`` is a RAM disk (tmpfs), pass ``out=`` or point
+    ``TMPDIR`` at a disk folder.
+    ``workers``: tensors encoded at once (default: ``edgepack.get_num_threads()``).
+
+    Errors name the tensor (as a note on the exception when it comes from a kernel).
+    """
+    rec = Recipe.coerce(recipe)
+    md = _check_metadata(metadata)
+    source = open_source(weights)
+    tmpdir = None
+    try:
+        names = source.names
+        for pat in rec.unused_patterns(names):
+            warnings.warn(
+                f"recipe rule {pat!r} decides no tensor (it matches no name, or earlier rules "
+                "take every tensor it matches)",
+                UserWarning,
+                stacklevel=2,
+            )
+        if importance is not None and not isinstance(importance, Mapping):
+            raise DtypeError("`importance` must be a mapping of tensor name -> array")
+        if out is None:
+            tmpdir = tempfile.mkdtemp(prefix="edgepack-")
+            path = os.path.join(tmpdir, "model.epk")
+        else:
+            path = os.fspath(out)
+        writer = _core.EpkWriter(path)
+        import edgepack
+
+        nw = max(1, int(workers) if workers is not None else edgepack.get_num_threads())
+
+        def work(name: str) -> None:
+            try:
+                x = source.load(name, reuse=True)
+                plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES)
+                imp = None if importance is None else importance.get(name)
+                args, _ = _encode(name, x, plan, imp, rec.zstd_level)
+                writer.add(*args)
+            except Exception as e:
+                _add_note(e, f"while compressing tensor {name!r}")
+                raise
+
+        try:
+            with ThreadPoolExecutor(max_workers=nw, thread_name_prefix="edgepack-compress") as ex:
+                pending: set[Future[None]] = set()
+                done_count = 0
+                it = iter(names)
+                futmap: dict[Future[None], str] = {}
+
+                def reap(block: bool) -> None:
+                    nonlocal done_count, pending
+                    if not pending:
+                        return
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED) if block else (
+                        {f for f in pending if f.done()},
+                        {f for f in pending if not f.done()},
+                    )
+                    for f in sorted(done, key=lambda f: futmap[f]):
+                        f.result()  # re-raise the first error
+                        done_count += 1
+                        if progress is not None:
+                            progress(done_count, len(names), futmap.pop(f))
+
+                for name in it:
+                    while len(pending) >= nw + 1:  # bounded: at most nw + 1 tensors in flight
+                        reap(True)
+                    fut = ex.submit(work, name)
+                    futmap[fut] = name
+                    pending.add(fut)
+                while pending:
+                    reap(True)
+            writer.finish(md, rec.to_json())
+        except BaseException:
+            writer.abort()
+            raise
+    except BaseException:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    finally:
+        source.close()
+    return CompressedModel(path, _tmpdir=tmpdir)
+
+
+# ----------------------------------------------------------------------------------------------
+# CompressedModel
+
+
+class CompressedModel(Mapping[str, Any]):
+    """A compressed model, read lazily from its ``.epk`` file (memory-mapped; a tensor is
+    verified and decoded each time it is accessed, nothing is cached).
+
+    ``model[name]`` is the stored object: an ndarray (kept / float16; a read-only view of the
+    memory-mapped file when the payload is stored uncompressed), a QuantizedTensor or a
+    SparseTensor. ``decompress(name)`` gives a fresh float32 array.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, _tmpdir: str | None = None):
+        self._reader = _core.EpkReader(path)
+        h = json.loads(self._reader.header_json())
+        self._header = h
+        self._records = {t["name"]: t for t in h["tensors"]}
+        self._names = [t["name"] for t in h["tensors"]]
+        self._mm: mmap.mmap | None = None
+        self._lock = threading.Lock()
+        if _tmpdir is not None:
+            weakref.finalize(self, shutil.rmtree, _tmpdir, True)
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> Any:
+        return self._decode(name, float32=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __repr__(self) -> str:
+        return f"CompressedModel({len(self)} tensors, {self.nbytes} bytes, path={self.path!r})"
+
+    @property
+    def path(self) -> str:
+        """The file this model reads from."""
+        return os.fspath(self._reader.path)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the ``.epk`` file in bytes."""
+        return int(self._reader.nbytes)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._header["metadata"])
+
+    @property
+    def recipe(self) -> Recipe | None:
+        r = self._header["recipe"]
+        if r is None:
+            return None
+        try:
+            return Recipe.from_dict(r)
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
+            raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
+
+    def info(self, name: str) -> TensorInfo:
+        t = self._record(name)
+        return TensorInfo(
+            name=name,
+            dtype=t["dtype"],
+            shape=tuple(t["shape"]),
+            encoding=t["encoding"],
+            params=dict(t["params"]),
+            stored_bytes=sum(p["length"] for p in t["payloads"]),
+            stats=t.get("stats"),
+        )
+
+    def _record(self, name: str) -> dict[str, Any]:
+        try:
+            return self._records[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in this model") from None
+
+    def _payload(self, name: str, t: dict[str, Any], role: str) -> np.ndarray:
+        """The decoded payload. Uncompressed payloads are read-only views of a memory map of
+        the file (no copy; the checksum is verified first); compressed ones are decoded."""
+        p = next(p for p in t["payloads"] if p["role"] == role)
+        dt = numpy_dtype(p["dtype"])
+        rng = self._reader.verified_range(name, role)
+        if rng is not None and rng[1] > 0:
+            with self._lock:
+                if self._mm is None:
+                    with open(self.path, "rb") as f:
+                        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            off, n = rng
+            if off + n <= len(self._mm):
+                return np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off).reshape(p["shape"])
+        raw = self._reader.payload(name, role)
+        return raw.view(dt).reshape(p["shape"])
+
+    def _decode(self, name: str, *, float32: bool) -> Any:
+        t = self._record(name)
+        shape = tuple(t["shape"])
+        enc = t["encoding"]
+        try:
+            if enc == "raw":
+                a = self._payload(name, t, "data")
+                if a.dtype == np.bool_ and a.size and a.view(np.uint8).max() > 1:
+                    i = int(np.argmax(a.reshape(-1).view(np.uint8) > 1))
+                    v = int(a.reshape(-1).view(np.uint8)[i])
+                    raise FormatError(
+                        f"tensor {name!r}: bool byte {v} at index {i} (bool bytes are 0 or 1)"
+                    )
+                if float32:
+                    return a.astype(np.float32) if t["dtype"] in FLOAT_NAMES else a.copy()
+                return a
+            if enc == "float16":
+                a = self._payload(name, t, "data")
+                return a.astype(np.float32) if float32 else a
+            if enc == "sparse":
+                from edgepack.sparse import SparseTensor  # issue 4
+
+                blob = self._payload(name, t, "data")
+                st = SparseTensor.from_bytes(blob.tobytes())
+                if tuple(st.shape) != shape or int(st.nnz) != int(t["params"]["nnz"]):
+                    raise FormatError(
+                        f"tensor {name!r}: sparse payload has shape {tuple(st.shape)} and "
+                        f"{int(st.nnz)} non-zeros, the header says {shape} and {t['params']['nnz']}"
+                    )
+                return np.asarray(st.to_dense(), dtype=np.float32) if float32 else st
+            if enc == "quant":
+                data = self._payload(name, t, "data")
+                scale = self._payload(name, t, "scale")
+                zp = self._payload(name, t, "zero_point") if not t["params"]["symmetric"] else None
+                if not np.all(np.isfinite(scale) & (scale > 0)):
+                    raise FormatError(f"tensor {name!r}: scale holds a value that is not finite and > 0")
+                qt = _quantized_from_parts(data, scale, zp, t["params"], shape)
+                if float32:
+                    import edgepack
+
+                    return edgepack.dequantize(qt)
+                return qt
+        except Exception as e:
+            _add_note(e, f"while decoding tensor {name!r} from {self.path}")
+            raise
+        raise FormatError(f"tensor {name!r} has unknown encoding {enc!r}")  # pragma: no cover
+
+    def decompress(self, name: str | None = None) -> Any:
+        """Float32 array of one tensor, or a dict of all of them (integer / bool tensors
+        kept as stored come back in their own dtype)."""
+        if name is not None:
+            return self._decode(name, float32=True)
+        return {n: self._decode(n, float32=True) for n in self._names}
+
+    def verify(self) -> None:
+        """Check every payload's checksum and decoding (reads the whole file)."""
+        self._reader.verify()
+
+    def report(self) -> Report:
+        """Per-tensor sizes and errors (errors measured when the file was written)."""
+        rows = []
+        for t in self._header["tensors"]:
+            n = math.prod(t["shape"])
+            before = n * numpy_dtype(t["dtype"]).itemsize if t["dtype"] != "bfloat16" else 2 * n
+            after = sum(p["length"] for p in t["payloads"])
+            s = t.get("stats") or {}
+            lossless = t["encoding"] == "raw"
+            snr = s.get("snr_db")
+            if snr is None and (lossless or s.get("rel_error") == 0.0):
+                snr = math.inf
+            rows.append(
+                ReportRow(
+                    name=t["name"],
+                    shape=tuple(t["shape"]),
+                    parameters=n,
+                    encoding=_describe(t),
+                    sparsity=s.get("sparsity"),
+                    bits_per_weight=8 * after / n if n else 0.0,
+                    bytes_before=before,
+                    bytes_after=after,
+                    ratio=before / after if after else math.inf,
+                    snr_db=snr,
+                    rel_error=s.get("rel_error"),
+                    cosine=s.get("cosine"),
+                    max_abs_error=s.get("max_abs_error"),
+                )
+            )
+        return Report(tuple(rows), model=self)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to ``path`` atomically (a temporary file next to it, fsync, rename):
+        an interrupted save never destroys a file already at ``path``."""
+        dest = os.fspath(path)
+        if os.path.exists(dest) and os.path.samefile(dest, self.path):
+            return
+        _core.epk_copy(self.path, dest)
+
+    def to_safetensors(self, path: str | os.PathLike[str], *, dequantize: bool = False) -> None:
+        """Write a plain safetensors file (FORMAT.md section 10), tensor by tensor.
+
+        For a quantized tensor ``w``: ``w`` holds the integer data (int8 / uint8; 4-bit: two
+        values per byte, low nibble first, flat), ``w.scale`` the float32 scales and
+        ``w.zero_point`` the zero points when affine. Kept and float16 tensors are stored as
+        is, sparse tensors dense (float32). With ``dequantize=True`` every float tensor is
+        written as float32 and nothing else (for any tool).
+        """
+        items: list[tuple[str, str, tuple[int, ...]]] = []
+        getters: dict[str, Callable[[], np.ndarray]] = {}
+        meta_t: dict[str, Any] = {}
+        for name in self._names:
+            t = self._records[name]
+            shape = tuple(t["shape"])
+            if dequantize:
+                dt = "float32" if t["dtype"] in FLOAT_NAMES else t["dtype"]
+                items.append((name, dt, shape))
+                getters[name] = functools.partial(self.decompress, name)
+                continue
+            meta_t[name] = {k: t[k] for k in ("dtype", "shape", "encoding", "params")}
+            if "stats" in t:
+                meta_t[name]["stats"] = t["stats"]
+            if t["encoding"] == "quant":
+                for p in t["payloads"]:
+                    key = name if p["role"] == "data" else f"{name}.{p['role']}"
+                    items.append((key, p["dtype"], tuple(p["shape"])))
+                    getters[key] = functools.partial(self._payload, name, t, p["role"])
+            elif t["encoding"] == "sparse":
+                items.append((name, "float32", shape))
+                getters[name] = functools.partial(self.decompress, name)
+            else:
+                p = t["payloads"][0]
+                items.append((name, p["dtype"], shape))
+                getters[name] = functools.partial(self._payload, name, t, "data")
+        names = [i[0] for i in items]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ArgumentError(f"tensor names {dup} collide with the '.scale' / '.zero_point' names")
+        md = None
+        if not dequantize:
+            md = {
+                "format": "edgepack",
+                "edgepack.format_version": "1",
+                "edgepack.tensors": _json(meta_t),
+                "edgepack.recipe": json.dumps(self._header["recipe"], sort_keys=True),
+                "edgepack.metadata": _json(self._header["metadata"]),
+            }
+        write_safetensors(os.fspath(path), items, lambda k: getters[k](), md)
+
+
+def _describe(t: dict[str, Any]) -> str:
+    e = t["encoding"]
+    if e != "quant":
+        return e
+    p = t["params"]
+    kind = "int" if p["symmetric"] else "uint"
+    if p["axis"] is None:
+        g = "tensor"
+    elif p["block_size"] is None:
+        g = f"axis {p['axis']}"
+    else:
+        g = f"block {p['block_size']} axis {p['axis']}"
+    return f"{kind}{p['bits']} {g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# load
+
+
+def load(path: str | os.PathLike[str]) -> CompressedModel:
+    """Open an ``.epk`` file lazily (memory-mapped; tensors decoded on access), or read back
+    the safetensors form written by :meth:`CompressedModel.to_safetensors`.
+
+    A missing or unreadable path raises the OS error (``FileNotFoundError``,
+    ``PermissionError``) with the path; a corrupt file raises :class:`edgepack.FormatError`.
+    """
+    p = os.fspath(path)
+    st = os.stat(p)  # FileNotFoundError / PermissionError with the path
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        # Opening a FIFO blocks until a writer appears; a device has no length to check.
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", p)
+    with open(p, "rb") as f:
+        magic = f.read(8)
+    if magic != _MAGIC and p.lower().endswith(".safetensors"):
+        return _from_safetensors(p)
+    return CompressedModel(p)  # the reader says what is wrong with anything else
+
+
+def _from_safetensors(path: str) -> CompressedModel:
+    header, data_start, _ = read_safetensors_header(path)
+    md = header.get("__metadata__") or {}
+    if md.get("format") != "edgepack" or "edgepack.tensors" not in md:
+        raise FormatError(
+            f"{path}: a safetensors file without edgepack metadata; compress it with "
+            "edgepack.compress(path) instead"
+        )
+    if md.get("edgepack.format_version") != "1":
+        raise FormatError(
+            f"{path}: unsupported edgepack safetensors version {md.get('edgepack.format_version')!r}"
+        )
+    try:
+        tensors = json.loads(md["edgepack.tensors"])
+        recipe = json.loads(md.get("edgepack.recipe", "null"))
+        usermd = json.loads(md.get("edgepack.metadata", "{}"))
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}: edgepack metadata is not valid JSON: {e}") from e
+    if not (isinstance(tensors, dict) and all(isinstance(t, dict) for t in tensors.values())):
+        raise FormatError(f"{path}: edgepack.tensors must map tensor names to objects")
+    if not isinstance(usermd, dict):
+        raise FormatError(f"{path}: edgepack.metadata must be a JSON object")
+    src = open_source(path)
+    missing = sorted(
+        k
+        for n, t in tensors.items()
+        for k in ([n] if t.get("encoding") != "quant" else [n, f"{n}.scale"])
+        if k not in src.names
+    )
+    if missing:
+        src.close()
+        raise FormatError(f"{path}: edgepack metadata names tensor {missing[0]!r} that the file lacks")
+    tmpdir = tempfile.mkdtemp(prefix="edgepack-")
+    epk = os.path.join(tmpdir, "model.epk")
+    try:
+        w = _core.EpkWriter(epk)
+        try:
+            for name in sorted(tensors):
+                t = tensors[name]
+                enc = t["encoding"]
+                payloads = []
+                if enc == "quant":
+                    roles = ["data", "scale"] + ([] if t["params"]["symmetric"] else ["zero_point"])
+                    for role in roles:
+                        key = name if role == "data" else f"{name}.{role}"
+                        a = src.load(key)
+                        payloads.append((role, a.dtype.name, list(a.shape), _u8(a)))
+                    level: int | None = (recipe or {}).get("zstd_level", 1)
+                elif enc == "sparse":
+                    a = src.load(name)
+                    payloads.append(("data", "float32", list(a.shape), _u8(a)))
+                    enc, t = "raw", {**t, "dtype": "float32", "params": {}}
+                    level = None
+                else:
+                    a = src.load(name)
+                    payloads.append(("data", dtype_name(a.dtype, name), list(a.shape), _u8(a)))
+                    level = None
+                stats = t.get("stats")
+                w.add(
+                    name,
+                    t["dtype"],
+                    list(t["shape"]),
+                    enc,
+                    _json(t["params"]),
+                    None if stats is None else _json(stats),
+                    payloads,
+                    level,
+                )
+            w.finish({str(k): str(v) for k, v in usermd.items()}, None if recipe is None else _json(recipe))
+        except BaseException:
+            w.abort()
+            raise
+    except (KeyError, TypeError, AttributeError, ArgumentError, DtypeError) as e:
+        # Hostile or inconsistent metadata: whatever the writer rejects is a format error here.
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        what = f"lacks the key {e}" if isinstance(e, KeyError) else str(e)
+        raise FormatError(f"{path}: invalid edgepack metadata: {what}") from e
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return CompressedModel(epk, _tmpdir=tmpdir)
+

@@ -1,0 +1,398 @@
+"""What :func:`edgepack.compress` does to each tensor: :class:`Recipe` and :class:`Rule`.
+
+A recipe is an ordered list of rules, each with a glob pattern (``fnmatch``, case-sensitive)
+over tensor names; the first rule whose pattern matches a tensor decides what happens to it.
+Tensors no rule matches follow the recipe's ``default``:
+
+* ``"auto"`` (the default, in the spirit of TFLite's dynamic-range rule): a float tensor with
+  at least 2 dimensions and at least 1024 elements becomes int8, symmetric, one scale per
+  output channel (axis 0, PyTorch's ``(out, in)`` layout); everything else (biases, norms,
+  small tensors, integer buffers) is kept as is.
+* ``"keep"``: every unmatched tensor is kept as is.
+
+A recipe loads from a dict (:meth:`Recipe.from_dict`), a JSON string or file
+(:meth:`Recipe.from_json`), a TOML file (:meth:`Recipe.from_toml`; Python 3.11+ reads TOML with
+the standard ``tomllib``; on 3.10 edgepack uses ``tomli`` when it is installed and otherwise says
+to install it), and round-trips: ``Recipe.from_dict(r.to_dict()) == r``.
+
+Example (TOML)::
+
+    default = "auto"
+    [[rules]]
+    pattern = "*.embed*"
+    action = "keep"
+    [[rules]]
+    pattern = "*.mlp.*weight"
+    bits = 4                 # block-wise along the input dim (axis 1), block 32
+    [[rules]]
+    pattern = "*attn*weight"
+    sparsity = 0.5
+    sparsity_method = "nm"   # 2:4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgepack._errors import ArgumentError
+
+__all__ = ["Recipe", "Rule", "Plan"]
+
+_ACTIONS = ("quantize", "keep", "float16")
+_GRANULARITIES = ("tensor", "channel", "block")
+_CALIBRATIONS = ("minmax", "percentile", "mse")
+_SPARSITY_METHODS = ("magnitude", "nm", "block")
+_IMPORTANCE = ("magnitude", "provided")
+_DEFAULTS = ("auto", "keep")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule. Only ``pattern`` is required; ``None`` means "the default for these bits".
+
+    * ``action``: ``"quantize"`` (int8 / int4), ``"keep"`` (stored unchanged) or
+      ``"float16"``.
+    * ``bits``: 8 or 4 (quantize only).
+    * ``granularity``: ``"tensor"``, ``"channel"`` (one scale per index along ``axis``,
+      default axis 0) or ``"block"`` (blocks of ``block_size`` along ``axis``, default axis 1 =
+      the input dim, block 32). Default: ``"channel"`` for 8 bits, ``"block"`` for 4 bits.
+    * ``symmetric``: zero point 0 (int8 / int4) or affine (uint8 / uint4 with a zero point).
+    * ``calibration`` / ``percentile``: how the range is chosen (``"minmax"`` by default).
+    * ``sparsity``: fraction of weights pruned to zero before encoding (0 = none), with
+      ``sparsity_method`` ``"magnitude"`` (unstructured), ``"nm"`` (``n`` of every ``m``
+      kept; ``sparsity`` must equal ``1 - n/m``) or ``"block"`` (whole ``block_shape`` blocks),
+      ranked by ``importance``: ``"magnitude"`` (``|w|``) or ``"provided"`` (``|w|`` times a
+      score per input feature, i.e. per index of the last dimension, passed to
+      :func:`edgepack.compress` as ``importance={name: 1-D array}``, e.g. activation norms).
+      A pruned tensor with ``action="keep"`` is stored in the sparse format; with
+      ``"quantize"`` / ``"float16"`` its zeros are entropy-coded.
+    """
+
+    pattern: str
+    action: str = "quantize"
+    bits: int = 8
+    granularity: str | None = None
+    axis: int | None = None
+    block_size: int | None = None
+    symmetric: bool = True
+    calibration: str = "minmax"
+    percentile: float | None = None
+    sparsity: float = 0.0
+    sparsity_method: str = "magnitude"
+    n: int = 2
+    m: int = 4
+    block_shape: tuple[int, ...] = (1, 4)
+    importance: str = "magnitude"
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> ArgumentError:
+            return ArgumentError(f"rule {self.pattern!r}: {msg}")
+
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise ArgumentError(f"a rule's pattern must be a non-empty string, found {self.pattern!r}")
+        if self.action not in _ACTIONS:
+            raise bad(f"action must be one of {_ACTIONS}, found {self.action!r}")
+        if self.bits not in (8, 4) or isinstance(self.bits, bool):
+            raise bad(f"bits must be 8 or 4, found {self.bits!r}")
+        if self.granularity is not None and self.granularity not in _GRANULARITIES:
+            raise bad(f"granularity must be one of {_GRANULARITIES}, found {self.granularity!r}")
+        if self.calibration not in _CALIBRATIONS:
+            raise bad(f"calibration must be one of {_CALIBRATIONS}, found {self.calibration!r}")
+        if self.sparsity_method not in _SPARSITY_METHODS:
+            raise bad(
+                f"sparsity_method must be one of {_SPARSITY_METHODS}, found {self.sparsity_method!r}"
+            )
+        if self.importance not in _IMPORTANCE:
+            raise bad(f"importance must be one of {_IMPORTANCE}, found {self.importance!r}")
+        if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
+            raise bad(f"sparsity must be in [0, 1), found {self.sparsity!r}")
+        object.__setattr__(self, "block_shape", tuple(int(b) for b in self.block_shape))
+        # Contradictions inside one rule.
+        quant_only = {
+            "bits": self.bits != 8,
+            "granularity": self.granularity is not None,
+            "axis": self.axis is not None,
+            "block_size": self.block_size is not None,
+            "symmetric": self.symmetric is not True,
+            "calibration": self.calibration != "minmax",
+            "percentile": self.percentile is not None,
+        }
+        if self.action != "quantize":
+            set_ = [k for k, v in quant_only.items() if v]
+            if set_:
+                raise bad(f"action {self.action!r} conflicts with quantization settings {set_}")
+        if self.block_size is not None:
+            if self.granularity not in (None, "block"):
+                raise bad(f"block_size={self.block_size} conflicts with granularity {self.granularity!r}")
+            if int(self.block_size) < 1:
+                raise bad(f"block_size must be >= 1, found {self.block_size}")
+        if self.granularity == "tensor" and self.axis is not None:
+            raise bad("granularity 'tensor' conflicts with an axis")
+        if (self.calibration == "percentile") != (self.percentile is not None):
+            raise bad("calibration 'percentile' and a percentile value go together")
+        if self.sparsity_method == "nm" and self.sparsity:
+            if not (1 <= self.n < self.m) or not math.isclose(self.sparsity, 1 - self.n / self.m):
+                raise bad(
+                    f"N:M pruning {self.n}:{self.m} gives sparsity {1 - self.n / self.m:g}, "
+                    f"found sparsity={self.sparsity}"
+                )
+
+    # -- resolved settings -------------------------------------------------------------------
+    def resolved_granularity(self) -> str:
+        if self.granularity is not None:
+            return self.granularity
+        if self.block_size is not None:
+            return "block"
+        return "block" if self.bits == 4 else "channel"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the fields that differ from the defaults (plus ``pattern``)."""
+        out: dict[str, Any] = {"pattern": self.pattern}
+        for f in dataclasses.fields(self):
+            if f.name == "pattern":
+                continue
+            v = getattr(self, f.name)
+            if v != f.default:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
+        if not isinstance(d, Mapping):
+            raise ArgumentError(f"a rule must be a mapping, found {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ArgumentError(
+                f"rule {d.get('pattern')!r} has unknown keys {unknown}; known: {sorted(names)}"
+            )
+        kw = dict(d)
+        if "block_shape" in kw:
+            kw["block_shape"] = tuple(kw["block_shape"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What happens to one tensor (a resolved rule)."""
+
+    encoding: str  # "raw", "float16", "quant", "sparse"
+    rule: Rule | None
+    bits: int = 8
+    axis: int | None = None
+    block_size: int | None = None
+    symmetric: bool = True
+    calibration: str = "minmax"
+    percentile: float | None = None
+    sparsity: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered tuple of :class:`Rule` (first match wins) and a ``default`` for the rest."""
+
+    rules: tuple[Rule, ...] = ()
+    default: str = "auto"
+    zstd_level: int = 1
+    min_elements: int = 1024
+
+    def __post_init__(self) -> None:
+        rules = tuple(r if isinstance(r, Rule) else Rule.from_dict(r) for r in self.rules)
+        object.__setattr__(self, "rules", rules)
+        if self.default not in _DEFAULTS:
+            raise ArgumentError(f"recipe default must be one of {_DEFAULTS}, found {self.default!r}")
+        if not (isinstance(self.zstd_level, int) and -7 <= self.zstd_level <= 22):
+            raise ArgumentError(f"zstd_level must be an int in -7..=22, found {self.zstd_level!r}")
+        seen: dict[str, Rule] = {}
+        for r in rules:
+            if r.pattern in seen:
+                if seen[r.pattern] != r:
+                    raise ArgumentError(
+                        f"conflicting rules for pattern {r.pattern!r}: {seen[r.pattern].to_dict()} "
+                        f"and {r.to_dict()} (the first always wins; remove one)"
+                    )
+                raise ArgumentError(f"rule {r.pattern!r} is listed twice")
+            seen[r.pattern] = r
+
+    # -- matching ------------------------------------------------------------------------------
+    def match(self, name: str) -> Rule | None:
+        """The first rule whose pattern matches ``name``, or None."""
+        for r in self.rules:
+            if fnmatch.fnmatchcase(name, r.pattern):
+                return r
+        return None
+
+    def plan(self, name: str, shape: tuple[int, ...], is_float: bool) -> Plan:
+        """What happens to a tensor of this name and shape."""
+        r = self.match(name)
+        size = math.prod(shape)
+        if r is None:
+            if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
+                return Plan("quant", None, bits=8, axis=0)
+            return Plan("raw", None)
+        if not is_float and (r.action != "keep" or r.sparsity):
+            raise ArgumentError(
+                f"tensor {name!r}: rule {r.pattern!r} asks to {r.action} a non-float tensor; "
+                "only float tensors can be quantized, converted or pruned (use action='keep')"
+            )
+        if r.action == "keep":
+            return Plan("sparse" if r.sparsity else "raw", r, sparsity=r.sparsity)
+        if r.action == "float16":
+            return Plan("float16", r, sparsity=r.sparsity)
+        g = r.resolved_granularity()
+        rank = len(shape)
+        axis: int | None
+        block: int | None = None
+        if g == "tensor" or rank == 0:
+            axis = None
+        elif g == "channel":
+            axis = 0 if r.axis is None else r.axis
+        else:
+            axis = (1 if rank >= 2 else 0) if r.axis is None else r.axis
+            block = 32 if r.block_size is None else int(r.block_size)
+        if axis is not None:
+            if not -rank <= axis < rank:
+                raise ArgumentError(
+                    f"tensor {name!r}: rule {r.pattern!r} has axis {axis}, out of range for "
+                    f"shape {shape}"
+                )
+            axis %= rank
+        return Plan(
+            "quant",
+            r,
+            bits=r.bits,
+            axis=axis,
+            block_size=block,
+            symmetric=r.symmetric,
+            calibration=r.calibration,
+            percentile=r.percentile,
+            sparsity=r.sparsity,
+        )
+
+    def unused_patterns(self, names: list[str]) -> list[str]:
+        """Patterns that decide no tensor among ``names`` (no match, or always shadowed)."""
+        used = {id(r) for n in names if (r := self.match(n)) is not None}
+        return [r.pattern for r in self.rules if id(r) not in used]
+
+    # -- (de)serialization ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "default": self.default,
+            "min_elements": self.min_elements,
+            "rules": [r.to_dict() for r in self.rules],
+            "zstd_level": self.zstd_level,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        if not isinstance(d, Mapping):
+            raise ArgumentError(f"a recipe must be a mapping, found {type(d).__name__}")
+        known = {"default", "rules", "zstd_level", "min_elements"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ArgumentError(f"recipe has unknown keys {unknown}; known: {sorted(known)}")
+        rules = d.get("rules", [])
+        if not isinstance(rules, (list, tuple)):
+            raise ArgumentError(f"recipe rules must be a list, found {type(rules).__name__}")
+        return cls(
+            rules=tuple(Rule.from_dict(r) for r in rules),
+            default=d.get("default", "auto"),
+            zstd_level=d.get("zstd_level", 1),
+            min_elements=d.get("min_elements", 1024),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike[str]) -> Recipe:
+        """From a JSON string, or the path of a ``.json`` file."""
+        s = os.fspath(text_or_path)
+        if not s.lstrip().startswith("{"):
+            with open(s, encoding="utf-8") as f:
+                s = f.read()
+        try:
+            d = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ArgumentError(f"recipe is not valid JSON: {e}") from e
+        return cls.from_dict(d)
+
+    def to_toml(self) -> str:
+        """TOML text that :meth:`from_toml` reads back (``None`` fields are omitted)."""
+
+        def val(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (int, float)):
+                return repr(v)
+            if isinstance(v, str):
+                return json.dumps(v)
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(val(x) for x in v) + "]"
+            raise TypeError(v)
+
+        d = self.to_dict()
+        lines = [f"{k} = {val(d[k])}" for k in ("default", "min_elements", "zstd_level")]
+        for r in d["rules"]:
+            lines.append("")
+            lines.append("[[rules]]")
+            lines.extend(f"{k} = {val(v)}" for k, v in r.items() if v is not None)
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text_or_path: str | os.PathLike[str]) -> Recipe:
+        """From a TOML file path (or TOML text containing a newline)."""
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - 3.10 only
+            try:
+                import tomli as tomllib
+            except ModuleNotFoundError as e:
+                raise ModuleNotFoundError(
+                    "reading a TOML recipe on Python 3.10 needs the 'tomli' package "
+                    "(pip install tomli); Python 3.11+ has tomllib built in. "
+                    "JSON recipes (Recipe.from_json) work everywhere."
+                ) from e
+        s = os.fspath(text_or_path)
+        if "\n" not in s:
+            with open(s, "rb") as f:
+                s = f.read().decode("utf-8")
+        try:
+            d = tomllib.loads(s)
+        except tomllib.TOMLDecodeError as e:
+            raise ArgumentError(f"recipe is not valid TOML: {e}") from e
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Recipe:
+        """From a ``.json`` or ``.toml`` file (by extension)."""
+        p = os.fspath(path)
+        if p.endswith(".toml"):
+            return cls.from_toml(p)
+        return cls.from_json(p)
+
+    @classmethod
+    def coerce(cls, recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str] | None) -> Recipe:
+        if recipe is None:
+            return cls()
+        if isinstance(recipe, Recipe):
+            return recipe
+        if isinstance(recipe, Mapping):
+            return cls.from_dict(recipe)
+        if isinstance(recipe, (str, os.PathLike)):
+            s = os.fspath(recipe)
+            if s.lstrip().startswith("{"):
+                return cls.from_json(s)
+            return cls.load(s)
+        raise ArgumentError(
+            f"`recipe` must be a Recipe, a dict, a JSON string or a .json/.toml path, "
+            f"found {type(recipe).__name__}"
+        )

@@ -1,0 +1,220 @@
+//! Bindings of the `.epk` reader and writer (`src/format/`): `EpkReader`, `EpkWriter`,
+//! `epk_copy`, `epk_validate`. The Python side (`edgepack.model`) builds on these.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::format::header::{parse_json, Header};
+use crate::format::{encode_payload, Dtype, Encoding, Parsed, Reader, TensorMeta, Writer};
+
+/// An opened, validated `.epk` file (memory-mapped; payloads decoded on access).
+#[pyclass(frozen, module = "edgepack._core")]
+struct EpkReader {
+    inner: Reader,
+}
+
+#[pymethods]
+impl EpkReader {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| Reader::open(&path))?;
+        Ok(EpkReader { inner })
+    }
+
+    /// The file's path.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    /// The validated header, as canonical JSON.
+    fn header_json(&self) -> String {
+        self.inner.header().to_json()
+    }
+
+    /// Verify and decode one payload into a uint8 array of its decoded bytes.
+    fn payload<'py>(
+        &self,
+        py: Python<'py>,
+        tensor: &str,
+        role: &str,
+    ) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let v = py.detach(|| self.inner.payload(tensor, role))?;
+        Ok(v.into_pyarray(py))
+    }
+
+    /// For an uncompressed payload: verify its checksum, return `(offset, length)` of its bytes
+    /// in the file (for a zero-copy read-only view); `None` when it is compressed.
+    fn verified_range(
+        &self,
+        py: Python<'_>,
+        tensor: &str,
+        role: &str,
+    ) -> PyResult<Option<(u64, u64)>> {
+        Ok(py.detach(|| self.inner.verified_range(tensor, role))?)
+    }
+
+    /// Verify every payload (reads the whole file).
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.verify())?)
+    }
+
+    /// Size of the file in bytes.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.bytes().len()
+    }
+}
+
+fn parse_obj(s: Option<&str>, what: &str) -> Result<Option<Map<String, Value>>, Error> {
+    match s {
+        None => Ok(None),
+        Some(s) => match parse_json(s.as_bytes(), what)? {
+            Value::Object(m) => Ok(Some(m)),
+            _ => Err(Error::arg(format!("{what} must be a JSON object"))),
+        },
+    }
+}
+
+fn dtype(s: &str, what: &str) -> Result<Dtype, Error> {
+    Dtype::parse(s).ok_or_else(|| Error::dtype(format!("{what}: unsupported dtype {s:?}")))
+}
+
+/// An `.epk` file being written; `add` may be called from several threads at once
+/// (compression runs without the GIL and without the writer's lock).
+#[pyclass(frozen, module = "edgepack._core")]
+struct EpkWriter {
+    inner: Mutex<Option<Writer>>,
+}
+
+type PayloadArg<'py> = (String, String, Vec<u64>, PyReadonlyArray1<'py, u8>);
+
+#[pymethods]
+impl EpkWriter {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        Ok(EpkWriter {
+            inner: Mutex::new(Some(Writer::create(path)?)),
+        })
+    }
+
+    /// Add one tensor: `payloads` is a list of `(role, dtype, shape, bytes as a uint8 array)`.
+    #[pyo3(signature = (name, dtype, shape, encoding, params_json, stats_json, payloads, zstd_level=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        py: Python<'_>,
+        name: String,
+        dtype: &str,
+        shape: Vec<u64>,
+        encoding: &str,
+        params_json: &str,
+        stats_json: Option<&str>,
+        payloads: Vec<PayloadArg<'_>>,
+        zstd_level: Option<i32>,
+    ) -> PyResult<()> {
+        let what = format!("tensor {name:?}");
+        let meta = TensorMeta {
+            dtype: self::dtype(dtype, &what)?,
+            encoding: Encoding::parse(encoding)
+                .ok_or_else(|| Error::arg(format!("{what}: unknown encoding {encoding:?}")))?,
+            params: parse_obj(Some(params_json), "params")?.unwrap_or_default(),
+            stats: parse_obj(stats_json, "stats")?,
+            shape,
+            name,
+        };
+        let mut parts = Vec::with_capacity(payloads.len());
+        for (role, dt, shp, arr) in &payloads {
+            parts.push((
+                role.as_str(),
+                self::dtype(dt, &what)?,
+                shp.as_slice(),
+                arr.as_slice()?,
+            ));
+        }
+        py.detach(|| -> Result<(), Error> {
+            let encoded = parts
+                .iter()
+                .map(|(r, d, s, b)| encode_payload(r, *d, s, b, zstd_level))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| match e {
+                    Error::InvalidArgument(m) => Error::arg(format!("{what}: {m}")),
+                    o => o,
+                })?;
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            match g.as_mut() {
+                Some(w) => w.add(meta, &encoded),
+                None => Err(Error::arg("the writer is already finished or aborted")),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Write the file (fsync + atomic rename).
+    #[pyo3(signature = (metadata, recipe_json=None))]
+    fn finish(
+        &self,
+        py: Python<'_>,
+        metadata: BTreeMap<String, String>,
+        recipe_json: Option<&str>,
+    ) -> PyResult<()> {
+        let recipe = match parse_obj(recipe_json, "recipe")? {
+            Some(m) => Value::Object(m),
+            None => Value::Null,
+        };
+        let w = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| Error::arg("the writer is already finished or aborted"))?;
+        py.detach(|| w.finish(metadata, recipe))?;
+        Ok(())
+    }
+
+    /// Abandon the file: temporary files are removed, the destination is untouched.
+    fn abort(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Copy `src` to `dest` atomically (temporary file next to `dest`, fsync, rename).
+#[pyfunction]
+fn epk_copy(py: Python<'_>, src: PathBuf, dest: PathBuf) -> PyResult<()> {
+    Ok(py.detach(|| crate::format::writer::atomic_copy(&src, &dest))?)
+}
+
+/// Validate the bytes of a whole `.epk` file; returns its header as canonical JSON.
+#[pyfunction]
+fn epk_validate(py: Python<'_>, data: &[u8]) -> PyResult<String> {
+    let h: Header = py.detach(|| Parsed::parse(data).map(|p| p.header))?;
+    Ok(h.to_json())
+}
+
+/// `(sxx, syy, sxy, sdd, max_abs, zeros)` of `y` against `x` (f64 sums, see
+/// `src/model/stats.rs`).
+#[pyfunction]
+fn error_sums(
+    py: Python<'_>,
+    x: PyReadonlyArray1<'_, f32>,
+    y: PyReadonlyArray1<'_, f32>,
+) -> PyResult<(f64, f64, f64, f64, f64, u64)> {
+    let (xs, ys) = (x.as_slice()?, y.as_slice()?);
+    let s = py.detach(|| crate::model::stats::error_sums(xs, ys))?;
+    Ok((s.sxx, s.syy, s.sxy, s.sdd, s.max_abs, s.zeros))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(error_sums, m)?)?;
+    m.add_class::<EpkReader>()?;
+    m.add_class::<EpkWriter>()?;
+    m.add_function(wrap_pyfunction!(epk_copy, m)?)?;
+    m.add_function(wrap_pyfunction!(epk_validate, m)?)?;
+    Ok(())
+}
