@@ -110,6 +110,7 @@ def quantize(
     reduce_range: bool,
     calibration: str,
     percentile: float | None,
+    out: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 # --- pruning and sparse storage (issue 4) ---
 

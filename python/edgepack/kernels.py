@@ -93,8 +93,15 @@ def quantize_linear(
             o = _check_out(out, np.uint8, (), (xf.size + 1) // 2).reshape(-1)
         _core.quantize_linear(xf, s, z, otype, ax, bs, o)
         return out
-    r = _core.quantize_linear(xf, s, z, otype, ax, bs, None)
-    return r.view(np.int8) if otype == "int8" else r
+    # np.empty, not zeros: large blocks are reused from the C heap without page faults or
+    # zeroing (the kernel writes every byte).
+    if otype in ("int8", "uint8"):
+        r = np.empty(xf.shape, _NP[otype])
+        _core.quantize_linear(xf, s, z, otype, ax, bs, r.view(np.uint8))
+    else:
+        r = np.empty((xf.size + 1) // 2, np.uint8)
+        _core.quantize_linear(xf, s, z, otype, ax, bs, r)
+    return r
 
 
 def dequantize_linear(
@@ -137,7 +144,9 @@ def dequantize_linear(
         _check_out(out, np.float32, q.shape, q.size)
         _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, out)
         return out
-    return _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, None)
+    r = np.empty(q.shape, np.float32)  # reused heap memory: no page faults, no zeroing
+    _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, r)
+    return r
 
 
 def dynamic_quantize_linear(
@@ -156,7 +165,8 @@ def dynamic_quantize_linear(
         o = _check_out(out, np.uint8, xf.shape, xf.size)
         _, s, z = _core.dynamic_quantize_linear(xf, o)
         return out, np.float32(s), np.uint8(z)
-    y, s, z = _core.dynamic_quantize_linear(xf, None)
+    y = np.empty(xf.shape, np.uint8)  # reused heap memory: no page faults, no zeroing
+    _, s, z = _core.dynamic_quantize_linear(xf, y)
     return y, np.float32(s), np.uint8(z)
 
 
