@@ -158,9 +158,21 @@ def test_quant_encodings_round_trip(tmp_path, rng, rule, tol_bits):
 
 
 @needs_quant
-def test_report_numbers_match_numpy(rng):
-    w = {"a": heavy_tailed(rng, (64, 96)), "b": heavy_tailed(rng, (33, 40)), "c": rng.standard_normal(7).astype(np.float32)}
-    m = edgepack.compress(w, {"rules": [{"pattern": "b", "bits": 4}, {"pattern": "a"}]})
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_report_numbers_match_numpy(rng, monkeypatch, chunk):
+    if chunk is not None:  # the statistics are accumulated over slices of a few rows
+        monkeypatch.setattr(edgepack.model, "_STATS_CHUNK", chunk)
+    w = {"a": heavy_tailed(rng, (64, 96)), "b": heavy_tailed(rng, (33, 41)), "c": rng.standard_normal(7).astype(np.float32),
+         "d": heavy_tailed(rng, (37, 3, 5)), "e": heavy_tailed(rng, (45, 6)), "f": heavy_tailed(rng, (13, 9)),
+         "g": heavy_tailed(rng, (101,))}
+    m = edgepack.compress(w, {"rules": [
+        {"pattern": "b", "bits": 4},
+        {"pattern": "a"},
+        {"pattern": "d", "bits": 4, "symmetric": False, "axis": 0, "block_size": 4},
+        {"pattern": "e", "granularity": "tensor", "symmetric": False},
+        {"pattern": "f", "axis": 1},
+        {"pattern": "g", "bits": 4, "granularity": "channel"},
+    ]})
     rep = m.report()
     for name in w:
         row = rep[name]
@@ -181,10 +193,10 @@ def test_report_numbers_match_numpy(rng):
     md = rep.to_markdown()
     assert "| a | 64x96 |" in md and "**total**" in md
     js = json.loads(rep.to_json())
-    assert js["totals"]["tensors"] == 3 and js["rows"][2]["snr_db"] is None
+    assert js["totals"]["tensors"] == 7 and js["rows"][2]["snr_db"] is None
     pd = pytest.importorskip("pandas")
     df = rep.to_dataframe()
-    assert isinstance(df, pd.DataFrame) and list(df["name"]) == ["a", "b", "c"]
+    assert isinstance(df, pd.DataFrame) and list(df["name"]) == sorted(w)
 
 
 @needs_sparse

@@ -32,6 +32,7 @@ __all__ = [
     "PackedMatrix",
     "_pack_matrix",
     "_matmul_integer",
+    "_matmul_integer_b",
     "_qlinear_matmul",
     "_linear_forward",
     "_linear_forward_q8",
@@ -109,6 +110,7 @@ def quantize(
     reduce_range: bool,
     calibration: str,
     percentile: float | None,
+    out: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 # --- pruning and sparse storage (issue 4) ---
 
@@ -176,6 +178,14 @@ def _matmul_integer(
     a_zero_point: npt.NDArray[np.int64],
     b: PackedMatrix,
     out: npt.NDArray[np.int32] | None = None,
+) -> npt.NDArray[np.int32]: ...
+def _matmul_integer_b(
+    a: npt.NDArray[np.uint8],
+    a_signed: bool,
+    a_zero_point: npt.NDArray[np.int64],
+    b: npt.NDArray[np.uint8],
+    b_signed: bool,
+    b_zero_point: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.int32]: ...
 def _qlinear_matmul(
     a: npt.NDArray[np.uint8],

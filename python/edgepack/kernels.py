@@ -19,7 +19,7 @@ import numpy as np
 
 from edgepack import _core
 from edgepack._coerce import as_f32, as_scale, axis_int, dtype_name, qtype_name, zero_point
-from edgepack._errors import ArgumentError, DtypeError
+from edgepack._errors import ArgumentError, DtypeError, LimitError
 
 __all__ = [
     "quantize_linear",
@@ -93,8 +93,15 @@ def quantize_linear(
             o = _check_out(out, np.uint8, (), (xf.size + 1) // 2).reshape(-1)
         _core.quantize_linear(xf, s, z, otype, ax, bs, o)
         return out
-    r = _core.quantize_linear(xf, s, z, otype, ax, bs, None)
-    return r.view(np.int8) if otype == "int8" else r
+    # np.empty, not zeros: large blocks are reused from the C heap without page faults or
+    # zeroing (the kernel writes every byte).
+    if otype in ("int8", "uint8"):
+        r = np.empty(xf.shape, _NP[otype])
+        _core.quantize_linear(xf, s, z, otype, ax, bs, r.view(np.uint8))
+    else:
+        r = np.empty((xf.size + 1) // 2, np.uint8)
+        _core.quantize_linear(xf, s, z, otype, ax, bs, r)
+    return r
 
 
 def dequantize_linear(
@@ -137,7 +144,9 @@ def dequantize_linear(
         _check_out(out, np.float32, q.shape, q.size)
         _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, out)
         return out
-    return _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, None)
+    r = np.empty(q.shape, np.float32)  # reused heap memory: no page faults, no zeroing
+    _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, r)
+    return r
 
 
 def dynamic_quantize_linear(
@@ -156,7 +165,8 @@ def dynamic_quantize_linear(
         o = _check_out(out, np.uint8, xf.shape, xf.size)
         _, s, z = _core.dynamic_quantize_linear(xf, o)
         return out, np.float32(s), np.uint8(z)
-    y, s, z = _core.dynamic_quantize_linear(xf, None)
+    y = np.empty(xf.shape, np.uint8)  # reused heap memory: no page faults, no zeroing
+    _, s, z = _core.dynamic_quantize_linear(xf, y)
     return y, np.float32(s), np.uint8(z)
 
 
@@ -173,6 +183,15 @@ _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 _NO_ZP = np.zeros(0, dtype=np.int64)
 
 
+#: No int8 x int8 product sum over more than 131071 terms is guaranteed to fit in int32 with
+#: any dtypes or zero points ((a - za) spans 256 values, so max |a - za| >= 128): larger K is
+#: rejected before the operands are copied or packed (the exact per-call limit is checked in
+#: the core).
+_K_MAX = 131071
+#: Largest operand / result element count (as in FORMAT.md): checked before copying.
+_MAX_ELEMENTS = 1 << 48
+
+
 def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype not in _INT8:
@@ -181,7 +200,19 @@ def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
         raise ArgumentError(
             f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}"
         )
+    if arr.size > _MAX_ELEMENTS:
+        raise LimitError(
+            f"`{name}` of shape {arr.shape} has {arr.size} elements, above the limit of 2^48"
+        )
     return arr
+
+
+def _check_k(k: int, name: str) -> None:
+    if k > _K_MAX:
+        raise LimitError(
+            f"`{name}` has K={k}, above {_K_MAX}, the largest K for which any int8 product sum "
+            "fits in int32 exactly; split K and sum in int64"
+        )
 
 
 def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
@@ -191,6 +222,8 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
     arr = np.asarray(zp)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise DtypeError(f"`{name}` must be an integer scalar or array, found {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
+        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     if arr.size == 1:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
@@ -198,8 +231,6 @@ def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
             f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
             f"found shape {arr.shape}"
         )
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
-        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -212,6 +243,7 @@ def pack_matrix(b: np.ndarray, b_zero_point: object = None) -> PackedMatrix:
     arr = _mm_int8_array(b, "b", 2)
     if arr.ndim != 2:
         raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {arr.shape}")
+    _check_k(arr.shape[0], "b")
     zp = _mm_zero_point(b_zero_point, "b_zero_point", arr.shape[1], "column of `b`")
     data = np.ascontiguousarray(arr).view(np.uint8)
     return _core._pack_matrix(data, arr.dtype == np.int8, zp)
@@ -237,6 +269,7 @@ def _mm_lhs(
         arr = arr.reshape(1, -1)
     lead = arr.shape[:-2]
     m, k = arr.shape[-2], arr.shape[-1]
+    _check_k(k, "a")
     batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
     zp = _mm_zero_point(a_zero_point, "a_zero_point", m, "row of `a`")
     if zp.size > 1 and batch != 1:
@@ -276,6 +309,16 @@ def matmul_integer(
         # Fast path for the common call (short decode-time products): no coercion needed.
         return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
+    if out is None and not isinstance(b, PackedMatrix):
+        # Pack for this call only, into storage the core recycles.
+        b_arr = _mm_int8_array(b, "b", 2)
+        if b_arr.ndim != 2:
+            raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {b_arr.shape}")
+        bzp = _mm_zero_point(b_zero_point, "b_zero_point", b_arr.shape[1], "column of `b`")
+        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
+        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp)
+        n = b_arr.shape[1]
+        return res.reshape((n,) if vector else lead + (n,))
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)

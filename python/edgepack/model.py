@@ -8,11 +8,13 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
 import mmap
 import os
+import stat
 import shutil
 import tempfile
 import threading
@@ -37,7 +39,7 @@ from edgepack.io import (
     write_safetensors,
 )
 from edgepack.recipe import Plan, Recipe
-from edgepack.report import Report, ReportRow, tensor_stats
+from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
 
 __all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
 
@@ -238,15 +240,61 @@ def _encode(
             "convention": "onnx",
             "sparsity": float(plan.sparsity),
         }
-        # Into this thread's scratch buffer: fresh 4-byte-per-weight pages for every tensor
-        # cost more than the dequantization itself.
-        out = scratch("dequantize", 4 * int(np.prod(shape, dtype=np.int64))).view(np.float32)
-        decoded = qt.dequantize(out=out.reshape(shape))
         enc = "quant"
         zstd = level
+        stats = _quant_stats(xf, qt, plan)
+        return (name, dt, list(shape), enc, _json(params), _json(_clean_stats(stats)), payloads, zstd), stats
     stats = tensor_stats(xf, np.asarray(decoded))
     clean = _clean_stats(stats)
     return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
+
+
+#: Elements dequantized at a time for the report's statistics.
+_STATS_CHUNK = 1 << 22
+
+
+def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]:
+    """Error statistics of a QuantizedTensor against ``xf``, dequantizing slices of rows
+    (along axis 0) into this thread's scratch buffer: never a whole decoded copy."""
+    from edgepack.quantize import QuantizedTensor  # issue 2
+
+    shape = tuple(xf.shape)
+    rows = shape[0] if shape else 1
+    inner = int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+    step = max(1, _STATS_CHUNK // max(inner, 1))
+    b = plan.block_size
+    if plan.axis == 0 and b is not None:
+        step = max(b, step // b * b)  # whole blocks along axis 0
+    if plan.bits == 4 and inner % 2:
+        step += step % 2  # packed: every slice starts on a byte
+    acc = ErrorAccumulator()
+    if not shape or step >= rows:
+        out = scratch("dequantize", 4 * xf.size).view(np.float32).reshape(shape)
+        acc.add(xf, qt.dequantize(out=out))
+        return acc.result()
+    buf = scratch("dequantize", 4 * step * inner).view(np.float32)
+    data = np.asarray(qt.data)
+    scale = np.asarray(qt.scale)
+    zp = np.asarray(qt.zero_point)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        sub_shape = (r1 - r0, *shape[1:])
+        if plan.bits == 8:
+            d = data[r0:r1]
+        else:
+            d = data[r0 * inner // 2 : (r1 * inner + 1) // 2]
+        if plan.axis is None or (plan.axis != 0 and b is None):
+            s, z = scale, zp
+        elif plan.axis == 0 and b is not None:
+            s, z = scale[r0 // b : -(-r1 // b)], zp[r0 // b : -(-r1 // b)]
+        else:  # per channel along axis 0, or blocks along a later axis: rows of the scales
+            s, z = scale[r0:r1], zp[r0:r1]
+        sub = QuantizedTensor(
+            data=d, scale=s, zero_point=z, axis=plan.axis, block_size=b, bits=plan.bits, shape=sub_shape
+        )
+        y = sub.dequantize(out=buf[: (r1 - r0) * inner].reshape(sub_shape))
+        acc.add(xf[r0:r1], y)
+    return acc.result()
 
 
 def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) -> list[int]:
@@ -441,7 +489,12 @@ class CompressedModel(Mapping[str, Any]):
     @property
     def recipe(self) -> Recipe | None:
         r = self._header["recipe"]
-        return None if r is None else Recipe.from_dict(r)
+        if r is None:
+            return None
+        try:
+            return Recipe.from_dict(r)
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
+            raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
 
     def info(self, name: str) -> TensorInfo:
         t = self._record(name)
@@ -485,6 +538,12 @@ class CompressedModel(Mapping[str, Any]):
         try:
             if enc == "raw":
                 a = self._payload(name, t, "data")
+                if a.dtype == np.bool_ and a.size and a.view(np.uint8).max() > 1:
+                    i = int(np.argmax(a.reshape(-1).view(np.uint8) > 1))
+                    v = int(a.reshape(-1).view(np.uint8)[i])
+                    raise FormatError(
+                        f"tensor {name!r}: bool byte {v} at index {i} (bool bytes are 0 or 1)"
+                    )
                 if float32:
                     return a.astype(np.float32) if t["dtype"] in FLOAT_NAMES else a.copy()
                 return a
@@ -647,6 +706,10 @@ def load(path: str | os.PathLike[str]) -> CompressedModel:
     ``PermissionError``) with the path; a corrupt file raises :class:`edgepack.FormatError`.
     """
     p = os.fspath(path)
+    st = os.stat(p)  # FileNotFoundError / PermissionError with the path
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        # Opening a FIFO blocks until a writer appears; a device has no length to check.
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", p)
     with open(p, "rb") as f:
         magic = f.read(8)
     if magic != _MAGIC and p.lower().endswith(".safetensors"):
@@ -672,7 +735,20 @@ def _from_safetensors(path: str) -> CompressedModel:
         usermd = json.loads(md.get("edgepack.metadata", "{}"))
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: edgepack metadata is not valid JSON: {e}") from e
+    if not (isinstance(tensors, dict) and all(isinstance(t, dict) for t in tensors.values())):
+        raise FormatError(f"{path}: edgepack.tensors must map tensor names to objects")
+    if not isinstance(usermd, dict):
+        raise FormatError(f"{path}: edgepack.metadata must be a JSON object")
     src = open_source(path)
+    missing = sorted(
+        k
+        for n, t in tensors.items()
+        for k in ([n] if t.get("encoding") != "quant" else [n, f"{n}.scale"])
+        if k not in src.names
+    )
+    if missing:
+        src.close()
+        raise FormatError(f"{path}: edgepack metadata names tensor {missing[0]!r} that the file lacks")
     tmpdir = tempfile.mkdtemp(prefix="edgepack-")
     epk = os.path.join(tmpdir, "model.epk")
     try:
@@ -713,9 +789,11 @@ def _from_safetensors(path: str) -> CompressedModel:
         except BaseException:
             w.abort()
             raise
-    except KeyError as e:
+    except (KeyError, TypeError, AttributeError, ArgumentError, DtypeError) as e:
+        # Hostile or inconsistent metadata: whatever the writer rejects is a format error here.
         shutil.rmtree(tmpdir, ignore_errors=True)
-        raise FormatError(f"{path}: edgepack metadata names tensor {e} that the file lacks") from e
+        what = f"lacks the key {e}" if isinstance(e, KeyError) else str(e)
+        raise FormatError(f"{path}: invalid edgepack metadata: {what}") from e
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise

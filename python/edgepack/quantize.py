@@ -126,7 +126,9 @@ class QuantizedTensor:
                 )
             _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out)
             return out
-        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, None)
+        r = np.empty(self.shape, np.float32)
+        _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, r)
+        return r
 
     def __repr__(self) -> str:
         if self.axis is None:
@@ -196,8 +198,19 @@ def quantize(
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.number)):
             raise DtypeError(f"`percentile` must be a number, found {type(percentile).__name__}")
         pct = float(percentile)
+    # np.empty: large blocks are reused from the C heap (no page faults, no zeroing).
+    buf = np.empty(xf.size if bits == 8 else (xf.size + 1) // 2, np.uint8)
     data, scale, zp = _core.quantize(
-        xf, int(bits), bool(symmetric), ax, bs, convention, bool(reduce_range), calibration, pct
+        xf,
+        int(bits),
+        bool(symmetric),
+        ax,
+        bs,
+        convention,
+        bool(reduce_range),
+        calibration,
+        pct,
+        buf,
     )
     zdt = np.int8 if symmetric else np.uint8
     if bits == 8:

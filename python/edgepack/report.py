@@ -22,31 +22,55 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Report", "ReportRow", "tensor_stats"]
+__all__ = ["Report", "ReportRow", "tensor_stats", "ErrorAccumulator"]
+
+
+class ErrorAccumulator:
+    """Error sums over chunks of ``(x, y)`` pairs (one pass each in the core, float64 sums),
+    so a tensor's statistics never need its whole decoded copy at once."""
+
+    def __init__(self) -> None:
+        self.sxx = self.syy = self.sxy = self.sdd = self.max_abs = 0.0
+        self.zeros = 0
+        self.n = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        from edgepack import _core
+
+        xf = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+        yf = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+        sxx, syy, sxy, sdd, mx, zeros = _core.error_sums(xf, yf)
+        self.sxx += sxx
+        self.syy += syy
+        self.sxy += sxy
+        self.sdd += sdd
+        self.max_abs = mx if math.isnan(mx) else max(self.max_abs, mx)
+        self.zeros += zeros
+        self.n += xf.size
+
+    def result(self) -> dict[str, float | None]:
+        sxx, syy, sxy, sdd = self.sxx, self.syy, self.sxy, self.sdd
+        if sdd == 0.0:
+            snr = math.inf
+        else:
+            snr = 10.0 * math.log10(sxx / sdd) if sxx > 0 else -math.inf
+        rel = math.sqrt(sdd / sxx) if sxx > 0 else (0.0 if sdd == 0 else math.inf)
+        cos = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else (1.0 if sdd == 0 else 0.0)
+        return {
+            "sparsity": self.zeros / self.n if self.n else 0.0,
+            "snr_db": snr,
+            "rel_error": rel,
+            "cosine": cos,
+            "max_abs_error": self.max_abs,
+        }
 
 
 def tensor_stats(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
     """Error statistics of ``y`` (decoded) against ``x`` (original): one pass in the core with
     float64 sums (``src/model/stats.rs``), no temporary arrays for float32 inputs."""
-    from edgepack import _core
-
-    xf = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    yf = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
-    sxx, syy, sxy, sdd, mx, zeros = _core.error_sums(xf, yf)
-    n = xf.size
-    if sdd == 0.0:
-        snr = math.inf
-    else:
-        snr = 10.0 * math.log10(sxx / sdd) if sxx > 0 else -math.inf
-    rel = math.sqrt(sdd / sxx) if sxx > 0 else (0.0 if sdd == 0 else math.inf)
-    cos = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else (1.0 if sdd == 0 else 0.0)
-    return {
-        "sparsity": zeros / n if n else 0.0,
-        "snr_db": snr,
-        "rel_error": rel,
-        "cosine": cos,
-        "max_abs_error": mx,
-    }
+    acc = ErrorAccumulator()
+    acc.add(x, y)
+    return acc.result()
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,12 @@ fn decode_stored(stored: &[u8], t: &TensorRecord, p: &Payload) -> Result<Vec<u8>
                 Err(_) => return Err(Error::format(format!("{}: not a valid zstd frame", what()))),
             }
             // size <= MAX_ZSTD_RATIO * length was checked when the header was parsed.
-            let mut out: Vec<u8> = Vec::with_capacity(size);
+            // Fallible: a file of L bytes may declare up to 32768 x L; failing to get that
+            // much memory is an error, not an abort.
+            let mut out: Vec<u8> = Vec::new();
+            out.try_reserve_exact(size).map_err(|_| {
+                Error::limit(format!("{}: {size} bytes cannot be allocated", what()))
+            })?;
             let mut dec = zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::format(format!("{}: zstd: {e}", what())))?;
             let n = dec.decompress_to_buffer(stored, &mut out).map_err(|e| {
@@ -200,14 +205,26 @@ impl Reader {
     /// Open and validate a file. OS errors keep their kind and name the path.
     pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-        if meta.is_dir() {
+        // Refuse what is not a regular file before opening it: opening a FIFO for reading
+        // blocks until a writer appears, and a device has no length to check against.
+        let pre = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if pre.is_dir() {
             return Err(Error::io(
                 &path,
                 std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
             ));
         }
+        if !pre.is_file() {
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a regular file (a FIFO, socket or device)",
+                ),
+            ));
+        }
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
         let len = meta.len();
         let map = if len == 0 {
             None

@@ -201,6 +201,9 @@ pub fn numel(shape: &[u64], what: &str) -> Result<u64> {
             shape.len()
         )));
     }
+    // The product of the non-zero dimensions is bounded as well (a zero dimension makes the
+    // count 0, but `[0, 2^40, 2^40]` must not pass: numpy cannot even make an empty array of
+    // that shape, and sub-products of it overflow).
     let mut n: u64 = 1;
     for &d in shape {
         if d > MAX_DIM {
@@ -209,7 +212,7 @@ pub fn numel(shape: &[u64], what: &str) -> Result<u64> {
             )));
         }
         n = n
-            .checked_mul(d)
+            .checked_mul(d.max(1))
             .filter(|&n| n <= MAX_NUMEL)
             .ok_or_else(|| {
                 Error::format(format!(
@@ -217,7 +220,7 @@ pub fn numel(shape: &[u64], what: &str) -> Result<u64> {
                 ))
             })?;
     }
-    Ok(n)
+    Ok(if shape.contains(&0) { 0 } else { n })
 }
 
 #[cfg(test)]
@@ -251,6 +254,8 @@ mod tests {
         assert!(numel(&[1 << 40, 1 << 40], "t").is_err());
         assert!(numel(&[(1 << 40) + 1], "t").is_err());
         assert!(numel(&[1; 9], "t").is_err());
+        assert!(numel(&[0, 1 << 40, 1 << 40], "t").is_err());
+        assert_eq!(numel(&[0, 1 << 40, 1 << 8], "t").unwrap(), 0);
     }
 
     #[test]

@@ -65,7 +65,16 @@ pub fn to_pyerr(err: Error) -> PyErr {
             // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError,
             // PermissionError, ...) from errno, and keeps the path in `.filename`.
             let path = path.to_string_lossy().into_owned();
-            match source.raw_os_error() {
+            // Errors made by the core itself (no OS code) get the errno of their kind, so
+            // they become the same subclass with `.filename` (IsADirectoryError, ...).
+            let errno = source.raw_os_error().or(match source.kind() {
+                std::io::ErrorKind::NotFound => Some(2),          // ENOENT
+                std::io::ErrorKind::PermissionDenied => Some(13), // EACCES
+                std::io::ErrorKind::IsADirectory => Some(21),     // EISDIR
+                std::io::ErrorKind::InvalidInput => Some(22),     // EINVAL
+                _ => None,
+            });
+            match errno {
                 Some(errno) => PyOSError::new_err((errno, source.to_string(), path)),
                 None => PyOSError::new_err(format!("{path}: {source}")),
             }

@@ -184,9 +184,10 @@ type Quantized<'py> = (
 );
 
 /// `_core.quantize(x, bits, symmetric, axis, block_size, convention, reduce_range,
-/// calibration, percentile)` -> `(data, scale, zero_point)`; `data` is flat.
+/// calibration, percentile, out)` -> `(data, scale, zero_point)`; `data` is flat (`out` when
+/// given).
 #[pyfunction]
-#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile))]
+#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile, out=None))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
     py: Python<'py>,
@@ -199,6 +200,7 @@ fn quantize<'py>(
     reduce_range: bool,
     calibration: &str,
     percentile: Option<f64>,
+    out: Option<Bound<'py, PyArray1<u8>>>,
 ) -> PyResult<Quantized<'py>> {
     let calibration = match (calibration, percentile) {
         ("minmax", None) => Calibration::MinMax,
@@ -226,8 +228,14 @@ fn quantize<'py>(
     };
     let shape = x.shape().to_vec();
     let xs = x.as_slice()?;
-    let data = PyArray1::<u8>::zeros(py, spec.qtype().storage_len(xs.len()), false);
+    let data = match out {
+        Some(o) => o,
+        None => PyArray1::<u8>::zeros(py, spec.qtype().storage_len(xs.len()), false),
+    };
     let d = {
+        if !data.is_c_contiguous() {
+            return Err(Error::arg("`out` must be C-contiguous").into());
+        }
         let mut w = data
             .try_readwrite()
             .map_err(|e| Error::arg(e.to_string()))?;

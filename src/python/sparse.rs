@@ -161,9 +161,9 @@ impl PySparse {
     }
 
     /// Packed bit mask (LSB first).
-    fn mask<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
-        let m = py.detach(|| self.inner.mask());
-        m.into_pyarray(py)
+    fn mask<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let m = py.detach(|| self.inner.mask())?;
+        Ok(m.into_pyarray(py))
     }
 
     /// Stored values (bit patterns, uint8 / uint16 / uint32).

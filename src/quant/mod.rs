@@ -681,7 +681,7 @@ fn fused_quantize(
     let (row, per_row, bs) = match lay.gran {
         Granularity::Axis => (lay.inner, 1, lay.inner.max(1)),
         Granularity::Block(bs) => (lay.len, lay.blocks(), bs),
-        Granularity::Tensor => unreachable!("per-tensor is never fused"),
+        Granularity::Tensor => (x.len(), 1, x.len().max(1)), // not used: per tensor is two passes
     };
     if row == 0 {
         // Empty units: scale 1, zero point 0 (the range [0, 0]).
@@ -902,7 +902,7 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
                                 }
                             }
                         }
-                        Granularity::Tensor => unreachable!(),
+                        Granularity::Tensor => {} // handled above
                     }
                     // lo starts at +Inf and hi at -Inf: -Inf / +Inf there come from the data.
                     if nan || lo.contains(&f32::NEG_INFINITY) || hi.contains(&f32::INFINITY) {

@@ -306,11 +306,27 @@ pub fn percentile_range(v: &mut [f32], p: f64, symmetric: bool) -> (f32, f32) {
 /// Fractions of the min/max range tried by the MSE search, largest first.
 pub const MSE_GRID: usize = 81;
 
+/// Scratch of [`sq_error`]: one L1-sized chunk of quantized and dequantized values.
+const CHUNK: usize = 2048;
+
 /// Squared reconstruction error of `v` under `d` (quantized and dequantized by the SIMD
-/// kernels in L1-sized chunks; the sum is in float64).
+/// kernels in L1-sized chunks; the sum is in float64, eight interleaved partial sums).
 pub fn sq_error(v: &[f32], d: &Derived, rounding: Rounding, qmin: i32, qmax: i32) -> f64 {
+    let mut q = vec![0u8; CHUNK.min(v.len())];
+    let mut y = vec![0f32; CHUNK.min(v.len())];
+    sq_error_with(v, d, rounding, qmin, qmax, &mut q, &mut y)
+}
+
+fn sq_error_with(
+    v: &[f32],
+    d: &Derived,
+    rounding: Rounding,
+    qmin: i32,
+    qmax: i32,
+    q: &mut [u8],
+    y: &mut [f32],
+) -> f64 {
     use crate::kernels::{dequantize as dq, quantize as qk};
-    const CHUNK: usize = 2048;
     let p = qk::Params {
         rounding,
         factor: d.factor,
@@ -318,9 +334,8 @@ pub fn sq_error(v: &[f32], d: &Derived, rounding: Rounding, qmin: i32, qmax: i32
         qmin,
         qmax,
     };
-    let (mut q, mut y) = ([0u8; CHUNK], [0f32; CHUNK]);
-    let mut acc = [0f64; 4];
-    for xs in v.chunks(CHUNK) {
+    let mut acc = [0f64; 8];
+    for xs in v.chunks(q.len().max(1)) {
         let n = xs.len();
         // Lengths match and the zero point is in range: these cannot fail.
         if qk::quantize(xs, &mut q[..n], &p).is_err()
@@ -328,12 +343,20 @@ pub fn sq_error(v: &[f32], d: &Derived, rounding: Rounding, qmin: i32, qmax: i32
         {
             return f64::INFINITY;
         }
-        for (k, (a, b)) in y[..n].iter().zip(xs).enumerate() {
-            let r = (a - b) as f64;
-            acc[k & 3] += r * r;
+        let (ys, xs8) = (y[..n].chunks_exact(8), xs.chunks_exact(8));
+        let (yr, xr) = (ys.remainder(), xs8.remainder());
+        for (a8, b8) in ys.zip(xs8) {
+            for k in 0..8 {
+                let r = a8[k] as f64 - b8[k] as f64;
+                acc[k] += r * r;
+            }
+        }
+        for (k, (a, b)) in yr.iter().zip(xr).enumerate() {
+            let r = *a as f64 - *b as f64;
+            acc[k] += r * r;
         }
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
 /// The range `(f * rmin, f * rmax)`, `f` in `1.00, 0.99, .., 0.20`, with the smallest squared
@@ -347,12 +370,29 @@ pub fn mse_range(v: &[f32], rmin: f32, rmax: f32, spec: &Spec) -> (f32, f32) {
         let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
         (sq_error(v, &d, rounding, qmin, qmax), a, b)
     };
+    // Small units (a channel, a block): one scratch for every candidate.
+    let small = |_: ()| {
+        let mut q = vec![0u8; CHUNK.min(v.len())];
+        let mut y = vec![0f32; CHUNK.min(v.len())];
+        (0..MSE_GRID)
+            .map(|k| {
+                let f = 1.0 - k as f32 / 100.0;
+                let (a, b) = (rmin * f, rmax * f);
+                let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+                (
+                    sq_error_with(v, &d, rounding, qmin, qmax, &mut q, &mut y),
+                    a,
+                    b,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     // Large units (a whole tensor) evaluate the candidates in parallel; the choice is the same.
     let errs: Vec<(f64, f32, f32)> = if v.len() >= 1 << 16 && crate::parallel::num_threads() > 1 {
         use rayon::prelude::*;
         crate::parallel::install(|| (0..MSE_GRID).into_par_iter().map(candidate).collect())
     } else {
-        (0..MSE_GRID).map(candidate).collect()
+        small(())
     };
     let mut best = (f64::INFINITY, rmin, rmax);
     for e in errs {

@@ -316,7 +316,7 @@ impl<'a> Reader<'a> {
                         payload.len()
                     )));
                 }
-                let mut out = vec![0u8; expect];
+                let mut out: Vec<u8> = super::try_zeroed(expect, &what)?;
                 rans::decode(payload, &mut out, &what)?;
                 Ok(out)
             }
@@ -327,7 +327,13 @@ impl<'a> Reader<'a> {
                         payload.len()
                     )));
                 }
-                let out = zstd::bulk::decompress(payload, expect)
+                // Capacity `expect` (checked above), allocated fallibly; zstd never writes past it.
+                let mut out: Vec<u8> = Vec::new();
+                out.try_reserve_exact(expect).map_err(|_| {
+                    Error::limit(format!("{what}: {expect} bytes cannot be allocated"))
+                })?;
+                zstd::bulk::Decompressor::new()
+                    .and_then(|mut d| d.decompress_to_buffer(payload, &mut out))
                     .map_err(|e| Error::format(format!("{what}: zstd frame is corrupt: {e}")))?;
                 if out.len() != expect {
                     return Err(Error::format(format!(

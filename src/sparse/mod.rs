@@ -149,12 +149,14 @@ impl Values {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    fn zeros(size: usize, n: usize) -> Values {
-        match size {
-            1 => Values::U8(vec![0; n]),
-            2 => Values::U16(vec![0; n]),
-            _ => Values::U32(vec![0; n]),
-        }
+    /// `n` zero elements of `size` bytes; an allocation that fails is an error, not an abort
+    /// (a tiny hostile buffer may declare a huge dense shape).
+    fn zeros(size: usize, n: usize) -> Result<Values> {
+        Ok(match size {
+            1 => Values::U8(try_zeroed(n, "dense tensor")?),
+            2 => Values::U16(try_zeroed(n, "dense tensor")?),
+            _ => Values::U32(try_zeroed(n, "dense tensor")?),
+        })
     }
     /// Little-endian byte planes: plane `b` holds byte `b` of every element.
     pub fn planes(&self) -> Vec<Vec<u8>> {
@@ -224,15 +226,35 @@ pub struct SparseTensor {
     pub values: Values,
 }
 
+/// A zero-filled vector, or [`Error::Limit`] when `n` elements cannot be allocated (instead of
+/// the process aborting on a failed allocation).
+pub(crate) fn try_zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::limit(format!(
+            "{what}: {} bytes cannot be allocated",
+            (n as u128) * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 /// Largest element count a sparse tensor may have (2^48).
 pub const MAX_NUMEL: usize = 1 << 48;
 
 /// Checked product of a shape.
+///
+/// The product of the non-zero dimensions is bounded too: with a zero dimension the count is
+/// 0 but the others could still multiply past 2^64, and the N:M helpers ([`split_axis`])
+/// multiply sub-shapes (a fuzzing finding: `[0, 2^33, 2^31 + 1]` overflowed there).
 pub fn numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_NUMEL)
+        .map(|n| if shape.contains(&0) { 0 } else { n })
         .ok_or_else(|| Error::limit(format!("shape {shape:?} has more than 2^48 elements")))
 }
 
@@ -268,6 +290,16 @@ pub fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     let outer = shape[..axis].iter().product();
     let inner = shape[axis + 1..].iter().product();
     (outer, shape[axis], inner)
+}
+
+/// [`split_axis`] for loops over lanes: when the axis is empty no lane holds a group, so the
+/// lane count is 0 (a fuzzing finding: shape `[3, 2^37, 0]` along axis 2 is an empty tensor
+/// of ~4e11 empty lanes, and the loops over them hung).
+fn lanes(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    match split_axis(shape, axis) {
+        (_, 0, _) => (0, 0, 0),
+        t => t,
+    }
 }
 
 /// Slots stored for a group of `r` entries under `n:m`.
@@ -435,7 +467,7 @@ impl SparseTensor {
                 shape.len()
             )));
         }
-        let (outer, len, inner) = split_axis(shape, axis);
+        let (outer, len, inner) = lanes(shape, axis);
         let slots = nm_total_slots(shape, n, m, axis);
         let bits = pos_bits(m);
         let mut index = Vec::with_capacity((slots * bits as usize).div_ceil(8));
@@ -528,7 +560,7 @@ impl SparseTensor {
 
     /// Flat element indices of the stored values, in storage order (N:M layout).
     fn nm_positions(&self, n: usize, m: usize, axis: usize) -> Vec<usize> {
-        let (outer, len, inner) = split_axis(&self.shape, axis);
+        let (outer, len, inner) = lanes(&self.shape, axis);
         let bits = pos_bits(m);
         let mut rd = BitReader {
             buf: &self.index,
@@ -556,7 +588,7 @@ impl SparseTensor {
         let Layout::NM { n, m, axis } = self.layout else {
             return Ok(());
         };
-        let (outer, len, inner) = split_axis(&self.shape, axis);
+        let (outer, len, inner) = lanes(&self.shape, axis);
         let bits = pos_bits(m);
         let need = (self.nnz() * bits as usize).div_ceil(8);
         if self.index.len() != need {
@@ -595,22 +627,22 @@ impl SparseTensor {
     }
 
     /// The packed bit mask of the stored positions (for the N:M layout, computed).
-    pub fn mask(&self) -> Vec<u8> {
+    pub fn mask(&self) -> Result<Vec<u8>> {
         match self.layout {
-            Layout::Mask => self.index.clone(),
+            Layout::Mask => Ok(self.index.clone()),
             Layout::NM { n, m, axis } => {
-                let mut mk = vec![0u8; mask_len(self.numel())];
+                let mut mk: Vec<u8> = try_zeroed(mask_len(self.numel()), "mask")?;
                 for p in self.nm_positions(n, m, axis) {
                     mk[p / 8] |= 1 << (p % 8);
                 }
-                mk
+                Ok(mk)
             }
         }
     }
 
     /// The dense tensor (C order), as the bit patterns of `dtype`.
     pub fn to_dense(&self) -> Result<Values> {
-        let mut out = Values::zeros(self.dtype.size(), self.numel());
+        let mut out = Values::zeros(self.dtype.size(), self.numel())?;
         match &mut out {
             Values::U8(o) => self.to_dense_into(DenseMut::U8(o))?,
             Values::U16(o) => self.to_dense_into(DenseMut::U16(o))?,

@@ -369,7 +369,7 @@ mod tests {
                         let r = (seed >> 40) as u32;
                         match kind {
                             0 => r as u8,
-                            1 => (r % 100 == 0) as u8 * (r >> 8) as u8,
+                            1 => r.is_multiple_of(100) as u8 * (r >> 8) as u8,
                             _ => 7,
                         }
                     })

@@ -258,6 +258,47 @@ def run_interleaved(cases_: list[Case], *, rounds: int = 5, min_time: float = 0.
     return results
 
 
+def cpu_scaling(shapes: list[tuple[int, int, int]] | None = None) -> str:
+    """Process CPU time of ``matmul_integer`` with 1 and 2 threads (markdown table).
+
+    On a machine whose cores are busy with other work, wall time says little about scaling;
+    CPU time does say whether 2 threads add work (imbalance spinning, duplicated packing): a
+    ratio near 1.0 means the second thread's share is pure speed-up once it gets a core.
+    """
+    import time
+
+    import edgepack as ep
+
+    rng = np.random.default_rng(5)
+    lines = [
+        "| M,K,N | CPU ms, 1 thread | CPU ms, 2 threads | ratio "
+        "| wall ms, 1 thread | wall ms, 2 threads |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    before = ep.get_num_threads()
+    try:
+        for m, k, n in shapes or [s for s in SHAPES if s[0] >= 64]:
+            a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+            packed = ep.pack_matrix(rng.integers(-127, 128, size=(k, n), dtype=np.int8))
+            res = []
+            for threads in (1, 2):
+                ep.set_num_threads(threads)
+                ep.matmul_integer(a, packed)
+                reps = max(3, int(2e10 / (2 * m * k * n)))
+                c0, w0 = time.process_time(), time.perf_counter()
+                for _ in range(reps):
+                    ep.matmul_integer(a, packed)
+                res.append(((time.process_time() - c0) / reps, (time.perf_counter() - w0) / reps))
+            (c1, w1), (c2, w2) = res
+            lines.append(
+                f"| {m},{k},{n} | {c1 * 1e3:.2f} | {c2 * 1e3:.2f} | {c2 / c1:.2f} | "
+                f"{w1 * 1e3:.2f} | {w2 * 1e3:.2f} |"
+            )
+    finally:
+        ep.set_num_threads(before)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m edgepack.bench.matmul [--quick] [--rounds N] [--threads T]``: issue 3."""
     import argparse
@@ -269,7 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, choices=(1, 2), default=None)
     ap.add_argument("--shape", action="append", default=None, help="M,K,N (repeatable)")
+    ap.add_argument("--cpu-scaling", action="store_true", help="CPU time, 1 vs 2 threads")
     args = ap.parse_args(argv)
+    if args.cpu_scaling:
+        print(cpu_scaling())
+        return
     selected = cases(args.quick)
     if args.threads is not None:
         selected = [c for c in selected if c.threads == args.threads]

@@ -586,10 +586,18 @@ fn alloc_len(m: usize, n: usize) -> Result<usize> {
 
 /// An output buffer the kernels overwrite completely (every row, every column of every panel),
 /// so it is not zeroed first: zeroing costs a pass over memory the kernels write anyway.
+/// The reservation is fallible: (2^20 x 1) @ (1 x 2^20) asks 4 TiB from 2 MiB of operands,
+/// which is an error, not an abort.
 fn alloc_output<T: Copy>(m: usize, n: usize, fill: impl FnOnce(*mut T)) -> Result<Vec<T>> {
     let len = alloc_len(m, n)?;
-    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(len);
-    // SAFETY: MaybeUninit needs no initialisation; capacity is len.
+    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::limit(format!(
+            "output of shape ({m}, {n}) needs {} bytes, which cannot be allocated",
+            len as u128 * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    // SAFETY: MaybeUninit needs no initialisation; capacity is at least len.
     unsafe { v.set_len(len) };
     fill(v.as_mut_ptr().cast::<T>());
     let mut v = std::mem::ManuallyDrop::new(v);
@@ -602,6 +610,37 @@ fn alloc_output<T: Copy>(m: usize, n: usize, fill: impl FnOnce(*mut T)) -> Resul
 /// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
 pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     matmul_integer_with(isa::active(), a, a_zp, b)
+}
+
+/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`,
+/// packed for this call only (storage recycled per thread).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_integer_unpacked_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
+        matmul_integer_with(isa, a, a_zp, packed)
+    })?
+}
+
+/// [`matmul_integer_unpacked_with`] on [`isa::active`].
+pub fn matmul_integer_unpacked(
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    matmul_integer_unpacked_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp)
 }
 
 /// [`matmul_integer`] on a given ISA level (tests).

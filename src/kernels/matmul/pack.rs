@@ -22,6 +22,14 @@ pub const PANEL: usize = 64;
 #[derive(Clone, Copy)]
 struct Line([u8; 64]);
 
+thread_local! {
+    /// Packed storage of the last temporary pack on this thread (see `with_temporary`).
+    static RECYCLED: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest temporary pack kept for reuse, bytes.
+const RECYCLE_KEEP: usize = 32 << 20;
+
 /// B packed for the int8 kernels; immutable and shareable between threads.
 pub struct PackedMatrix {
     k: usize,
@@ -71,6 +79,38 @@ impl PackedMatrix {
         dtype: Dtype,
         zero_point: &[i64],
     ) -> Result<Self> {
+        Self::pack_into(isa, b, k, n, dtype, zero_point, Vec::new())
+    }
+
+    /// Pack B for one call and run `f` on it, with the packed storage recycled per thread
+    /// (fresh pages for a large temporary cost more page faults than the packing itself).
+    pub fn with_temporary<R>(
+        isa: Isa,
+        b: &[u8],
+        k: usize,
+        n: usize,
+        dtype: Dtype,
+        zero_point: &[i64],
+        f: impl FnOnce(&PackedMatrix) -> R,
+    ) -> Result<R> {
+        let buf = RECYCLED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+        let packed = Self::pack_into(isa, b, k, n, dtype, zero_point, buf)?;
+        let out = f(&packed);
+        if packed.lines.capacity() * 64 <= RECYCLE_KEEP {
+            RECYCLED.with(|r| *r.borrow_mut() = packed.lines);
+        }
+        Ok(out)
+    }
+
+    fn pack_into(
+        isa: Isa,
+        b: &[u8],
+        k: usize,
+        n: usize,
+        dtype: Dtype,
+        zero_point: &[i64],
+        mut lines: Vec<Line>,
+    ) -> Result<Self> {
         let total = k
             .checked_mul(n)
             .ok_or_else(|| Error::limit(format!("`b` shape ({k}, {n}) overflows")))?;
@@ -88,7 +128,10 @@ impl PackedMatrix {
             .filter(|&l| l <= isize::MAX as usize / 64)
             .ok_or_else(|| Error::limit(format!("`b` of shape ({k}, {n}) is too large to pack")))?;
         let flip = if dtype == Dtype::U8 { 0x80u8 } else { 0 };
-        let mut lines = vec![Line([0u8; 64]); nlines];
+        // Zero everything (padding rows / columns must be zero); a recycled buffer is already
+        // mapped, so this is a memset, not page faults.
+        lines.clear();
+        lines.resize(nlines, Line([0u8; 64]));
         let groups = kp / 4;
         let strips = np / STRIP;
         let mut col_sums = vec![0i32; np];

@@ -65,6 +65,14 @@ fn check(
         matmul_integer_into_with(isa, &lhs, &wide(za), &packed, &mut out).unwrap();
         assert!(out == want, "sentinel isa={isa} m={m} k={k} n={n}");
     }
+    // Unpacked B, packed per call into recycled storage (twice: the second reuses it).
+    for isa in isa::detected() {
+        for _ in 0..2 {
+            let got =
+                matmul_integer_unpacked_with(isa, &lhs, &wide(za), b, k, n, bd, &wide(zb)).unwrap();
+            assert!(got == want, "unpacked isa={isa} m={m} k={k} n={n}");
+        }
+    }
     // Unaligned start of A (one byte into a larger buffer).
     let mut shifted = vec![0x5au8; a.len() + 1];
     shifted[1..].copy_from_slice(a);

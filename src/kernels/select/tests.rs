@@ -30,7 +30,7 @@ fn matches_stable_sort_on_many_shapes() {
                     match variant {
                         0 => (r as f32 / u32::MAX as f32) - 0.5,
                         1 => ((r % 5) as f32) - 2.0, // many ties, +-0 mixes
-                        2 => f32::from_bits(r & 0xffff_ffff).clamp(-1e30, 1e30),
+                        2 => f32::from_bits(r).clamp(-1e30, 1e30),
                         _ => [0.0f32, -0.0, f32::INFINITY, -f32::INFINITY, f32::MAX, 0.5]
                             [(r % 6) as usize],
                     }

@@ -331,3 +331,12 @@ pub unsafe fn expand_u32(mask: &[u8], kept: &[u32], out: &mut [u32]) -> usize {
     }
     j + scalar::expand(&mask[i / 8..], &kept[j..], &mut out[i..])
 }
+
+/// `scalar::popcount_bytes` with the POPCNT instruction.
+///
+/// # Safety
+/// The CPU must support POPCNT.
+#[target_feature(enable = "popcnt")]
+pub unsafe fn popcount_bytes(bytes: &[u8]) -> usize {
+    scalar::popcount_bytes(bytes)
+}

@@ -153,7 +153,12 @@ pub fn mask_len(n: usize) -> usize {
 /// Number of set bits among the first `n` bits of `mask` (bits beyond `n` are ignored).
 pub fn popcount(mask: &[u8], n: usize) -> usize {
     let full = n / 8;
-    let mut c: usize = mask[..full].iter().map(|b| b.count_ones() as usize).sum();
+    let mut c = match isa::active() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: every level from avx2 up includes POPCNT, and the CPU supports the active one.
+        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 => unsafe { avx2::popcount_bytes(&mask[..full]) },
+        _ => scalar::popcount_bytes(&mask[..full]),
+    };
     if !n.is_multiple_of(8) {
         c += (mask[full] & ((1u8 << (n % 8)) - 1)).count_ones() as usize;
     }
