@@ -205,10 +205,12 @@ class QuantizedLinear:
 
     @property
     def in_features(self) -> int:
+        """K: the length of the last axis of the input."""
         return int(self.packed.shape[0])
 
     @property
     def out_features(self) -> int:
+        """N: the length of the last axis of the output."""
         return int(self.packed.shape[1])
 
     def __repr__(self) -> str:
@@ -218,6 +220,7 @@ class QuantizedLinear:
         )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``x @ W.T + bias`` for float32 ``x`` of shape (..., in_features), computed in int8."""
         if (
             type(x) is np.ndarray
             and x.dtype == np.float32

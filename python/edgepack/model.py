@@ -475,6 +475,7 @@ class CompressedModel(Mapping[str, Any]):
 
     @property
     def names(self) -> list[str]:
+        """Tensor names, sorted (the order they are stored in)."""
         return list(self._names)
 
     @property
@@ -484,10 +485,12 @@ class CompressedModel(Mapping[str, Any]):
 
     @property
     def metadata(self) -> dict[str, str]:
+        """User metadata (str -> str) kept in the file."""
         return dict(self._header["metadata"])
 
     @property
     def recipe(self) -> Recipe | None:
+        """The recipe the model was compressed with (None if the file holds none)."""
         r = self._header["recipe"]
         if r is None:
             return None
@@ -497,6 +500,7 @@ class CompressedModel(Mapping[str, Any]):
             raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
 
     def info(self, name: str) -> TensorInfo:
+        """What the header says of tensor ``name``: shape, dtype, encoding, sizes, checksums."""
         t = self._record(name)
         return TensorInfo(
             name=name,

@@ -147,6 +147,7 @@ class Rule:
 
     # -- resolved settings -------------------------------------------------------------------
     def resolved_granularity(self) -> str:
+        """The granularity this rule uses: its own; else block when it has a block size or 4 bits; else channel."""
         if self.granularity is not None:
             return self.granularity
         if self.block_size is not None:
@@ -166,6 +167,7 @@ class Rule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rule:
+        """The rule described by ``d`` (the form :meth:`to_dict` writes); unknown keys are errors."""
         if not isinstance(d, Mapping):
             raise ArgumentError(f"a rule must be a mapping, found {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -284,6 +286,7 @@ class Recipe:
 
     # -- (de)serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` reads back (defaults left out)."""
         return {
             "default": self.default,
             "min_elements": self.min_elements,
@@ -293,6 +296,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        """The recipe described by ``d`` (the form :meth:`to_dict` writes)."""
         if not isinstance(d, Mapping):
             raise ArgumentError(f"a recipe must be a mapping, found {type(d).__name__}")
         known = {"default", "rules", "zstd_level", "min_elements"}
@@ -310,6 +314,7 @@ class Recipe:
         )
 
     def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): the form stored in .epk files."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -381,6 +386,7 @@ class Recipe:
 
     @classmethod
     def coerce(cls, recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str] | None) -> Recipe:
+        """A Recipe from a Recipe, a dict, a JSON / TOML file path, or None (the defaults)."""
         if recipe is None:
             return cls()
         if isinstance(recipe, Recipe):

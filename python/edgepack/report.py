@@ -107,6 +107,7 @@ class Report:
 
     @property
     def totals(self) -> dict[str, Any]:
+        """Whole-model figures: tensors, parameters, bytes before / after, ratio, bits per weight."""
         params = sum(r.parameters for r in self.rows)
         before = sum(r.bytes_before for r in self.rows)
         after = sum(r.bytes_after for r in self.rows)
@@ -129,6 +130,7 @@ class Report:
         return len(self.rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """Rows and totals as plain Python data (what :meth:`to_json` serialises)."""
         rows = []
         for r in self.rows:
             d = asdict(r)
@@ -146,6 +148,7 @@ class Report:
         return json.dumps(self.to_dict(), **kw)
 
     def to_markdown(self) -> str:
+        """A markdown table: one row per tensor, then the totals."""
         def f(v: float | None, fmt: str) -> str:
             if v is None:
                 return "-"

@@ -66,10 +66,12 @@ class SparseTensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
         return tuple(self._core.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """dtype of the dense tensor (and of the kept values)."""
         return self._dtype
 
     @property
