@@ -147,7 +147,7 @@ fn every_truncation_and_byte_flip_is_an_error_never_a_panic() {
 fn file_with_header(h: &str, data: &[u8]) -> Vec<u8> {
     let mut b = header::preamble(h.len() as u64).to_vec();
     b.extend_from_slice(h.as_bytes());
-    while b.len() % 64 != 0 {
+    while !b.len().is_multiple_of(64) {
         b.push(0);
     }
     b.extend_from_slice(data);

@@ -70,14 +70,14 @@ impl Isa {
 
     /// Whether kernels written for `other` may run at this level.
     pub fn includes(self, other: Isa) -> bool {
-        match (self, other) {
-            (_, Isa::Scalar) => true,
-            (Isa::Neon, Isa::Neon) => true,
-            (Isa::Avx2 | Isa::AvxVnni | Isa::Avx512, Isa::Avx2) => true,
-            (Isa::AvxVnni, Isa::AvxVnni) => true,
-            (Isa::Avx512, Isa::Avx512) => true,
-            _ => false,
-        }
+        matches!(
+            (self, other),
+            (_, Isa::Scalar)
+                | (Isa::Neon, Isa::Neon)
+                | (Isa::Avx2 | Isa::AvxVnni | Isa::Avx512, Isa::Avx2)
+                | (Isa::AvxVnni, Isa::AvxVnni)
+                | (Isa::Avx512, Isa::Avx512)
+        )
     }
 }
 
