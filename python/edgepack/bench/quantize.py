@@ -1,5 +1,6 @@
 """Quantize / dequantize benchmarks (issue 2): edgepack next to numpy, ``np.copyto`` of the
-same float32 bytes, and onnxruntime (one intra-op thread) when installed, all single-threaded.
+same float32 bytes, onnxruntime (one intra-op thread) and torch (``torch.quantize_per_tensor`` /
+``quantize_per_channel`` / ``dequantize``, one thread) when installed, all single-threaded.
 
 Sizes: 16M and 64M float32 elements per tensor, a 4096 x 4096 matrix per channel (quick mode:
 1M elements and 512 x 512). Throughput is GB/s of float32 (4 bytes per element). Each hot call
@@ -127,6 +128,26 @@ def _ort_dynamic(shape):
     return _ort_session(build)
 
 
+def _torch():
+    """torch limited to one thread, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+def _torch_derive_quantize(torch, xt, per_channel: bool):
+    """Symmetric int8 with scale = absmax / 127, per tensor or per row, in torch."""
+    if per_channel:
+        s = (xt.abs().amax(dim=1).double() / 127).clamp_min(1e-30)
+        z = torch.zeros(xt.shape[0], dtype=torch.int64)
+        return torch.quantize_per_channel(xt, s, z, 0, torch.qint8)
+    s = float(xt.abs().max()) / 127
+    return torch.quantize_per_tensor(xt, s, 0, torch.qint8)
+
+
 def _np_quantize(x: np.ndarray, scale: np.float32) -> np.ndarray:
     return np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
 
@@ -144,6 +165,7 @@ def cases(quick: bool) -> list[Case]:
     sizes = [1 << 20] if quick else [16 << 20, 64 << 20]
     side = 512 if quick else 4096
     out: list[Case] = []
+    torch = _torch()
     for n in sizes:
         label = f"{n >> 20}M"
         x = _heavy(rng, (n,))
@@ -159,11 +181,21 @@ def cases(quick: bool) -> list[Case]:
         ort_pt = _ort_derive_quantize([n], per_channel=False)
         ort_dyn = _ort_dynamic([n])
 
-        def with_ort(base, sess, feed):
+        def with_ort(base, sess, feed, torch_fn=None):
             b = dict(base)
             if sess is not None:
                 b["onnxruntime"] = lambda sess=sess, feed=feed: sess.run(None, feed)
+            if torch_fn is not None:
+                b["torch"] = torch_fn
             return b
+
+        t_q = t_pt = t_d = None
+        if torch is not None:
+            xt = torch.from_numpy(x)
+            qt = torch.quantize_per_tensor(xt, float(scale), 0, torch.qint8)
+            t_q = lambda xt=xt, s=float(scale): torch.quantize_per_tensor(xt, s, 0, torch.qint8)  # noqa: E731
+            t_pt = lambda xt=xt: _torch_derive_quantize(torch, xt, False)  # noqa: E731
+            t_d = lambda qt=qt: qt.dequantize()  # noqa: E731
 
         common = dict(area=AREA, work=4.0 * n, threads=1)
         out += [
@@ -171,7 +203,10 @@ def cases(quick: bool) -> list[Case]:
                 name=f"quantize_linear given scale, {label}",
                 ours=lambda x=x, s=scale: ep.quantize_linear(x, s, np.int8(0)),
                 baselines=with_ort(
-                    {"numpy": lambda x=x, s=scale: _np_quantize(x, s), **copy}, ort_q, {"x": x}
+                    {"numpy": lambda x=x, s=scale: _np_quantize(x, s), **copy},
+                    ort_q,
+                    {"x": x},
+                    t_q,
                 ),
                 **common,
             ),
@@ -185,7 +220,10 @@ def cases(quick: bool) -> list[Case]:
                 name=f"quantize derive+quantize per tensor, {label}",
                 ours=lambda x=x: ep.quantize(x),
                 baselines=with_ort(
-                    {"numpy": lambda x=x: _np_derive_quantize(x, None), **copy}, ort_pt, {"x": x}
+                    {"numpy": lambda x=x: _np_derive_quantize(x, None), **copy},
+                    ort_pt,
+                    {"x": x},
+                    t_pt,
                 ),
                 **common,
             ),
@@ -202,6 +240,7 @@ def cases(quick: bool) -> list[Case]:
                     {"numpy": lambda q=q, s=scale: q.astype(np.float32) * s, **copy},
                     ort_d,
                     {"q": q},
+                    t_d,
                 ),
                 **common,
             ),
@@ -221,6 +260,8 @@ def cases(quick: bool) -> list[Case]:
     }
     if ort_pc is not None:
         base["onnxruntime"] = lambda w=w: ort_pc.run(None, {"x": w})
+    if torch is not None:
+        base["torch"] = lambda wt=torch.from_numpy(w): _torch_derive_quantize(torch, wt, True)
     out.append(
         Case(
             area=AREA,
