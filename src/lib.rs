@@ -10,13 +10,20 @@
 //! Every fallible core function returns [`error::Result`].
 
 pub mod error;
-// .epk file format (issue 5)
-pub mod format;
-pub mod kernels;
 pub mod parallel;
-pub mod quant;
-// pruning and sparse storage (issue 4)
+
+/// SIMD kernels, one folder per op, dispatched at run time.
+pub mod kernels;
+
+/// The `.epk` model file (spec in FORMAT.md): header validation, reader, atomic writer.
+pub mod format;
+/// Whole-model helpers (per-tensor error statistics for the report).
+pub mod model;
+/// Pruning masks: magnitude, N:M, block, channel, global.
 pub mod prune;
+/// Quantization parameters (calibration, granularity) and whole-tensor quantize / dequantize.
+pub mod quant;
+/// Sparse tensors (bit mask or N:M positions + packed values) and their entropy-coded bytes.
 pub mod sparse;
 
 #[cfg(feature = "python")]

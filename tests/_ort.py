@@ -38,7 +38,9 @@ def _wide(qtype):
 def quantize_linear(x, scale, zp, qtype, axis=1, block_size=0):
     """ORT QuantizeLinear; returns the unpacked values (int8 / uint8 ndarray)."""
     x = np.asarray(x, np.float32)
-    nodes = [h.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], axis=axis, block_size=block_size)]
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], axis=axis, block_size=block_size)
+    ]
     out = "q"
     if qtype in ("int4", "uint4"):
         nodes.append(h.make_node("Cast", ["q"], ["y"], to=_wide(qtype)))

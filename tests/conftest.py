@@ -20,3 +20,11 @@ def heavy_tailed(rng: np.random.Generator, shape, *, df: float = 2.5, outlier_ra
         idx = rng.choice(flat.size, size=k, replace=False)
         flat[idx] = np.float32(outlier_ratio * 0.02) * rng.choice([-1.0, 1.0], size=k).astype(np.float32)
     return x
+
+
+# ---- quantize / dequantize (issue 2) ----
+# `from conftest import heavy_tailed` is ambiguous once benches/conftest.py is collected too;
+# tests take the generator through this fixture instead.
+@pytest.fixture
+def heavy():
+    return heavy_tailed

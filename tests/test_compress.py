@@ -50,8 +50,11 @@ def mlp():
     x, y = load_digits(return_X_y=True)
     x = x / 16.0
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=0)
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=200, random_state=0)
+    # One BLAS thread: small matrices, and a shared CI box makes BLAS thread hand-offs slow.
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         clf.fit(xtr, ytr)
     # PyTorch layout: weight (out, in).
@@ -76,12 +79,14 @@ def test_mlp_default_recipe_keeps_accuracy(mlp, tmp_path):
     m = edgepack.compress(weights)
     m.save(tmp_path / "mlp.epk")
     m2 = edgepack.load(tmp_path / "mlp.epk")
-    assert m2.info("layers.0.weight").encoding == "quant"  # 128 x 64
+    assert m2.info("layers.0.weight").encoding == "quant"  # 64 x 64
+    assert m2.info("layers.1.weight").encoding == "quant"  # 32 x 64
     assert m2.info("layers.0.weight").params["axis"] == 0
-    assert m2.info("layers.2.weight").encoding == "raw"  # 10 x 64 < 1024 elements
+    assert m2.info("layers.2.weight").encoding == "raw"  # 10 x 32 < 1024 elements
     assert m2.info("layers.0.bias").encoding == "raw"
     acc0 = _accuracy(weights, n, x, y)
     acc1 = _accuracy(m2.decompress(), n, x, y)
+    print(f"accuracy {acc0:.2f} -> {acc1:.2f} with the default recipe")
     assert acc0 - acc1 <= 0.5, (acc0, acc1)
     for k in weights:
         np.testing.assert_array_equal(weights[k], before[k])
@@ -153,9 +158,21 @@ def test_quant_encodings_round_trip(tmp_path, rng, rule, tol_bits):
 
 
 @needs_quant
-def test_report_numbers_match_numpy(rng):
-    w = {"a": heavy_tailed(rng, (64, 96)), "b": heavy_tailed(rng, (33, 40)), "c": rng.standard_normal(7).astype(np.float32)}
-    m = edgepack.compress(w, {"rules": [{"pattern": "b", "bits": 4}, {"pattern": "a"}]})
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_report_numbers_match_numpy(rng, monkeypatch, chunk):
+    if chunk is not None:  # the statistics are accumulated over slices of a few rows
+        monkeypatch.setattr(edgepack.model, "_STATS_CHUNK", chunk)
+    w = {"a": heavy_tailed(rng, (64, 96)), "b": heavy_tailed(rng, (33, 41)), "c": rng.standard_normal(7).astype(np.float32),
+         "d": heavy_tailed(rng, (37, 3, 5)), "e": heavy_tailed(rng, (45, 6)), "f": heavy_tailed(rng, (13, 9)),
+         "g": heavy_tailed(rng, (101,))}
+    m = edgepack.compress(w, {"rules": [
+        {"pattern": "b", "bits": 4},
+        {"pattern": "a"},
+        {"pattern": "d", "bits": 4, "symmetric": False, "axis": 0, "block_size": 4},
+        {"pattern": "e", "granularity": "tensor", "symmetric": False},
+        {"pattern": "f", "axis": 1},
+        {"pattern": "g", "bits": 4, "granularity": "channel"},
+    ]})
     rep = m.report()
     for name in w:
         row = rep[name]
@@ -176,10 +193,10 @@ def test_report_numbers_match_numpy(rng):
     md = rep.to_markdown()
     assert "| a | 64x96 |" in md and "**total**" in md
     js = json.loads(rep.to_json())
-    assert js["totals"]["tensors"] == 3 and js["rows"][2]["snr_db"] is None
+    assert js["totals"]["tensors"] == 7 and js["rows"][2]["snr_db"] is None
     pd = pytest.importorskip("pandas")
     df = rep.to_dataframe()
-    assert isinstance(df, pd.DataFrame) and list(df["name"]) == ["a", "b", "c"]
+    assert isinstance(df, pd.DataFrame) and list(df["name"]) == sorted(w)
 
 
 @needs_sparse
@@ -465,6 +482,8 @@ def test_killed_during_save_leaves_the_old_file_intact(tmp_path, rng):
     finally:
         if child.poll() is None:
             child.kill()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".epk-tmp")]
+    print(f"killed with {len(leftovers)} partial temporary file(s) left behind")
     # The destination is either the old file or a complete new one, never a mix.
     b = dest.read_bytes()
     m = edgepack.load(dest)
@@ -500,17 +519,108 @@ MEM_CHILD = textwrap.dedent(
 
 
 def test_compress_memory_is_bounded_by_tensor_not_model(tmp_path, rng):
-    """32 tensors of 2 MiB (64 MiB): peak memory grows by a few tensors, not the model."""
-    st = pytest.importorskip("safetensors.numpy")
-    w = {f"layer{i:02d}.weight": heavy_tailed(rng, (512, 1024)) for i in range(32)}
-    st.save_file(w, str(tmp_path / "big.safetensors"))
-    del w
+    """64 tensors of 2 MiB (128 MiB), 2 workers: peak memory grows by a few tensors (about
+    15 MiB measured), not by the model."""
+    from edgepack.io import write_safetensors
+
+    base = heavy_tailed(rng, (512, 1024))
+    names = [f"layer{i:02d}.weight" for i in range(64)]
+    # Distinct tensors without holding 128 MiB here: each is the base rolled by its index.
+    write_safetensors(str(tmp_path / "big.safetensors"), [(n, "float32", (512, 1024)) for n in names],
+                      lambda n: np.roll(base, names.index(n)), None)
     recipe = "default" if hasattr(edgepack, "quantize") else "keep"
+    env = dict(os.environ, EDGEPACK_NUM_THREADS="2")
     out = subprocess.run(
         [sys.executable, "-c", MEM_CHILD, str(tmp_path / "big.safetensors"), str(tmp_path / "o.epk"), recipe],
-        capture_output=True, check=True, text=True,
+        capture_output=True, check=True, text=True, env=env,
     ).stdout.split()
     before, peak, _ = (int(v) for v in out)
-    model = 32 * 512 * 1024 * 4
+    model = 64 * 512 * 1024 * 4
     print(f"peak RSS grew by {(peak - before) / 2**20:.1f} MiB for a {model / 2**20:.0f} MiB model")
-    assert peak - before < model / 2
+    assert peak - before < model / 4
+
+
+@needs_quant
+def test_report_plot(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    w = {"a": heavy_tailed(rng, (64, 96)), "b": rng.standard_normal(7).astype(np.float32)}
+    m = edgepack.compress(w)
+    m.report().plot(tmp_path / "r.png", histograms=["a"])
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_quant
+def test_bfloat16_safetensors_default_recipe(tmp_path, rng):
+    from edgepack.io import write_safetensors
+
+    x = heavy_tailed(rng, (64, 48))
+    import ml_dtypes
+
+    xb = x.astype(ml_dtypes.bfloat16)
+    write_safetensors(str(tmp_path / "b.safetensors"), [("w", "bfloat16", (64, 48))], lambda n: xb, None)
+    st = pytest.importorskip("safetensors.numpy")
+    del st
+    m = edgepack.compress(tmp_path / "b.safetensors")
+    assert m.info("w").dtype == "bfloat16" and m.info("w").encoding == "quant"
+    want = edgepack.quantize(xb.astype(np.float32), axis=0).dequantize()
+    np.testing.assert_array_equal(m.decompress("w"), want)
+    assert m.report()["w"].bytes_before == 64 * 48 * 2
+
+
+@needs_sparse
+def test_provided_importance_decides_what_is_pruned(rng):
+    x = heavy_tailed(rng, (16, 32))
+    feat = rng.random(32).astype(np.float32) ** 4
+    rule = {"pattern": "w", "action": "float16", "sparsity": 0.5, "importance": "provided"}
+    m = edgepack.compress({"w": x}, {"rules": [rule]}, importance={"w": feat})
+    kept = m.decompress("w") != 0
+    score = np.abs(x) * feat  # |w| x per-input-feature score
+    assert np.min(score[kept]) >= np.max(score[~kept])
+    assert not np.array_equal(kept, np.abs(x) >= np.median(np.abs(x)))  # not plain magnitude
+    nm = dict(rule, sparsity_method="nm")
+    m = edgepack.compress({"w": x}, {"rules": [nm]}, importance={"w": feat})
+    d = m.decompress("w").reshape(16, 8, 4)
+    s4 = score.reshape(16, 8, 4)
+    keep = d != 0
+    assert np.all(keep.sum(axis=2) == 2)
+    assert np.all(np.where(keep, s4, np.inf).min(axis=2) >= np.where(keep, -np.inf, s4).max(axis=2))
+    with pytest.raises(edgepack.ArgumentError, match="wants provided importance"):
+        edgepack.compress({"w": x}, {"rules": [rule]})
+    with pytest.raises(edgepack.ArgumentError, match="importance of tensor 'w' has shape"):
+        edgepack.compress({"w": x}, {"rules": [rule]}, importance={"w": feat[:4]})
+
+
+FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import errno, resource, signal, sys, numpy as np, edgepack
+    dest = sys.argv[1]
+    w = {f"t{i}": np.random.default_rng(i).standard_normal(200_000).astype(np.float32) for i in range(8)}
+    m = edgepack.compress(w, {"default": "keep"})
+    # Files may not grow beyond 1 MiB from here on: writes fail with EFBIG, like a full disk.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    for attempt in ("save", "compress"):
+        try:
+            if attempt == "save":
+                m.save(dest)
+            else:
+                edgepack.compress(w, {"default": "keep"}, out=dest)
+        except OSError as e:
+            print(attempt, e.errno == errno.EFBIG, e.filename == dest, flush=True)
+        else:
+            print(attempt, "no error", flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE (POSIX)")
+def test_write_error_mid_save_is_os_error_with_path_and_leaves_no_temp(tmp_path):
+    dest = tmp_path / "m.epk"
+    dest.write_bytes(b"previous")
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(dest)], capture_output=True,
+                         text=True, env=env, check=True).stdout.split("\n")
+    assert out[:2] == ["save True True", "compress True True"], out
+    assert dest.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.epk", "tmp"]

@@ -41,7 +41,9 @@ def test_golden_preamble_and_layout():
     assert int.from_bytes(b[8:12], "little") == 1
     header, data = split(b)
     names = [t["name"] for t in header["tensors"]]
-    assert names == sorted(names) == ["emb", "fc.bias", "fc.weight", "q4", "steps"]
+    assert names == sorted(names) == ["emb", "fc.bias", "fc.weight", "q4", "steps", "z.embed"]
+    z = next(t for t in header["tensors"] if t["name"] == "z.embed")
+    assert z["payloads"][0]["compression"] == "zstd"
     start = len(b) - len(data)
     assert start % 64 == 0
     for t in header["tensors"]:
@@ -69,6 +71,10 @@ def test_golden_reads_back_to_numpy_values():
     np.testing.assert_array_equal(r.payload("q4", "data"), p4)
     want4 = ref.epk_dequantize(p4, s4, z4, bits=4, axis=1, block_size=4, shape=(2, 5), symmetric=False)
     np.testing.assert_allclose(want4, x["q4"], atol=float(s4.max()) / 2 + 1e-7)
+    qz, sz = g.quant8_axis0(x["z.embed"])
+    np.testing.assert_array_equal(r.payload("z.embed", "data").view(np.int8).reshape(32, 64), qz)
+    wantz = ref.epk_dequantize(qz, sz, None, bits=8, axis=0, block_size=None, shape=(32, 64), symmetric=True)
+    np.testing.assert_array_equal(m.decompress("z.embed"), wantz)
     if hasattr(edgepack, "quantize"):  # the model decodes through edgepack.dequantize (issue 2)
         np.testing.assert_array_equal(m.decompress("fc.weight"), want)
         np.testing.assert_array_equal(m.decompress("q4"), want4)
@@ -127,12 +133,16 @@ def test_round_trip_every_dtype(tmp_path, rng, action):
     m2.verify()
 
 
-def test_same_input_same_bytes_whatever_the_threads(tmp_path, rng):
+@pytest.mark.parametrize("recipe", [
+    {"default": "keep", "rules": [{"pattern": "*.weight", "action": "float16"}]},
+    None,  # the default recipe: int8 + zstd, report stats in the header
+    {"rules": [{"pattern": "layer1*", "bits": 4}, {"pattern": "layer2*", "sparsity": 0.5}]},
+])
+def test_same_input_same_bytes_whatever_the_threads(tmp_path, rng, recipe):
     w = {f"layer{i}.weight": rng.standard_normal((40, 33)).astype(np.float32) for i in range(12)}
     w.update({f"layer{i}.bias": rng.standard_normal(40).astype(np.float32) for i in range(12)})
-    r = {"default": "keep", "rules": [{"pattern": "*.weight", "action": "float16"}]}
-    edgepack.compress(w, r, workers=1).save(tmp_path / "a.epk")
-    edgepack.compress(w, r, workers=4).save(tmp_path / "b.epk")
+    edgepack.compress(w, recipe, workers=1).save(tmp_path / "a.epk")
+    edgepack.compress(w, recipe, workers=4).save(tmp_path / "b.epk")
     assert (tmp_path / "a.epk").read_bytes() == (tmp_path / "b.epk").read_bytes()
 
 
@@ -253,3 +263,65 @@ def test_header_with_no_tensors(tmp_path):
     p.write_bytes(build({"metadata": {}, "recipe": None, "tensors": []}, b""))
     m = edgepack.load(p)
     assert len(m) == 0 and m.recipe is None and m.report().totals["tensors"] == 0
+
+
+# -- concurrency and properties -----------------------------------------------------------------
+
+
+def test_threads_share_one_loaded_model(tmp_path, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = {f"t{i}": rng.standard_normal((64, 48)).astype(np.float32) for i in range(8)}
+    m = edgepack.compress(w, {"rules": [{"pattern": "t[0-3]", "action": "float16"}], "default": "keep"})
+    m.save(tmp_path / "m.epk")
+    shared = edgepack.load(tmp_path / "m.epk")
+    want = {k: shared.decompress(k) for k in w}
+
+    def work(i):
+        return [(k, shared.decompress(k)) for k in sorted(w, key=lambda k: (hash(k) + i) % 7)]
+
+    with ThreadPoolExecutor(8) as ex:
+        for res in ex.map(work, range(32)):
+            for k, v in res:
+                np.testing.assert_array_equal(v, want[k])
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as hs
+    from hypothesis.extra import numpy as hnp
+except ModuleNotFoundError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    _names = hs.text(alphabet="abcdefghij._/0123456789", min_size=1, max_size=12).filter(
+        lambda s: not s.startswith("/") and all(c not in ("", ".", "..") for c in s.split("/"))
+    )
+    _arrays = hnp.arrays(
+        dtype=hs.sampled_from([np.float32, np.float16, np.int8, np.int64, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+    )
+
+    @settings(max_examples=40, deadline=None)
+    @given(hs.dictionaries(_names, _arrays, max_size=5))
+    def test_keep_round_trip_property(w):
+        m = edgepack.compress(w, {"default": "keep"})
+        assert m.names == sorted(w)
+        for k, v in w.items():
+            np.testing.assert_array_equal(m[k], v)
+        # Same input, same bytes.
+        m2 = edgepack.compress(w, {"default": "keep"})
+        assert pathlib.Path(m.path).read_bytes() == pathlib.Path(m2.path).read_bytes()
+
+
+def test_uncompressed_payloads_are_read_only_views_of_the_file(tmp_path, rng):
+    w = {"a": rng.standard_normal((256, 64)).astype(np.float32)}
+    edgepack.compress(w, {"default": "keep"}).save(tmp_path / "m.epk")
+    m = edgepack.load(tmp_path / "m.epk")
+    a1, a2 = m["a"], m["a"]
+    assert not a1.flags.writeable and np.shares_memory(a1, a2)  # no copy: the memory map
+    np.testing.assert_array_equal(a1, w["a"])
+    d = m.decompress("a")
+    assert d.flags.writeable and not np.shares_memory(d, a1)  # decompress gives a fresh array
+    with pytest.raises(ValueError):
+        a1[0, 0] = 1.0

@@ -151,14 +151,14 @@ def test_corrupt_sparse_payload_with_valid_checksum_names_the_tensor(tmp_path):
 def test_sparse_payload_shape_differs_from_header(tmp_path):
     blob, nnz = _blob()
     m = edgepack.load(_sparse_file(tmp_path, blob, (16, 8), nnz))
-    with pytest.raises(edgepack.FormatError, match=r"sparse payload has shape \(8, 16\), header says \(16, 8\)"):
+    with pytest.raises(edgepack.FormatError, match=r"sparse payload has shape \(8, 16\).*the header says \(16, 8\)"):
         m.decompress("s")
 
 
 def test_sparse_payload_nnz_differs_from_header(tmp_path):
     blob, nnz = _blob()
     m = edgepack.load(_sparse_file(tmp_path, blob, (8, 16), nnz - 1))
-    with pytest.raises(edgepack.FormatError, match=rf"holds {nnz} values, the header says {nnz - 1}"):
+    with pytest.raises(edgepack.FormatError, match=rf"{nnz} non-zeros, the header says .* and {nnz - 1}"):
         m.decompress("s")
 
 

@@ -383,3 +383,44 @@ def test_hostile_safetensors_inputs(tmp_path):
         p.write_bytes(struct.pack("<Q", len(hb)) + hb + bytes(4))
         edgepack.load(p)
 
+
+
+def _sparse_file(tmp_path, blob: bytes, shape=(4, 4), nnz=3):
+    p = tmp_path / "s.epk"
+    w = _core.EpkWriter(p)
+    params = json.dumps({"format": "edgepack-sparse", "nnz": nnz})
+    w.add("s", "float32", list(shape), "sparse", params, None,
+          [("data", "uint8", [len(blob)], np.frombuffer(blob, np.uint8))], None)
+    w.finish({}, None)
+    return edgepack.load(p)
+
+
+def test_sparse_payload_garbage_with_a_valid_checksum(tmp_path):
+    m = _sparse_file(tmp_path, b"\x00garbage-not-a-sparse-tensor")
+    with pytest.raises(edgepack.FormatError) as e:
+        m.decompress("s")
+    assert "while decoding tensor 's'" in "".join(e.value.__notes__)
+
+
+def test_sparse_payload_of_another_shape(tmp_path):
+    x = np.zeros((3, 5), np.float32)
+    x[0, 1] = 2.0
+    blob = edgepack.sparse.encode(x).to_bytes()
+    with pytest.raises(edgepack.FormatError, match=r"sparse payload has shape \(3, 5\)"):
+        _sparse_file(tmp_path, blob, shape=(4, 4), nnz=1).decompress("s")
+    with pytest.raises(edgepack.FormatError, match="non-zeros"):
+        _sparse_file(tmp_path, blob, shape=(3, 5), nnz=2).decompress("s")
+    np.testing.assert_array_equal(_sparse_file(tmp_path, blob, shape=(3, 5), nnz=1).decompress("s"), x)
+
+
+def test_quant_scale_not_positive(tmp_path):
+    p = tmp_path / "q.epk"
+    w = _core.EpkWriter(p)
+    qp = json.dumps({"bits": 8, "symmetric": True, "axis": None, "block_size": None, "convention": "onnx",
+                     "sparsity": 0.0})
+    w.add("q", "float32", [4], "quant", qp, None,
+          [("data", "int8", [4], np.arange(4, dtype=np.int8).view(np.uint8)),
+           ("scale", "float32", [], np.array(-1.0, np.float32).reshape(-1).view(np.uint8))], None)
+    w.finish({}, None)
+    with pytest.raises(edgepack.FormatError, match="scale holds a value that is not finite and > 0"):
+        edgepack.load(p).decompress("q")

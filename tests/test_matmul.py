@@ -9,20 +9,21 @@ import concurrent.futures as cf
 import importlib.util
 import pathlib
 
+import edgepack as ep
 import numpy as np
 import pytest
 import reference as ref
 
 # `from conftest import heavy_tailed` breaks when benches/conftest.py was imported first as
 # "conftest" (plain `pytest` collects both folders): load tests/conftest.py by path instead.
-_spec = importlib.util.spec_from_file_location("_edgepack_tests_conftest", pathlib.Path(__file__).with_name("conftest.py"))
+_spec = importlib.util.spec_from_file_location(
+    "_edgepack_tests_conftest", pathlib.Path(__file__).with_name("conftest.py")
+)
 assert _spec is not None and _spec.loader is not None
 _conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_conftest)
 heavy_tailed = _conftest.heavy_tailed
 
-import edgepack as ep
-from edgepack import kernels
 
 DTYPES = [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8), (np.int8, np.uint8)]
 
@@ -65,11 +66,15 @@ def test_odd_and_tiny_shapes(rng):
             za = _zp(rng, adt, ["none", "scalar", "vector"][(i + j) % 3], m)
             zb = _zp(rng, bdt, ["vector", "none", "scalar"][(i * j) % 3], n)
             np.testing.assert_array_equal(
-                ep.matmul_integer(a, b, za, zb), ref.matmul_integer(a, b, za, zb), err_msg=f"{m=} {k=} {n=}"
+                ep.matmul_integer(a, b, za, zb),
+                ref.matmul_integer(a, b, za, zb),
+                err_msg=f"{m=} {k=} {n=}",
             )
 
 
-@pytest.mark.parametrize("shape", [(1, 4096, 300), (200, 257, 130), (37, 1000, 65), (129, 64, 1030)])
+@pytest.mark.parametrize(
+    "shape", [(1, 4096, 300), (200, 257, 130), (37, 1000, 65), (129, 64, 1030)]
+)
 def test_beyond_tile_sizes(rng, shape):
     m, k, n = shape
     for adt, bdt in DTYPES[:2]:
@@ -97,12 +102,15 @@ def test_non_contiguous_inputs(rng):
     b = b_big[:67, ::-1][:, ::2]  # (67, 30), negative and step strides
     b_t = _rand(rng, np.uint8, (30, 67)).T  # Fortran order
     for bb in (b, b_t):
-        np.testing.assert_array_equal(ep.matmul_integer(a, bb, 5, 7), ref.matmul_integer(a, bb, 5, 7))
+        np.testing.assert_array_equal(
+            ep.matmul_integer(a, bb, 5, 7), ref.matmul_integer(a, bb, 5, 7)
+        )
 
 
+@pytest.mark.parametrize("adt", [np.uint8, np.int8])
 @pytest.mark.parametrize("m,k,n", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
-def test_empty_dimensions(m, k, n):
-    a = np.ones((m, k), np.uint8)
+def test_empty_dimensions(m, k, n, adt):
+    a = np.ones((m, k), adt)
     b = np.ones((k, n), np.int8)
     got = ep.matmul_integer(a, b, 1, 2)
     assert got.shape == (m, n) and got.dtype == np.int32
@@ -204,14 +212,20 @@ def _run_ort(op, inputs, initializers, out_dtype, domain=""):
     for name, arr in list(inputs.items()) + list(initializers.items()):
         names.append("" if arr is None else name)
     for name, arr in inputs.items():
-        graph_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+        graph_inputs.append(
+            helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape
+            )
+        )
     for name, arr in initializers.items():
         if arr is not None:
             inits.append(onnx.numpy_helper.from_array(np.asarray(arr), name))
     order = [*inputs.keys(), *initializers.keys()]
     node_inputs = [n if (n in inputs or initializers.get(n) is not None) else "" for n in order]
     node = helper.make_node(op, node_inputs, ["y"], domain=domain)
-    out = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)), None)
+    out = helper.make_tensor_value_info(
+        "y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)), None
+    )
     graph = helper.make_graph([node], "g", graph_inputs, [out], initializer=inits)
     opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     model = helper.make_model(graph, opset_imports=opsets)
@@ -240,7 +254,10 @@ def test_matmul_integer_bit_exact_with_onnxruntime(rng, adt, bdt):
         zb = np.array(rng.integers(np.iinfo(bdt).min, np.iinfo(bdt).max + 1), bdt)
         want = _ort_supports(
             lambda a=a, b=b, za=za, zb=zb: _run_ort(
-                "MatMulInteger", {"a": a}, {"b": b, "a_zero_point": za, "b_zero_point": zb}, np.int32
+                "MatMulInteger",
+                {"a": a},
+                {"b": b, "a_zero_point": za, "b_zero_point": zb},
+                np.int32,
             )
         )
         if want is None:
@@ -258,7 +275,9 @@ def test_qlinear_matmul_bit_exact_with_onnxruntime(rng, adt, bdt, per_column):
     a, b = _rand(rng, adt, (m, k)), _rand(rng, bdt, (k, n))
     a_scale, y_scale = np.float32(0.0123), np.float32(0.731)
     b_scale = (
-        rng.uniform(0.001, 0.02, n).astype(np.float32) if per_column else np.array(0.0071, np.float32)
+        rng.uniform(0.001, 0.02, n).astype(np.float32)
+        if per_column
+        else np.array(0.0071, np.float32)
     )
     info = np.iinfo(adt)
     za = np.array(rng.integers(info.min, info.max + 1), adt)
@@ -324,14 +343,26 @@ def test_quantized_linear_per_row_matches_reference(rng):
 def test_quantized_linear_static_matches_reference(rng):
     w, bias, x = _layer_inputs(rng)
     q_w, s_w = ref.symmetric_int8_weight(w)
-    layer = ep.QuantizedLinear.from_float(w, bias, activations="static", input_scale=0.02, input_zero_point=128)
-    np.testing.assert_array_equal(layer(x), ref.quantized_linear_static(x, q_w, s_w, bias, 0.02, 128))
     layer = ep.QuantizedLinear.from_float(
-        w, bias, activations="static", input_scale=0.02, input_zero_point=128, output_scale=0.05, output_zero_point=-3
+        w, bias, activations="static", input_scale=0.02, input_zero_point=128
+    )
+    np.testing.assert_array_equal(
+        layer(x), ref.quantized_linear_static(x, q_w, s_w, bias, 0.02, 128)
+    )
+    layer = ep.QuantizedLinear.from_float(
+        w,
+        bias,
+        activations="static",
+        input_scale=0.02,
+        input_zero_point=128,
+        output_scale=0.05,
+        output_zero_point=-3,
     )
     got = layer(x)
     assert got.dtype == np.int8
-    np.testing.assert_array_equal(got, ref.quantized_linear_static(x, q_w, s_w, bias, 0.02, 128, 0.05, -3, np.int8))
+    np.testing.assert_array_equal(
+        got, ref.quantized_linear_static(x, q_w, s_w, bias, 0.02, 128, 0.05, -3, np.int8)
+    )
     cal = ep.QuantizedLinear.from_float(w, bias, activations="static", calibration=x)
     _, s, zp = ref.dynamic_quantize_linear(x)
     assert cal.input_scale == pytest.approx(float(s), rel=0) and cal.input_zero_point == int(zp)
@@ -345,7 +376,8 @@ def test_quantized_linear_accepts_a_quantized_tensor(rng):
         data, scale, zero_point, axis, bits = q_w, s_w, np.zeros(96, np.int8), 0, 8
 
     np.testing.assert_array_equal(
-        ep.QuantizedLinear.from_float(QT(), bias)(x), ref.quantized_linear_dynamic(x, q_w, s_w, bias)
+        ep.QuantizedLinear.from_float(QT(), bias)(x),
+        ref.quantized_linear_dynamic(x, q_w, s_w, bias),
     )
 
 
@@ -366,12 +398,28 @@ def test_quantized_linear_bad_inputs(rng):
         ep.QuantizedLinear.from_float(w, activations="static")
     with pytest.raises(ValueError, match=r"`bias` must have shape \(96,\)"):
         ep.QuantizedLinear.from_float(w, bias[:5])
+    w_nan = w.copy()
+    w_nan[3, 4] = np.inf
+    with pytest.raises(ep.NonFiniteError):
+        ep.QuantizedLinear.from_float(w_nan)
+    with pytest.raises(TypeError, match="2-D int8/uint8"):
+        ep.QuantizedLinear.from_float(ep.quantize(w, bits=4, axis=0))
+
+
+def test_quantized_linear_uses_edgepack_quantize(rng):
+    w, bias, x = _layer_inputs(rng, rows=(4,))
+    qt = ep.quantize(w, axis=0)
+    np.testing.assert_array_equal(
+        ep.QuantizedLinear.from_float(w, bias)(x), ep.QuantizedLinear.from_float(qt, bias)(x)
+    )
 
 
 def test_quantized_linear_error_no_worse_than_onnxruntime(rng):
     """Same inputs and int8 weights to onnxruntime's DynamicQuantizeMatMul and to ours; compare
-    each against float32 ``x @ W.T + b``. Measured (seed 20261129, heavy-tailed weights): max abs error ours 0.8174,
-    onnxruntime 0.8174 (identical arithmetic); relative RMS error 0.0414 both."""
+    each against float32 ``x @ W.T + b``. Measured (seed 20261129, heavy-tailed weights):
+    max abs error ours 0.8174, onnxruntime 0.8174 (identical arithmetic); relative RMS error
+    0.0414 both.
+    """
     w, bias, x = _layer_inputs(rng, rows=(64,), k=512, n=200)
     q_w, s_w = ref.symmetric_int8_weight(w)
     want = (x.astype(np.float64) @ w.T.astype(np.float64) + bias).astype(np.float32)
@@ -387,7 +435,10 @@ def test_quantized_linear_error_no_worse_than_onnxruntime(rng):
     err_ort = float(np.abs(peer - want).max())
     rms_ours = float(np.sqrt(np.mean((got - want) ** 2)) / np.sqrt(np.mean(want**2)))
     rms_ort = float(np.sqrt(np.mean((peer - want) ** 2)) / np.sqrt(np.mean(want**2)))
-    print(f"max abs error: edgepack {err_ours:.4g}, onnxruntime {err_ort:.4g}; rel rms {rms_ours:.4g} / {rms_ort:.4g}")
+    print(
+        f"max abs error: edgepack {err_ours:.4g}, onnxruntime {err_ort:.4g}; "
+        f"rel rms {rms_ours:.4g} / {rms_ort:.4g}"
+    )
     assert err_ours <= err_ort * (1 + 1e-6) + 1e-7, (err_ours, err_ort)
     assert rms_ours <= rms_ort * (1 + 1e-6) + 1e-9, (rms_ours, rms_ort)
     per_row = ep.QuantizedLinear.from_float(w, bias, activations="dynamic-per-row")(x)

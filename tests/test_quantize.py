@@ -5,26 +5,39 @@ from __future__ import annotations
 
 import dataclasses
 
+import edgepack as ep
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import edgepack as ep
-import reference as ref
-from conftest import heavy_tailed
 
-
-def oracle(x, *, bits=8, symmetric=True, axis=None, block_size=None, convention="onnx", reduce_range=False, ranges=None):
+def oracle(
+    x,
+    *,
+    bits=8,
+    symmetric=True,
+    axis=None,
+    block_size=None,
+    convention="onnx",
+    reduce_range=False,
+    ranges=None,
+):
     """Expected (q, scale, zp) from reference.py: ranges per unit, ORT's compute_scale_zp, the
     convention's rounding."""
     x = np.asarray(x, np.float32)
     qmin, qmax = ref.qrange(bits, symmetric, reduce_range)
     rmin, rmax = ranges if ranges is not None else ref.unit_ranges(x, axis, block_size)
     rmin, rmax = np.atleast_1d(rmin), np.atleast_1d(rmax)
-    sz = [ref.compute_scale_zp(a, b, qmin, qmax, symmetric) for a, b in zip(rmin.reshape(-1), rmax.reshape(-1))]
-    scale = np.array([s for s, _ in sz], np.float32).reshape(np.shape(rmin) if axis is not None else ())
+    sz = [
+        ref.compute_scale_zp(a, b, qmin, qmax, symmetric)
+        for a, b in zip(rmin.reshape(-1), rmax.reshape(-1), strict=True)
+    ]
+    scale = np.array([s for s, _ in sz], np.float32).reshape(
+        np.shape(rmin) if axis is not None else ()
+    )
     zp = np.array([z for _, z in sz], np.int64).reshape(scale.shape)
     s_full = ref.broadcast_params(x.shape, scale, axis, block_size)
     z_full = ref.broadcast_params(x.shape, zp, axis, block_size)
@@ -38,7 +51,11 @@ def oracle(x, *, bits=8, symmetric=True, axis=None, block_size=None, convention=
         q = np.where(am > 0, ref.quantize_tflite(x, np.where(am > 0, am, 1), qmax), 0)
         tiny = scale == 1.0
         if tiny.any():
-            q = np.where(ref.broadcast_params(x.shape, tiny, axis, block_size), ref.quantize_tflite(x, np.float32(qmax), qmax), q)
+            q = np.where(
+                ref.broadcast_params(x.shape, tiny, axis, block_size),
+                ref.quantize_tflite(x, np.float32(qmax), qmax),
+                q,
+            )
     return q, scale, zp
 
 
@@ -114,11 +131,11 @@ GRANULARITIES = [
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("convention", ["onnx", "torch", "tflite"])
-def test_matches_oracle(rng, gran, bits, symmetric, convention):
+def test_matches_oracle(rng, heavy, gran, bits, symmetric, convention):
     if convention == "tflite" and not symmetric:
         pytest.skip("tflite is symmetric only")
     for shape in [(7, 37), (3, 5, 9), (64, 33)]:
-        for x in (heavy_tailed(rng, shape), rng.standard_normal(shape).astype(np.float32)):
+        for x in (heavy(rng, shape), rng.standard_normal(shape).astype(np.float32)):
             if gran["axis"] is not None and gran["axis"] % len(shape) >= len(shape):
                 continue
             qt = ep.quantize(x, bits=bits, symmetric=symmetric, convention=convention, **gran)
@@ -130,14 +147,18 @@ def test_matches_oracle(rng, gran, bits, symmetric, convention):
             assert np.array_equal(values(qt), q), (shape, gran)
             # dequantize == the oracle's DequantizeLinear
             d = qt.dequantize()
-            want = ref.dequantize_linear(q, ref.broadcast_params(shape, s, gran["axis"], gran.get("block_size")), ref.broadcast_params(shape, z, gran["axis"], gran.get("block_size")))
+            want = ref.dequantize_linear(
+                q,
+                ref.broadcast_params(shape, s, gran["axis"], gran.get("block_size")),
+                ref.broadcast_params(shape, z, gran["axis"], gran.get("block_size")),
+            )
             assert np.array_equal(d, want)
             assert np.array_equal(ep.dequantize(qt), d)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_reduce_range(rng, symmetric):
-    x = heavy_tailed(rng, (16, 40))
+def test_reduce_range(rng, heavy, symmetric):
+    x = heavy(rng, (16, 40))
     qt = ep.quantize(x, symmetric=symmetric, reduce_range=True, axis=0)
     q, s, z = oracle(x, symmetric=symmetric, reduce_range=True, axis=0)
     assert np.array_equal(qt.scale, s) and np.array_equal(values(qt), q)
@@ -146,59 +167,69 @@ def test_reduce_range(rng, symmetric):
     assert values(qt).min() == lo or values(qt).max() == hi
 
 
-def test_ranges_of_each_type(rng):
-    x = heavy_tailed(rng, (1000,))
+def test_ranges_of_each_type(rng, heavy):
+    x = heavy(rng, (1000,))
     assert values(ep.quantize(x)).min() >= -127
     assert values(ep.quantize(x, bits=4)).min() >= -7 and values(ep.quantize(x, bits=4)).max() <= 7
     v = values(ep.quantize(x, bits=4, symmetric=False))
     assert v.min() == 0 and v.max() == 15
 
 
-def test_parameters_match_onnxruntime_tool(rng):
+def test_parameters_match_onnxruntime_tool(rng, heavy):
     qu = pytest.importorskip("onnxruntime.quantization.quant_utils")
     from onnx import TensorProto
 
-    x = heavy_tailed(rng, (8, 50))
+    x = heavy(rng, (8, 50))
     for symmetric, qtype in ((True, TensorProto.INT8), (False, TensorProto.UINT8)):
         for rr in (False, True):
             qmin, qmax = qu.get_qmin_qmax_for_qType(qtype, reduce_range=rr, symmetric=symmetric)
             qt = ep.quantize(x, symmetric=symmetric, reduce_range=rr, axis=0)
             for c in range(8):
-                zp, s = qu.compute_scale_zp(np.float32(x[c].min()), np.float32(x[c].max()), qmin, qmax, symmetric=symmetric)
+                zp, s = qu.compute_scale_zp(
+                    np.float32(x[c].min()), np.float32(x[c].max()), qmin, qmax, symmetric=symmetric
+                )
                 assert np.float32(s) == qt.scale[c] and int(zp) == int(qt.zero_point[c])
 
 
-def test_torch_convention_matches_torch(rng):
+def test_torch_convention_matches_torch(rng, heavy):
     torch = pytest.importorskip("torch")
-    x = heavy_tailed(rng, (16, 64))
+    x = heavy(rng, (16, 64))
     qt = ep.quantize(x, symmetric=False, convention="torch")
-    t = torch.quantize_per_tensor(torch.from_numpy(x), float(qt.scale), int(qt.zero_point), torch.quint8)
+    t = torch.quantize_per_tensor(
+        torch.from_numpy(x), float(qt.scale), int(qt.zero_point), torch.quint8
+    )
     assert np.array_equal(t.int_repr().numpy(), qt.data)
     qt = ep.quantize(x, convention="torch", axis=0)
     t = torch.quantize_per_channel(
-        torch.from_numpy(x), torch.from_numpy(qt.scale.astype(np.float64)), torch.zeros(16, dtype=torch.int64), 0, torch.qint8
+        torch.from_numpy(x),
+        torch.from_numpy(qt.scale.astype(np.float64)),
+        torch.zeros(16, dtype=torch.int64),
+        0,
+        torch.qint8,
     )
     assert np.array_equal(t.int_repr().numpy(), qt.data)
 
 
-def test_quantize_matches_ort_quantize_linear(rng):
+def test_quantize_matches_ort_quantize_linear(rng, heavy):
     import _ort
 
-    x = heavy_tailed(rng, (32, 70))
+    x = heavy(rng, (32, 70))
     for kw in (dict(axis=None), dict(axis=0), dict(axis=1), dict(axis=1, block_size=16)):
         for bits, symmetric in ((8, True), (8, False), (4, True), (4, False)):
             qt = ep.quantize(x, bits=bits, symmetric=symmetric, **kw)
             axis = 1 if kw["axis"] is None else kw["axis"]
             z = qt.zero_point.astype(np.int64)
-            want = _ort.quantize_linear(x, qt.scale, z, qt.dtype, axis=axis, block_size=kw.get("block_size", 0))
+            want = _ort.quantize_linear(
+                x, qt.scale, z, qt.dtype, axis=axis, block_size=kw.get("block_size", 0)
+            )
             assert np.array_equal(values(qt).reshape(-1), want.reshape(-1).astype(np.int64))
 
 
 # ---------------------------------------------------------------- calibration
 
 
-def test_percentile_is_exact(rng):
-    x = heavy_tailed(rng, (50, 201))
+def test_percentile_is_exact(rng, heavy):
+    x = heavy(rng, (50, 201))
     for p in (99.0, 99.9, 50.0, 100.0):
         qt = ep.quantize(x, calibration="percentile", percentile=p)
         t = ref.percentile_exact(np.abs(x), p)
@@ -216,16 +247,31 @@ def test_percentile_is_exact(rng):
     assert np.array_equal(qt.scale, s) and np.array_equal(values(qt), q)
     # default percentile
     qt = ep.quantize(x, calibration="percentile")
-    assert qt.scale == oracle(x, ranges=(-ref.percentile_exact(np.abs(x), 99.999), ref.percentile_exact(np.abs(x), 99.999)))[1]
+    assert (
+        qt.scale
+        == oracle(
+            x,
+            ranges=(
+                -ref.percentile_exact(np.abs(x), 99.999),
+                ref.percentile_exact(np.abs(x), 99.999),
+            ),
+        )[1]
+    )
 
 
 def _err(x, qt):
     return float(np.sum((qt.dequantize().astype(np.float64) - x) ** 2))
 
 
-def test_mse_beats_minmax_on_heavy_tailed(rng):
-    x = heavy_tailed(rng, (64, 256))
-    for kw in (dict(), dict(axis=0), dict(symmetric=False), dict(bits=4, axis=0), dict(axis=1, block_size=64)):
+def test_mse_beats_minmax_on_heavy_tailed(rng, heavy):
+    x = heavy(rng, (64, 256))
+    for kw in (
+        dict(),
+        dict(axis=0),
+        dict(symmetric=False),
+        dict(bits=4, axis=0),
+        dict(axis=1, block_size=64),
+    ):
         mm = ep.quantize(x, **kw)
         ms = ep.quantize(x, calibration="mse", **kw)
         assert _err(x, ms) < _err(x, mm), kw
@@ -257,12 +303,16 @@ def test_quantized_tensor_fields_and_repr(rng):
     q8 = ep.quantize(x)
     assert q8.nbytes == 60 + 4 + 1
     # reconstruct from fields (what a file reader does)
-    qt2 = ep.QuantizedTensor(qt.data, qt.scale, qt.zero_point, qt.axis, qt.block_size, qt.bits, qt.shape)
+    qt2 = ep.QuantizedTensor(
+        qt.data, qt.scale, qt.zero_point, qt.axis, qt.block_size, qt.bits, qt.shape
+    )
     assert np.array_equal(qt2.dequantize(), qt.dequantize())
     with pytest.raises(ValueError, match="packed"):
         ep.QuantizedTensor(qt.data[:-1], qt.scale, qt.zero_point, 1, 4, 4, (6, 10))
     with pytest.raises(TypeError, match="float32"):
-        ep.QuantizedTensor(q8.data, q8.scale.astype(np.float64), q8.zero_point, None, None, 8, (6, 10))
+        ep.QuantizedTensor(
+            q8.data, q8.scale.astype(np.float64), q8.zero_point, None, None, 8, (6, 10)
+        )
 
 
 def test_dequantize_out(rng):
@@ -287,8 +337,8 @@ def test_other_float_dtypes(rng, dtype):
     assert np.array_equal(a.data, b.data) and np.array_equal(a.scale, b.scale)
 
 
-def test_fortran_and_strided(rng):
-    x = heavy_tailed(rng, (30, 20))
+def test_fortran_and_strided(rng, heavy):
+    x = heavy(rng, (30, 20))
     for v in (np.asfortranarray(x), x[::2, ::3], x.T, x[::-1]):
         for kw in (dict(), dict(axis=0), dict(axis=1), dict(axis=1, block_size=4)):
             qt = ep.quantize(v, **kw)
@@ -297,7 +347,12 @@ def test_fortran_and_strided(rng):
 
 
 def test_empty(rng):
-    for shape, kw in (((0,), {}), ((3, 0), dict(axis=0)), ((0, 4), dict(axis=1)), ((3, 0), dict(axis=1, block_size=2))):
+    for shape, kw in (
+        ((0,), {}),
+        ((3, 0), dict(axis=0)),
+        ((0, 4), dict(axis=1)),
+        ((3, 0), dict(axis=1, block_size=2)),
+    ):
         qt = ep.quantize(np.zeros(shape, np.float32), **kw)
         assert qt.shape == shape and qt.dequantize().shape == shape
     qt = ep.quantize(np.zeros((3, 0), np.float32), axis=0)
@@ -315,7 +370,16 @@ def test_integer_and_complex_are_type_errors():
 def test_nan_and_inf_name_the_index():
     x = np.ones((10, 10), np.float32)
     x[3, 7] = np.nan
-    for kw in (dict(), dict(axis=0), dict(axis=1), dict(axis=1, block_size=3), dict(axis=0, block_size=3), dict(symmetric=False), dict(calibration="mse"), dict(calibration="percentile")):
+    for kw in (
+        dict(),
+        dict(axis=0),
+        dict(axis=1),
+        dict(axis=1, block_size=3),
+        dict(axis=0, block_size=3),
+        dict(symmetric=False),
+        dict(calibration="mse"),
+        dict(calibration="percentile"),
+    ):
         with pytest.raises(ep.NonFiniteError, match="`x` contains NaN at index 37"):
             ep.quantize(x, **kw)
     x[3, 7] = 1
@@ -328,7 +392,9 @@ def test_bad_arguments():
     x = np.ones((4, 6), np.float32)
     with pytest.raises(ValueError, match="`bits` must be 8 or 4"):
         ep.quantize(x, bits=2)
-    with pytest.raises(ValueError, match=r"`axis` = 2 is out of range for `x` with 2 dims \(expected -2..=1\)"):
+    with pytest.raises(
+        ValueError, match=r"`axis` = 2 is out of range for `x` with 2 dims \(expected -2..=1\)"
+    ):
         ep.quantize(x, axis=2)
     with pytest.raises(ValueError, match="`block_size` needs an `axis`"):
         ep.quantize(x, block_size=2)
@@ -382,3 +448,69 @@ def test_saturation_at_the_ends(x, scale, zp):
     assert np.all(q[v >= 127] == 127) and np.all(q[v <= -128] == -128)
     inside = (v > -128) & (v < 127)
     assert np.array_equal(q[inside], v[inside].astype(np.int64))
+
+
+@pytest.mark.parametrize("block_size", [255, 256, 300, 1000])
+def test_large_blocks_match_oracle(rng, heavy, block_size):
+    x = heavy(rng, (3, 700))
+    for symmetric in (True, False):
+        qt = ep.quantize(x, axis=1, block_size=block_size, symmetric=symmetric)
+        q, s, z = oracle(x, axis=1, block_size=block_size, symmetric=symmetric)
+        assert np.array_equal(qt.scale, s) and np.array_equal(values(qt), q)
+        d = ep.dequantize_linear(qt.data, qt.scale, qt.zero_point, axis=1, block_size=block_size)
+        assert np.array_equal(d, qt.dequantize())
+        g = ep.quantize_linear(x, qt.scale, qt.zero_point, axis=1, block_size=block_size)
+        assert np.array_equal(g, qt.data)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_identical_results(rng, heavy, threads):
+    """Large tensors run on row groups in parallel: same bytes as one thread and the oracle."""
+    x = heavy(rng, (1100, 2050))  # > 2M elements: every parallel path engages
+    cases = [
+        dict(),
+        dict(symmetric=False),
+        dict(axis=0),
+        dict(axis=1),
+        dict(axis=1, block_size=32),
+        dict(axis=1, block_size=512),
+        dict(axis=0, block_size=64),
+        dict(axis=1, block_size=32, bits=4),
+    ]
+    before = ep.get_num_threads()
+    try:
+        for kw in cases:
+            ep.set_num_threads(1)
+            a = ep.quantize(x, **kw)
+            da = a.dequantize()
+            ep.set_num_threads(threads)
+            b = ep.quantize(x, **kw)
+            assert np.array_equal(a.data, b.data) and np.array_equal(a.scale, b.scale), kw
+            assert np.array_equal(da, b.dequantize()), kw
+        q, s, z = oracle(x, axis=0)
+        assert np.array_equal(values(ep.quantize(x, axis=0)), q)
+        y1, s1, z1 = ep.dynamic_quantize_linear(x)
+        ry, rs, rz = ref.dynamic_quantize_linear(x)
+        assert s1 == rs and z1 == rz and np.array_equal(y1, ry)
+        g = ep.quantize_linear(x, np.float32(0.01), np.uint8(100))
+        assert np.array_equal(g, ref.quantize_onnx(x, np.float32(0.01), 100, 0, 255))
+    finally:
+        ep.set_num_threads(before)
+
+
+def test_mse_is_the_grid_argmin(rng, heavy):
+    """calibration='mse' picks, among thresholds f * range (f = 1.00, 0.99, .., 0.20), the one
+    with the smallest squared reconstruction error (checked with the numpy oracle)."""
+    x = heavy(rng, (40, 50))
+    for symmetric in (True, False):
+        qt = ep.quantize(x, calibration="mse", symmetric=symmetric)
+        mn, mx = np.float32(x.min()), np.float32(x.max())
+        best = None
+        for k in range(81):
+            f = np.float32(1) - np.float32(k) / np.float32(100)
+            q, s, z = oracle(x, symmetric=symmetric, ranges=(mn * f, mx * f))
+            err = float(np.sum((ref.dequantize_linear(q, s, z).astype(np.float64) - x) ** 2))
+            if best is None or err < best[0]:
+                best = (err, s, z, q)
+        assert qt.scale == best[1] and qt.zero_point == best[2]
+        assert np.array_equal(values(qt), best[3])

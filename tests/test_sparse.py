@@ -61,6 +61,24 @@ def test_round_trip_bit_exact(rng, dtype, density, shape):
         assert t2.shape == x.shape and t2.dtype == x.dtype and t2.nnz == t.nnz
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_to_dense_out(rng, dtype):
+    x = _data(rng, (17, 9), dtype, 0.4)
+    t = sparse.encode(x)
+    out = np.full(x.shape, 7, dtype=dtype)
+    assert t.to_dense(out=out) is out
+    np.testing.assert_array_equal(_bits(out), _bits(x))
+    nm = sparse.encode_nm(np.where(prune.nm_mask(x.astype(np.float32)), x, np.zeros(1, dtype)))
+    out2 = np.full(x.shape, 7, dtype=dtype)
+    np.testing.assert_array_equal(_bits(nm.to_dense(out=out2)), _bits(nm.to_dense()))
+    with pytest.raises(ValueError):
+        t.to_dense(out=np.zeros((9, 17), dtype))
+    with pytest.raises(ValueError):
+        t.to_dense(out=np.zeros((17, 9), np.float64 if dtype != np.float64 else np.float32))
+    with pytest.raises(ValueError):
+        t.to_dense(out=np.zeros((9, 17), dtype).T)
+
+
 def test_special_float_values_round_trip():
     x = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4e38, -1e-45, 1.0], np.float32)
     x[0] = np.frombuffer(struct.pack("<I", 0x7FC01234), np.float32)[0]  # a NaN payload
@@ -282,3 +300,40 @@ def test_bad_arguments():
             t.to_bytes(level=lvl)
     with pytest.raises(ValueError):
         sparse.encode_nm(np.ones(4, np.int8), 2, 4, axis=3)
+
+
+# --- properties (hypothesis) -----------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(
+        dtype=st.sampled_from([np.int8, np.uint8, np.float16, np.float32]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=40),
+    ),
+    level=st.integers(0, 4),
+)
+def test_round_trip_property(x, level):
+    t = sparse.SparseTensor.from_bytes(sparse.encode(x).to_bytes(level=level))
+    expect = np.where(x != 0, x, np.zeros(1, x.dtype))  # -0.0 -> +0.0, NaN kept bit for bit
+    np.testing.assert_array_equal(_bits(t.to_dense()), _bits(expect))
+    np.testing.assert_array_equal(t.mask, ref.packed_mask(x != 0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=30),
+                 elements=st.floats(-1e6, 1e6, width=32)),
+    nm=st.sampled_from([(1, 2), (2, 4), (3, 4), (4, 8), (2, 3)]),
+)
+def test_nm_property(x, nm):
+    n, m = nm
+    keep = prune.nm_mask(x, n, m)
+    np.testing.assert_array_equal(keep, ref.nm_keep(x, n, m))
+    y = np.where(keep, x, np.float32(0))
+    t = sparse.SparseTensor.from_bytes(sparse.encode_nm(y, n, m).to_bytes())
+    np.testing.assert_array_equal(_bits(t.to_dense()), _bits(y))

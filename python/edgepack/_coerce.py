@@ -14,12 +14,30 @@ FLOAT_NAMES = frozenset({"float32", "float64", "float16", "bfloat16"})
 #: ONNX TensorProto element types of the quantized outputs.
 ONNX_TYPES = {3: "int8", 2: "uint8", 22: "int4", 21: "uint4"}
 QTYPES = ("int8", "uint8", "int4", "uint4")
+_NAMES = {np.int8: "int8", np.uint8: "uint8"}
+
+
+_NAME_CACHE: dict[np.dtype, str] = {}
+
+
+def dtype_name(dt: np.dtype) -> str:
+    """``dt.name``, cached (numpy computes it in Python, several microseconds a call)."""
+    n = _NAME_CACHE.get(dt)
+    if n is None:
+        n = _NAME_CACHE[dt] = dt.name
+    return n
+
+
+_F32 = np.dtype(np.float32)
+_I32 = np.dtype(np.int32)
 
 
 def as_f32(x: Any, name: str) -> np.ndarray:
     """``x`` as a C-contiguous float32 array (float16 / float64 / bfloat16 converted)."""
+    if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
+        return x  # the hot path: no copy, no checks beyond these
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if a.dtype.name not in FLOAT_NAMES:
+    if dtype_name(a.dtype) not in FLOAT_NAMES:
         if a.dtype.kind in "biuc" or a.dtype.kind == "O":
             raise DtypeError(
                 f"`{name}` must be a float array (float32, float64, float16 or bfloat16); "
@@ -33,8 +51,12 @@ def as_f32(x: Any, name: str) -> np.ndarray:
 
 def as_scale(s: Any, name: str) -> np.ndarray:
     """A scale array as C-contiguous float32 (ints are accepted, as plain numbers)."""
+    if type(s) is np.float32:
+        return np.array(s)
+    if type(s) is np.ndarray and s.dtype == _F32 and s.flags.c_contiguous:
+        return s
     a = s if isinstance(s, np.ndarray) else np.asarray(s)
-    if a.dtype.name not in FLOAT_NAMES and a.dtype.kind not in "iu":
+    if dtype_name(a.dtype) not in FLOAT_NAMES and a.dtype.kind not in "iu":
         raise DtypeError(f"`{name}` must be a float array; found dtype {a.dtype}")
     return np.asarray(a, dtype=np.float32, order="C")
 
@@ -65,8 +87,12 @@ def zero_point(zp: Any, name: str) -> tuple[np.ndarray | None, str | None]:
     """``(int32 values, the quantized type its dtype names or None)``."""
     if zp is None:
         return None, None
+    t = type(zp)
+    if t is np.int8 or t is np.uint8:  # the hot path: a scalar zero point
+        return np.array(zp, dtype=_I32), _NAMES[t]
     z = zp if isinstance(zp, np.ndarray) else np.asarray(zp)
-    typed = z.dtype.name if z.dtype.name in QTYPES else None
+    zn = dtype_name(z.dtype)
+    typed = zn if zn in QTYPES else None
     if typed is None and z.dtype.kind not in "iu":
         raise DtypeError(f"`{name}` must be an integer array; found dtype {z.dtype}")
     if typed is None and z.size and (int(z.min()) < -(2**31) or int(z.max()) >= 2**31):

@@ -16,6 +16,7 @@ __all__ = [
     "EpkWriter",
     "epk_copy",
     "epk_validate",
+    "error_sums",
     # quantize / dequantize (issue 2)
     "dequantize_linear",
     "dynamic_quantize_linear",
@@ -31,6 +32,7 @@ __all__ = [
     "PackedMatrix",
     "_pack_matrix",
     "_matmul_integer",
+    "_matmul_integer_b",
     "_qlinear_matmul",
     "_linear_forward",
     "_linear_forward_q8",
@@ -50,6 +52,7 @@ class EpkReader:
     def nbytes(self) -> int: ...
     def header_json(self) -> str: ...
     def payload(self, tensor: str, role: str) -> npt.NDArray[np.uint8]: ...
+    def verified_range(self, tensor: str, role: str) -> tuple[int, int] | None: ...
     def verify(self) -> None: ...
 
 @final
@@ -71,6 +74,9 @@ class EpkWriter:
 
 def epk_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None: ...
 def epk_validate(data: bytes) -> str: ...
+def error_sums(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
+) -> tuple[float, float, float, float, float, int]: ...
 # ---- quantize / dequantize (issue 2) ----
 def quantize_linear(
     x: npt.NDArray[np.float32],
@@ -104,6 +110,7 @@ def quantize(
     reduce_range: bool,
     calibration: str,
     percentile: float | None,
+    out: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 # --- pruning and sparse storage (issue 4) ---
 
@@ -136,6 +143,7 @@ class SparseTensorCore:
     def from_bytes(buf: bytes) -> SparseTensorCore: ...
     def to_bytes(self, level: int = 1) -> bytes: ...
     def to_dense(self) -> npt.NDArray[np.generic]: ...
+    def to_dense_into(self, out: npt.NDArray[np.generic]) -> None: ...
     def mask(self) -> npt.NDArray[np.uint8]: ...
     def values(self) -> npt.NDArray[np.generic]: ...
     def positions(self) -> npt.NDArray[np.uint8]: ...
@@ -170,6 +178,14 @@ def _matmul_integer(
     a_zero_point: npt.NDArray[np.int64],
     b: PackedMatrix,
     out: npt.NDArray[np.int32] | None = None,
+) -> npt.NDArray[np.int32]: ...
+def _matmul_integer_b(
+    a: npt.NDArray[np.uint8],
+    a_signed: bool,
+    a_zero_point: npt.NDArray[np.int64],
+    b: npt.NDArray[np.uint8],
+    b_signed: bool,
+    b_zero_point: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.int32]: ...
 def _qlinear_matmul(
     a: npt.NDArray[np.uint8],

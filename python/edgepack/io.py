@@ -113,15 +113,48 @@ def as_array(v: Any, what: str) -> np.ndarray:
     return a
 
 
+_SCRATCH = threading.local()
+
+
+def scratch(key: str, nbytes: int) -> np.ndarray:
+    """A per-thread reusable uint8 buffer of at least ``nbytes`` (grown on demand). Reusing it
+    avoids the page faults of fresh memory for every tensor; the caller must be done with the
+    previous contents before asking again with the same key on the same thread."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    b = bufs.get(key)
+    if b is None or b.size < nbytes:
+        b = bufs[key] = np.empty(max(nbytes, 1), dtype=np.uint8)
+    return b[:nbytes]
+
+
+def clear_scratch() -> None:
+    """Free this thread's scratch buffers."""
+    _SCRATCH.bufs = {}
+
+
 class Source:
     """Names plus a loader of one tensor at a time."""
 
-    def __init__(self, names: list[str], load: Callable[[str], np.ndarray], close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        names: list[str],
+        load: Callable[..., np.ndarray],
+        close: Callable[[], None] | None = None,
+        *,
+        reuses: bool = False,
+    ):
         self.names = names
         self._load = load
         self._close = close
+        self._reuses = reuses
 
-    def load(self, name: str) -> np.ndarray:
+    def load(self, name: str, *, reuse: bool = False) -> np.ndarray:
+        """Tensor ``name``. With ``reuse=True`` (file sources) the array may live in this
+        thread's scratch buffer, valid until the next ``load(..., reuse=True)`` on the thread."""
+        if self._reuses:
+            return as_array(self._load(name, reuse), f"tensor {name!r}")
         return as_array(self._load(name), f"tensor {name!r}")
 
     def close(self) -> None:
@@ -172,7 +205,7 @@ def read_safetensors_header(path: str) -> tuple[dict[str, Any], int, int]:
         try:
             dt = ST_CODES[info["dtype"]]
             shape = [int(d) for d in info["shape"]]
-            b, e = (int(x) for x in info["data_offsets"])
+            begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as ex:
             raise FormatError(f"{path}: bad safetensors entry for tensor {name!r}: {info!r}") from ex
         itemsize = 2 if dt == "bfloat16" else np.dtype(dt).itemsize
@@ -181,9 +214,9 @@ def read_safetensors_header(path: str) -> tuple[dict[str, Any], int, int]:
             if d < 0:
                 raise FormatError(f"{path}: tensor {name!r} has a negative dimension")
             count *= d
-        if not (0 <= b <= e and data_start + e <= size and e - b == count * itemsize):
+        if not (0 <= begin <= end and data_start + end <= size and end - begin == count * itemsize):
             raise FormatError(
-                f"{path}: tensor {name!r} byte range [{b}, {e}) does not hold {dt} x {shape} "
+                f"{path}: tensor {name!r} byte range [{begin}, {end}) does not hold {dt} x {shape} "
                 f"inside the file"
             )
     return header, data_start, size
@@ -193,25 +226,29 @@ def _safetensors_source(path: str) -> Source:
     header, data_start, _ = read_safetensors_header(path)
     entries = {k: v for k, v in header.items() if k != "__metadata__"}
 
-    def load(name: str) -> np.ndarray:
+    def load(name: str, reuse: bool = False) -> np.ndarray:
         info = entries[name]
         dt = numpy_dtype(ST_CODES[info["dtype"]])
         b, e = info["data_offsets"]
-        out = np.empty(tuple(info["shape"]), dtype=dt)
-        buf = out.reshape(-1).view(np.uint8)
+        if reuse:
+            buf = scratch("load", e - b)
+            out = buf.view(dt).reshape(tuple(info["shape"]))
+        else:
+            out = np.empty(tuple(info["shape"]), dtype=dt)
+            buf = out.reshape(-1).view(np.uint8)
         # One read per tensor into a fresh buffer: memory stays bounded by the tensor being
         # processed (a truncated file gives an error, not a SIGBUS as with a memory map).
         with open(path, "rb", buffering=0) as f:
             f.seek(data_start + b)
             got = 0
             while got < e - b:
-                k = f.readinto(memoryview(buf)[got:])
+                k = f.readinto(buf.data[got:])
                 if not k:
                     raise FormatError(f"{path}: file ends inside tensor {name!r}")
                 got += k
         return out
 
-    return Source(sorted(entries), load)
+    return Source(sorted(entries), load, reuses=True)
 
 
 def _npz_source(path: str) -> Source:
@@ -301,7 +338,7 @@ def write_safetensors(
             f.write(hb)
             for name, dt, shape in items:
                 a = np.ascontiguousarray(get(name), dtype=numpy_dtype(dt)).reshape(shape)
-                f.write(memoryview(a.reshape(-1).view(np.uint8)))
+                f.write(a.reshape(-1).view(np.uint8).data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

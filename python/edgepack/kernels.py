@@ -18,10 +18,19 @@ from typing import Any
 import numpy as np
 
 from edgepack import _core
-from edgepack._coerce import as_f32, as_scale, axis_int, qtype_name, zero_point
+from edgepack._coerce import as_f32, as_scale, axis_int, dtype_name, qtype_name, zero_point
 from edgepack._errors import ArgumentError, DtypeError, LimitError
 
-__all__ = ["quantize_linear", "dequantize_linear", "dynamic_quantize_linear"]
+__all__ = [
+    "quantize_linear",
+    "dequantize_linear",
+    "dynamic_quantize_linear",
+    # int8 matmul (issue 3)
+    "PackedMatrix",
+    "matmul_integer",
+    "pack_matrix",
+    "qlinear_matmul",
+]
 
 # ---- quantize / dequantize (issue 2) ----
 
@@ -84,12 +93,19 @@ def quantize_linear(
             o = _check_out(out, np.uint8, (), (xf.size + 1) // 2).reshape(-1)
         _core.quantize_linear(xf, s, z, otype, ax, bs, o)
         return out
-    r = _core.quantize_linear(xf, s, z, otype, ax, bs, None)
-    return r.view(np.int8) if otype == "int8" else r
+    # np.empty, not zeros: large blocks are reused from the C heap without page faults or
+    # zeroing (the kernel writes every byte).
+    if otype in ("int8", "uint8"):
+        r = np.empty(xf.shape, _NP[otype])
+        _core.quantize_linear(xf, s, z, otype, ax, bs, r.view(np.uint8))
+    else:
+        r = np.empty((xf.size + 1) // 2, np.uint8)
+        _core.quantize_linear(xf, s, z, otype, ax, bs, r)
+    return r
 
 
 def dequantize_linear(
-    x: Any,
+    q: Any,
     x_scale: Any,
     x_zero_point: Any = None,
     *,
@@ -97,24 +113,28 @@ def dequantize_linear(
     block_size: int = 0,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """ONNX DequantizeLinear: ``y = float32(x - x_zero_point) * x_scale``.
+    """ONNX DequantizeLinear: ``y = float32(q - x_zero_point) * x_scale``.
 
-    ``x`` is int8 / uint8, or ``ml_dtypes`` int4 / uint4 (one value per element); the result is
-    float32 with the shape of ``x``. Granularity as in :func:`quantize_linear`. For packed
-    4-bit data use :class:`edgepack.QuantizedTensor`. ``out`` (float32, same shape) avoids
-    allocating.
+    ``q`` (ONNX's input ``x``) is int8 / uint8, or ``ml_dtypes`` int4 / uint4 (one value per
+    element); the result is float32 with the shape of ``q``. Granularity as in
+    :func:`quantize_linear`. For packed 4-bit data use :class:`edgepack.QuantizedTensor`.
+    ``out`` (float32, same shape) avoids allocating. A non-positive, subnormal or non-finite
+    ``x_scale`` is an error (ONNX Runtime would compute with it).
     """
-    q = x if isinstance(x, np.ndarray) else np.asarray(x)
-    name = q.dtype.name
+    q = q if isinstance(q, np.ndarray) else np.asarray(q)
+    name = dtype_name(q.dtype)
     if name not in ("int8", "uint8", "int4", "uint4"):
         raise DtypeError(
-            f"`x` must be int8, uint8, int4 or uint4 (ml_dtypes); found dtype {q.dtype}"
+            f"`q` must be int8, uint8, int4 or uint4 (ml_dtypes); found dtype {q.dtype}"
         )
     z, ztype = zero_point(x_zero_point, "x_zero_point")
     if ztype is not None and ztype != name:
-        raise ArgumentError(f"`x_zero_point` has dtype {ztype} but `x` has dtype {name}")
+        raise ArgumentError(f"`x_zero_point` has dtype {ztype} but `q` has dtype {name}")
     signed = name in ("int8", "int4")
-    q8 = np.asarray(q, dtype=np.int8 if signed else np.uint8, order="C").view(np.uint8)
+    if name in ("int8", "uint8") and q.flags.c_contiguous:
+        q8 = q.view(np.uint8)
+    else:
+        q8 = np.asarray(q, dtype=np.int8 if signed else np.uint8, order="C").view(np.uint8)
     s = as_scale(x_scale, "x_scale")
     ax = axis_int(axis)
     bs = axis_int(block_size, "block_size")
@@ -124,7 +144,9 @@ def dequantize_linear(
         _check_out(out, np.float32, q.shape, q.size)
         _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, out)
         return out
-    return _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, None)
+    r = np.empty(q.shape, np.float32)  # reused heap memory: no page faults, no zeroing
+    _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, r)
+    return r
 
 
 def dynamic_quantize_linear(
@@ -143,7 +165,8 @@ def dynamic_quantize_linear(
         o = _check_out(out, np.uint8, xf.shape, xf.size)
         _, s, z = _core.dynamic_quantize_linear(xf, o)
         return out, np.float32(s), np.uint8(z)
-    y, s, z = _core.dynamic_quantize_linear(xf, None)
+    y = np.empty(xf.shape, np.uint8)  # reused heap memory: no page faults, no zeroing
+    _, s, z = _core.dynamic_quantize_linear(xf, y)
     return y, np.float32(s), np.uint8(z)
 
 
@@ -157,6 +180,7 @@ def dynamic_quantize_linear(
 PackedMatrix = _core.PackedMatrix
 
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+_NO_ZP = np.zeros(0, dtype=np.int64)
 
 
 #: No int8 x int8 product sum over more than 131071 terms is guaranteed to fit in int32 with
@@ -168,40 +192,45 @@ _K_MAX = 131071
 _MAX_ELEMENTS = 1 << 48
 
 
-def _int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
+def _mm_int8_array(x: object, name: str, min_ndim: int) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype not in _INT8:
         raise DtypeError(f"`{name}` must be int8 or uint8, found {arr.dtype}")
     if arr.ndim < min_ndim:
-        raise ArgumentError(f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}")
+        raise ArgumentError(
+            f"`{name}` must have at least {min_ndim} dimension(s), found shape {arr.shape}"
+        )
     if arr.size > _MAX_ELEMENTS:
-        raise LimitError(f"`{name}` of shape {arr.shape} has {arr.size} elements, above the limit of 2^48")
+        raise LimitError(
+            f"`{name}` of shape {arr.shape} has {arr.size} elements, above the limit of 2^48"
+        )
     return arr
 
 
 def _check_k(k: int, name: str) -> None:
     if k > _K_MAX:
         raise LimitError(
-            f"`{name}` has K={k}, above {_K_MAX}, the largest K for which any int8 product sum fits in "
-            "int32 exactly; split K and sum in int64"
+            f"`{name}` has K={k}, above {_K_MAX}, the largest K for which any int8 product sum "
+            "fits in int32 exactly; split K and sum in int64"
         )
 
 
-def _zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
+def _mm_zero_point(zp: object, name: str, length: int, what: str) -> np.ndarray:
     """None -> empty; a scalar or 1-element array -> [v]; a 1-D array of `length` -> as is."""
     if zp is None:
         return np.zeros(0, dtype=np.int64)
     arr = np.asarray(zp)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise DtypeError(f"`{name}` must be an integer scalar or array, found {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
+        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     if arr.size == 1:
         return arr.reshape(1).astype(np.int64)
     if arr.ndim != 1 or arr.shape[0] != length:
         raise ArgumentError(
-            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), found shape {arr.shape}"
+            f"`{name}` must be a scalar or have shape ({length},) (one per {what}), "
+            f"found shape {arr.shape}"
         )
-    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > 2**62:
-        raise ArgumentError(f"`{name}` value {int(arr.max())} is out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -211,27 +240,30 @@ def pack_matrix(b: np.ndarray, b_zero_point: object = None) -> PackedMatrix:
     ``b_zero_point`` is a scalar or one value per column (N); it is stored with the packed
     matrix. The result is immutable and may be shared between threads.
     """
-    arr = _int8_array(b, "b", 2)
+    arr = _mm_int8_array(b, "b", 2)
     if arr.ndim != 2:
         raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {arr.shape}")
     _check_k(arr.shape[0], "b")
-    zp = _zero_point(b_zero_point, "b_zero_point", arr.shape[1], "column of `b`")
+    zp = _mm_zero_point(b_zero_point, "b_zero_point", arr.shape[1], "column of `b`")
     data = np.ascontiguousarray(arr).view(np.uint8)
     return _core._pack_matrix(data, arr.dtype == np.int8, zp)
 
 
-def _packed(b: object, b_zero_point: object) -> PackedMatrix:
+def _mm_packed(b: object, b_zero_point: object) -> PackedMatrix:
     if isinstance(b, PackedMatrix):
         if b_zero_point is not None:
             raise ArgumentError(
-                "`b_zero_point` must be None when `b` is a PackedMatrix (its zero point was given to pack_matrix)"
+                "`b_zero_point` must be None when `b` is a PackedMatrix "
+                "(its zero point was given to pack_matrix)"
             )
         return b
     return pack_matrix(b, b_zero_point)  # type: ignore[arg-type]
 
 
-def _lhs(a: object, a_zero_point: object) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
-    arr = _int8_array(a, "a", 1)
+def _mm_lhs(
+    a: object, a_zero_point: object
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, bool]:
+    arr = _mm_int8_array(a, "a", 1)
     vector = arr.ndim == 1
     if vector:
         arr = arr.reshape(1, -1)
@@ -239,7 +271,7 @@ def _lhs(a: object, a_zero_point: object) -> tuple[np.ndarray, np.ndarray, tuple
     m, k = arr.shape[-2], arr.shape[-1]
     _check_k(k, "a")
     batch = int(np.prod(lead, dtype=np.int64)) if lead else 1
-    zp = _zero_point(a_zero_point, "a_zero_point", m, "row of `a`")
+    zp = _mm_zero_point(a_zero_point, "a_zero_point", m, "row of `a`")
     if zp.size > 1 and batch != 1:
         zp = np.tile(zp, batch)
     a2 = np.ascontiguousarray(arr).reshape(batch * m, k).view(np.uint8)
@@ -264,23 +296,49 @@ def matmul_integer(
     guaranteed with these dtypes and zero points. ``out``: a C-contiguous int32 array of the
     result's shape to write into (saves allocating fresh pages on hot calls); it is returned.
     """
-    a2, zp, lead, signed, vector = _lhs(a, a_zero_point)
-    packed = _packed(b, b_zero_point)
+    if (
+        out is None
+        and a_zero_point is None
+        and b_zero_point is None
+        and type(a) is np.ndarray
+        and a.ndim == 2
+        and a.dtype in _INT8
+        and a.flags.c_contiguous
+        and isinstance(b, PackedMatrix)
+    ):
+        # Fast path for the common call (short decode-time products): no coercion needed.
+        return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
+    a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
+    if out is None and not isinstance(b, PackedMatrix):
+        # Pack for this call only, into storage the core recycles.
+        b_arr = _mm_int8_array(b, "b", 2)
+        if b_arr.ndim != 2:
+            raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {b_arr.shape}")
+        bzp = _mm_zero_point(b_zero_point, "b_zero_point", b_arr.shape[1], "column of `b`")
+        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
+        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp)
+        n = b_arr.shape[1]
+        return res.reshape((n,) if vector else lead + (n,))
+    packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != np.int32:
-            raise DtypeError(f"`out` must be an int32 numpy array, found {getattr(out, 'dtype', type(out).__name__)}")
+            raise DtypeError(
+                "`out` must be an int32 numpy array, found "
+                f"{getattr(out, 'dtype', type(out).__name__)}"
+            )
         if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
             raise ArgumentError(
-                f"`out` must be a writeable C-contiguous array of shape {shape}, found shape {out.shape}"
+                f"`out` must be a writeable C-contiguous array of shape {shape}, "
+                f"found shape {out.shape}"
             )
         _core._matmul_integer(a2, signed, zp, packed, out.reshape(a2.shape[0], n))
         return out
     return _core._matmul_integer(a2, signed, zp, packed).reshape(shape)
 
 
-def _scale(x: object, name: str) -> np.ndarray:
+def _mm_scale(x: object, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise DtypeError(f"`{name}` must be a float scalar or array, found {arr.dtype}")
@@ -305,16 +363,18 @@ def qlinear_matmul(
     The output dtype is that of ``y_zero_point`` when it is a numpy int8/uint8 value, else
     the dtype of ``a``. Pass ``b_zero_point=None`` when ``b`` is a :class:`PackedMatrix`.
     """
-    a2, zp, lead, signed, vector = _lhs(a, a_zero_point)
-    packed = _packed(b, b_zero_point)
-    sa, sy = _scale(a_scale, "a_scale"), _scale(y_scale, "y_scale")
+    a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
+    packed = _mm_packed(b, b_zero_point)
+    sa, sy = _mm_scale(a_scale, "a_scale"), _mm_scale(y_scale, "y_scale")
     for nm, s in (("a_scale", sa), ("y_scale", sy)):
         if s.size != 1:
             raise ArgumentError(f"`{nm}` must be a scalar, found {s.size} values")
-    sb = _scale(b_scale, "b_scale")
+    sb = _mm_scale(b_scale, "b_scale")
     yz = np.asarray(y_zero_point)
     if yz.size != 1 or not np.issubdtype(yz.dtype, np.integer):
-        raise ArgumentError(f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}")
+        raise ArgumentError(
+            f"`y_zero_point` must be an integer scalar, found {yz.dtype} of shape {yz.shape}"
+        )
     y_signed = bool(yz.dtype == np.int8) if yz.dtype in _INT8 else signed
     out = _core._qlinear_matmul(
         a2, signed, float(sa[0]), zp, packed, sb, float(sy[0]), int(yz.reshape(-1)[0]), y_signed

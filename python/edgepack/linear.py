@@ -21,32 +21,28 @@ Activations = Literal["dynamic", "dynamic-per-row", "static"]
 _MODES = ("dynamic", "dynamic-per-row", "static")
 
 
-def _symmetric_int8(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8: ``scale = max|w| / 127`` (per row when per_channel, 1 for all-zero),
-    ``q = clip(rint(w / scale), -127, 127)``."""
-    amax = np.abs(w).max(axis=1) if per_channel else np.full(w.shape[0], np.abs(w).max(initial=0.0))
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
+def _quantize_weight(
+    weight: Any, per_channel: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(q (out, in) int8/uint8, scale (out,) float32, zero_point (out,) or None).
 
-
-def _quantize_weight(weight: Any, per_channel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(q (out, in) int8/uint8, scale (out,) float32, zero_point (out,) or None)."""
+    Float weights go through :func:`edgepack.quantize` (symmetric int8, ONNX convention:
+    ``scale = max|w| / 127`` per output channel when ``per_channel``, else per tensor).
+    """
     if hasattr(weight, "data") and hasattr(weight, "scale") and not isinstance(weight, np.ndarray):
         return _from_quantized_tensor(weight)
     w = np.asarray(weight)
     if not np.issubdtype(w.dtype, np.floating):
         raise DtypeError(f"`weight` must be a float array or a QuantizedTensor, found {w.dtype}")
     if w.ndim != 2:
-        raise ArgumentError(f"`weight` must have shape (out_features, in_features), found {w.shape}")
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    if not np.isfinite(w).all():
-        idx = int(np.flatnonzero(~np.isfinite(w.reshape(-1)))[0])
-        from edgepack._errors import NonFiniteError
+        raise ArgumentError(
+            f"`weight` must have shape (out_features, in_features), found {w.shape}"
+        )
+    from edgepack.quantize import quantize
 
-        raise NonFiniteError(f"`weight` contains {w.reshape(-1)[idx]} at index {idx}")
-    q, scale = _symmetric_int8(w, per_channel)
-    return q, scale, None
+    return _from_quantized_tensor(
+        quantize(w, bits=8, symmetric=True, axis=0 if per_channel else None)
+    )
 
 
 def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -54,7 +50,8 @@ def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     bits = getattr(qt, "bits", 8)
     if data.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)) or data.ndim != 2:
         raise DtypeError(
-            f"QuantizedTensor weight must hold a 2-D int8/uint8 array, found {data.dtype} of shape {data.shape} "
+            "QuantizedTensor weight must hold a 2-D int8/uint8 array, "
+            f"found {data.dtype} of shape {data.shape} "
             f"(bits={bits})"
         )
     out_f = data.shape[0]
@@ -63,7 +60,8 @@ def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     zp = None if qt.zero_point is None else np.asarray(qt.zero_point).reshape(-1).astype(np.int64)
     if scale.size != 1 and (axis not in (0, -2) or scale.size != out_f):
         raise ArgumentError(
-            f"QuantizedTensor weight must be per tensor or per output channel (axis=0 with {out_f} scales), "
+            "QuantizedTensor weight must be per tensor or per output channel "
+            f"(axis=0 with {out_f} scales), "
             f"found axis={axis} with {scale.size} scales"
         )
     scale = np.broadcast_to(scale, (out_f,)).astype(np.float32)
@@ -111,22 +109,30 @@ class QuantizedLinear:
         if ws.size == 1:
             ws = np.full(n, ws[0], dtype=np.float32)
         if ws.shape != (n,):
-            raise ArgumentError(f"`weight_scale` must have {n} values (out_features), found {ws.size}")
+            raise ArgumentError(
+                f"`weight_scale` must have {n} values (out_features), found {ws.size}"
+            )
         if not (np.isfinite(ws).all() and (ws > 0).all()):
             raise ArgumentError("`weight_scale` must be finite and > 0")
         b = None
         if bias is not None:
             b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
             if b.shape != (n,):
-                raise ArgumentError(f"`bias` must have shape ({n},) (out_features), found {np.shape(bias)}")
+                raise ArgumentError(
+                    f"`bias` must have shape ({n},) (out_features), found {np.shape(bias)}"
+                )
         if activations == "static":
             if input_scale is None:
-                raise ArgumentError("activations='static' needs `input_scale` (or `calibration` data in from_float)")
+                raise ArgumentError(
+                    "activations='static' needs `input_scale` (or `calibration` data in from_float)"
+                )
             if not (np.isfinite(input_scale) and input_scale > 0):
                 raise ArgumentError(f"`input_scale` must be finite and > 0, found {input_scale}")
             input_zero_point = 0 if input_zero_point is None else int(input_zero_point)
             if not 0 <= input_zero_point <= 255:
-                raise ArgumentError(f"`input_zero_point` must be in 0..=255 (uint8), found {input_zero_point}")
+                raise ArgumentError(
+                    f"`input_zero_point` must be in 0..=255 (uint8), found {input_zero_point}"
+                )
         elif output_scale is not None:
             raise ArgumentError("`output_scale` (int8 output) needs activations='static'")
         if output_scale is not None:
@@ -146,6 +152,10 @@ class QuantizedLinear:
         self.input_zero_point = input_zero_point
         self.output_scale = None if output_scale is None else float(np.float32(output_scale))
         self.output_zero_point = 0 if output_zero_point is None else int(output_zero_point)
+        # Arguments of the float32 fast path (decode-time calls are short: keep Python thin).
+        self._k = int(k)
+        self._in_scale = float(self.input_scale or 0.0)
+        self._in_zp = int(self.input_zero_point or 0)
 
     @classmethod
     def from_float(
@@ -173,7 +183,11 @@ class QuantizedLinear:
         if activations == "static" and input_scale is None and calibration is not None:
             c = np.asarray(calibration, dtype=np.float32)
             lo, hi = min(float(c.min(initial=0.0)), 0.0), max(float(c.max(initial=0.0)), 0.0)
-            s = np.float32(1.0) if hi == lo else np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+            s = (
+                np.float32(1.0)
+                if hi == lo
+                else np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+            )
             input_scale = float(s)
             input_zero_point = int(np.rint(np.clip(np.float32(0) - np.float32(lo) / s, 0, 255)))
         packed = pack_matrix(np.ascontiguousarray(q.T), zp)
@@ -191,10 +205,12 @@ class QuantizedLinear:
 
     @property
     def in_features(self) -> int:
+        """K: the length of the last axis of the input."""
         return int(self.packed.shape[0])
 
     @property
     def out_features(self) -> int:
+        """N: the length of the last axis of the output."""
         return int(self.packed.shape[1])
 
     def __repr__(self) -> str:
@@ -204,6 +220,24 @@ class QuantizedLinear:
         )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``x @ W.T + bias`` for float32 ``x`` of shape (..., in_features), computed in int8."""
+        if (
+            type(x) is np.ndarray
+            and x.dtype == np.float32
+            and x.ndim == 2
+            and x.shape[1] == self._k
+            and x.flags.c_contiguous
+            and self.output_dtype is None
+        ):
+            return _core._linear_forward(
+                x,
+                self.packed,
+                self.weight_scale,
+                self.bias,
+                self.activations,
+                self._in_scale,
+                self._in_zp,
+            )
         arr = np.asarray(x)
         if not np.issubdtype(arr.dtype, np.floating):
             raise DtypeError(f"`x` must be a float array, found {arr.dtype}")
@@ -227,15 +261,15 @@ class QuantizedLinear:
                 self.output_zero_point,
                 self.output_dtype == np.int8,
             )
-            out = out.view(self.output_dtype)
+            res: np.ndarray = out.view(self.output_dtype)
         else:
-            out = _core._linear_forward(
+            res = _core._linear_forward(
                 x2,
                 self.packed,
                 self.weight_scale,
                 self.bias,
                 self.activations,
-                float(self.input_scale or 0.0),
-                int(self.input_zero_point or 0),
+                self._in_scale,
+                self._in_zp,
             )
-        return out.reshape(lead + (self.out_features,))
+        return res.reshape(lead + (self.out_features,))

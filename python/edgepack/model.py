@@ -9,12 +9,15 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
+import mmap
 import os
 import stat
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -32,10 +35,11 @@ from edgepack.io import (
     numpy_dtype,
     open_source,
     read_safetensors_header,
+    scratch,
     write_safetensors,
 )
 from edgepack.recipe import Plan, Recipe
-from edgepack.report import Report, ReportRow, tensor_stats
+from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
 
 __all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
 
@@ -43,6 +47,21 @@ _MAGIC = b"\x89EPK\r\n\x1a\n"
 _SPARSE_FORMAT = "edgepack-sparse"
 
 ProgressFn = Callable[[int, int, str], None]
+
+
+def _add_note(e: BaseException, note: str) -> None:
+    """``e.add_note(note)`` (PEP 678); on Python 3.10 the same ``__notes__`` list by hand."""
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(e, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            try:
+                e.__notes__ = notes  # type: ignore[attr-defined]
+            except AttributeError:
+                return
+        notes.append(note)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +138,8 @@ def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: 
 
     r = plan.rule
     assert r is not None
-    score = x if importance is None else importance
+    # Scores per input feature (last dim) weight |w| (as issue 4's magnitude_mask does).
+    score = x if importance is None else np.abs(x) * importance
     if r.importance == "provided" and importance is None:
         raise ArgumentError(
             f"tensor {name!r}: rule {r.pattern!r} wants provided importance, but `importance` "
@@ -155,11 +175,13 @@ def _encode(
     xf = np.asarray(x, dtype=np.float32)
     if plan.sparsity:
         imp = None
-        if importance is not None:
+        if importance is not None and plan.rule is not None and plan.rule.importance == "provided":
             imp = np.asarray(importance, dtype=np.float32)
-            if imp.shape != x.shape:
+            want = (x.shape[-1],) if x.ndim else (1,)
+            if imp.shape != want:
                 raise ArgumentError(
-                    f"importance of tensor {name!r} has shape {imp.shape}, expected {x.shape}"
+                    f"importance of tensor {name!r} has shape {imp.shape}, expected {want} "
+                    "(one score per input feature, the last dimension)"
                 )
         mask = np.asarray(_prune_mask(xf, plan, imp, name), dtype=bool)
         xp = np.where(mask, xf, np.float32(0))
@@ -203,8 +225,10 @@ def _encode(
         qt = quantize(xp, **kw)
         data = np.asarray(qt.data)
         scale_shape = _scale_shape(shape, plan.axis, plan.block_size)
-        payloads.append(("data", data.dtype.name, list(data.shape) if plan.bits == 8 else [int(data.size)], _u8(data)))
-        payloads.append(("scale", "float32", scale_shape, _u8(np.asarray(qt.scale, dtype=np.float32))))
+        data_shape = list(data.shape) if plan.bits == 8 else [int(data.size)]
+        payloads.append(("data", data.dtype.name, data_shape, _u8(data)))
+        scale = np.asarray(qt.scale, dtype=np.float32)
+        payloads.append(("scale", "float32", scale_shape, _u8(scale)))
         if not plan.symmetric:
             zp = np.asarray(qt.zero_point).astype(np.uint8)
             payloads.append(("zero_point", "uint8", scale_shape, _u8(zp)))
@@ -216,12 +240,61 @@ def _encode(
             "convention": "onnx",
             "sparsity": float(plan.sparsity),
         }
-        decoded = qt.dequantize()
         enc = "quant"
         zstd = level
+        stats = _quant_stats(xf, qt, plan)
+        return (name, dt, list(shape), enc, _json(params), _json(_clean_stats(stats)), payloads, zstd), stats
     stats = tensor_stats(xf, np.asarray(decoded))
     clean = _clean_stats(stats)
     return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
+
+
+#: Elements dequantized at a time for the report's statistics.
+_STATS_CHUNK = 1 << 22
+
+
+def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]:
+    """Error statistics of a QuantizedTensor against ``xf``, dequantizing slices of rows
+    (along axis 0) into this thread's scratch buffer: never a whole decoded copy."""
+    from edgepack.quantize import QuantizedTensor  # issue 2
+
+    shape = tuple(xf.shape)
+    rows = shape[0] if shape else 1
+    inner = int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+    step = max(1, _STATS_CHUNK // max(inner, 1))
+    b = plan.block_size
+    if plan.axis == 0 and b is not None:
+        step = max(b, step // b * b)  # whole blocks along axis 0
+    if plan.bits == 4 and inner % 2:
+        step += step % 2  # packed: every slice starts on a byte
+    acc = ErrorAccumulator()
+    if not shape or step >= rows:
+        out = scratch("dequantize", 4 * xf.size).view(np.float32).reshape(shape)
+        acc.add(xf, qt.dequantize(out=out))
+        return acc.result()
+    buf = scratch("dequantize", 4 * step * inner).view(np.float32)
+    data = np.asarray(qt.data)
+    scale = np.asarray(qt.scale)
+    zp = np.asarray(qt.zero_point)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        sub_shape = (r1 - r0, *shape[1:])
+        if plan.bits == 8:
+            d = data[r0:r1]
+        else:
+            d = data[r0 * inner // 2 : (r1 * inner + 1) // 2]
+        if plan.axis is None or (plan.axis != 0 and b is None):
+            s, z = scale, zp
+        elif plan.axis == 0 and b is not None:
+            s, z = scale[r0 // b : -(-r1 // b)], zp[r0 // b : -(-r1 // b)]
+        else:  # per channel along axis 0, or blocks along a later axis: rows of the scales
+            s, z = scale[r0:r1], zp[r0:r1]
+        sub = QuantizedTensor(
+            data=d, scale=s, zero_point=z, axis=plan.axis, block_size=b, bits=plan.bits, shape=sub_shape
+        )
+        y = sub.dequantize(out=buf[: (r1 - r0) * inner].reshape(sub_shape))
+        acc.add(xf[r0:r1], y)
+    return acc.result()
 
 
 def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) -> list[int]:
@@ -270,7 +343,9 @@ def compress(
     (default: ``Recipe()``). ``progress(done, total, name)`` is called after each tensor.
     ``importance``: scores for rules with ``importance="provided"``. ``metadata``: str -> str
     kept in the file. ``out``: write the file there directly (atomically) instead of a
-    temporary file (in ``TMPDIR``) that :meth:`CompressedModel.save` copies.
+    temporary file (in ``TMPDIR``) that :meth:`CompressedModel.save` copies; for models larger
+    than memory on a machine whose ``/tmp`` is a RAM disk (tmpfs), pass ``out=`` or point
+    ``TMPDIR`` at a disk folder.
     ``workers``: tensors encoded at once (default: ``edgepack.get_num_threads()``).
 
     Errors name the tensor (as a note on the exception when it comes from a kernel).
@@ -302,13 +377,13 @@ def compress(
 
         def work(name: str) -> None:
             try:
-                x = source.load(name)
+                x = source.load(name, reuse=True)
                 plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES)
                 imp = None if importance is None else importance.get(name)
                 args, _ = _encode(name, x, plan, imp, rec.zstd_level)
                 writer.add(*args)
             except Exception as e:
-                e.add_note(f"while compressing tensor {name!r}")
+                _add_note(e, f"while compressing tensor {name!r}")
                 raise
 
         try:
@@ -361,8 +436,9 @@ class CompressedModel(Mapping[str, Any]):
     """A compressed model, read lazily from its ``.epk`` file (memory-mapped; a tensor is
     verified and decoded each time it is accessed, nothing is cached).
 
-    ``model[name]`` is the stored object: an ndarray (kept / float16), a QuantizedTensor or a
-    SparseTensor. ``decompress(name)`` gives float32.
+    ``model[name]`` is the stored object: an ndarray (kept / float16; a read-only view of the
+    memory-mapped file when the payload is stored uncompressed), a QuantizedTensor or a
+    SparseTensor. ``decompress(name)`` gives a fresh float32 array.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, _tmpdir: str | None = None):
@@ -371,6 +447,8 @@ class CompressedModel(Mapping[str, Any]):
         self._header = h
         self._records = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
+        self._mm: mmap.mmap | None = None
+        self._lock = threading.Lock()
         if _tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, _tmpdir, True)
 
@@ -397,6 +475,7 @@ class CompressedModel(Mapping[str, Any]):
 
     @property
     def names(self) -> list[str]:
+        """Tensor names, sorted (the order they are stored in)."""
         return list(self._names)
 
     @property
@@ -406,10 +485,12 @@ class CompressedModel(Mapping[str, Any]):
 
     @property
     def metadata(self) -> dict[str, str]:
+        """User metadata (str -> str) kept in the file."""
         return dict(self._header["metadata"])
 
     @property
     def recipe(self) -> Recipe | None:
+        """The recipe the model was compressed with (None if the file holds none)."""
         r = self._header["recipe"]
         if r is None:
             return None
@@ -419,6 +500,7 @@ class CompressedModel(Mapping[str, Any]):
             raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
 
     def info(self, name: str) -> TensorInfo:
+        """What the header says of tensor ``name``: shape, dtype, encoding, sizes, checksums."""
         t = self._record(name)
         return TensorInfo(
             name=name,
@@ -437,9 +519,21 @@ class CompressedModel(Mapping[str, Any]):
             raise KeyError(f"no tensor named {name!r} in this model") from None
 
     def _payload(self, name: str, t: dict[str, Any], role: str) -> np.ndarray:
+        """The decoded payload. Uncompressed payloads are read-only views of a memory map of
+        the file (no copy; the checksum is verified first); compressed ones are decoded."""
         p = next(p for p in t["payloads"] if p["role"] == role)
+        dt = numpy_dtype(p["dtype"])
+        rng = self._reader.verified_range(name, role)
+        if rng is not None and rng[1] > 0:
+            with self._lock:
+                if self._mm is None:
+                    with open(self.path, "rb") as f:
+                        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            off, n = rng
+            if off + n <= len(self._mm):
+                return np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off).reshape(p["shape"])
         raw = self._reader.payload(name, role)
-        return raw.view(numpy_dtype(p["dtype"])).reshape(p["shape"])
+        return raw.view(dt).reshape(p["shape"])
 
     def _decode(self, name: str, *, float32: bool) -> Any:
         t = self._record(name)
@@ -451,9 +545,11 @@ class CompressedModel(Mapping[str, Any]):
                 if a.dtype == np.bool_ and a.size and a.view(np.uint8).max() > 1:
                     i = int(np.argmax(a.reshape(-1).view(np.uint8) > 1))
                     v = int(a.reshape(-1).view(np.uint8)[i])
-                    raise FormatError(f"tensor {name!r}: bool byte {v} at index {i} (bool bytes are 0 or 1)")
-                if float32 and t["dtype"] in FLOAT_NAMES:
-                    return a.astype(np.float32)
+                    raise FormatError(
+                        f"tensor {name!r}: bool byte {v} at index {i} (bool bytes are 0 or 1)"
+                    )
+                if float32:
+                    return a.astype(np.float32) if t["dtype"] in FLOAT_NAMES else a.copy()
                 return a
             if enc == "float16":
                 a = self._payload(name, t, "data")
@@ -463,13 +559,10 @@ class CompressedModel(Mapping[str, Any]):
 
                 blob = self._payload(name, t, "data")
                 st = SparseTensor.from_bytes(blob.tobytes())
-                if tuple(st.shape) != shape:
+                if tuple(st.shape) != shape or int(st.nnz) != int(t["params"]["nnz"]):
                     raise FormatError(
-                        f"tensor {name!r}: sparse payload has shape {tuple(st.shape)}, header says {shape}"
-                    )
-                if st.nnz != t["params"]["nnz"]:
-                    raise FormatError(
-                        f"tensor {name!r}: sparse payload holds {st.nnz} values, the header says {t['params']['nnz']}"
+                        f"tensor {name!r}: sparse payload has shape {tuple(st.shape)} and "
+                        f"{int(st.nnz)} non-zeros, the header says {shape} and {t['params']['nnz']}"
                     )
                 return np.asarray(st.to_dense(), dtype=np.float32) if float32 else st
             if enc == "quant":
@@ -485,7 +578,7 @@ class CompressedModel(Mapping[str, Any]):
                     return edgepack.dequantize(qt)
                 return qt
         except Exception as e:
-            e.add_note(f"while decoding tensor {name!r} from {self.path}")
+            _add_note(e, f"while decoding tensor {name!r} from {self.path}")
             raise
         raise FormatError(f"tensor {name!r} has unknown encoding {enc!r}")  # pragma: no cover
 
@@ -529,7 +622,7 @@ class CompressedModel(Mapping[str, Any]):
                     max_abs_error=s.get("max_abs_error"),
                 )
             )
-        return Report(tuple(rows))
+        return Report(tuple(rows), model=self)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` atomically (a temporary file next to it, fsync, rename):
@@ -557,7 +650,7 @@ class CompressedModel(Mapping[str, Any]):
             if dequantize:
                 dt = "float32" if t["dtype"] in FLOAT_NAMES else t["dtype"]
                 items.append((name, dt, shape))
-                getters[name] = lambda n=name: self.decompress(n)
+                getters[name] = functools.partial(self.decompress, name)
                 continue
             meta_t[name] = {k: t[k] for k in ("dtype", "shape", "encoding", "params")}
             if "stats" in t:
@@ -566,14 +659,14 @@ class CompressedModel(Mapping[str, Any]):
                 for p in t["payloads"]:
                     key = name if p["role"] == "data" else f"{name}.{p['role']}"
                     items.append((key, p["dtype"], tuple(p["shape"])))
-                    getters[key] = lambda n=name, r=p["role"], tt=t: self._payload(n, tt, r)
+                    getters[key] = functools.partial(self._payload, name, t, p["role"])
             elif t["encoding"] == "sparse":
                 items.append((name, "float32", shape))
-                getters[name] = lambda n=name: self.decompress(n)
+                getters[name] = functools.partial(self.decompress, name)
             else:
                 p = t["payloads"][0]
                 items.append((name, p["dtype"], shape))
-                getters[name] = lambda n=name, tt=t: self._payload(n, tt, "data")
+                getters[name] = functools.partial(self._payload, name, t, "data")
         names = [i[0] for i in items]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})

@@ -282,6 +282,7 @@ class PolynomialDecay:
         _check_schedule_sparsity(self.final_sparsity, "final_sparsity")
 
     def __call__(self, step: int) -> tuple[bool, float]:
+        """``(should_prune, sparsity)`` at training step ``step`` (TFMOT's rule)."""
         step = int(step)
         f32 = np.float32
         p = f32(step - self.begin_step) / f32(self.end_step - self.begin_step)
@@ -310,6 +311,7 @@ class ConstantSparsity:
         _check_schedule_sparsity(self.target_sparsity, "target_sparsity")
 
     def __call__(self, step: int) -> tuple[bool, float]:
+        """``(should_prune, sparsity)`` at training step ``step`` (TFMOT's rule)."""
         step = int(step)
         return (
             _should_prune(step, self.begin_step, self.end_step, self.frequency),

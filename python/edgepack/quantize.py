@@ -10,6 +10,7 @@ all-zero tensor / channel / block gets scale 1.0 and zero point 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ class QuantizedTensor:
                 f"`zero_point` has shape {zp.shape}, expected {scale.shape} (the shape of `scale`)"
             )
         data = np.asarray(self.data)
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         if self.bits == 8:
             if data.dtype != zp.dtype or data.shape != shape:
                 raise ArgumentError(
@@ -97,7 +98,7 @@ class QuantizedTensor:
     @property
     def size(self) -> int:
         """Number of quantized elements."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -125,7 +126,9 @@ class QuantizedTensor:
                 )
             _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out)
             return out
-        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, None)
+        r = np.empty(self.shape, np.float32)
+        _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, r)
+        return r
 
     def __repr__(self) -> str:
         if self.axis is None:
@@ -135,7 +138,8 @@ class QuantizedTensor:
         else:
             gran = f"blocks of {self.block_size} along axis {self.axis}"
         if self.scale.size == 1:
-            params = f"scale={float(self.scale.reshape(-1)[0]):.6g}, zero_point={int(self.zero_point.reshape(-1)[0])}"
+            s0, z0 = float(self.scale.reshape(-1)[0]), int(self.zero_point.reshape(-1)[0])
+            params = f"scale={s0:.6g}, zero_point={z0}"
         else:
             params = (
                 f"{self.scale.size} scales in [{float(self.scale.min()):.6g}, "
@@ -194,8 +198,19 @@ def quantize(
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.number)):
             raise DtypeError(f"`percentile` must be a number, found {type(percentile).__name__}")
         pct = float(percentile)
+    # np.empty: large blocks are reused from the C heap (no page faults, no zeroing).
+    buf = np.empty(xf.size if bits == 8 else (xf.size + 1) // 2, np.uint8)
     data, scale, zp = _core.quantize(
-        xf, int(bits), bool(symmetric), ax, bs, convention, bool(reduce_range), calibration, pct
+        xf,
+        int(bits),
+        bool(symmetric),
+        ax,
+        bs,
+        convention,
+        bool(reduce_range),
+        calibration,
+        pct,
+        buf,
     )
     zdt = np.int8 if symmetric else np.uint8
     if bits == 8:

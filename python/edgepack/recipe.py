@@ -69,8 +69,9 @@ class Rule:
     * ``sparsity``: fraction of weights pruned to zero before encoding (0 = none), with
       ``sparsity_method`` ``"magnitude"`` (unstructured), ``"nm"`` (``n`` of every ``m``
       kept; ``sparsity`` must equal ``1 - n/m``) or ``"block"`` (whole ``block_shape`` blocks),
-      ranked by ``importance``: ``"magnitude"`` (``|w|``) or ``"provided"`` (scores passed to
-      :func:`edgepack.compress` as ``importance={name: array}``).
+      ranked by ``importance``: ``"magnitude"`` (``|w|``) or ``"provided"`` (``|w|`` times a
+      score per input feature, i.e. per index of the last dimension, passed to
+      :func:`edgepack.compress` as ``importance={name: 1-D array}``, e.g. activation norms).
       A pruned tensor with ``action="keep"`` is stored in the sparse format; with
       ``"quantize"`` / ``"float16"`` its zeros are entropy-coded.
     """
@@ -146,6 +147,7 @@ class Rule:
 
     # -- resolved settings -------------------------------------------------------------------
     def resolved_granularity(self) -> str:
+        """The granularity this rule uses: its own; else block when it has a block size or 4 bits; else channel."""
         if self.granularity is not None:
             return self.granularity
         if self.block_size is not None:
@@ -165,6 +167,7 @@ class Rule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rule:
+        """The rule described by ``d`` (the form :meth:`to_dict` writes); unknown keys are errors."""
         if not isinstance(d, Mapping):
             raise ArgumentError(f"a rule must be a mapping, found {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -283,6 +286,7 @@ class Recipe:
 
     # -- (de)serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` reads back (defaults left out)."""
         return {
             "default": self.default,
             "min_elements": self.min_elements,
@@ -292,6 +296,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
+        """The recipe described by ``d`` (the form :meth:`to_dict` writes)."""
         if not isinstance(d, Mapping):
             raise ArgumentError(f"a recipe must be a mapping, found {type(d).__name__}")
         known = {"default", "rules", "zstd_level", "min_elements"}
@@ -309,6 +314,7 @@ class Recipe:
         )
 
     def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): the form stored in .epk files."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -380,6 +386,7 @@ class Recipe:
 
     @classmethod
     def coerce(cls, recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str] | None) -> Recipe:
+        """A Recipe from a Recipe, a dict, a JSON / TOML file path, or None (the defaults)."""
         if recipe is None:
             return cls()
         if isinstance(recipe, Recipe):

@@ -17,48 +17,60 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Report", "ReportRow", "tensor_stats"]
+__all__ = ["Report", "ReportRow", "tensor_stats", "ErrorAccumulator"]
 
-_CHUNK = 1 << 18
+
+class ErrorAccumulator:
+    """Error sums over chunks of ``(x, y)`` pairs (one pass each in the core, float64 sums),
+    so a tensor's statistics never need its whole decoded copy at once."""
+
+    def __init__(self) -> None:
+        self.sxx = self.syy = self.sxy = self.sdd = self.max_abs = 0.0
+        self.zeros = 0
+        self.n = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        from edgepack import _core
+
+        xf = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+        yf = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+        sxx, syy, sxy, sdd, mx, zeros = _core.error_sums(xf, yf)
+        self.sxx += sxx
+        self.syy += syy
+        self.sxy += sxy
+        self.sdd += sdd
+        self.max_abs = mx if math.isnan(mx) else max(self.max_abs, mx)
+        self.zeros += zeros
+        self.n += xf.size
+
+    def result(self) -> dict[str, float | None]:
+        sxx, syy, sxy, sdd = self.sxx, self.syy, self.sxy, self.sdd
+        if sdd == 0.0:
+            snr = math.inf
+        else:
+            snr = 10.0 * math.log10(sxx / sdd) if sxx > 0 else -math.inf
+        rel = math.sqrt(sdd / sxx) if sxx > 0 else (0.0 if sdd == 0 else math.inf)
+        cos = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else (1.0 if sdd == 0 else 0.0)
+        return {
+            "sparsity": self.zeros / self.n if self.n else 0.0,
+            "snr_db": snr,
+            "rel_error": rel,
+            "cosine": cos,
+            "max_abs_error": self.max_abs,
+        }
 
 
 def tensor_stats(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-    """Error statistics of ``y`` (decoded) against ``x`` (original), bounded extra memory."""
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    sxx = syy = sxy = sdd = 0.0
-    mx = 0.0
-    zeros = 0
-    for s in range(0, xf.size, _CHUNK):
-        a = xf[s : s + _CHUNK].astype(np.float64)
-        b = yf[s : s + _CHUNK].astype(np.float64)
-        d = a - b
-        sxx += float(np.dot(a, a))
-        syy += float(np.dot(b, b))
-        sxy += float(np.dot(a, b))
-        sdd += float(np.dot(d, d))
-        if d.size:
-            mx = max(mx, float(np.max(np.abs(d))))
-        zeros += int(d.size - np.count_nonzero(b))
-    n = xf.size
-    if sdd == 0.0:
-        snr = math.inf
-    else:
-        snr = 10.0 * math.log10(sxx / sdd) if sxx > 0 else -math.inf
-    rel = math.sqrt(sdd / sxx) if sxx > 0 else (0.0 if sdd == 0 else math.inf)
-    cos = sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else (1.0 if sdd == 0 else 0.0)
-    return {
-        "sparsity": zeros / n if n else 0.0,
-        "snr_db": snr,
-        "rel_error": rel,
-        "cosine": cos,
-        "max_abs_error": mx,
-    }
+    """Error statistics of ``y`` (decoded) against ``x`` (original): one pass in the core with
+    float64 sums (``src/model/stats.rs``), no temporary arrays for float32 inputs."""
+    acc = ErrorAccumulator()
+    acc.add(x, y)
+    return acc.result()
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,12 @@ class Report:
     """One row per tensor (sorted by name) and the totals."""
 
     rows: tuple[ReportRow, ...]
+    #: The model the report describes (for :meth:`plot` histograms); not compared or shown.
+    model: Any = field(default=None, compare=False, repr=False)
 
     @property
     def totals(self) -> dict[str, Any]:
+        """Whole-model figures: tensors, parameters, bytes before / after, ratio, bits per weight."""
         params = sum(r.parameters for r in self.rows)
         before = sum(r.bytes_before for r in self.rows)
         after = sum(r.bytes_after for r in self.rows)
@@ -115,6 +130,7 @@ class Report:
         return len(self.rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """Rows and totals as plain Python data (what :meth:`to_json` serialises)."""
         rows = []
         for r in self.rows:
             d = asdict(r)
@@ -132,6 +148,7 @@ class Report:
         return json.dumps(self.to_dict(), **kw)
 
     def to_markdown(self) -> str:
+        """A markdown table: one row per tensor, then the totals."""
         def f(v: float | None, fmt: str) -> str:
             if v is None:
                 return "-"
@@ -169,8 +186,10 @@ class Report:
         return pd.DataFrame([asdict(r) for r in self.rows])
 
     def plot(self, path: Any, *, histograms: Any = None, model: Any = None) -> None:
-        """Save a figure: per-layer SNR and size bars; with ``model`` and ``histograms`` (tensor
-        names), a weight histogram of each with its quantization grid. Needs matplotlib."""
+        """Save a figure: per-layer SNR and size bars; with ``histograms`` (tensor names), a
+        histogram of each decompressed tensor with its quantization grid (the grid of its
+        coarsest scale). ``model`` defaults to the model the report came from. Needs
+        matplotlib."""
         try:
             import matplotlib
 
@@ -179,6 +198,7 @@ class Report:
         except ModuleNotFoundError as e:
             raise ModuleNotFoundError("Report.plot needs matplotlib (pip install matplotlib)") from e
         names = list(histograms or [])
+        model = self.model if model is None else model
         nplots = 2 + len(names)
         fig, axes = plt.subplots(nplots, 1, figsize=(max(6, 0.3 * len(self.rows) + 4), 3 * nplots))
         labels = [r.name for r in self.rows]

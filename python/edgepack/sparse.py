@@ -66,10 +66,12 @@ class SparseTensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
         return tuple(self._core.shape)
 
     @property
     def dtype(self) -> np.dtype:
+        """dtype of the dense tensor (and of the kept values)."""
         return self._dtype
 
     @property
@@ -115,9 +117,24 @@ class SparseTensor:
         value order); empty for the mask layout."""
         return self._core.positions()
 
-    def to_dense(self) -> np.ndarray:
-        """The dense array (equal bit for bit to the input, ``-0.0`` aside; see the module)."""
-        return self._core.to_dense().view(self._dtype).reshape(self.shape)
+    def to_dense(self, *, out: np.ndarray | None = None) -> np.ndarray:
+        """The dense array (equal bit for bit to the input, ``-0.0`` aside; see the module).
+
+        ``out``: a C-contiguous, writeable array of this shape and dtype to fill (every element
+        is written) instead of a new one; reusing it saves the page faults of fresh memory.
+        """
+        if out is None:
+            return self._core.to_dense().view(self._dtype).reshape(self.shape)
+        if not isinstance(out, np.ndarray):
+            raise DtypeError(f"`out` must be a numpy array, found {type(out).__name__}")
+        if out.dtype != self._dtype or out.shape != self.shape:
+            raise ArgumentError(
+                f"`out` is {out.dtype}{list(out.shape)}, expected {self._dtype}{list(self.shape)}"
+            )
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ArgumentError("`out` must be C-contiguous and writeable")
+        self._core.to_dense_into(out.reshape(-1).view(_BITS[out.itemsize]))
+        return out
 
     def to_bytes(self, level: int = 1) -> bytes:
         """The entropy-coded byte form. ``level``: 0 stores, 1 (default) codes the mask and
@@ -161,8 +178,9 @@ def encode_nm(x: Any, n: int = 2, m: int = 4, *, axis: int = -1) -> SparseTensor
     """Store an N:M-sparse ``x`` (at most ``n`` nonzeros in every group of ``m`` consecutive
     entries along ``axis``; e.g. the output of ``x * nm_mask(x, n, m)``) as ``n`` values per
     group (``min(n, r)`` for a partial group of ``r``) plus ``ceil(log2 m)``-bit positions,
-    like the 2:4 metadata of sparse tensor cores. Groups with fewer nonzeros store zeros in
-    their first free positions. Round-trips bit for bit (``-0.0`` included)."""
+    like the 2:4 metadata of sparse tensor cores. Groups with fewer nonzeros fill their free
+    slots with their ``-0.0`` entries first, then their first zero positions. Round-trips bit
+    for bit, except a ``-0.0`` in a group with no free slot left (it comes back ``+0.0``)."""
     a, bits, name = _bits(x)
     if a.ndim == 0:
         raise ArgumentError("`x` must have at least one dimension")

@@ -95,6 +95,17 @@ pub fn decode_payload(
     t: &TensorRecord,
     p: &Payload,
 ) -> Result<Vec<u8>> {
+    let stored = verified_stored(bytes, data_start, t, p)?;
+    decode_stored(stored, t, p)
+}
+
+/// The stored bytes of a payload, after checking its bounds and checksum.
+pub fn verified_stored<'a>(
+    bytes: &'a [u8],
+    data_start: u64,
+    t: &TensorRecord,
+    p: &Payload,
+) -> Result<&'a [u8]> {
     let what = || format!("tensor {:?} payload {:?}", t.name, p.role);
     let start = data_start
         .checked_add(p.offset)
@@ -120,6 +131,11 @@ pub fn decode_payload(
             p.xxh3
         )));
     }
+    Ok(stored)
+}
+
+fn decode_stored(stored: &[u8], t: &TensorRecord, p: &Payload) -> Result<Vec<u8>> {
+    let what = || format!("tensor {:?} payload {:?}", t.name, p.role);
     match p.compression {
         Compression::None => Ok(stored.to_vec()),
         Compression::Zstd => {
@@ -245,6 +261,23 @@ impl Reader {
     /// Verify and decode one payload.
     pub fn payload(&self, tensor: &str, role: &str) -> Result<Vec<u8>> {
         self.parsed.payload(self.bytes(), tensor, role)
+    }
+
+    /// For an uncompressed payload: verify its checksum and return its absolute byte range in
+    /// the file, so a caller can map it without copying. `None` for a compressed payload.
+    pub fn verified_range(&self, tensor: &str, role: &str) -> Result<Option<(u64, u64)>> {
+        let t = self.parsed.record(tensor)?;
+        let p = t
+            .payloads
+            .iter()
+            .find(|p| p.role == role)
+            .ok_or_else(|| Error::arg(format!("tensor {tensor:?} has no payload {role:?}")))?;
+        if p.compression != Compression::None {
+            return Ok(None);
+        }
+        verified_stored(self.bytes(), self.parsed.data_start, t, p)?;
+        // In bounds: checked by verified_stored.
+        Ok(Some((self.parsed.data_start + p.offset, p.length)))
     }
 
     /// Verify every payload's checksum and decoding (reads the whole file).

@@ -119,13 +119,14 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(path: PathBuf) -> Result<(File, TempFile)> {
+    /// Create `path`; errors name `dest`, the file the user asked for.
+    fn create(path: PathBuf, dest: &Path) -> Result<(File, TempFile)> {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| Error::io(dest, e))?;
         Ok((f, TempFile { path, armed: true }))
     }
 }
@@ -147,7 +148,7 @@ struct Spooled {
 pub struct Writer {
     dest: PathBuf,
     spool: File,
-    spool_tmp: TempFile,
+    _spool_tmp: TempFile,
     spool_len: u64,
     tensors: Vec<Spooled>,
     names: HashSet<String>,
@@ -172,11 +173,11 @@ impl Writer {
                 std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
             ));
         }
-        let (spool, spool_tmp) = TempFile::create(temp_path(&dest, "epk-spool"))?;
+        let (spool, _spool_tmp) = TempFile::create(temp_path(&dest, "epk-spool"), &dest)?;
         Ok(Writer {
             dest,
             spool,
-            spool_tmp,
+            _spool_tmp,
             spool_len: 0,
             tensors: Vec::new(),
             names: HashSet::new(),
@@ -246,7 +247,7 @@ impl Writer {
             let at = self.spool_len;
             self.spool
                 .write_all(&p.stored)
-                .map_err(|e| Error::io(&self.spool_tmp.path, e))?;
+                .map_err(|e| Error::io(&self.dest, e))?;
             self.spool_len += p.stored.len() as u64;
             placed.push((rec, at));
         }
@@ -301,8 +302,8 @@ impl Writer {
         }
         let data_start = spec::align(spec::PREAMBLE_LEN + hlen)?;
 
-        let (mut out, out_tmp) = TempFile::create(temp_path(&self.dest, "epk-tmp"))?;
-        let io = |e| Error::io(&out_tmp.path, e);
+        let (mut out, out_tmp) = TempFile::create(temp_path(&self.dest, "epk-tmp"), &self.dest)?;
+        let io = |e| Error::io(&self.dest, e);
         out.write_all(&preamble(hlen)).map_err(io)?;
         out.write_all(json.as_bytes()).map_err(io)?;
         let zeros = [0u8; 64];
@@ -310,20 +311,18 @@ impl Writer {
         out.write_all(&zeros[..(data_start - pos) as usize])
             .map_err(io)?;
         pos = data_start;
-        self.spool
-            .flush()
-            .map_err(|e| Error::io(&self.spool_tmp.path, e))?;
+        self.spool.flush().map_err(|e| Error::io(&self.dest, e))?;
         for (s, r) in self.tensors.iter().zip(&header.tensors) {
             for ((_, at), p) in s.payloads.iter().zip(&r.payloads) {
                 let want = data_start + p.offset;
                 out.write_all(&zeros[..(want - pos) as usize]).map_err(io)?;
                 self.spool
                     .seek(SeekFrom::Start(*at))
-                    .map_err(|e| Error::io(&self.spool_tmp.path, e))?;
+                    .map_err(|e| Error::io(&self.dest, e))?;
                 let n = std::io::copy(&mut (&self.spool).take(p.length), &mut out).map_err(io)?;
                 if n != p.length {
                     return Err(Error::io(
-                        &self.spool_tmp.path,
+                        &self.dest,
                         std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "spool file shrank"),
                     ));
                 }
@@ -360,9 +359,9 @@ pub fn atomic_copy(src: &Path, dest: &Path) -> Result<()> {
         ));
     }
     let mut input = File::open(src).map_err(|e| Error::io(src, e))?;
-    let (mut out, mut tmp) = TempFile::create(temp_path(dest, "epk-tmp"))?;
-    std::io::copy(&mut input, &mut out).map_err(|e| Error::io(&tmp.path, e))?;
-    out.sync_all().map_err(|e| Error::io(&tmp.path, e))?;
+    let (mut out, mut tmp) = TempFile::create(temp_path(dest, "epk-tmp"), dest)?;
+    std::io::copy(&mut input, &mut out).map_err(|e| Error::io(dest, e))?;
+    out.sync_all().map_err(|e| Error::io(dest, e))?;
     drop(out);
     fs::rename(&tmp.path, dest).map_err(|e| Error::io(dest, e))?;
     tmp.armed = false;

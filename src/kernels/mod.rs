@@ -3,19 +3,23 @@
 //! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
 
 pub mod isa;
-// pruning and sparse storage (issue 4)
-pub mod select;
-pub mod sparse;
-// --- int8 matmul (issue 3) ---
-pub mod matmul;
+pub(crate) mod level;
 
 pub use isa::Isa;
 
-#[cfg(test)]
-pub(crate) mod testutil;
-
-// ---- quantization kernels (issue 2) ----
+// Quantization: range reductions, quantize / dequantize runs, 4-bit packing.
 pub mod dequantize;
 pub mod pack4;
 pub mod quantize;
 pub mod reduce;
+
+// int8 x int8 -> int32 matrix multiplication with fused epilogues.
+pub mod matmul;
+
+// Pruning and sparse storage: k-smallest selection, mask / compress / expand, rANS coding.
+pub mod rans;
+pub mod select;
+pub mod sparse;
+
+#[cfg(test)]
+pub(crate) mod testutil;

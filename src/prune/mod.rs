@@ -47,6 +47,7 @@ pub fn magnitude_mask(
     }
     let len = n / groups;
     let k = count_to_prune(sparsity, len)?;
+    // (every entry is written below; `false` = zeroed pages from the allocator, no memset)
     if let Some(imp) = importance {
         if imp.is_empty() || !n.is_multiple_of(imp.len()) {
             return Err(Error::arg(format!(
@@ -68,7 +69,7 @@ pub fn magnitude_mask(
             )));
         }
     }
-    let mut keep = vec![true; n];
+    let mut keep = vec![false; n];
     let run = |g: usize, kc: &mut [bool]| -> Result<()> {
         let xs = &x[g * len..(g + 1) * len];
         match importance {
@@ -86,12 +87,12 @@ pub fn magnitude_mask(
             ),
         }
     };
-    if groups == 1 || len == 0 {
-        if len > 0 {
-            for g in 0..groups {
-                run(g, &mut keep[g * len..(g + 1) * len])?;
-            }
-        }
+    if len == 0 {
+        keep.fill(true);
+        return Ok(keep);
+    }
+    if groups == 1 {
+        run(0, &mut keep)?;
         return Ok(keep);
     }
     use rayon::prelude::*;

@@ -49,6 +49,17 @@ impl EpkReader {
         Ok(v.into_pyarray(py))
     }
 
+    /// For an uncompressed payload: verify its checksum, return `(offset, length)` of its bytes
+    /// in the file (for a zero-copy read-only view); `None` when it is compressed.
+    fn verified_range(
+        &self,
+        py: Python<'_>,
+        tensor: &str,
+        role: &str,
+    ) -> PyResult<Option<(u64, u64)>> {
+        Ok(py.detach(|| self.inner.verified_range(tensor, role))?)
+    }
+
     /// Verify every payload (reads the whole file).
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         Ok(py.detach(|| self.inner.verify())?)
@@ -186,7 +197,21 @@ fn epk_validate(py: Python<'_>, data: &[u8]) -> PyResult<String> {
     Ok(h.to_json())
 }
 
+/// `(sxx, syy, sxy, sdd, max_abs, zeros)` of `y` against `x` (f64 sums, see
+/// `src/model/stats.rs`).
+#[pyfunction]
+fn error_sums(
+    py: Python<'_>,
+    x: PyReadonlyArray1<'_, f32>,
+    y: PyReadonlyArray1<'_, f32>,
+) -> PyResult<(f64, f64, f64, f64, f64, u64)> {
+    let (xs, ys) = (x.as_slice()?, y.as_slice()?);
+    let s = py.detach(|| crate::model::stats::error_sums(xs, ys))?;
+    Ok((s.sxx, s.syy, s.sxy, s.sdd, s.max_abs, s.zeros))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(error_sums, m)?)?;
     m.add_class::<EpkReader>()?;
     m.add_class::<EpkWriter>()?;
     m.add_function(wrap_pyfunction!(epk_copy, m)?)?;

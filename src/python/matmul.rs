@@ -120,6 +120,35 @@ fn _matmul_integer<'py>(
     }
 }
 
+/// `_matmul_integer_b(a, a_signed, a_zero_point, b, b_signed, b_zero_point)`: B a plain (K, N)
+/// byte matrix, packed for this call only.
+#[pyfunction]
+fn _matmul_integer_b<'py>(
+    py: Python<'py>,
+    a: PyReadonlyArray2<'py, u8>,
+    a_signed: bool,
+    a_zero_point: PyReadonlyArray1<'py, i64>,
+    b: PyReadonlyArray2<'py, u8>,
+    b_signed: bool,
+    b_zero_point: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray2<i32>>> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let (kb, n) = (b.shape()[0], b.shape()[1]);
+    let data = a.as_slice()?;
+    let zp = a_zero_point.as_slice()?;
+    let bd = b.as_slice()?;
+    let bzp = b_zero_point.as_slice()?;
+    let lhs = Lhs {
+        data,
+        rows: m,
+        k,
+        dtype: dtype(a_signed),
+    };
+    let res =
+        py.detach(|| matmul::matmul_integer_unpacked(&lhs, zp, bd, kb, n, dtype(b_signed), bzp))?;
+    PyArray1::from_vec(py, res).reshape([m, n])
+}
+
 /// `_qlinear_matmul(a, a_signed, a_scale, a_zero_point, b, b_scale, y_scale, y_zero_point,
 /// y_signed)`: returns (M, N) bytes of the output dtype.
 #[pyfunction]
@@ -249,6 +278,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPackedMatrix>()?;
     m.add_function(wrap_pyfunction!(_pack_matrix, m)?)?;
     m.add_function(wrap_pyfunction!(_matmul_integer, m)?)?;
+    m.add_function(wrap_pyfunction!(_matmul_integer_b, m)?)?;
     m.add_function(wrap_pyfunction!(_qlinear_matmul, m)?)?;
     m.add_function(wrap_pyfunction!(_linear_forward, m)?)?;
     m.add_function(wrap_pyfunction!(_linear_forward_q8, m)?)?;

@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::error::Error;
 use crate::kernels::sparse as k;
-use crate::sparse::{DType, Dense, Layout, SparseTensor, Values};
+use crate::sparse::{DType, Dense, DenseMut, Layout, SparseTensor, Values};
 
 /// The native sparse tensor; `edgepack.sparse.SparseTensor` wraps it.
 #[derive(Debug)]
@@ -133,6 +133,31 @@ impl PySparse {
     fn to_dense<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let v = py.detach(|| self.inner.to_dense())?;
         Ok(values_to_py(py, v))
+    }
+
+    /// Write the dense bit patterns into `out` (C-contiguous, writeable uint8 / uint16 /
+    /// uint32 array of `size` elements).
+    fn to_dense_into(&self, py: Python<'_>, out: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+        if let Ok(a) = out.cast::<PyArrayDyn<u8>>() {
+            let mut w = a.try_readwrite()?;
+            let o = w.as_slice_mut()?;
+            return Ok(py.detach(|| self.inner.to_dense_into(DenseMut::U8(o)))?);
+        }
+        if let Ok(a) = out.cast::<PyArrayDyn<u16>>() {
+            let mut w = a.try_readwrite()?;
+            let o = w.as_slice_mut()?;
+            return Ok(py.detach(|| self.inner.to_dense_into(DenseMut::U16(o)))?);
+        }
+        if let Ok(a) = out.cast::<PyArrayDyn<u32>>() {
+            let mut w = a.try_readwrite()?;
+            let o = w.as_slice_mut()?;
+            return Ok(py.detach(|| self.inner.to_dense_into(DenseMut::U32(o)))?);
+        }
+        Err(Error::dtype(format!(
+            "`out` must be viewed as uint8, uint16 or uint32, found {}",
+            out.dtype()
+        ))
+        .into())
     }
 
     /// Packed bit mask (LSB first).

@@ -88,7 +88,6 @@ impl Layout {
     /// Build a layout for `shape` (of the tensor named `what`).
     pub fn new(shape: &[usize], axis: usize, gran: Granularity, what: &str) -> Result<Layout> {
         let n = prod(shape, what)?;
-        let _ = n;
         if gran == Granularity::Tensor {
             return Ok(Layout {
                 shape: shape.to_vec(),

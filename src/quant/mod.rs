@@ -20,8 +20,27 @@ use crate::parallel;
 pub use layout::{normalize_axis, shape_str, Granularity, Layout};
 pub use params::{derive, Calibration, Convention, Derived, QType, Spec};
 
+/// Column-wise minima, maxima and whether a NaN was seen.
+type ColumnRanges = (Vec<f32>, Vec<f32>, bool);
+
 /// Elements per task below which work runs on the calling thread.
 const MIN_TASK: usize = 1 << 16;
+
+/// Blocks shorter than this are handled a row at a time with per-element parameters (one
+/// kernel call per row instead of one per block).
+const SMALL_BLOCK: usize = 256;
+
+/// Expand per-block values of one row (`nb` blocks of `bs`) to per-element values.
+fn expand<T: Copy>(per_block: &[T], bs: usize, len: usize, out: &mut Vec<T>) {
+    out.clear();
+    for (b, &v) in per_block.iter().enumerate() {
+        let n = bs.min(len - b * bs);
+        out.extend(std::iter::repeat_n(v, n));
+    }
+}
+
+/// Tensors at least this large write their quantized output with streaming stores.
+const STREAM_OUTPUT: usize = 1 << 22;
 
 /// Run `f(first_row, x_rows, out_rows)` over groups of whole rows (`row` elements each; the
 /// last chunk may be shorter when `x` is not a multiple of `row`), in parallel when large.
@@ -126,6 +145,19 @@ pub fn apply(
             }
             Ok(())
         }),
+        Granularity::Block(bs) if inner == 1 && bs < SMALL_BLOCK => {
+            let nb = lay.blocks();
+            par_rows(x, out, len, |r0, xs, o| {
+                let (mut f, mut z) = (Vec::new(), Vec::new());
+                for (r, (xr, or)) in xs.chunks(len).zip(o.chunks_mut(len)).enumerate() {
+                    let u = (r0 + r) * nb;
+                    expand(&factor[u..u + nb], bs, len, &mut f);
+                    expand(&zp[u..u + nb], bs, len, &mut z);
+                    qk::quantize_each(xr, or, &f, &z, rounding, qmin, qmax)?;
+                }
+                Ok(())
+            })
+        }
         Granularity::Block(bs) if inner == 1 => {
             let nb = lay.blocks();
             par_rows(x, out, len, |r0, xs, o| {
@@ -201,6 +233,19 @@ pub fn apply_dequantize(
             }
             Ok(())
         }),
+        Granularity::Block(bs) if inner == 1 && bs < SMALL_BLOCK => {
+            let nb = lay.blocks();
+            par_rows(q, out, len, |r0, qs, o| {
+                let (mut s, mut z) = (Vec::new(), Vec::new());
+                for (r, (qr, or)) in qs.chunks(len).zip(o.chunks_mut(len)).enumerate() {
+                    let u = (r0 + r) * nb;
+                    expand(&scale[u..u + nb], bs, len, &mut s);
+                    expand(&zp[u..u + nb], bs, len, &mut z);
+                    dq::dequantize_each(qr, or, signed, &s, &z)?;
+                }
+                Ok(())
+            })
+        }
         Granularity::Block(bs) if inner == 1 => {
             let nb = lay.blocks();
             par_rows(q, out, len, |r0, qs, o| {
@@ -334,12 +379,7 @@ pub fn dequantize_linear(
             out.len()
         )));
     }
-    if let Some(i) = scale.iter().position(|s| !s.is_finite()) {
-        return Err(Error::arg(format!(
-            "`x_scale` must be finite; found {} at index {i}",
-            scale[i]
-        )));
-    }
+    check_scales(scale, "x_scale")?;
     let zps = zp_values(zp, scale.len(), qtype, "x_zero_point")?;
     if qtype.bits == 8 {
         apply_dequantize(q, out, &lay, qtype.signed, scale, &zps)
@@ -476,6 +516,19 @@ pub fn dynamic_quantize_linear(x: &[f32], out: &mut [u8]) -> Result<(f32, u8)> {
     Ok((scale, zp as u8))
 }
 
+/// The parameters [`quantize_into`] derived.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Derivation {
+    /// Scales, `param_shape` in C order.
+    pub scale: Vec<f32>,
+    /// Zero points, same shape.
+    pub zero_point: Vec<i32>,
+    /// The shape of `scale` / `zero_point`.
+    pub param_shape: Vec<usize>,
+    /// The stored type.
+    pub qtype: QType,
+}
+
 /// The result of [`quantize`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quantized {
@@ -501,17 +554,31 @@ pub fn quantize(
     block_size: Option<i64>,
     spec: &Spec,
 ) -> Result<Quantized> {
-    spec.validate()?;
-    let lay = match (axis, block_size) {
-        (None, None) => Layout::new(shape, 0, Granularity::Tensor, "`x`")?,
-        (None, Some(_)) => {
-            return Err(Error::arg(
-                "`block_size` needs an `axis` to block along; pass axis=k (e.g. axis=-1)",
-            ))
-        }
+    let mut data = vec![0u8; spec.qtype().storage_len(x.len())];
+    let d = quantize_into(x, shape, axis, block_size, spec, &mut data)?;
+    Ok(Quantized {
+        data,
+        scale: d.scale,
+        zero_point: d.zero_point,
+        param_shape: d.param_shape,
+        qtype: d.qtype,
+    })
+}
+
+/// The layout of a derive-and-quantize call.
+pub fn derive_layout(
+    shape: &[usize],
+    axis: Option<i64>,
+    block_size: Option<i64>,
+) -> Result<Layout> {
+    match (axis, block_size) {
+        (None, None) => Layout::new(shape, 0, Granularity::Tensor, "`x`"),
+        (None, Some(_)) => Err(Error::arg(
+            "`block_size` needs an `axis` to block along; pass axis=k (e.g. axis=-1)",
+        )),
         (Some(a), None) => {
             let ax = normalize_axis(a, shape.len(), "`x`")?;
-            Layout::new(shape, ax, Granularity::Axis, "`x`")?
+            Layout::new(shape, ax, Granularity::Axis, "`x`")
         }
         (Some(a), Some(bs)) => {
             let ax = normalize_axis(a, shape.len(), "`x`")?;
@@ -520,15 +587,42 @@ pub fn quantize(
             }
             let bs = usize::try_from(bs)
                 .map_err(|_| Error::limit(format!("`block_size` = {bs} is too large")))?;
-            Layout::new(shape, ax, Granularity::Block(bs), "`x`")?
+            Layout::new(shape, ax, Granularity::Block(bs), "`x`")
         }
-    };
+    }
+}
+
+/// [`quantize`] into a caller's buffer of `spec.qtype().storage_len(x.len())` bytes.
+pub fn quantize_into(
+    x: &[f32],
+    shape: &[usize],
+    axis: Option<i64>,
+    block_size: Option<i64>,
+    spec: &Spec,
+    out: &mut [u8],
+) -> Result<Derivation> {
+    spec.validate()?;
+    let lay = derive_layout(shape, axis, block_size)?;
     check_len(x.len(), &lay, "x")?;
     let qtype = spec.qtype();
     let (qmin, qmax) = spec.qrange();
     let units = lay.units();
     let n = x.len();
-    let mut bytes = vec![0u8; n];
+    if out.len() != qtype.storage_len(n) {
+        return Err(Error::arg(format!(
+            "`out` has {} bytes, expected {} for {n} {} values",
+            out.len(),
+            qtype.storage_len(n),
+            qtype.name()
+        )));
+    }
+    let mut tmp = Vec::new();
+    let bytes: &mut [u8] = if qtype.bits == 8 {
+        out
+    } else {
+        tmp.resize(n, 0u8);
+        &mut tmp
+    };
     let mut scale = vec![0f32; units];
     let mut zp = vec![0i32; units];
 
@@ -540,7 +634,7 @@ pub fn quantize(
             Granularity::Tensor => false,
         };
     if fused {
-        fused_quantize(x, &mut bytes, &lay, spec, &mut scale, &mut zp)?;
+        fused_quantize(x, bytes, &lay, spec, &mut scale, &mut zp)?;
     } else {
         let ranges = ranges(x, &lay, spec)?;
         let mut factor = vec![0f32; units];
@@ -552,7 +646,7 @@ pub fn quantize(
         }
         apply(
             x,
-            &mut bytes,
+            bytes,
             &lay,
             &factor,
             &zp,
@@ -561,31 +655,15 @@ pub fn quantize(
             qmax,
         )?;
     }
-    let data = if qtype.bits == 8 {
-        bytes
-    } else {
-        let mut p = vec![0u8; qtype.storage_len(n)];
-        pack_into(&bytes, &mut p)?;
-        p
-    };
-    Ok(Quantized {
-        data,
+    if qtype.bits == 4 {
+        pack_into(&tmp, out)?;
+    }
+    Ok(Derivation {
         scale,
         zero_point: zp,
         param_shape: lay.param_shape(),
         qtype,
     })
-}
-
-/// Range of one contiguous run (min-max calibration); `None` on NaN / infinity.
-fn run_range(xs: &[f32], symmetric: bool) -> Option<(f32, f32)> {
-    if symmetric {
-        let (a, nan) = reduce::absmax(xs);
-        (!nan && a.is_finite()).then_some((-a, a))
-    } else {
-        let m = reduce::minmax(xs);
-        (!m.nan && m.min != f32::NEG_INFINITY && m.max != f32::INFINITY).then_some((m.min, m.max))
-    }
 }
 
 /// One pass: each contiguous unit's range is found and applied while it is in cache.
@@ -603,7 +681,7 @@ fn fused_quantize(
     let (row, per_row, bs) = match lay.gran {
         Granularity::Axis => (lay.inner, 1, lay.inner.max(1)),
         Granularity::Block(bs) => (lay.len, lay.blocks(), bs),
-        Granularity::Tensor => unreachable!("per-tensor is never fused"),
+        Granularity::Tensor => (x.len(), 1, x.len().max(1)), // not used: per tensor is two passes
     };
     if row == 0 {
         // Empty units: scale 1, zero point 0 (the range [0, 0]).
@@ -624,28 +702,95 @@ fn fused_quantize(
             .max(MIN_TASK.div_ceil(row))
             .max(1)
     };
+    // Outputs much larger than the caches are streamed (no read-for-ownership).
+    let stream = x.len() >= STREAM_OUTPUT;
     let body = |xs: &[f32], o: &mut [u8], s: &mut [f32], z: &mut [i32]| -> Result<()> {
-        let mut u = 0;
-        for (xr, or) in xs.chunks(row).zip(o.chunks_mut(row)) {
-            for (xb, ob) in xr.chunks(bs).zip(or.chunks_mut(bs)) {
-                let Some((a, b)) = run_range(xb, spec.symmetric) else {
-                    return Err(Error::arg("non-finite"));
-                };
-                let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
-                s[u] = d.scale;
-                z[u] = d.zp;
-                let p = qk::Params {
-                    rounding,
-                    factor: d.factor,
-                    zp: d.zp,
-                    qmin,
-                    qmax,
-                };
-                qk::quantize(xb, ob, &p)?;
-                u += 1;
+        // Units in order: `row`-long rows cut into blocks of `bs` (the last may be partial).
+        let units = xs.len() / row * per_row;
+        let span = |u: usize| {
+            let (r, b) = (u / per_row, u % per_row);
+            let start = r * row + b * bs;
+            (start, bs.min(row - b * bs))
+        };
+        let (s0, l0) = span(0);
+        let mut cur = reduce::minmax(&xs[s0..s0 + l0]);
+        for u in 0..units {
+            let (st, len) = span(u);
+            if cur.nan || cur.min == f32::NEG_INFINITY || cur.max == f32::INFINITY {
+                return Err(Error::arg("non-finite"));
             }
+            let d = derive(
+                cur.min,
+                cur.max,
+                qmin,
+                qmax,
+                spec.symmetric,
+                spec.convention,
+            );
+            s[u] = d.scale;
+            z[u] = d.zp;
+            let p = qk::Params {
+                rounding,
+                factor: d.factor,
+                zp: d.zp,
+                qmin,
+                qmax,
+            };
+            // The next unit is reduced while this one is quantized from cache.
+            let next: &[f32] = if u + 1 < units {
+                let (ns, nl) = span(u + 1);
+                &xs[ns..ns + nl]
+            } else {
+                &[]
+            };
+            let ahead: &[f32] = if u + 2 < units {
+                let (ns, nl) = span(u + 2);
+                &xs[ns..ns + nl]
+            } else {
+                &[]
+            };
+            cur = qk::quantize_reduce_next(
+                &xs[st..st + len],
+                &mut o[st..st + len],
+                &p,
+                next,
+                ahead,
+                stream,
+            )?;
+        }
+        if stream {
+            qk::fence(); // once per task, not per row
         }
         Ok(())
+    };
+    // Small blocks: per row, the block ranges, then one per-element kernel call for the row.
+    let small = |xs: &[f32], o: &mut [u8], s: &mut [f32], z: &mut [i32]| -> Result<()> {
+        let (mut f, mut fe, mut ze) = (vec![0f32; per_row], Vec::new(), Vec::new());
+        for (r, (xr, or)) in xs.chunks(row).zip(o.chunks_mut(row)).enumerate() {
+            for (b, xb) in xr.chunks(bs).enumerate() {
+                let m = reduce::minmax(xb);
+                if m.nan || m.min == f32::NEG_INFINITY || m.max == f32::INFINITY {
+                    return Err(Error::arg("non-finite"));
+                }
+                let d = derive(m.min, m.max, qmin, qmax, spec.symmetric, spec.convention);
+                let u = r * per_row + b;
+                s[u] = d.scale;
+                z[u] = d.zp;
+                f[b] = d.factor;
+            }
+            expand(&f, bs, row, &mut fe);
+            expand(&z[r * per_row..(r + 1) * per_row], bs, row, &mut ze);
+            qk::quantize_each(xr, or, &fe, &ze, rounding, qmin, qmax)?;
+        }
+        Ok(())
+    };
+    let is_small = matches!(lay.gran, Granularity::Block(b) if b < SMALL_BLOCK);
+    let body = |xs: &[f32], o: &mut [u8], s: &mut [f32], z: &mut [i32]| -> Result<()> {
+        if is_small {
+            small(xs, o, s, z)
+        } else {
+            body(xs, o, s, z)
+        }
     };
     let r = if group >= nrows {
         body(x, out, scale, zp)
@@ -697,8 +842,32 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
                     let mut nan = false;
                     match lay.gran {
                         Granularity::Axis if inner == 1 => {
-                            for xr in x.chunks(len.max(1)) {
-                                nan |= reduce::minmax_columns(xr, &mut lo, &mut hi)?;
+                            // Row groups in parallel, each with its own accumulators.
+                            let rows = x.len() / len.max(1);
+                            let threads = parallel::num_threads();
+                            let group = rows.div_ceil(threads).max(MIN_TASK.div_ceil(len.max(1)));
+                            let part = |xs: &[f32]| -> Result<ColumnRanges> {
+                                let mut l = vec![f32::INFINITY; len];
+                                let mut h = vec![f32::NEG_INFINITY; len];
+                                let mut nan = false;
+                                for xr in xs.chunks(len.max(1)) {
+                                    nan |= reduce::minmax_columns(xr, &mut l, &mut h)?;
+                                }
+                                Ok((l, h, nan))
+                            };
+                            let parts: Vec<Result<ColumnRanges>> = if threads <= 1 || group >= rows
+                            {
+                                vec![part(x)]
+                            } else {
+                                parallel::install(|| x.par_chunks(group * len).map(part).collect())
+                            };
+                            for p in parts {
+                                let (l, h, n) = p?;
+                                nan |= n;
+                                for j in 0..len {
+                                    lo[j] = lo[j].min(l[j]);
+                                    hi[j] = hi[j].max(h[j]);
+                                }
                             }
                         }
                         Granularity::Axis => {
@@ -733,7 +902,7 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
                                 }
                             }
                         }
-                        Granularity::Tensor => unreachable!(),
+                        Granularity::Tensor => {} // handled above
                     }
                     // lo starts at +Inf and hi at -Inf: -Inf / +Inf there come from the data.
                     if nan || lo.contains(&f32::NEG_INFINITY) || hi.contains(&f32::INFINITY) {

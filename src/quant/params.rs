@@ -2,7 +2,7 @@
 //! (ONNX Runtime's quantization tool, `compute_scale_zp`), plus calibration of the range.
 
 use crate::error::{Error, Result};
-use crate::kernels::quantize::{scalar as qscalar, Rounding};
+use crate::kernels::quantize::Rounding;
 
 /// An integer output type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,19 +306,57 @@ pub fn percentile_range(v: &mut [f32], p: f64, symmetric: bool) -> (f32, f32) {
 /// Fractions of the min/max range tried by the MSE search, largest first.
 pub const MSE_GRID: usize = 81;
 
-/// Squared reconstruction error of `v` under `d`.
+/// Scratch of [`sq_error`]: one L1-sized chunk of quantized and dequantized values.
+const CHUNK: usize = 2048;
+
+/// Squared reconstruction error of `v` under `d` (quantized and dequantized by the SIMD
+/// kernels in L1-sized chunks; the sum is in float64, eight interleaved partial sums).
 pub fn sq_error(v: &[f32], d: &Derived, rounding: Rounding, qmin: i32, qmax: i32) -> f64 {
-    let lo = (qmin - d.zp) as f32;
-    let hi = (qmax - d.zp) as f32;
-    let mut e = 0.0f64;
-    for &x in v {
-        let q = qscalar::one(x, rounding, d.factor, d.zp, lo, hi);
-        let q = if qmin < 0 { q as i8 as i32 } else { q as i32 };
-        let y = (q - d.zp) as f32 * d.scale;
-        let r = (y - x) as f64;
-        e += r * r;
+    let mut q = vec![0u8; CHUNK.min(v.len())];
+    let mut y = vec![0f32; CHUNK.min(v.len())];
+    sq_error_with(v, d, rounding, qmin, qmax, &mut q, &mut y)
+}
+
+fn sq_error_with(
+    v: &[f32],
+    d: &Derived,
+    rounding: Rounding,
+    qmin: i32,
+    qmax: i32,
+    q: &mut [u8],
+    y: &mut [f32],
+) -> f64 {
+    use crate::kernels::{dequantize as dq, quantize as qk};
+    let p = qk::Params {
+        rounding,
+        factor: d.factor,
+        zp: d.zp,
+        qmin,
+        qmax,
+    };
+    let mut acc = [0f64; 8];
+    for xs in v.chunks(q.len().max(1)) {
+        let n = xs.len();
+        // Lengths match and the zero point is in range: these cannot fail.
+        if qk::quantize(xs, &mut q[..n], &p).is_err()
+            || dq::dequantize(&q[..n], &mut y[..n], qmin < 0, d.scale, d.zp).is_err()
+        {
+            return f64::INFINITY;
+        }
+        let (ys, xs8) = (y[..n].chunks_exact(8), xs.chunks_exact(8));
+        let (yr, xr) = (ys.remainder(), xs8.remainder());
+        for (a8, b8) in ys.zip(xs8) {
+            for k in 0..8 {
+                let r = a8[k] as f64 - b8[k] as f64;
+                acc[k] += r * r;
+            }
+        }
+        for (k, (a, b)) in yr.iter().zip(xr).enumerate() {
+            let r = *a as f64 - *b as f64;
+            acc[k] += r * r;
+        }
     }
-    e
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
 /// The range `(f * rmin, f * rmax)`, `f` in `1.00, 0.99, .., 0.20`, with the smallest squared
@@ -326,14 +364,40 @@ pub fn sq_error(v: &[f32], d: &Derived, rounding: Rounding, qmin: i32, qmax: i32
 pub fn mse_range(v: &[f32], rmin: f32, rmax: f32, spec: &Spec) -> (f32, f32) {
     let (qmin, qmax) = spec.qrange();
     let rounding = spec.convention.rounding();
-    let mut best = (f64::INFINITY, rmin, rmax);
-    for k in 0..MSE_GRID {
+    let candidate = |k: usize| {
         let f = 1.0 - k as f32 / 100.0;
         let (a, b) = (rmin * f, rmax * f);
         let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
-        let e = sq_error(v, &d, rounding, qmin, qmax);
-        if e < best.0 {
-            best = (e, a, b);
+        (sq_error(v, &d, rounding, qmin, qmax), a, b)
+    };
+    // Small units (a channel, a block): one scratch for every candidate.
+    let small = |_: ()| {
+        let mut q = vec![0u8; CHUNK.min(v.len())];
+        let mut y = vec![0f32; CHUNK.min(v.len())];
+        (0..MSE_GRID)
+            .map(|k| {
+                let f = 1.0 - k as f32 / 100.0;
+                let (a, b) = (rmin * f, rmax * f);
+                let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+                (
+                    sq_error_with(v, &d, rounding, qmin, qmax, &mut q, &mut y),
+                    a,
+                    b,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Large units (a whole tensor) evaluate the candidates in parallel; the choice is the same.
+    let errs: Vec<(f64, f32, f32)> = if v.len() >= 1 << 16 && crate::parallel::num_threads() > 1 {
+        use rayon::prelude::*;
+        crate::parallel::install(|| (0..MSE_GRID).into_par_iter().map(candidate).collect())
+    } else {
+        small(())
+    };
+    let mut best = (f64::INFINITY, rmin, rmax);
+    for e in errs {
+        if e.0 < best.0 {
+            best = e;
         }
     }
     (best.1, best.2)

@@ -95,3 +95,97 @@ fn dynamic_golden() {
     assert_eq!(out, [153, 255, 0, 26, 221, 179]);
     assert_eq!((s, z), (5.0f32 / 255.0, 153));
 }
+
+/// Timing probe (not a test): `cargo test --release --lib probe_fused -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn probe_fused() {
+    use crate::kernels::{quantize as qk, reduce};
+    use std::time::Instant;
+    let (r, c) = (4096usize, 4096usize);
+    let x: Vec<f32> = (0..r * c)
+        .map(|i| ((i * 7919 % 10007) as f32 - 5000.0) * 1e-3)
+        .collect();
+    let mut out = vec![1u8; r * c];
+    let best = |f: &mut dyn FnMut()| {
+        let mut b = f64::INFINITY;
+        for _ in 0..15 {
+            let t = Instant::now();
+            f();
+            b = b.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        b
+    };
+    let p = qk::Params {
+        rounding: qk::Rounding::Div,
+        factor: 0.01,
+        zp: 0,
+        qmin: -127,
+        qmax: 127,
+    };
+    println!(
+        "absmax rows      {:.3} ms",
+        best(&mut || {
+            for row in x.chunks(c) {
+                std::hint::black_box(reduce::absmax(row));
+            }
+        })
+    );
+    println!(
+        "minmax all       {:.3} ms",
+        best(&mut || {
+            std::hint::black_box(reduce::minmax(&x));
+        })
+    );
+    println!(
+        "quantize all     {:.3} ms",
+        best(&mut || qk::quantize(&x, &mut out, &p).unwrap())
+    );
+    println!(
+        "quantize rows    {:.3} ms",
+        best(&mut || {
+            for (xr, o) in x.chunks(c).zip(out.chunks_mut(c)) {
+                qk::quantize(xr, o, &p).unwrap();
+            }
+        })
+    );
+    for stream in [false, true] {
+        println!(
+            "q+reduce next s={stream} {:.3} ms",
+            best(&mut || {
+                for (i, (xr, o)) in x.chunks(c).zip(out.chunks_mut(c)).enumerate() {
+                    let next = if i + 1 < r {
+                        &x[(i + 1) * c..(i + 2) * c]
+                    } else {
+                        &[][..]
+                    };
+                    std::hint::black_box(
+                        qk::quantize_reduce_next(xr, o, &p, next, &[], stream).unwrap(),
+                    );
+                }
+            })
+        );
+        println!(
+            "absmax+q rows s={stream} {:.3} ms",
+            best(&mut || {
+                for (xr, o) in x.chunks(c).zip(out.chunks_mut(c)) {
+                    std::hint::black_box(reduce::absmax(xr));
+                    qk::quantize_hinted(xr, o, &p, &[], stream).unwrap();
+                }
+            })
+        );
+    }
+    let sp = spec(true, Calibration::MinMax);
+    println!(
+        "quant::quantize axis0 {:.3} ms",
+        best(&mut || {
+            std::hint::black_box(quantize_into(&x, &[r, c], Some(0), None, &sp, &mut out).unwrap());
+        })
+    );
+    println!(
+        "quant::quantize tensor {:.3} ms",
+        best(&mut || {
+            std::hint::black_box(quantize_into(&x, &[r, c], None, None, &sp, &mut out).unwrap());
+        })
+    );
+}

@@ -21,7 +21,7 @@
 //! All integers little endian. Nothing may follow the last section. A reader checks the magic,
 //! version, codes, that `nnz` agrees with the shape and with the mask's popcount (or the N:M
 //! slot count and positions), that every claimed size fits in the buffer, and that a decoded
-//! size is reachable from its payload size (rANS: 2^20 bytes per 36 payload bytes at most;
+//! size is reachable from its payload size (rANS: 2^20 bytes per 132 payload bytes at most;
 //! zstd: 2^15 per byte) *before* allocating.
 //!
 //! Levels: 0 stores every section; 1 (default) codes each section with rANS when that is
@@ -46,35 +46,43 @@ const METHOD_RANS: u8 = 1;
 const METHOD_ZSTD: u8 = 2;
 
 fn put_section(data: &[u8], level: i32, out: &mut Vec<u8>) -> Result<()> {
-    let mut method = METHOD_STORED;
-    let mut payload: Option<Vec<u8>> = None;
+    let head = out.len();
+    out.push(METHOD_STORED);
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    let body = out.len();
     let mut best = data.len();
+    let mut method = METHOD_STORED;
     if level >= 1 && !data.is_empty() {
         let counts = rans::histogram(data);
         let (t, est) = rans::estimate(&counts, data.len());
         if est < best {
-            let mut p = Vec::with_capacity(est + 64);
-            rans::encode(data, &t, &mut p);
-            if p.len() < best {
-                best = p.len();
+            // code straight into `out`; roll back if it did not pay
+            rans::encode(data, &t, out);
+            if out.len() - body < best {
+                best = out.len() - body;
                 method = METHOD_RANS;
-                payload = Some(p);
+            } else {
+                out.truncate(body);
             }
         }
         if level >= 2 {
             let z = zstd::bulk::compress(data, level)
                 .map_err(|e| Error::arg(format!("zstd failed: {e}")))?;
             if z.len() < best {
+                out.truncate(body);
+                out.extend_from_slice(&z);
+                best = z.len();
                 method = METHOD_ZSTD;
-                payload = Some(z);
             }
         }
     }
-    out.push(method);
-    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    let p: &[u8] = payload.as_deref().unwrap_or(data);
-    out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-    out.extend_from_slice(p);
+    if method == METHOD_STORED {
+        out.truncate(body);
+        out.extend_from_slice(data);
+    }
+    out[head] = method;
+    out[head + 9..head + 17].copy_from_slice(&(best as u64).to_le_bytes());
     Ok(())
 }
 
@@ -86,7 +94,8 @@ impl SparseTensor {
                 "`level` must be in 0..={MAX_LEVEL}, found {level}"
             )));
         }
-        let mut out = Vec::with_capacity(64 + self.nbytes() / 2);
+        // sections never end up larger than stored: one allocation, no regrowth
+        let mut out = Vec::with_capacity(1024 + 64 * self.shape.len() + self.nbytes());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(match self.layout {
@@ -105,8 +114,14 @@ impl SparseTensor {
             out.push(axis as u8);
         }
         put_section(&self.index, level, &mut out)?;
-        for plane in self.values.planes() {
-            put_section(&plane, level, &mut out)?;
+        match &self.values {
+            // one byte per value: the values are the plane (no copy)
+            Values::U8(v) => put_section(v, level, &mut out)?,
+            other => {
+                for plane in other.planes() {
+                    put_section(&plane, level, &mut out)?;
+                }
+            }
         }
         Ok(out)
     }
@@ -224,7 +239,7 @@ impl SparseTensor {
             shape,
             layout,
             index,
-            values: Values::from_planes(dtype.size(), &planes),
+            values: Values::from_planes(dtype.size(), planes),
         };
         t.check_nm_positions()?;
         Ok(t)

@@ -125,6 +125,17 @@ impl Dense<'_> {
     }
 }
 
+/// Mutable dense output (bit patterns).
+#[derive(Debug)]
+pub enum DenseMut<'a> {
+    /// 1-byte elements.
+    U8(&'a mut [u8]),
+    /// 2-byte elements.
+    U16(&'a mut [u16]),
+    /// 4-byte elements.
+    U32(&'a mut [u32]),
+}
+
 impl Values {
     /// Number of elements.
     pub fn len(&self) -> usize {
@@ -160,9 +171,9 @@ impl Values {
         }
     }
     /// Rebuild from little-endian byte planes (all of one length).
-    pub fn from_planes(size: usize, planes: &[Vec<u8>]) -> Values {
+    pub fn from_planes(size: usize, mut planes: Vec<Vec<u8>>) -> Values {
         match size {
-            1 => Values::U8(planes[0].clone()),
+            1 => Values::U8(std::mem::take(&mut planes[0])),
             2 => Values::U16(
                 planes[0]
                     .iter()
@@ -359,7 +370,7 @@ impl SparseTensor {
     /// in `mask` (packed, `mask_len(numel)` bytes, unused high bits zero) when given.
     pub fn encode(dtype: DType, shape: &[usize], x: Dense, mask: Option<&[u8]>) -> Result<Self> {
         let n = check_dense(dtype, shape, &x)?;
-        let index = match mask {
+        let (index, values) = match mask {
             Some(m) => {
                 if m.len() != mask_len(n) {
                     return Err(Error::arg(format!(
@@ -371,41 +382,59 @@ impl SparseTensor {
                 if n % 8 != 0 && m[n / 8] >> (n % 8) != 0 {
                     return Err(Error::arg("`mask` has bits set past the last element"));
                 }
-                m.to_vec()
+                let nnz = k::popcount(m, n);
+                let values = match x {
+                    Dense::U8(v) => {
+                        let mut o = vec![0u8; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U8(o)
+                    }
+                    Dense::U16(v) => {
+                        let mut o = vec![0u16; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U16(o)
+                    }
+                    Dense::U32(v) => {
+                        let mut o = vec![0u32; nnz];
+                        k::compress(v, m, &mut o)?;
+                        Values::U32(o)
+                    }
+                };
+                (m.to_vec(), values)
             }
             None => {
+                // One pass: mask and kept values together. The value buffer is sized for the
+                // worst case from zeroed pages; only the pages written become resident.
                 let mut m = vec![0u8; mask_len(n)];
-                match x {
-                    Dense::U8(v) => k::build_mask(v, 0xff, &mut m)?,
-                    Dense::U16(v) => k::build_mask(v, 0x7fff, &mut m)?,
+                let values = match x {
+                    Dense::U8(v) => {
+                        let mut o = vec![0u8; n];
+                        let nnz = k::mask_compress(v, 0xff, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
+                        Values::U8(o)
+                    }
+                    Dense::U16(v) => {
+                        let mut o = vec![0u16; n];
+                        let nnz = k::mask_compress(v, 0x7fff, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
+                        Values::U16(o)
+                    }
                     Dense::U32(v) => {
                         let care = if dtype.is_float() {
                             0x7fff_ffff
                         } else {
                             u32::MAX
                         };
-                        k::build_mask(v, care, &mut m)?
+                        let mut o = vec![0u32; n];
+                        let nnz = k::mask_compress(v, care, &mut m, &mut o)?;
+                        o.truncate(nnz);
+                        o.shrink_to_fit(); // large buffers: mremap, no copy
+                        Values::U32(o)
                     }
                 };
-                m
-            }
-        };
-        let nnz = k::popcount(&index, n);
-        let values = match x {
-            Dense::U8(v) => {
-                let mut o = vec![0u8; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U8(o)
-            }
-            Dense::U16(v) => {
-                let mut o = vec![0u16; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U16(o)
-            }
-            Dense::U32(v) => {
-                let mut o = vec![0u32; nnz];
-                k::compress(v, &index, &mut o)?;
-                Values::U32(o)
+                (m, values)
             }
         };
         Ok(SparseTensor {
@@ -419,8 +448,9 @@ impl SparseTensor {
 
     /// N:M layout along `axis` (non-negative): `x` must have at most `n` nonzero entries in
     /// every group of `m` consecutive entries along the axis. Every group stores exactly
-    /// `min(n, r)` slots (`r` = group size): its nonzero entries, then the first other
-    /// positions, in position order, with their values (zeros, `-0.0` kept as is).
+    /// `min(n, r)` slots (`r` = group size): its nonzero entries, then negative zeros, then
+    /// the first other positions, in position order, with their values. A `-0.0` comes back
+    /// bit for bit unless its group has no free slot left (then it comes back as `+0.0`).
     pub fn encode_nm(
         dtype: DType,
         shape: &[usize],
@@ -460,6 +490,13 @@ impl SparseTensor {
                 }
             }
         };
+        let is_bits_zero = |i: usize| -> bool {
+            match x {
+                Dense::U8(v) => v[i] == 0,
+                Dense::U16(v) => v[i] == 0,
+                Dense::U32(v) => v[i] == 0,
+            }
+        };
         let mut sel = [false; 256];
         for o in 0..outer {
             for i in 0..inner {
@@ -479,6 +516,16 @@ impl SparseTensor {
                     let mut extra = want - nz;
                     for t in 0..r {
                         sel[t] = !is_zero(at(t));
+                    }
+                    // free slots go first to negative zeros (kept bit for bit), then to the
+                    // first remaining positions
+                    for t in 0..r {
+                        if !sel[t] && extra > 0 && !is_bits_zero(at(t)) {
+                            sel[t] = true;
+                            extra -= 1;
+                        }
+                    }
+                    for t in 0..r {
                         if !sel[t] && extra > 0 {
                             sel[t] = true;
                             extra -= 1;
@@ -595,32 +642,58 @@ impl SparseTensor {
 
     /// The dense tensor (C order), as the bit patterns of `dtype`.
     pub fn to_dense(&self) -> Result<Values> {
+        let mut out = Values::zeros(self.dtype.size(), self.numel())?;
+        match &mut out {
+            Values::U8(o) => self.to_dense_into(DenseMut::U8(o))?,
+            Values::U16(o) => self.to_dense_into(DenseMut::U16(o))?,
+            Values::U32(o) => self.to_dense_into(DenseMut::U32(o))?,
+        }
+        Ok(out)
+    }
+
+    /// Write the dense tensor into `out` (C order, `numel` elements of the dtype's size;
+    /// every element is written).
+    pub fn to_dense_into(&self, out: DenseMut) -> Result<()> {
         let n = self.numel();
-        let mut out = Values::zeros(self.dtype.size(), n)?;
+        let (len, size) = match &out {
+            DenseMut::U8(o) => (o.len(), 1),
+            DenseMut::U16(o) => (o.len(), 2),
+            DenseMut::U32(o) => (o.len(), 4),
+        };
+        if len != n || size != self.dtype.size() {
+            return Err(Error::arg(format!(
+                "`out` holds {len} elements of {size} bytes, expected {n} of {} ({})",
+                self.dtype.size(),
+                self.dtype.name()
+            )));
+        }
         match self.layout {
-            Layout::Mask => match (&mut out, &self.values) {
-                (Values::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
-                (Values::U16(o), Values::U16(v)) => k::expand(&self.index, v, o)?,
-                (Values::U32(o), Values::U32(v)) => k::expand(&self.index, v, o)?,
+            Layout::Mask => match (out, &self.values) {
+                (DenseMut::U8(o), Values::U8(v)) => k::expand(&self.index, v, o)?,
+                (DenseMut::U16(o), Values::U16(v)) => k::expand(&self.index, v, o)?,
+                (DenseMut::U32(o), Values::U32(v)) => k::expand(&self.index, v, o)?,
                 _ => return Err(Error::arg("values do not match the dtype")),
             },
             Layout::NM { n: nn, m, axis } => {
                 let pos = self.nm_positions(nn, m, axis);
-                match (&mut out, &self.values) {
-                    (Values::U8(o), Values::U8(v)) => {
+                match (out, &self.values) {
+                    (DenseMut::U8(o), Values::U8(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
-                    (Values::U16(o), Values::U16(v)) => {
+                    (DenseMut::U16(o), Values::U16(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
-                    (Values::U32(o), Values::U32(v)) => {
+                    (DenseMut::U32(o), Values::U32(v)) => {
+                        o.fill(0);
                         pos.iter().zip(v).for_each(|(&p, &x)| o[p] = x)
                     }
                     _ => return Err(Error::arg("values do not match the dtype")),
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Bytes held in memory: positions (mask or N:M positions) plus values.

@@ -3,22 +3,22 @@
 //! * Frequencies are the byte histogram of the section normalized to `2^15` (every byte that
 //!   occurs gets at least 1), so the coded size is within a fraction of a percent of the
 //!   order-0 entropy of the section plus the table.
-//! * State: 32 bits, renormalized 16 bits at a time, lower bound `L = 2^16` (ryg's
-//!   `rans_word` variant); 8 interleaved states so decoding has 8 independent dependency chains.
+//! * State in `[2^15, 2^31)`, renormalized 16 bits at a time, lower bound `L = 2^15` (ryg's
+//!   `rans_word` variant); 32 interleaved states (`crate::kernels::rans`, AVX-512 + scalar).
 //! * The section is cut into chunks of [`CHUNK_SYMS`] symbols coded independently with the
 //!   same table, so chunks encode and decode in parallel, and a decoder can bound the decoded
-//!   size by the input size before allocating (each chunk costs at least 32 bytes of states).
+//!   size by the input size before allocating (each chunk costs at least 128 bytes of states).
 //!
 //! Payload layout (all little endian):
 //!
 //! ```text
 //! present: [u8; 32]          bit s set = byte value s occurs
-//! freq:    u16 per present s  (ascending s), summing to 2^15, each >= 1
+//! freq:    LEB128 (1..=3 bytes) per present s (ascending s), summing to 2^15, each >= 1
 //! chunk_len: u32 per chunk    bytes of each chunk (chunks = ceil(raw_len / CHUNK_SYMS))
-//! chunks:  per chunk: 8 x u32 final states, then u16 words
+//! chunks:  per chunk: 32 x u32 final states, then u16 words
 //! ```
 //!
-//! A decoder checks that every chunk starts from states in `[L, 2^32)`, reads no word past the
+//! A decoder checks that every chunk starts from states in `[L, 2^31)`, reads no word past the
 //! chunk, consumes every word, and ends with every state back at `L` (the encoder's start).
 
 #![allow(clippy::needless_range_loop)] // index loops over the 256 symbols read clearer
@@ -26,12 +26,7 @@
 use crate::error::{Error, Result};
 use crate::parallel;
 
-/// Probability precision in bits.
-pub const SCALE_BITS: u32 = 15;
-const M: u32 = 1 << SCALE_BITS;
-const L: u32 = 1 << 16;
-/// Interleaved states per chunk.
-pub const WAYS: usize = 8;
+use crate::kernels::rans::{self as kr, DecTable, EncTable, L, M, SCALE_BITS, WAYS};
 /// Symbols per independently coded chunk.
 pub const CHUNK_SYMS: usize = 1 << 20;
 /// Bytes a chunk costs at the least (its final states).
@@ -139,7 +134,12 @@ impl Table {
 
     /// Serialized table size in bytes.
     pub fn serialized_len(&self) -> usize {
-        32 + 2 * self.freq.iter().filter(|&&f| f > 0).count()
+        32 + self
+            .freq
+            .iter()
+            .filter(|&&f| f > 0)
+            .map(|&f| 1 + (f >= 1 << 7) as usize + (f >= 1 << 14) as usize)
+            .sum::<usize>()
     }
 
     fn write(&self, out: &mut Vec<u8>) {
@@ -151,8 +151,13 @@ impl Table {
         }
         out.extend_from_slice(&present);
         for s in 0..256 {
+            let mut f = self.freq[s];
+            while f >= 0x80 {
+                out.push(0x80 | (f & 0x7f) as u8);
+                f >>= 7;
+            }
             if self.freq[s] > 0 {
-                out.extend_from_slice(&(self.freq[s] as u16).to_le_bytes());
+                out.push(f as u8);
             }
         }
     }
@@ -167,18 +172,32 @@ impl Table {
         let mut sum = 0u32;
         for s in 0..256 {
             if present[s / 8] >> (s % 8) & 1 != 0 {
-                let b = buf.get(pos..pos + 2).ok_or_else(|| {
-                    Error::format(format!("{what}: rANS frequency table truncated"))
-                })?;
-                let v = u16::from_le_bytes([b[0], b[1]]) as u32;
-                if v == 0 {
+                // LEB128, at most 3 bytes
+                let mut v = 0u32;
+                let mut k = 0;
+                loop {
+                    let b = *buf.get(pos).ok_or_else(|| {
+                        Error::format(format!("{what}: rANS frequency table truncated"))
+                    })?;
+                    pos += 1;
+                    v |= ((b & 0x7f) as u32) << (7 * k);
+                    k += 1;
+                    if b & 0x80 == 0 {
+                        break;
+                    }
+                    if k == 3 {
+                        return Err(Error::format(format!(
+                            "{what}: rANS frequency of byte {s} is over-long"
+                        )));
+                    }
+                }
+                if v == 0 || v > M {
                     return Err(Error::format(format!(
-                        "{what}: rANS frequency of byte {s} is 0 but marked present"
+                        "{what}: rANS frequency of byte {s} is 0 or above 2^15"
                     )));
                 }
                 f[s] = v;
                 sum += v;
-                pos += 2;
             }
         }
         if sum != M {
@@ -190,64 +209,18 @@ impl Table {
     }
 }
 
-fn encode_chunk(syms: &[u8], t: &Table) -> Vec<u8> {
-    let mut words: Vec<u16> = Vec::with_capacity(syms.len() / 2 + 16);
-    let mut x = [L; WAYS];
-    let n = syms.len();
-    let mut i = n;
-    // Tail that is not a whole round of WAYS symbols first (highest indices).
-    while !i.is_multiple_of(WAYS) {
-        i -= 1;
-        put(&mut x[i % WAYS], syms[i], t, &mut words);
-    }
-    while i > 0 {
-        i -= WAYS;
-        for j in (0..WAYS).rev() {
-            put(&mut x[j], syms[i + j], t, &mut words);
-        }
-    }
-    let mut out = Vec::with_capacity(4 * WAYS + 2 * words.len());
+/// Code one chunk into `out` (states, then words); returns its length in bytes.
+fn encode_chunk(syms: &[u8], t: &EncTable, scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> usize {
+    let (x, start) = kr::encode(syms, t, scratch);
+    let before = out.len();
     for s in x {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    for w in words.iter().rev() {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
-    out
+    out.extend_from_slice(&scratch[start..]);
+    out.len() - before
 }
 
-#[inline(always)]
-fn put(x: &mut u32, s: u8, t: &Table, words: &mut Vec<u16>) {
-    let f = t.freq[s as usize];
-    let x_max = (((L >> SCALE_BITS) as u64) << 16) * f as u64;
-    if *x as u64 >= x_max {
-        words.push(*x as u16);
-        *x >>= 16;
-    }
-    *x = ((*x / f) << SCALE_BITS) + (*x % f) + t.cum[s as usize];
-}
-
-struct Dec {
-    sym: Vec<u8>,
-    fc: [(u32, u32); 256],
-}
-
-impl Dec {
-    fn new(t: &Table) -> Dec {
-        let mut sym = vec![0u8; M as usize];
-        for s in 0..256 {
-            let a = t.cum[s] as usize;
-            sym[a..a + t.freq[s] as usize].fill(s as u8);
-        }
-        let mut fc = [(0u32, 0u32); 256];
-        for s in 0..256 {
-            fc[s] = (t.freq[s], t.cum[s]);
-        }
-        Dec { sym, fc }
-    }
-}
-
-fn decode_chunk(chunk: &[u8], d: &Dec, out: &mut [u8], what: &str) -> Result<()> {
+fn decode_chunk(chunk: &[u8], d: &DecTable, out: &mut [u8], what: &str) -> Result<()> {
     let bad = |m: &str| Error::format(format!("{what}: rANS chunk {m}"));
     if chunk.len() < 4 * WAYS || !(chunk.len() - 4 * WAYS).is_multiple_of(2) {
         return Err(bad("has an invalid length"));
@@ -256,40 +229,12 @@ fn decode_chunk(chunk: &[u8], d: &Dec, out: &mut [u8], what: &str) -> Result<()>
     for (j, s) in x.iter_mut().enumerate() {
         let b = &chunk[4 * j..4 * j + 4];
         *s = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if *s < L {
+        if !(L..1 << 31).contains(s) {
             return Err(bad("starts from an invalid state"));
         }
     }
-    let words = &chunk[4 * WAYS..];
-    let nwords = words.len() / 2;
-    let mut p = 0usize;
-    let mask = M - 1;
-    let step = |x: &mut u32, p: &mut usize| -> Result<u8> {
-        let slot = *x & mask;
-        let s = d.sym[slot as usize];
-        let (f, c) = d.fc[s as usize];
-        *x = f * (*x >> SCALE_BITS) + slot - c;
-        if *x < L {
-            if *p >= nwords {
-                return Err(bad("reads past its end"));
-            }
-            let w = u16::from_le_bytes([words[2 * *p], words[2 * *p + 1]]) as u32;
-            *x = (*x << 16) | w;
-            *p += 1;
-        }
-        Ok(s)
-    };
-    let mut groups = out.chunks_exact_mut(WAYS);
-    for g in &mut groups {
-        for j in 0..WAYS {
-            g[j] = step(&mut x[j], &mut p)?;
-        }
-    }
-    for (j, o) in groups.into_remainder().iter_mut().enumerate() {
-        *o = step(&mut x[j], &mut p)?;
-    }
-    if p != nwords || x.iter().any(|&s| s != L) {
-        return Err(bad("does not end where it should (corrupt data)"));
+    if !kr::decode(&x, &chunk[4 * WAYS..], d, out) {
+        return Err(bad("does not decode consistently (corrupt data)"));
     }
     Ok(())
 }
@@ -308,23 +253,43 @@ pub fn estimate(counts: &[u64; 256], n: usize) -> (Table, usize) {
 pub fn encode(data: &[u8], t: &Table, out: &mut Vec<u8>) {
     t.write(out);
     let pieces: Vec<&[u8]> = data.chunks(CHUNK_SYMS).collect();
-    let coded: Vec<Vec<u8>> = if pieces.len() > 1 && parallel::num_threads() > 1 {
+    let t = &EncTable::new(&t.freq, &t.cum);
+    let lens_at = out.len();
+    out.resize(lens_at + 4 * pieces.len(), 0);
+    let lens: Vec<usize> = if pieces.len() > 1 && parallel::num_threads() > 1 {
         use rayon::prelude::*;
-        parallel::install(|| pieces.par_iter().map(|p| encode_chunk(p, t)).collect())
+        let coded: Vec<Vec<u8>> = parallel::install(|| {
+            pieces
+                .par_iter()
+                .map(|p| {
+                    let mut c = Vec::new();
+                    encode_chunk(p, t, &mut Vec::new(), &mut c);
+                    c
+                })
+                .collect()
+        });
+        coded
+            .iter()
+            .map(|c| {
+                out.extend_from_slice(c);
+                c.len()
+            })
+            .collect()
     } else {
-        pieces.iter().map(|p| encode_chunk(p, t)).collect()
+        let mut scratch = Vec::new();
+        pieces
+            .iter()
+            .map(|p| encode_chunk(p, t, &mut scratch, out))
+            .collect()
     };
-    for c in &coded {
-        out.extend_from_slice(&(c.len() as u32).to_le_bytes());
-    }
-    for c in &coded {
-        out.extend_from_slice(c);
+    for (k, len) in lens.into_iter().enumerate() {
+        out[lens_at + 4 * k..lens_at + 4 * k + 4].copy_from_slice(&(len as u32).to_le_bytes());
     }
 }
 
 /// The largest decoded size a payload of `payload_len` bytes can describe.
 pub fn max_decoded_len(payload_len: usize) -> usize {
-    // Every chunk costs 4 (its length) + 32 (its states) bytes at least.
+    // Every chunk costs 4 (its length) + 128 (its states) bytes at least.
     (payload_len / (4 + MIN_CHUNK_BYTES)).saturating_mul(CHUNK_SYMS)
 }
 
@@ -362,7 +327,7 @@ pub fn decode(payload: &[u8], out: &mut [u8], what: &str) -> Result<()> {
             payload.len() - start
         )));
     }
-    let d = Dec::new(&t);
+    let d = DecTable::new(&t.freq, &t.cum);
     let outs: Vec<&mut [u8]> = out.chunks_mut(CHUNK_SYMS).collect();
     if outs.len() > 1 && parallel::num_threads() > 1 {
         use rayon::prelude::*;
@@ -404,7 +369,7 @@ mod tests {
                         let r = (seed >> 40) as u32;
                         match kind {
                             0 => r as u8,
-                            1 => (r % 100 == 0) as u8 * (r >> 8) as u8,
+                            1 => r.is_multiple_of(100) as u8 * (r >> 8) as u8,
                             _ => 7,
                         }
                     })
@@ -428,6 +393,43 @@ mod tests {
             let mut b = buf.clone();
             b[i] ^= 0x5a;
             let _ = decode(&b, &mut out, "t"); // must not panic
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    /// `cargo test --release --lib rans_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn rans_timing() {
+        let n = 8 << 20;
+        let mut seed = 1u64;
+        let data: Vec<u8> = (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let r = (seed >> 33) as u32;
+                ((r % 64) as i32 - 32 + (r >> 20) as i32 % 7) as u8
+            })
+            .collect();
+        crate::parallel::set_num_threads(1).unwrap();
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let h = super::histogram(&data);
+            let t1 = std::time::Instant::now();
+            let t = super::Table::from_counts(&h);
+            let mut out = Vec::with_capacity(n);
+            super::encode(&data, &t, &mut out);
+            let t2 = std::time::Instant::now();
+            let mut dec = vec![0u8; n];
+            super::decode(&out, &mut dec, "t").unwrap();
+            let t3 = std::time::Instant::now();
+            eprintln!(
+                "hist {:?} encode {:?} decode {:?}",
+                t1 - t0,
+                t2 - t1,
+                t3 - t2
+            );
         }
     }
 }

@@ -23,6 +23,7 @@ def inputs() -> dict[str, np.ndarray]:
         "emb": (np.cos(np.arange(15) * 0.3) * 2.0).astype(np.float32).reshape(3, 5),
         "q4": (np.sin(np.arange(10) * 1.3) * 0.1 + 0.05).astype(np.float32).reshape(2, 5),
         "steps": np.array(12345, dtype=np.int64),
+        "z.embed": (np.sin(np.arange(32 * 64) * 0.05) * 0.01).astype(np.float32).reshape(32, 64),
     }
 
 
@@ -76,6 +77,10 @@ def build(path: str) -> None:
           [("data", "uint8", [5], u8(p4)), ("scale", "float32", [2, 2], u8(s4)),
            ("zero_point", "uint8", [2, 2], u8(z4))], None)
     w.add("steps", "int64", [], "raw", "{}", None, [("data", "int64", [], u8(x["steps"]))], None)
+    # A payload large and regular enough for zstd (level 3) to be kept.
+    qz, sz = quant8_axis0(x["z.embed"])
+    w.add("z.embed", "float32", [32, 64], "quant", json.dumps(qp), None,
+          [("data", "int8", [32, 64], u8(qz)), ("scale", "float32", [32], u8(sz))], 3)
     w.finish({"created_by": "tests/data/make_golden.py"}, '{"default":"auto","rules":[]}')
 
 

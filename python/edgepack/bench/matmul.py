@@ -11,6 +11,7 @@ quantized Linear when installed. GOP/s = 2 M K N / time. Time the numpy baseline
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -30,7 +31,7 @@ QUICK_SHAPES = [(1, 256, 192), (64, 256, 320)]
 
 def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[], object]]:
     try:
-        from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         return lambda f: f
     ctl = ThreadpoolController()
@@ -47,18 +48,21 @@ def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[]
 
 def _ort_session(op: str, feeds: dict, inits: dict, out_dtype, threads: int, domain: str = ""):
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # type: ignore[import-untyped]
         from onnx import helper, numpy_helper
     except ImportError:
         return None
     graph_inputs = [
-        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+        for k, v in feeds.items()
     ]
     inits_pb = [numpy_helper.from_array(v, k) for k, v in inits.items() if v is not None]
     names = [*feeds, *inits]
     node_inputs = [k if (k in feeds or inits.get(k) is not None) else "" for k in names]
     node = helper.make_node(op, node_inputs, ["y"], domain=domain)
-    out = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)), None)
+    out = helper.make_tensor_value_info(
+        "y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)), None
+    )
     graph = helper.make_graph([node], "g", graph_inputs, [out], initializer=inits_pb)
     opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     model = helper.make_model(graph, opset_imports=opsets)
@@ -70,9 +74,13 @@ def _ort_session(op: str, feeds: dict, inits: dict, out_dtype, threads: int, dom
     return lambda: sess.run(None, feeds)
 
 
-def _torch():
+def _affine(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x @ w_t + bias
+
+
+def _torch():  # type: ignore[no-untyped-def]
     try:
-        import torch
+        import torch  # type: ignore[import-not-found]
     except ImportError:
         return None
     return torch
@@ -97,12 +105,16 @@ def cases(quick: bool) -> list[Case]:
         x = rng.normal(0, 1, (m, k)).astype(np.float32)
         w_t = np.ascontiguousarray(w.T)
         layer = ep.QuantizedLinear.from_float(w, bias)
-        q_w = np.clip(np.rint(w / (np.abs(w).max(axis=1, keepdims=True) / 127)), -127, 127).astype(np.int8)
+        q_w = np.clip(np.rint(w / (np.abs(w).max(axis=1, keepdims=True) / 127)), -127, 127).astype(
+            np.int8
+        )
         s_w = (np.abs(w).max(axis=1) / 127).astype(np.float32)
         for threads in (1, 2):
             np_wrap = _numpy_threads(threads)
             shape = f"({m},{k},{n}) t{threads}"
-            base: dict[str, Callable[[], object]] = {"numpy f32": np_wrap(lambda a_f=a_f, b_f=b_f: a_f @ b_f)}
+            base: dict[str, Callable[[], object]] = {
+                "numpy f32": np_wrap(partial(np.matmul, a_f, b_f))
+            }
             ort_mm = _ort_session("MatMulInteger", {"a": a_u8}, {"b": b}, np.int32, threads)
             if ort_mm is not None:
                 base["ort MatMulInteger"] = ort_mm
@@ -117,20 +129,64 @@ def cases(quick: bool) -> list[Case]:
 
                     base["torch _int_mm"] = int_mm
             out.append(
-                Case("matmul", f"matmul_integer u8 {shape}", lambda a=a_u8, p=packed: ep.matmul_integer(a, p),
-                     dict(base), work, "GOP/s", threads)
+                Case(
+                    "matmul",
+                    f"matmul_integer u8 {shape}",
+                    partial(ep.matmul_integer, a_u8, packed),
+                    dict(base),
+                    work,
+                    "GOP/s",
+                    threads,
+                )
+            )
+            # Variants, each next to onnxruntime only (the other peers are timed above).
+            peer = {k: v for k, v in base.items() if k.startswith("ort")}
+            out.append(
+                Case(
+                    "matmul",
+                    f"matmul_integer s8 {shape}",
+                    partial(ep.matmul_integer, a_s8, packed),
+                    dict(peer),
+                    work,
+                    "GOP/s",
+                    threads,
+                )
+            )
+            c_out = np.empty((m, n), np.int32)
+            out.append(
+                Case(
+                    "matmul",
+                    f"matmul_integer u8 out= {shape}",
+                    partial(ep.matmul_integer, a_u8, packed, out=c_out),
+                    dict(peer),
+                    work,
+                    "GOP/s",
+                    threads,
+                )
             )
             out.append(
-                Case("matmul", f"matmul_integer s8 {shape}", lambda a=a_s8, p=packed: ep.matmul_integer(a, p),
-                     dict(base), work, "GOP/s", threads)
+                Case(
+                    "matmul",
+                    f"matmul_integer u8 unpacked B {shape}",
+                    partial(ep.matmul_integer, a_u8, b),
+                    dict(peer),
+                    work,
+                    "GOP/s",
+                    threads,
+                )
             )
             lin_base: dict[str, Callable[[], object]] = {
-                "numpy f32": np_wrap(lambda x=x, w_t=w_t, bias=bias: x @ w_t + bias)
+                "numpy f32": np_wrap(partial(_affine, x, w_t, bias))
             }
             ort_dq = _ort_session(
                 "DynamicQuantizeMatMul",
                 {"A": x},
-                {"B": np.ascontiguousarray(q_w.T), "b_scale": s_w, "b_zero_point": None, "bias": bias},
+                {
+                    "B": np.ascontiguousarray(q_w.T),
+                    "b_scale": s_w,
+                    "b_zero_point": None,
+                    "bias": bias,
+                },
                 np.float32,
                 threads,
                 domain="com.microsoft",
@@ -157,7 +213,116 @@ def cases(quick: bool) -> list[Case]:
                 except Exception:  # pragma: no cover - quantized engines missing
                     pass
             out.append(
-                Case("matmul", f"QuantizedLinear {shape}", lambda x=x, layer=layer: layer(x), lin_base, work,
-                     "GOP/s", threads)
+                Case(
+                    "matmul",
+                    f"QuantizedLinear {shape}",
+                    partial(layer, x),
+                    lin_base,
+                    work,
+                    "GOP/s",
+                    threads,
+                )
             )
     return out
+
+
+def run_interleaved(cases_: list[Case], *, rounds: int = 5, min_time: float = 0.1):
+    """Like :func:`edgepack.bench.run`, but ours and each baseline are timed in turn,
+    ``rounds`` times, keeping each one's best: on a shared, loaded machine this compares them
+    under the same conditions instead of at different moments."""
+    import edgepack
+    from edgepack.bench import Result, best_time
+
+    results = []
+    for case in cases_:
+        before = edgepack.get_num_threads()
+        if case.threads is not None:
+            edgepack.set_num_threads(case.threads)
+        fns = {"edgepack": case.ours, **case.baselines}
+        best = {k: float("inf") for k in fns}
+        try:
+            for _ in range(rounds):
+                for k, f in fns.items():
+                    best[k] = min(best[k], best_time(f, min_time=min_time, max_repeat=20))
+        finally:
+            edgepack.set_num_threads(before)
+        ours = best.pop("edgepack")
+        ratios = {k: t / ours for k, t in best.items()}
+        results.append(
+            Result(
+                case.area, case.name, "edgepack", ours, case.work / ours / 1e9, case.unit, ratios
+            )
+        )
+        for k, t in best.items():
+            results.append(Result(case.area, case.name, k, t, case.work / t / 1e9, case.unit, {}))
+    return results
+
+
+def cpu_scaling(shapes: list[tuple[int, int, int]] | None = None) -> str:
+    """Process CPU time of ``matmul_integer`` with 1 and 2 threads (markdown table).
+
+    On a machine whose cores are busy with other work, wall time says little about scaling;
+    CPU time does say whether 2 threads add work (imbalance spinning, duplicated packing): a
+    ratio near 1.0 means the second thread's share is pure speed-up once it gets a core.
+    """
+    import time
+
+    import edgepack as ep
+
+    rng = np.random.default_rng(5)
+    lines = [
+        "| M,K,N | CPU ms, 1 thread | CPU ms, 2 threads | ratio "
+        "| wall ms, 1 thread | wall ms, 2 threads |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    before = ep.get_num_threads()
+    try:
+        for m, k, n in shapes or [s for s in SHAPES if s[0] >= 64]:
+            a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
+            packed = ep.pack_matrix(rng.integers(-127, 128, size=(k, n), dtype=np.int8))
+            res = []
+            for threads in (1, 2):
+                ep.set_num_threads(threads)
+                ep.matmul_integer(a, packed)
+                reps = max(3, int(2e10 / (2 * m * k * n)))
+                c0, w0 = time.process_time(), time.perf_counter()
+                for _ in range(reps):
+                    ep.matmul_integer(a, packed)
+                res.append(((time.process_time() - c0) / reps, (time.perf_counter() - w0) / reps))
+            (c1, w1), (c2, w2) = res
+            lines.append(
+                f"| {m},{k},{n} | {c1 * 1e3:.2f} | {c2 * 1e3:.2f} | {c2 / c1:.2f} | "
+                f"{w1 * 1e3:.2f} | {w2 * 1e3:.2f} |"
+            )
+    finally:
+        ep.set_num_threads(before)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m edgepack.bench.matmul [--quick] [--rounds N] [--threads T]``: issue 3."""
+    import argparse
+
+    from edgepack.bench import format_table
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, choices=(1, 2), default=None)
+    ap.add_argument("--shape", action="append", default=None, help="M,K,N (repeatable)")
+    ap.add_argument("--cpu-scaling", action="store_true", help="CPU time, 1 vs 2 threads")
+    args = ap.parse_args(argv)
+    if args.cpu_scaling:
+        print(cpu_scaling())
+        return
+    selected = cases(args.quick)
+    if args.threads is not None:
+        selected = [c for c in selected if c.threads == args.threads]
+    if args.shape:
+        wanted = {f"({s.replace(' ', '')})" for s in args.shape}
+        selected = [c for c in selected if any(w in c.name for w in wanted)]
+    print(format_table(run_interleaved(selected, rounds=args.rounds)))
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def cases(quick: bool) -> list[Case]:
     try:
         import safetensors.numpy as st
     except ModuleNotFoundError:  # pragma: no cover
-        st = None
+        st = None  # type: ignore[assignment]
     if not hasattr(edgepack, "quantize"):  # pragma: no cover - before issue 2
         return []
     d = tempfile.mkdtemp(prefix="edgepack-bench-model-")
@@ -135,7 +136,7 @@ def cases(quick: bool) -> list[Case]:
         for n in m.names:
             m.decompress(n)
 
-    base: dict[str, object] = {}
+    base: dict[str, Callable[[], object]] = {}
     if st is not None:
 
         def read_write() -> None:
@@ -166,6 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     cs = cases(args.quick)
     res = run(cs, min_time=0.0)
     print(format_table(res))
+    print("\n| case | impl | seconds | GB/s (float32 bytes) | vs safetensors read+write |")
+    print("|---|---|---:|---:|---:|")
+    for r in res:
+        vs = r.ratio_vs.get("safetensors read+write")
+        print(
+            f"| {r.name} | {r.impl} | {r.seconds:.3f} | {r.throughput:.3f} | "
+            f"{'' if vs is None else f'{vs:.2f}x'} |"
+        )
     for d, src, out, nbytes in _FILES:
         size = os.path.getsize(out)
         print(f"\noutput: {size} bytes = {100 * size / nbytes:.2f}% of the {nbytes} float32 bytes")

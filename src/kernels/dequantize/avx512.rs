@@ -52,6 +52,10 @@ unsafe fn run<const SIGNED: bool>(q: &[u8], out: &mut [f32], scale: f32, zp: i32
         }
     }
     while i + 64 <= n {
+        if i + 4096 + 64 <= n {
+            // SAFETY: prefetch never faults; the address is inside `q` (4 KB ahead).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(qp.add(i + 4096) as *const i8) };
+        }
         // SAFETY: 64 elements from `i` are in bounds of both slices; with `stream`, `op + i`
         // is 64-byte aligned (peeled above).
         unsafe {

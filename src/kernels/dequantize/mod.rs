@@ -3,6 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -38,12 +40,12 @@ pub fn dequantize_with(
     check(q.len(), out.len())?;
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             unsafe { avx512::dequantize(q, out, signed, scale, zp) };
             return Ok(());
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             unsafe { avx2::dequantize(q, out, signed, scale, zp) };
             return Ok(());
@@ -84,12 +86,12 @@ pub fn dequantize_each_with(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             unsafe { avx512::dequantize_each(q, out, signed, scale, zp) };
             return Ok(());
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             unsafe { avx2::dequantize_each(q, out, signed, scale, zp) };
             return Ok(());

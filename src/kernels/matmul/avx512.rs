@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::pack::PANEL;
-use super::{finish_rows, row_tiles, Job};
+use super::{finish_rows, row_tiles, Job, Out};
 
 /// `tile[r][0 .. NV*16] (+)= sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]` (`+=` when
 /// `accumulate`, else `=`).
@@ -15,6 +15,7 @@ use super::{finish_rows, row_tiles, Job};
 /// # Safety
 /// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` readable for
 /// `(NV-1)*sstride + 64*groups` bytes; `tile` writable for MR rows of PANEL int32.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
@@ -25,6 +26,7 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     groups: usize,
     tile: *mut i32,
     accumulate: bool,
+    direct: Direct,
 ) {
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
     if accumulate {
@@ -54,6 +56,33 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
             }
         }
     }
+    if !direct.out.is_null() {
+        for (r, accr) in acc.iter().enumerate() {
+            for (v, &x) in accr.iter().enumerate() {
+                // SAFETY: `direct` points at row 0, column 0 of this tile in the output (row
+                // stride `ldo` elements of 4 bytes) and at its 16*NV column terms, scales and
+                // bias, and at the row scales of its rows (caller contract).
+                unsafe {
+                    let c = _mm512_loadu_si512(direct.col_add.add(v * 16).cast());
+                    let x = _mm512_add_epi32(x, c);
+                    let o = direct.out.add((r * direct.ldo + v * 16) * 4);
+                    if direct.float {
+                        // float32(x) * (row_scale * col_scale) (+ bias): the order of finish_rows.
+                        let rs = _mm512_set1_ps(*direct.row_scale.add(r * direct.rs_step));
+                        let sc = _mm512_mul_ps(rs, _mm512_loadu_ps(direct.col_scale.add(v * 16)));
+                        let mut y = _mm512_mul_ps(_mm512_cvtepi32_ps(x), sc);
+                        if !direct.bias.is_null() {
+                            y = _mm512_add_ps(y, _mm512_loadu_ps(direct.bias.add(v * 16)));
+                        }
+                        _mm512_storeu_ps(o.cast(), y);
+                    } else {
+                        _mm512_storeu_si512(o.cast(), x);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (r, accr) in acc.iter().enumerate() {
         for (v, &x) in accr.iter().enumerate() {
             // SAFETY: row r, columns v*16..v*16+16 of the tile (caller contract).
@@ -62,24 +91,92 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     }
 }
 
+/// Where a finished tile goes when it needs no per-row correction terms and its panel is full:
+/// straight from registers into the int32 or float32 output, with the column terms (and the
+/// float epilogue); `out` null: into the tile for `finish_rows`.
+#[derive(Clone, Copy)]
+struct Direct {
+    /// Row 0, column 0 of the tile in the output (4-byte elements).
+    out: *mut u8,
+    /// Output row stride in elements.
+    ldo: usize,
+    col_add: *const i32,
+    /// float32 output: `float32(acc) * (row_scale * col_scale) (+ bias)`.
+    float: bool,
+    row_scale: *const f32,
+    /// 0 (one scale) or 1 (per row).
+    rs_step: usize,
+    col_scale: *const f32,
+    bias: *const f32,
+}
+
+impl Direct {
+    const NONE: Direct = Direct {
+        out: std::ptr::null_mut(),
+        ldo: 0,
+        col_add: std::ptr::null(),
+        float: false,
+        row_scale: std::ptr::null(),
+        rs_step: 0,
+        col_scale: std::ptr::null(),
+        bias: std::ptr::null(),
+    };
+    /// The second half (columns 32..64) of a panel.
+    #[inline(always)]
+    fn half(self) -> Direct {
+        if self.out.is_null() {
+            return self;
+        }
+        Direct {
+            out: self.out.wrapping_add(32 * 4),
+            col_add: self.col_add.wrapping_add(32),
+            col_scale: self.col_scale.wrapping_add(32),
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                self.bias.wrapping_add(32)
+            },
+            ..self
+        }
+    }
+}
+
 macro_rules! tile_call {
-    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr) => {
+    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr, $d:expr) => {
         // SAFETY: forwarded caller contract of `micro`.
         unsafe {
             match $rows {
-                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
-                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc),
+                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
                 7 => {
-                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc);
-                    micro::<7, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32), $acc);
+                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
+                    micro::<7, 2, $flip>(
+                        $a,
+                        $lda,
+                        $b.add(2 * $ss),
+                        $ss,
+                        $g,
+                        $t.add(32),
+                        $acc,
+                        $d.half(),
+                    );
                 }
                 _ => {
-                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc);
-                    micro::<8, 2, $flip>($a, $lda, $b.add(2 * $ss), $ss, $g, $t.add(32), $acc);
+                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
+                    micro::<8, 2, $flip>(
+                        $a,
+                        $lda,
+                        $b.add(2 * $ss),
+                        $ss,
+                        $g,
+                        $t.add(32),
+                        $acc,
+                        $d.half(),
+                    );
                 }
             }
         }
@@ -109,6 +206,43 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
         KC_GROUPS
     };
     let rows_blk = m1 - m0;
+    let n = job.b.n();
+    // Tiles may skip finish_rows when no per-row terms apply (B int8 without zero point, A
+    // zero point scalar) and the output is int32 or float32.
+    let direct_ok = job.row_a.is_none()
+        && job.b.b_prime().is_none()
+        && matches!(job.out, Out::I32(_) | Out::F32 { .. });
+    let direct_at = |m: usize, p: usize| -> Direct {
+        let at = m * n + p * PANEL;
+        let col_add = job.col_add[p * PANEL..].as_ptr();
+        match job.out {
+            Out::I32(ptr) => Direct {
+                out: ptr.get().wrapping_add(at).cast(),
+                ldo: n,
+                col_add,
+                ..Direct::NONE
+            },
+            Out::F32 {
+                ptr,
+                row_scale,
+                col_scale,
+                bias,
+            } => {
+                let per_row = row_scale.len() != 1;
+                Direct {
+                    out: ptr.get().wrapping_add(at).cast(),
+                    ldo: n,
+                    col_add,
+                    float: true,
+                    row_scale: row_scale[if per_row { m } else { 0 }..].as_ptr(),
+                    rs_step: per_row as usize,
+                    col_scale: col_scale[p * PANEL..].as_ptr(),
+                    bias: bias.map_or(std::ptr::null(), |b| b[p * PANEL..].as_ptr()),
+                }
+            }
+            Out::Q8 { .. } => Direct::NONE,
+        }
+    };
     super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
         // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
         let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
@@ -131,12 +265,17 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
                             acc.as_mut_ptr().add(at),
                         )
                     };
-                    if job.flip {
-                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0);
+                    let d = if direct_ok && last && (p + 1) * PANEL <= n {
+                        direct_at(m, p)
                     } else {
-                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0);
+                        Direct::NONE
+                    };
+                    if job.flip {
+                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                    } else {
+                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
                     }
-                    if last {
+                    if last && d.out.is_null() {
                         finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
                     }
                 });
@@ -147,4 +286,87 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
             }
         }
     });
+}
+
+/// Pack full 4-row x 64-column blocks of row-major B (N columns) for k-groups `g0..g1` and
+/// panels `0..panels`: each block becomes one 64-byte line in each of its 4 strips (128-bit
+/// lane transpose, then `vpermb` interleaves the 4 rows of each column), XOR `flip`.
+///
+/// # Safety
+/// avx512f/bw/vbmi; rows `4*g1 <= K`, `64*panels <= n`; `out` is the packed buffer of `kp`
+/// rows (strip stride `kp*16` bytes) and lines of groups g0..g1 are not accessed concurrently.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(super) unsafe fn pack_lines(
+    b: &[u8],
+    n: usize,
+    g0: usize,
+    g1: usize,
+    panels: usize,
+    flip: u8,
+    out: *mut u8,
+    kp: usize,
+) {
+    let mut idx = [0u8; 64];
+    for (j, x) in idx.iter_mut().enumerate() {
+        let (c, i) = (j / 4, j % 4);
+        *x = (i * 16 + c) as u8;
+    }
+    // SAFETY: 64 bytes from a local array.
+    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+    let fl = _mm512_set1_epi8(flip as i8);
+    let sstride = kp * 16;
+    for g in g0..g1 {
+        debug_assert!((4 * g + 4) * n <= b.len());
+        for p in 0..panels {
+            // SAFETY: rows 4g..4g+4 < K, columns 64p..64p+64 <= n (caller contract).
+            let r = unsafe {
+                let base = b.as_ptr().add(4 * g * n + 64 * p);
+                [
+                    _mm512_loadu_si512(base.cast()),
+                    _mm512_loadu_si512(base.add(n).cast()),
+                    _mm512_loadu_si512(base.add(2 * n).cast()),
+                    _mm512_loadu_si512(base.add(3 * n).cast()),
+                ]
+            };
+            let t0 = _mm512_shuffle_i64x2::<0x44>(r[0], r[1]);
+            let t1 = _mm512_shuffle_i64x2::<0xEE>(r[0], r[1]);
+            let t2 = _mm512_shuffle_i64x2::<0x44>(r[2], r[3]);
+            let t3 = _mm512_shuffle_i64x2::<0xEE>(r[2], r[3]);
+            let s = [
+                _mm512_shuffle_i64x2::<0x88>(t0, t2),
+                _mm512_shuffle_i64x2::<0xDD>(t0, t2),
+                _mm512_shuffle_i64x2::<0x88>(t1, t3),
+                _mm512_shuffle_i64x2::<0xDD>(t1, t3),
+            ];
+            for (j, &v) in s.iter().enumerate() {
+                let line = _mm512_xor_si512(_mm512_permutexvar_epi8(idx, v), fl);
+                // SAFETY: line g of strip 4p+j of the packed buffer (caller contract).
+                unsafe {
+                    _mm512_storeu_si512(out.add((4 * p + j) * sstride + g * 64).cast(), line)
+                };
+            }
+        }
+    }
+}
+
+/// `sums[c] = sum over the strip's k of Bs[k, c]` for its 16 columns (`vpdpbusd` with ones).
+///
+/// # Safety
+/// avx512f/bw/vnni; `strip` is whole 64-byte lines; `sums` writable for 16 int32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn strip_sums(strip: &[u8], sums: *mut i32) {
+    let ones = _mm512_set1_epi8(1);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    for (i, line) in strip.chunks_exact(64).enumerate() {
+        // SAFETY: a whole 64-byte line.
+        let v = unsafe { _mm512_loadu_si512(line.as_ptr().cast()) };
+        acc[i & 3] = _mm512_dpbusd_epi32(acc[i & 3], ones, v);
+    }
+    let s = _mm512_add_epi32(
+        _mm512_add_epi32(acc[0], acc[1]),
+        _mm512_add_epi32(acc[2], acc[3]),
+    );
+    // SAFETY: 16 int32 (caller contract).
+    unsafe { _mm512_storeu_si512(sums.cast(), s) };
 }

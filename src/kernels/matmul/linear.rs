@@ -144,8 +144,26 @@ macro_rules! dispatch {
     }};
 }
 
-fn minmax(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
+fn minmax_one(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
     dispatch!(isa, minmax512, minmax2, minmax_body, (x))
+}
+
+/// (min(x, 0), max(x, 0), any non-finite), over the thread pool for large inputs.
+fn minmax(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
+    if x.len() < (1 << 17) || crate::parallel::num_threads() == 1 {
+        return minmax_one(isa, x);
+    }
+    let parts = std::sync::Mutex::new(Vec::new());
+    crate::parallel::for_chunks(x.len(), 1 << 16, |a, b| {
+        let r = minmax_one(isa, &x[a..b]);
+        parts.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+    });
+    let parts = parts.into_inner().unwrap_or_else(|e| e.into_inner());
+    parts
+        .iter()
+        .fold((0.0, 0.0, false), |(lo, hi, bad), &(l, h, b)| {
+            (lo.min(l), hi.max(h), bad || b)
+        })
 }
 fn quant_u8(isa: Isa, x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
     dispatch!(

@@ -26,6 +26,8 @@ pub mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 
 #[cfg(test)]
 mod tests;
@@ -235,9 +237,7 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
     for r in 0..rows {
         let m = m0 + r;
         let t = &mut tile[r * PANEL..r * PANEL + nc];
-        for (x, &c) in t.iter_mut().zip(ca) {
-            *x = x.wrapping_add(c);
-        }
+        // `col_add` is added in the output loops below (one pass; no memcpy for int32).
         if let Some(ra) = job.row_a {
             let ra = ra[m];
             for (x, &c) in t.iter_mut().zip(cs) {
@@ -255,7 +255,9 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
             Out::I32(ptr) => {
                 // SAFETY: row m, columns n0..n0+nc of the M x N output; tiles are disjoint.
                 let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
-                o.copy_from_slice(t);
+                for ((o, &x), &c) in o.iter_mut().zip(t.iter()).zip(ca) {
+                    *o = x.wrapping_add(c);
+                }
             }
             Out::F32 {
                 ptr,
@@ -269,15 +271,19 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
                 let cs = &col_scale[n0..n0 + nc];
                 match bias {
                     Some(b) => {
-                        for (((o, &x), &s), &b) in
-                            o.iter_mut().zip(t.iter()).zip(cs).zip(&b[n0..n0 + nc])
+                        for ((((o, &x), &c), &s), &b) in o
+                            .iter_mut()
+                            .zip(t.iter())
+                            .zip(ca)
+                            .zip(cs)
+                            .zip(&b[n0..n0 + nc])
                         {
-                            *o = x as f32 * (rs * s) + b;
+                            *o = x.wrapping_add(c) as f32 * (rs * s) + b;
                         }
                     }
                     None => {
-                        for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(cs) {
-                            *o = x as f32 * (rs * s);
+                        for (((o, &x), &c), &s) in o.iter_mut().zip(t.iter()).zip(ca).zip(cs) {
+                            *o = x.wrapping_add(c) as f32 * (rs * s);
                         }
                     }
                 }
@@ -292,8 +298,13 @@ pub(crate) fn finish_rows(job: &Job, m0: usize, rows: usize, p: usize, tile: &mu
                 // SAFETY: as above.
                 let o = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(at), nc) };
                 let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
-                for ((o, &x), &s) in o.iter_mut().zip(t.iter()).zip(&mult[n0..n0 + nc]) {
-                    let q = (x as f32 * s).max(flo).min(fhi).round_ties_even();
+                for (((o, &x), &c), &s) in
+                    o.iter_mut().zip(t.iter()).zip(ca).zip(&mult[n0..n0 + nc])
+                {
+                    let q = (x.wrapping_add(c) as f32 * s)
+                        .max(flo)
+                        .min(fhi)
+                        .round_ties_even();
                     // SAFETY: q is an integer within lo-zp..=hi-zp (max/min send NaN to a
                     // bound), representable in i32.
                     *o = (unsafe { q.to_int_unchecked::<i32>() } + zp) as u8;
@@ -316,25 +327,53 @@ pub(crate) fn row_tiles(m: usize, m0: usize, m1: usize, mut f: impl FnMut(usize,
     }
 }
 
-fn run_block(isa: Isa, job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
+/// Which block kernel runs (the one dispatch of this op).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    Scalar,
+    Avx2,
+    AvxVnni,
+    Avx512,
+    /// The AVX-VNNI kernel with the AVX-512VL encoding (tests on hosts without AVX-VNNI).
+    #[cfg(test)]
+    AvxVnniViaVl,
+}
+
+impl Kernel {
+    pub(crate) fn for_isa(isa: Isa) -> Kernel {
         if isa.includes(Isa::Avx512) {
-            // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni (isa.rs); callers pass only
-            // levels from `isa::detected()` or `isa::active()`.
-            return unsafe { avx512::gemm_block(job, m0, m1, p0, p1) };
-        }
-        if isa.includes(Isa::Avx2) {
-            // SAFETY: the Avx2 level implies avx2 + bmi2.
-            return unsafe { avx2::gemm_block(job, m0, m1, p0, p1) };
+            Kernel::Avx512
+        } else if isa.includes(Isa::AvxVnni) {
+            Kernel::AvxVnni
+        } else if isa.includes(Isa::Avx2) {
+            Kernel::Avx2
+        } else {
+            Kernel::Scalar
         }
     }
-    let _ = isa;
-    scalar::gemm_block(job, m0, m1, p0, p1);
+}
+
+fn run_block(kernel: Kernel, job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni (isa.rs); callers pass only
+        // levels from `isa::detected()` or `isa::active()`.
+        Kernel::Avx512 => unsafe { avx512::gemm_block(job, m0, m1, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the AvxVnni level implies avx2 + avxvnni.
+        Kernel::AvxVnni => unsafe { avxvnni::gemm_block(job, m0, m1, p0, p1) },
+        #[cfg(all(test, target_arch = "x86_64"))]
+        // SAFETY: tests pick this only when the Avx512 level is detected.
+        Kernel::AvxVnniViaVl => unsafe { avxvnni::gemm_block_vl(job, m0, m1, p0, p1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Avx2 level implies avx2 + bmi2.
+        Kernel::Avx2 => unsafe { avx2::gemm_block(job, m0, m1, p0, p1) },
+        _ => scalar::gemm_block(job, m0, m1, p0, p1),
+    }
 }
 
 /// Run `job` on every thread of the pool: blocks of rows x panels, disjoint outputs.
-fn run(isa: Isa, job: &Job) {
+fn run(kernel: Kernel, job: &Job) {
     let m = job.m;
     let panels = job.b.np() / PANEL;
     if m == 0 || panels == 0 {
@@ -358,7 +397,7 @@ fn run(isa: Isa, job: &Job) {
         for it in i0..i1 {
             let (mb, pb) = (it / pblocks, it % pblocks);
             let (m0, p0) = (mb * mc, pb * pc);
-            run_block(isa, job, m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels));
+            run_block(kernel, job, m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels));
         }
     });
 }
@@ -383,22 +422,37 @@ pub(crate) fn tile_of_row(m: usize, r: usize) -> (usize, usize) {
     }
 }
 
-/// A as the kernels read it: in place when K is a multiple of 4, else copied into `buf` with
-/// rows zero-padded to `kp` (int8 padding is 0x80, which the kernels' XOR turns into 0).
-/// Returns (bytes, row stride).
-fn kernel_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut [u8]) -> (&'a [u8], usize) {
-    if a.k == kp {
-        return (a.data, kp);
+/// Up to this many rows, int8 A is converted to `Au = A ^ 0x80` once (a copy of M*K bytes)
+/// instead of in the kernels: small-M kernels issue one XOR per broadcast for few `vpdpbusd`.
+const PRE_FLIP_ROWS: usize = 16;
+
+/// Whether [`kernel_a`] copies A (so the scratch it needs is `rows * kp` bytes).
+fn a_needs_copy(a: &Lhs, kp: usize) -> bool {
+    kp > 0 && (a.k != kp || (a.dtype == Dtype::I8 && a.rows <= PRE_FLIP_ROWS))
+}
+
+/// A as the kernels read it: (bytes, row stride, XOR 0x80 in the kernel). In place when K is
+/// a multiple of 4 and no pre-flip applies; else copied into `buf` with rows padded to `kp`
+/// (padding multiplies packed B's zero rows, so its value does not matter; it is written as
+/// the value that becomes 0 after the XOR).
+fn kernel_a<'a>(a: &Lhs<'a>, kp: usize, buf: &'a mut [u8]) -> (&'a [u8], usize, bool) {
+    let signed = a.dtype == Dtype::I8;
+    if !a_needs_copy(a, kp) {
+        return (a.data, kp, signed);
     }
-    let fill = if a.dtype == Dtype::I8 { 0x80u8 } else { 0 };
+    let pre_flip = signed && a.rows <= PRE_FLIP_ROWS;
+    let x = if pre_flip { 0x80u8 } else { 0 };
+    let fill = if signed && !pre_flip { 0x80u8 } else { 0 };
     for (dst, src) in buf
         .chunks_exact_mut(kp)
         .zip(a.data.chunks_exact(a.k.max(1)))
     {
-        dst[..a.k].copy_from_slice(src);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v ^ x;
+        }
         dst[a.k..].fill(fill);
     }
-    (&buf[..a.rows * kp], kp)
+    (&buf[..a.rows * kp], kp, signed && !pre_flip)
 }
 
 /// `rowsum(Au)` per row (wrapping).
@@ -420,7 +474,7 @@ thread_local! {
 }
 
 /// Largest scratch buffer kept between calls.
-const SCRATCH_KEEP: usize = 64 << 20;
+const SCRATCH_KEEP: usize = 16 << 20;
 
 /// Run `f` with this thread's scratch buffer `slot` (0: packed A, 1: quantized activations) of
 /// at least `len` bytes; contents are arbitrary.
@@ -485,9 +539,16 @@ fn prepare(
     }
 }
 
-fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&[i32]>, out: Out) {
+fn execute(
+    kernel: Kernel,
+    a: &Lhs,
+    a_zp: &[i32],
+    b: &PackedMatrix,
+    bias_i32: Option<&[i32]>,
+    out: Out,
+) {
     let kp = b.kp();
-    let scratch = if a.k == kp { 0 } else { a.rows * kp };
+    let scratch = if a_needs_copy(a, kp) { a.rows * kp } else { 0 };
     with_scratch(0, scratch, |buf| {
         let rowsums = if b.b_prime().is_some() {
             row_sums(a)
@@ -495,19 +556,19 @@ fn execute(isa: Isa, a: &Lhs, a_zp: &[i32], b: &PackedMatrix, bias_i32: Option<&
             Vec::new()
         };
         let p = prepare(a, a_zp, b, bias_i32, &rowsums);
-        let (data, lda) = kernel_a(a, kp, buf);
+        let (data, lda, flip) = kernel_a(a, kp, buf);
         let job = Job {
             a: data,
             lda,
             m: a.rows,
-            flip: a.dtype == Dtype::I8,
+            flip,
             b,
             col_add: &p.col_add,
             row_a: p.row_a.as_deref(),
             row_r: &p.row_r,
             out,
         };
-        run(isa, &job);
+        run(kernel, &job);
     });
 }
 
@@ -517,21 +578,33 @@ fn validate(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     Ok(zp)
 }
 
-fn alloc<T: Copy + Default>(m: usize, n: usize) -> Result<Vec<T>> {
-    let len = m
-        .checked_mul(n)
+fn alloc_len(m: usize, n: usize) -> Result<usize> {
+    m.checked_mul(n)
         .filter(|&l| l <= isize::MAX as usize / 8)
-        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))?;
-    // Fallible: (2^20 x 1) @ (1 x 2^20) asks 4 TiB from 2 MiB of operands; an error, not an abort.
-    let mut v = Vec::new();
+        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))
+}
+
+/// An output buffer the kernels overwrite completely (every row, every column of every panel),
+/// so it is not zeroed first: zeroing costs a pass over memory the kernels write anyway.
+/// The reservation is fallible: (2^20 x 1) @ (1 x 2^20) asks 4 TiB from 2 MiB of operands,
+/// which is an error, not an abort.
+fn alloc_output<T: Copy>(m: usize, n: usize, fill: impl FnOnce(*mut T)) -> Result<Vec<T>> {
+    let len = alloc_len(m, n)?;
+    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::new();
     v.try_reserve_exact(len).map_err(|_| {
         Error::limit(format!(
             "output of shape ({m}, {n}) needs {} bytes, which cannot be allocated",
             len as u128 * std::mem::size_of::<T>() as u128
         ))
     })?;
-    v.resize(len, T::default());
-    Ok(v)
+    // SAFETY: MaybeUninit needs no initialisation; capacity is at least len.
+    unsafe { v.set_len(len) };
+    fill(v.as_mut_ptr().cast::<T>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `fill` ran the kernels, which write all m*n elements (`run` covers every row
+    // block and every panel, `finish_rows` every row and column of its tile); MaybeUninit<T>
+    // has T's layout, so the allocation is a valid Vec<T> of the same length and capacity.
+    Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) })
 }
 
 /// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
@@ -539,12 +612,43 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
     matmul_integer_with(isa::active(), a, a_zp, b)
 }
 
+/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`,
+/// packed for this call only (storage recycled per thread).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_integer_unpacked_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
+        matmul_integer_with(isa, a, a_zp, packed)
+    })?
+}
+
+/// [`matmul_integer_unpacked_with`] on [`isa::active`].
+pub fn matmul_integer_unpacked(
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+) -> Result<Vec<i32>> {
+    matmul_integer_unpacked_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp)
+}
+
 /// [`matmul_integer`] on a given ISA level (tests).
 pub fn matmul_integer_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
-    validate(a, a_zp, b)?;
-    let mut out = alloc::<i32>(a.rows, b.n())?;
-    matmul_integer_into_with(isa, a, a_zp, b, &mut out)?;
-    Ok(out)
+    let zp = validate(a, a_zp, b)?;
+    alloc_output::<i32>(a.rows, b.n(), |p| {
+        execute(Kernel::for_isa(isa), a, &zp, b, None, Out::I32(SyncPtr(p)))
+    })
 }
 
 /// [`matmul_integer`] into a caller's M x N buffer (no fresh output pages).
@@ -564,8 +668,29 @@ pub fn matmul_integer_into_with(
             b.n()
         );
     }
-    execute(isa, a, &zp, b, None, Out::I32(SyncPtr(out.as_mut_ptr())));
+    execute(
+        Kernel::for_isa(isa),
+        a,
+        &zp,
+        b,
+        None,
+        Out::I32(SyncPtr(out.as_mut_ptr())),
+    );
     Ok(())
+}
+
+/// [`matmul_integer`] on a given block kernel (tests).
+#[cfg(test)]
+pub(crate) fn matmul_integer_kernel(
+    kernel: Kernel,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+) -> Result<Vec<i32>> {
+    let zp = validate(a, a_zp, b)?;
+    alloc_output::<i32>(a.rows, b.n(), |p| {
+        execute(kernel, a, &zp, b, None, Out::I32(SyncPtr(p)))
+    })
 }
 
 /// [`matmul_integer_into_with`] on [`isa::active`].
@@ -604,15 +729,15 @@ pub fn matmul_scaled_with(
     if bias.is_some_and(|v| v.len() != n) || bias_i32.is_some_and(|v| v.len() != n) {
         bail_arg!("`bias` must have N={n} values");
     }
-    let mut out = alloc::<f32>(a.rows, n)?;
-    let o = Out::F32 {
-        ptr: SyncPtr(out.as_mut_ptr()),
-        row_scale,
-        col_scale,
-        bias,
-    };
-    execute(isa, a, &zp, b, bias_i32, o);
-    Ok(out)
+    alloc_output::<f32>(a.rows, n, |p| {
+        let o = Out::F32 {
+            ptr: SyncPtr(p),
+            row_scale,
+            col_scale,
+            bias,
+        };
+        execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o)
+    })
 }
 
 /// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes.
@@ -640,16 +765,16 @@ pub fn matmul_requant_with(
     }
     let yz = check_zero_points("y_zero_point", &[y_zp], 1, "tensor", y_dtype)?[0];
     let (lo, hi) = y_dtype.range();
-    let mut out = alloc::<u8>(a.rows, n)?;
-    let o = Out::Q8 {
-        ptr: SyncPtr(out.as_mut_ptr()),
-        mult,
-        zp: yz,
-        lo,
-        hi,
-    };
-    execute(isa, a, &zp, b, bias_i32, o);
-    Ok(out)
+    alloc_output::<u8>(a.rows, n, |p| {
+        let o = Out::Q8 {
+            ptr: SyncPtr(p),
+            mult,
+            zp: yz,
+            lo,
+            hi,
+        };
+        execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o)
+    })
 }
 
 /// ONNX `QLinearMatMul`: `y = saturate(rint(float32(C) * (a_scale * b_scale[n] / y_scale)) + y_zp)`

@@ -11,6 +11,7 @@
 
 use super::{check_zero_points, Dtype};
 use crate::error::{Error, Result};
+use crate::kernels::isa::Isa;
 
 /// Columns per strip (int32 lanes of a zmm register).
 pub const STRIP: usize = 16;
@@ -20,6 +21,14 @@ pub const PANEL: usize = 64;
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Line([u8; 64]);
+
+thread_local! {
+    /// Packed storage of the last temporary pack on this thread (see `with_temporary`).
+    static RECYCLED: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest temporary pack kept for reuse, bytes.
+const RECYCLE_KEEP: usize = 32 << 20;
 
 /// B packed for the int8 kernels; immutable and shareable between threads.
 pub struct PackedMatrix {
@@ -58,6 +67,50 @@ impl PackedMatrix {
     /// Pack a row-major (K, N) matrix of `dtype` bytes (int8 as its two's-complement bytes)
     /// with zero point `zero_point` (empty, one value, or N values; checked against `dtype`).
     pub fn pack(b: &[u8], k: usize, n: usize, dtype: Dtype, zero_point: &[i64]) -> Result<Self> {
+        Self::pack_with(crate::kernels::isa::active(), b, k, n, dtype, zero_point)
+    }
+
+    /// [`PackedMatrix::pack`] on a given ISA level (the layout is the same on every level).
+    pub fn pack_with(
+        isa: Isa,
+        b: &[u8],
+        k: usize,
+        n: usize,
+        dtype: Dtype,
+        zero_point: &[i64],
+    ) -> Result<Self> {
+        Self::pack_into(isa, b, k, n, dtype, zero_point, Vec::new())
+    }
+
+    /// Pack B for one call and run `f` on it, with the packed storage recycled per thread
+    /// (fresh pages for a large temporary cost more page faults than the packing itself).
+    pub fn with_temporary<R>(
+        isa: Isa,
+        b: &[u8],
+        k: usize,
+        n: usize,
+        dtype: Dtype,
+        zero_point: &[i64],
+        f: impl FnOnce(&PackedMatrix) -> R,
+    ) -> Result<R> {
+        let buf = RECYCLED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+        let packed = Self::pack_into(isa, b, k, n, dtype, zero_point, buf)?;
+        let out = f(&packed);
+        if packed.lines.capacity() * 64 <= RECYCLE_KEEP {
+            RECYCLED.with(|r| *r.borrow_mut() = packed.lines);
+        }
+        Ok(out)
+    }
+
+    fn pack_into(
+        isa: Isa,
+        b: &[u8],
+        k: usize,
+        n: usize,
+        dtype: Dtype,
+        zero_point: &[i64],
+        mut lines: Vec<Line>,
+    ) -> Result<Self> {
         let total = k
             .checked_mul(n)
             .ok_or_else(|| Error::limit(format!("`b` shape ({k}, {n}) overflows")))?;
@@ -75,27 +128,68 @@ impl PackedMatrix {
             .filter(|&l| l <= isize::MAX as usize / 64)
             .ok_or_else(|| Error::limit(format!("`b` of shape ({k}, {n}) is too large to pack")))?;
         let flip = if dtype == Dtype::U8 { 0x80u8 } else { 0 };
-        let mut lines = vec![Line([0u8; 64]); nlines];
+        // Zero everything (padding rows / columns must be zero); a recycled buffer is already
+        // mapped, so this is a memset, not page faults.
+        lines.clear();
+        lines.resize(nlines, Line([0u8; 64]));
         let groups = kp / 4;
         let strips = np / STRIP;
-        {
-            // Strips are independent; fill them in parallel.
-            let ptr = SyncPtr(lines.as_mut_ptr());
+        let mut col_sums = vec![0i32; np];
+        let ptr = SyncPtr(lines.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        let simd = isa.includes(Isa::Avx512);
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        // Full 4-row x 64-column blocks go through the SIMD transpose (parallel over k-groups,
+        // every thread writing its own lines of every strip); the rest per strip in Rust.
+        let (simd_groups, simd_panels) = if simd { (k / 4, n / PANEL) } else { (0, 0) };
+        #[cfg(target_arch = "x86_64")]
+        if simd_groups > 0 && simd_panels > 0 {
+            crate::parallel::for_chunks(simd_groups, 256, |g0, g1| {
+                // SAFETY: Avx512 level (implies avx512vbmi); rows 4*g1 <= k, columns
+                // simd_panels*64 <= n; lines of k-groups g0..g1 are written by this chunk only.
+                unsafe {
+                    super::avx512::pack_lines(b, n, g0, g1, simd_panels, flip, ptr.get().cast(), kp)
+                };
+            });
+        }
+        crate::parallel::for_chunks(strips, 8, |s0, s1| {
+            for s in s0..s1 {
+                // SAFETY: strip `s` owns lines `s*groups..(s+1)*groups`; chunks are disjoint
+                // and `lines` outlives this call (for_chunks returns after every chunk ran).
+                let strip =
+                    unsafe { std::slice::from_raw_parts_mut(ptr.get().add(s * groups), groups) };
+                let g_from = if s * STRIP < simd_panels * PANEL {
+                    simd_groups
+                } else {
+                    0
+                };
+                pack_strip(b, k, n, s * STRIP, flip, g_from, strip);
+            }
+        });
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            let cp = SyncPtr(col_sums.as_mut_ptr());
+            let data_ptr = SyncPtr(lines.as_mut_ptr());
             crate::parallel::for_chunks(strips, 8, |s0, s1| {
                 for s in s0..s1 {
-                    // SAFETY: strip `s` owns lines `s*groups..(s+1)*groups`; chunks are disjoint
-                    // and `lines` outlives this call (for_chunks returns after every chunk ran).
-                    let strip = unsafe {
-                        std::slice::from_raw_parts_mut(ptr.get().add(s * groups), groups)
-                    };
-                    pack_strip(b, k, n, s * STRIP, flip, strip);
+                    // SAFETY: strip s (groups lines) is fully written above; column sums
+                    // s*16..s*16+16 are written by this chunk only.
+                    unsafe {
+                        let strip = std::slice::from_raw_parts(
+                            data_ptr.get().add(s * groups).cast::<u8>(),
+                            groups * 64,
+                        );
+                        super::avx512::strip_sums(strip, cp.get().add(s * STRIP));
+                    }
                 }
             });
         }
-        let mut col_sums = vec![0i32; np];
-        for row in b.chunks_exact(n.max(1)).take(k) {
-            for (s, &v) in col_sums.iter_mut().zip(row) {
-                *s = s.wrapping_add(((v ^ flip) as i8) as i32);
+        if !simd {
+            for row in b.chunks_exact(n.max(1)).take(k) {
+                for (s, &v) in col_sums.iter_mut().zip(row) {
+                    *s = s.wrapping_add(((v ^ flip) as i8) as i32);
+                }
             }
         }
         let offset = if dtype == Dtype::U8 { 128 } else { 0 };
@@ -175,12 +269,21 @@ impl PackedMatrix {
     }
 }
 
-fn pack_strip(b: &[u8], k: usize, n: usize, n0: usize, flip: u8, strip: &mut [Line]) {
+/// Fill k-groups `g_from..` of the strip of columns `n0..n0+16` (zero beyond K and N).
+fn pack_strip(
+    b: &[u8],
+    k: usize,
+    n: usize,
+    n0: usize,
+    flip: u8,
+    g_from: usize,
+    strip: &mut [Line],
+) {
     let cols = n.saturating_sub(n0).min(STRIP);
     if cols == 0 {
         return;
     }
-    for (g, line) in strip.iter_mut().enumerate() {
+    for (g, line) in strip.iter_mut().enumerate().skip(g_from) {
         for i in 0..4 {
             let kk = 4 * g + i;
             if kk >= k {

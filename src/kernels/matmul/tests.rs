@@ -58,6 +58,37 @@ fn check(
             "isa={isa} m={m} k={k} n={n} {ad:?}x{bd:?} za={za:?} zb={zb:?}"
         );
     }
+    // Every output element is written (the allocating entries skip zeroing): a sentinel-filled
+    // buffer must come back equal to the twin.
+    for isa in isa::detected() {
+        let mut out = vec![i32::MIN + 7; m * n];
+        matmul_integer_into_with(isa, &lhs, &wide(za), &packed, &mut out).unwrap();
+        assert!(out == want, "sentinel isa={isa} m={m} k={k} n={n}");
+    }
+    // Unpacked B, packed per call into recycled storage (twice: the second reuses it).
+    for isa in isa::detected() {
+        for _ in 0..2 {
+            let got =
+                matmul_integer_unpacked_with(isa, &lhs, &wide(za), b, k, n, bd, &wide(zb)).unwrap();
+            assert!(got == want, "unpacked isa={isa} m={m} k={k} n={n}");
+        }
+    }
+    // Unaligned start of A (one byte into a larger buffer).
+    let mut shifted = vec![0x5au8; a.len() + 1];
+    shifted[1..].copy_from_slice(a);
+    let lhs1 = Lhs {
+        data: &shifted[1..],
+        ..lhs
+    };
+    for isa in isa::detected() {
+        let got = matmul_integer_with(isa, &lhs1, &wide(za), &packed).unwrap();
+        assert!(got == want, "unaligned isa={isa} m={m} k={k} n={n}");
+    }
+    // The AVX-VNNI kernel, through the AVX-512VL encoding of the same instruction.
+    if isa::detected().contains(&Isa::Avx512) {
+        let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
+        assert!(got == want, "avxvnni(vl) m={m} k={k} n={n} {ad:?}x{bd:?}");
+    }
 }
 
 const DT: [(Dtype, Dtype); 4] = [
@@ -166,6 +197,13 @@ fn extreme_operands_large_k() {
                 "isa={isa} {ad:?}x{bd:?} k={k}"
             );
         }
+        if isa::detected().contains(&Isa::Avx512) {
+            let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
+            assert!(
+                got.iter().all(|&x| x as i64 == want),
+                "avxvnni(vl) {ad:?}x{bd:?} k={k}"
+            );
+        }
         // one more row is refused
         let b1 = vec![bv; (k + 1) * n];
         let a1 = vec![av; m * (k + 1)];
@@ -231,15 +269,17 @@ fn empty_dimensions() {
         let a = vec![7u8; m * k];
         let b = vec![9u8; k * n];
         let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[3]).unwrap();
-        let lhs = Lhs {
-            data: &a,
-            rows: m,
-            k,
-            dtype: Dtype::U8,
-        };
-        for isa in isa::detected() {
-            let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
-            assert_eq!(got, vec![0; m * n]);
+        for dtype in [Dtype::U8, Dtype::I8] {
+            let lhs = Lhs {
+                data: &a,
+                rows: m,
+                k,
+                dtype,
+            };
+            for isa in isa::detected() {
+                let got = matmul_integer_with(isa, &lhs, &[1], &p).unwrap();
+                assert_eq!(got, vec![0; m * n]);
+            }
         }
     }
 }
@@ -436,5 +476,34 @@ fn kernel_throughput() {
             "{m}x{k}x{n}: {:.1} GOP/s",
             2.0 * (m * k * n) as f64 / best / 1e9
         );
+    }
+}
+
+#[test]
+fn packing_is_the_same_on_every_isa() {
+    let mut rng = Rng(2024);
+    for &(k, n) in &[
+        (1usize, 1usize),
+        (4, 64),
+        (7, 64),
+        (8, 128),
+        (9, 130),
+        (64, 192),
+        (261, 320),
+        (300, 70),
+    ] {
+        for dt in [Dtype::I8, Dtype::U8] {
+            let b = rng.bytes(k * n);
+            let want = PackedMatrix::pack_with(Isa::Scalar, &b, k, n, dt, &[]).unwrap();
+            for (kk, nn) in [(0, 0), (k - 1, n - 1), (k / 2, n / 3)] {
+                let v = dt.value(b[kk * n + nn]) - if dt == Dtype::U8 { 128 } else { 0 };
+                assert_eq!(want.signed_at(kk, nn) as i32, v);
+            }
+            for isa in isa::detected() {
+                let got = PackedMatrix::pack_with(isa, &b, k, n, dt, &[]).unwrap();
+                assert!(got.data() == want.data(), "{isa} k={k} n={n} {dt:?}");
+                assert_eq!(got.col_sums(), want.col_sums(), "{isa} k={k} n={n} {dt:?}");
+            }
+        }
     }
 }

@@ -2,7 +2,11 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::level::{level, Level};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod scalar;
 #[cfg(test)]
 mod tests;
@@ -27,6 +31,14 @@ pub fn pack_with(isa: Isa, q: &[u8], out: &mut [u8]) -> Result<()> {
             q.len()
         )));
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level(isa) != Level::Scalar {
+            // SAFETY: AVX2 is supported at the Avx2 and Avx512 levels; lengths checked above.
+            unsafe { avx2::pack(q, out) };
+            return Ok(());
+        }
+    }
     let _ = isa;
     scalar::pack(q, out);
     Ok(())
@@ -46,6 +58,14 @@ pub fn unpack_with(isa: Isa, p: &[u8], out: &mut [u8], signed: bool) -> Result<(
             packed_len(out.len()),
             out.len()
         )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level(isa) != Level::Scalar {
+            // SAFETY: AVX2 is supported at the Avx2 and Avx512 levels; lengths checked above.
+            unsafe { avx2::unpack(p, out, signed) };
+            return Ok(());
+        }
     }
     let _ = isa;
     scalar::unpack(p, out, signed);

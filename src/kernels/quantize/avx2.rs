@@ -44,7 +44,18 @@ fn narrow(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m256i {
 /// The CPU must support AVX2 and FMA; `out.len() == x.len()`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn quantize(x: &[f32], out: &mut [u8], p: &Params) {
+    // SAFETY: same contract.
+    unsafe { quantize_hinted(x, out, p, &[]) }
+}
+
+/// [`quantize`] that also prefetches `next` (the run the caller handles next) into L1.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `out.len() == x.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn quantize_hinted(x: &[f32], out: &mut [u8], p: &Params, next: &[f32]) {
     let n = x.len().min(out.len());
+    let (np, nn) = (next.as_ptr(), next.len());
     let (lo, hi) = p.bounds();
     let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
     let f = _mm256_set1_ps(p.factor);
@@ -53,6 +64,13 @@ pub unsafe fn quantize(x: &[f32], out: &mut [u8], p: &Params) {
     let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
     let mut i = 0usize;
     while i + 32 <= n {
+        if i + 32 <= nn {
+            // SAFETY: prefetch never faults; the addresses are inside `next`.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(np.add(i) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(np.add(i + 16) as *const i8);
+            }
+        }
         // SAFETY: 32 elements from `i` are in bounds of both slices.
         unsafe {
             let a = one(_mm256_loadu_ps(xp.add(i)), f, vlo, vhi, zp, r);

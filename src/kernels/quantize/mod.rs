@@ -4,6 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -87,15 +89,127 @@ pub fn quantize_with(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) -> Result<
     Ok(())
 }
 
+/// Make this thread's streaming stores (the `stream` hint) globally ordered: call once after
+/// the last hinted call, before the output is handed to another thread.
+pub fn fence() {
+    fence_with(isa::active())
+}
+
+/// [`fence`] for the kernels of a given ISA.
+pub fn fence_with(isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level(isa) == Level::Avx512 {
+            avx512::fence();
+        }
+    }
+    let _ = isa;
+}
+
+/// [`quantize`] with hints that change speed, never results: prefetch `next` (the run the
+/// caller quantizes next, e.g. the next row of a per-channel pass) while this run is processed,
+/// and write the output with non-temporal stores when `stream` (outputs much larger than cache;
+/// call [`fence`] after the last such call).
+pub fn quantize_hinted(
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    stream: bool,
+) -> Result<()> {
+    quantize_hinted_with(isa::active(), x, out, p, next, stream)
+}
+
+/// [`quantize_hinted`] on a given ISA.
+pub fn quantize_hinted_with(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    stream: bool,
+) -> Result<()> {
+    check(x.len(), out.len())?;
+    check_range(p.qmin, p.qmax)?;
+    if p.zp < p.qmin || p.zp > p.qmax {
+        return Err(Error::arg(format!(
+            "zero point {} is outside [{}, {}]",
+            p.zp, p.qmin, p.qmax
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level(isa) == Level::Avx512 {
+            // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
+            unsafe { avx512::quantize_hinted(x, out, p, next, stream) };
+            return Ok(());
+        }
+        if level(isa) == Level::Avx2 {
+            // SAFETY: the CPU supports AVX2 + FMA (checked); lengths are equal (checked).
+            unsafe { avx2::quantize_hinted(x, out, p, next) };
+            return Ok(());
+        }
+    }
+    let _ = (isa, next, stream);
+    scalar::quantize(x, out, p);
+    Ok(())
+}
+
+/// Quantize `x` into `out` while reducing `next` (the run the caller handles next) to its
+/// min / max, so that the next run's memory traffic overlaps this run's arithmetic. Equal to
+/// [`quantize`] followed by [`crate::kernels::reduce::minmax`] of `next`. `ahead` (the run
+/// after `next`) is prefetched into L2. With `stream`, call [`fence`] after the last call.
+pub fn quantize_reduce_next(
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    ahead: &[f32],
+    stream: bool,
+) -> Result<crate::kernels::reduce::MinMax> {
+    quantize_reduce_next_with(isa::active(), x, out, p, next, ahead, stream)
+}
+
+/// [`quantize_reduce_next`] on a given ISA.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_reduce_next_with(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [u8],
+    p: &Params,
+    next: &[f32],
+    ahead: &[f32],
+    stream: bool,
+) -> Result<crate::kernels::reduce::MinMax> {
+    check(x.len(), out.len())?;
+    check_range(p.qmin, p.qmax)?;
+    if p.zp < p.qmin || p.zp > p.qmax {
+        return Err(Error::arg(format!(
+            "zero point {} is outside [{}, {}]",
+            p.zp, p.qmin, p.qmax
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level(isa) == Level::Avx512 {
+            // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
+            return Ok(unsafe { avx512::quantize_reduce_next(x, out, p, next, ahead, stream) });
+        }
+    }
+    // Other levels: the two kernels one after the other (same results).
+    quantize_hinted_with(isa, x, out, p, &[], stream)?;
+    Ok(crate::kernels::reduce::minmax_with(isa, next))
+}
+
 fn run(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked by caller).
             unsafe { avx512::quantize(x, out, p) };
             return;
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: the CPU supports AVX2 + FMA (checked); lengths are equal.
             unsafe { avx2::quantize(x, out, p) };
             return;
@@ -106,6 +220,10 @@ fn run(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
 
 /// Quantize with per-element parameters `(factor[i], zp[i])` (blocked quantization with an
 /// inner dimension, per-channel along the last axis), on the active ISA.
+///
+/// Each `zp[i]` must lie in `qmin..=qmax` (checked once per tensor by the caller: an O(n)
+/// check here would cost as much as the kernel). Outside it the results are still within
+/// `[qmin, qmax]` and nothing panics, but they are meaningless.
 pub fn quantize_each(
     x: &[f32],
     out: &mut [u8],
@@ -140,20 +258,14 @@ pub fn quantize_each_with(
             x.len()
         )));
     }
-    if let Some(i) = zp.iter().position(|&z| z < qmin || z > qmax) {
-        return Err(Error::arg(format!(
-            "zero point {} at index {i} is outside [{qmin}, {qmax}]",
-            zp[i]
-        )));
-    }
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: AVX-512 supported (checked); all four slices have the same length.
             unsafe { avx512::quantize_each(x, out, factor, zp, rounding, qmin, qmax) };
             return Ok(());
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: AVX2 + FMA supported (checked); all four slices have the same length.
             unsafe { avx2::quantize_each(x, out, factor, zp, rounding, qmin, qmax) };
             return Ok(());

@@ -36,7 +36,7 @@ pub(crate) fn one(x: f32, rounding: Rounding, factor: f32, zp: i32, lo: f32, hi:
         Rounding::MulAway => c.round(),
         _ => c.round_ties_even(),
     };
-    ((r as i32) + zp) as u8
+    (r as i32).wrapping_add(zp) as u8
 }
 
 /// One `(factor, zp)` for the whole run.
@@ -58,8 +58,8 @@ pub fn quantize_each(
     qmax: i32,
 ) {
     for i in 0..x.len() {
-        let lo = (qmin - zp[i]) as f32;
-        let hi = (qmax - zp[i]) as f32;
+        let lo = qmin.wrapping_sub(zp[i]) as f32;
+        let hi = qmax.wrapping_sub(zp[i]) as f32;
         out[i] = one(x[i], rounding, factor[i], zp[i], lo, hi);
     }
 }

@@ -176,3 +176,75 @@ fn bad_arguments_are_errors() {
         .to_string()
         .contains("`out`"));
 }
+
+#[test]
+fn hinted_equals_scalar() {
+    let mut rng = Rng(77);
+    for isa in isas() {
+        for n in (0..=4 * 16 + 1).chain([200, 1000, 4096 + 3]) {
+            let buf = floats(&mut rng, 2 * n + 70, 0.5);
+            for (off, stream) in [(0usize, false), (1, true), (5, true), (64, true)] {
+                let x = &buf[off..off + n];
+                let next = &buf[off + n..];
+                let p = Params {
+                    rounding: Rounding::Div,
+                    factor: 0.5,
+                    zp: -3,
+                    qmin: -128,
+                    qmax: 127,
+                };
+                let mut want = vec![SENTINEL; n + 80];
+                let mut got = want.clone();
+                scalar::quantize(x, &mut want[off..off + n], &p);
+                quantize_hinted_with(isa, x, &mut got[off..off + n], &p, next, stream).unwrap();
+                fence_with(isa);
+                assert_eq!(got, want, "{isa} n={n} off={off} stream={stream}");
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_next_equals_scalar() {
+    use crate::kernels::reduce;
+    let mut rng = Rng(78);
+    for isa in isas() {
+        for n in (0..=4 * 16 + 1).chain([127, 200, 1000]) {
+            for nn in [0usize, 1, 17, 64, 65, 130, n, n + 70] {
+                let buf = floats(&mut rng, n + nn + 80, 0.5);
+                for (off, stream) in [(0usize, false), (3, true), (64, true)] {
+                    let x = &buf[off..off + n];
+                    let next = &buf[off + n..off + n + nn];
+                    let p = Params {
+                        rounding: Rounding::Div,
+                        factor: 0.5,
+                        zp: 4,
+                        qmin: 0,
+                        qmax: 255,
+                    };
+                    let mut want = vec![SENTINEL; n + 80];
+                    let mut got = want.clone();
+                    scalar::quantize(x, &mut want[off..off + n], &p);
+                    let wm = reduce::scalar::minmax(next);
+                    let gm = quantize_reduce_next_with(
+                        isa,
+                        x,
+                        &mut got[off..off + n],
+                        &p,
+                        next,
+                        &buf[off..],
+                        stream,
+                    )
+                    .unwrap();
+                    fence_with(isa);
+                    assert_eq!(got, want, "{isa} n={n} nn={nn} off={off}");
+                    assert_eq!(
+                        (gm.min.to_bits(), gm.max.to_bits(), gm.nan),
+                        (wm.min.to_bits(), wm.max.to_bits(), wm.nan),
+                        "{isa} n={n} nn={nn} off={off}"
+                    );
+                }
+            }
+        }
+    }
+}

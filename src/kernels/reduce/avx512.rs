@@ -8,6 +8,9 @@ use std::arch::x86_64::*;
 
 use super::MinMax;
 
+/// Software prefetch distance in elements (4 KB, the hardware prefetchers' page limit).
+const PREFETCH: usize = 1024;
+
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/DQ.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -19,6 +22,10 @@ pub unsafe fn minmax(x: &[f32]) -> MinMax {
     let mut nan: __mmask16 = 0;
     let mut i = 0usize;
     while i + 64 <= n {
+        if i + PREFETCH + 64 <= n {
+            // SAFETY: prefetch never faults; the address is inside `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(i + PREFETCH) as *const i8) };
+        }
         for k in 0..4 {
             // SAFETY: 64 elements from `i` are in bounds.
             let v = unsafe { _mm512_loadu_ps(p.add(i + 16 * k)) };
@@ -57,6 +64,10 @@ pub unsafe fn absmax(x: &[f32]) -> (f32, bool) {
     let mut nan: __mmask16 = 0;
     let mut i = 0usize;
     while i + 64 <= n {
+        if i + PREFETCH + 64 <= n {
+            // SAFETY: prefetch never faults; the address is inside `x`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(i + PREFETCH) as *const i8) };
+        }
         for k in 0..4 {
             // SAFETY: 64 elements from `i` are in bounds.
             let v = unsafe { _mm512_loadu_ps(p.add(i + 16 * k)) };
@@ -86,6 +97,19 @@ pub unsafe fn minmax_columns(row: &[f32], lo: &mut [f32], hi: &mut [f32]) -> boo
     let (rp, lp, hp) = (row.as_ptr(), lo.as_mut_ptr(), hi.as_mut_ptr());
     let mut nan: __mmask16 = 0;
     let mut i = 0usize;
+    while i + 64 <= n {
+        for k in 0..4 {
+            let o = i + 16 * k;
+            // SAFETY: 16 elements from `o` (< i + 64 <= n) are in bounds of the three slices.
+            unsafe {
+                let v = _mm512_loadu_ps(rp.add(o));
+                _mm512_storeu_ps(lp.add(o), _mm512_min_ps(v, _mm512_loadu_ps(lp.add(o))));
+                _mm512_storeu_ps(hp.add(o), _mm512_max_ps(v, _mm512_loadu_ps(hp.add(o))));
+                nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            }
+        }
+        i += 64;
+    }
     while i < n {
         let k = (n - i).min(16);
         let m: __mmask16 = ((1u32 << k) - 1) as u16;

@@ -4,6 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -33,11 +35,11 @@ pub fn minmax(x: &[f32]) -> MinMax {
 pub fn minmax_with(isa: Isa, x: &[f32]) -> MinMax {
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             return unsafe { avx512::minmax(x) };
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             return unsafe { avx2::minmax(x) };
         }
@@ -54,11 +56,11 @@ pub fn absmax(x: &[f32]) -> (f32, bool) {
 pub fn absmax_with(isa: Isa, x: &[f32]) -> (f32, bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             return unsafe { avx512::absmax(x) };
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             return unsafe { avx2::absmax(x) };
         }
@@ -83,11 +85,11 @@ pub fn minmax_columns_with(isa: Isa, row: &[f32], lo: &mut [f32], hi: &mut [f32]
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if isa.includes(Isa::Avx512) && isa.is_supported() {
+        if level(isa) == Level::Avx512 {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             return Ok(unsafe { avx512::minmax_columns(row, lo, hi) });
         }
-        if isa.includes(Isa::Avx2) && isa.is_supported() {
+        if level(isa) == Level::Avx2 {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             return Ok(unsafe { avx2::minmax_columns(row, lo, hi) });
         }

@@ -19,8 +19,12 @@
 //! in order), which gives the same result as one thread.
 
 use crate::error::{Error, Result};
+use crate::kernels::isa::{self, Isa};
 use crate::parallel;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod scalar;
 #[cfg(test)]
 mod tests;
 
@@ -127,25 +131,152 @@ fn histogram_top(src: &dyn KeySource, a: usize, b: usize) -> Vec<u32> {
     out
 }
 
-/// Pass 2 over `a..b`: `keep[i] = digit > bin`; collect `(index, key)` of the elements in `bin`.
-fn split_pass(src: &dyn KeySource, a: usize, keep: &mut [bool], bin: u32) -> Vec<(usize, u32)> {
-    let mut cand = Vec::new();
+/// Result of a split pass over a range.
+#[derive(Debug, Default)]
+struct Split {
+    /// Indices of the candidates (`lo <= key <= hi`), in index order.
+    idx: Vec<u64>,
+    /// Their keys.
+    key: Vec<u32>,
+    /// How many keys were below `lo`.
+    below: usize,
+    /// Whether a NaN key (> `0x7f80_0000`) was seen.
+    nan: bool,
+}
+
+/// Split pass over `a..a + keep.len()`: `keep[i] = key > hi`; collect the candidates
+/// `lo <= key <= hi`; count the keys below `lo`.
+fn split_pass(
+    isa: Isa,
+    src: &dyn KeySource,
+    a: usize,
+    keep: &mut [bool],
+    lo: u32,
+    hi: u32,
+    expect: f64,
+) -> Split {
+    let mut out = Split::default();
+    // size the candidate lists once for the expected share (+ slack), grow if needed
+    let first = ((keep.len() as f64 * expect * 1.25) as usize + BLOCK).min(keep.len() + BLOCK);
+    out.idx = vec![0; first];
+    out.key = vec![0; first];
+    let mut c = 0usize;
     let mut keys = [0u32; BLOCK];
     let mut s = 0;
     while s < keep.len() {
         let n = (keep.len() - s).min(BLOCK);
         src.fill(a + s, &mut keys[..n]);
-        for (o, &k) in keep[s..s + n].iter_mut().zip(&keys[..n]) {
-            *o = (k >> TOP_BITS) > bin;
+        if out.idx.len() < c + n {
+            let want = (c + n).max(2 * out.idx.len());
+            out.idx.resize(want, 0);
+            out.key.resize(want, 0);
         }
-        for (j, &k) in keys[..n].iter().enumerate() {
-            if (k >> TOP_BITS) == bin {
-                cand.push((a + s + j, k));
-            }
-        }
+        let base = (a + s) as u64;
+        let kb = &mut keep[s..s + n];
+        let st = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa` is supported (checked by the caller); `idx`/`key` have room for
+            // `n` more candidates after `c`.
+            Isa::Avx512 => unsafe {
+                avx512::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c)
+            },
+            _ => scalar::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c),
+        };
+        c = st.0;
+        out.below += st.1;
+        out.nan |= st.2;
         s += n;
     }
-    cand
+    out.idx.truncate(c);
+    out.key.truncate(c);
+    out
+}
+
+/// Run [`split_pass`] over the whole input, in parallel chunks when that pays.
+fn split_all(
+    isa: Isa,
+    src: &dyn KeySource,
+    keep: &mut [bool],
+    (lo, hi): (u32, u32),
+    expect: f64,
+    par: bool,
+) -> Split {
+    if !par {
+        return split_pass(isa, src, 0, keep, lo, hi, expect);
+    }
+    use rayon::prelude::*;
+    let parts: Vec<Split> = parallel::install(|| {
+        keep.par_chunks_mut(PAR_CHUNK)
+            .enumerate()
+            .map(|(c, kc)| split_pass(isa, src, c * PAR_CHUNK, kc, lo, hi, expect))
+            .collect()
+    });
+    let mut all = Split::default();
+    for p in parts {
+        all.idx.extend(p.idx);
+        all.key.extend(p.key);
+        all.below += p.below;
+        all.nan |= p.nan;
+    }
+    all
+}
+
+/// The first NaN key, as an error.
+fn nan_error(src: &dyn KeySource, what: &str, base: usize) -> Result<()> {
+    let n = src.len();
+    let mut keys = [0u32; BLOCK];
+    let mut s = 0;
+    while s < n {
+        let m = (n - s).min(BLOCK);
+        src.fill(s, &mut keys[..m]);
+        if let Some(j) = keys[..m].iter().position(|&k| k > 0x7f80_0000) {
+            return Err(Error::NonFinite {
+                what: what.to_string(),
+                index: base + s + j,
+                value: src.value(s + j),
+            });
+        }
+        s += m;
+    }
+    Ok(())
+}
+
+/// Inputs at least this long first try the sampled single pass.
+const SAMPLE_MIN: usize = 1 << 16;
+const SAMPLE_BLOCKS: usize = 128;
+const SAMPLE_BLOCK: usize = 512;
+
+/// Key window `[lo, hi]` that holds the `k`-th smallest key with high probability, from a
+/// sample of `SAMPLE_BLOCKS` evenly spread blocks, and the expected share of candidates;
+/// `None` if the sample holds a NaN.
+fn sample_window(src: &dyn KeySource, k: usize) -> Option<((u32, u32), f64)> {
+    let n = src.len();
+    let mut sample = vec![0u32; SAMPLE_BLOCKS * SAMPLE_BLOCK];
+    for b in 0..SAMPLE_BLOCKS {
+        let start = (b * (n - SAMPLE_BLOCK)) / (SAMPLE_BLOCKS - 1).max(1);
+        src.fill(start, &mut sample[b * SAMPLE_BLOCK..(b + 1) * SAMPLE_BLOCK]);
+    }
+    if sample.iter().any(|&k| k > 0x7f80_0000) {
+        return None;
+    }
+    let m = sample.len();
+    let p = k as f64 / n as f64;
+    // 4.5 standard deviations of the sample quantile, plus a little for block correlation
+    // (a miss only costs the exact fallback)
+    let delta = 4.5 * (p * (1.0 - p) / m as f64).sqrt() + 8.0 / m as f64;
+    let r_lo = ((p - delta) * m as f64).floor();
+    let r_hi = ((p + delta) * m as f64).ceil();
+    let lo = if r_lo < 0.0 {
+        0
+    } else {
+        *sample.select_nth_unstable(r_lo as usize).1
+    };
+    let hi = if r_hi >= (m - 1) as f64 {
+        u32::MAX
+    } else {
+        *sample.select_nth_unstable(r_hi as usize).1
+    };
+    Some(((lo, hi), (r_hi.min(m as f64) - r_lo.max(0.0)) / m as f64))
 }
 
 /// The bin holding the `k`-th smallest (1-based) and how many lie in lower bins.
@@ -169,6 +300,21 @@ pub fn keep_mask(
     what: &str,
     base: usize,
 ) -> Result<()> {
+    keep_mask_with(isa::active(), src, k, keep, what, base)
+}
+
+/// [`keep_mask`] at a given level.
+pub fn keep_mask_with(
+    isa: Isa,
+    src: &dyn KeySource,
+    k: usize,
+    keep: &mut [bool],
+    what: &str,
+    base: usize,
+) -> Result<()> {
+    if !isa.is_supported() {
+        return Err(Error::arg(format!("this CPU does not support {isa}")));
+    }
     let n = src.len();
     if keep.len() != n {
         return Err(Error::arg(format!(
@@ -183,44 +329,43 @@ pub fn keep_mask(
         return Ok(());
     }
     let threads = parallel::num_threads();
-    let parallel_ok = threads > 1 && n >= 2 * PAR_CHUNK;
-    // Pass 1: histogram of the top digit.
-    let hist = if parallel_ok {
+    let par = threads > 1 && n >= 2 * PAR_CHUNK;
+    // Sampled single pass: guess a narrow key window around the k-th smallest, decide
+    // everything outside it in one pass, and check the guess (exact fallback otherwise).
+    if n >= SAMPLE_MIN && k > 0 && k < n {
+        if let Some((window, expect)) = sample_window(src, k) {
+            let sp = split_all(isa, src, keep, window, expect, par);
+            if sp.nan {
+                return nan_error(src, what, base);
+            }
+            if sp.below <= k && k - sp.below <= sp.idx.len() {
+                resolve(&sp.idx, &sp.key, k - sp.below, keep, &FULL_DIGITS);
+                return Ok(());
+            }
+        }
+    }
+    // Exact two passes. Pass 1: histogram of the top digit.
+    let chunk_hists: Vec<Vec<u32>> = if par {
         use rayon::prelude::*;
         let nchunks = n.div_ceil(PAR_CHUNK);
         parallel::install(|| {
             (0..nchunks)
                 .into_par_iter()
                 .map(|c| histogram_top(src, c * PAR_CHUNK, ((c + 1) * PAR_CHUNK).min(n)))
-                .reduce(
-                    || vec![0u32; 2048],
-                    |mut a, b| {
-                        for (x, y) in a.iter_mut().zip(&b) {
-                            *x += y;
-                        }
-                        a
-                    },
-                )
+                .collect()
         })
     } else {
-        histogram_top(src, 0, n)
+        vec![histogram_top(src, 0, n)]
     };
+    let mut hist = chunk_hists[0].clone();
+    for h in &chunk_hists[1..] {
+        for (x, y) in hist.iter_mut().zip(h) {
+            *x += y;
+        }
+    }
     if hist[NAN_BIN..].iter().any(|&c| c > 0) {
         // Rare path: +Inf is fine, find the first NaN if any.
-        let mut keys = [0u32; BLOCK];
-        let mut s = 0;
-        while s < n {
-            let m = (n - s).min(BLOCK);
-            src.fill(s, &mut keys[..m]);
-            if let Some(j) = keys[..m].iter().position(|&k| k > 0x7f80_0000) {
-                return Err(Error::NonFinite {
-                    what: what.to_string(),
-                    index: base + s + j,
-                    value: src.value(s + j),
-                });
-            }
-            s += m;
-        }
+        nan_error(src, what, base)?;
     }
     if k == 0 {
         keep.fill(true);
@@ -228,49 +373,60 @@ pub fn keep_mask(
     }
     let (bin, below) = find_bin(&hist, k);
     // Pass 2: decide everything outside the bin, collect the bin (in index order).
-    let cand = if parallel_ok {
-        use rayon::prelude::*;
-        parallel::install(|| {
-            keep.par_chunks_mut(PAR_CHUNK)
-                .enumerate()
-                .map(|(c, kc)| split_pass(src, c * PAR_CHUNK, kc, bin))
-                .collect::<Vec<_>>()
-        })
-        .concat()
-    } else {
-        split_pass(src, 0, keep, bin)
-    };
-    resolve(&cand, k - below, keep);
+    let lo = bin << TOP_BITS;
+    let hi = lo | ((1 << TOP_BITS) - 1);
+    let expect = hist[bin as usize] as f64 / n as f64;
+    let sp = split_all(isa, src, keep, (lo, hi), expect, par);
+    debug_assert_eq!(sp.below, below);
+    resolve(&sp.idx, &sp.key, k - below, keep, &LOW_DIGITS);
     Ok(())
 }
 
-/// Among `cand` (index order, all in one top bin), prune the `need` smallest under
-/// `(key, index)` by resolving the two lower digits.
-fn resolve(cand: &[(usize, u32)], need: usize, keep: &mut [bool]) {
-    let mut cur: Vec<(usize, u32)> = cand.to_vec();
+/// Digits (shift, bits) of a whole 31-bit key, and of the key below the top digit.
+const FULL_DIGITS: [(u32, u32); 3] = [(20, 11), (10, 10), (0, 10)];
+const LOW_DIGITS: [(u32, u32); 2] = [(10, 10), (0, 10)];
+
+/// Among the candidates (index order; equal in the digits above `digits`), prune the `need`
+/// smallest under `(key, index)` and keep the rest, resolving one radix digit at a time.
+fn resolve(idx: &[u64], keys: &[u32], need: usize, keep: &mut [bool], digits: &[(u32, u32)]) {
+    if need == 0 {
+        for &i in idx {
+            keep[i as usize] = true;
+        }
+        return;
+    }
     let mut need = need;
-    for (shift, bits) in [(10u32, 10u32), (0, 10)] {
+    let mut ci: Vec<u64> = Vec::new();
+    let mut ck: Vec<u32> = Vec::new();
+    let mut first = true;
+    for &(shift, bits) in digits {
+        let (ii, kk): (&[u64], &[u32]) = if first { (idx, keys) } else { (&ci, &ck) };
         let mask = (1u32 << bits) - 1;
         let mut hist = vec![0u32; 1 << bits];
-        for &(_, k) in &cur {
+        for &k in kk {
             hist[((k >> shift) & mask) as usize] += 1;
         }
         let (b, below) = find_bin(&hist, need);
-        let mut next = Vec::with_capacity(hist[b as usize] as usize);
-        for &(i, k) in &cur {
+        let cnt = hist[b as usize] as usize;
+        let mut ni = Vec::with_capacity(cnt);
+        let mut nk = Vec::with_capacity(cnt);
+        for (&i, &k) in ii.iter().zip(kk) {
             let d = (k >> shift) & mask;
             if d == b {
-                next.push((i, k));
+                ni.push(i);
+                nk.push(k);
             } else {
-                keep[i] = d > b;
+                keep[i as usize] = d > b;
             }
         }
         need -= below;
-        cur = next;
+        ci = ni;
+        ck = nk;
+        first = false;
     }
-    // All of `cur` share one key: prune the first `need` by index.
-    for (j, &(i, _)) in cur.iter().enumerate() {
-        keep[i] = j >= need;
+    // All remaining candidates share one key: prune the first `need` by index.
+    for (j, &i) in ci.iter().enumerate() {
+        keep[i as usize] = j >= need;
     }
 }
 

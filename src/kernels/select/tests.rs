@@ -22,7 +22,7 @@ fn lcg(seed: &mut u64) -> u32 {
 #[test]
 fn matches_stable_sort_on_many_shapes() {
     let mut seed = 7u64;
-    for n in [0usize, 1, 2, 3, 7, 64, 100, 1000, 5000] {
+    for n in [0usize, 1, 2, 3, 7, 15, 16, 17, 33, 64, 100, 1000, 5000] {
         for variant in 0..4 {
             let x: Vec<f32> = (0..n)
                 .map(|_| {
@@ -30,7 +30,7 @@ fn matches_stable_sort_on_many_shapes() {
                     match variant {
                         0 => (r as f32 / u32::MAX as f32) - 0.5,
                         1 => ((r % 5) as f32) - 2.0, // many ties, +-0 mixes
-                        2 => f32::from_bits(r & 0xffff_ffff).clamp(-1e30, 1e30),
+                        2 => f32::from_bits(r).clamp(-1e30, 1e30),
                         _ => [0.0f32, -0.0, f32::INFINITY, -f32::INFINITY, f32::MAX, 0.5]
                             [(r % 6) as usize],
                     }
@@ -45,9 +45,15 @@ fn matches_stable_sort_on_many_shapes() {
                 if k > n {
                     continue;
                 }
-                let mut keep = vec![false; n];
-                keep_mask(&AbsKeys(&x), k, &mut keep, "`x`", 0).unwrap();
-                assert_eq!(keep, oracle(&keys, k), "n={n} variant={variant} k={k}");
+                for isa in crate::kernels::isa::detected() {
+                    let mut keep = vec![false; n];
+                    keep_mask_with(isa, &AbsKeys(&x), k, &mut keep, "`x`", 0).unwrap();
+                    assert_eq!(
+                        keep,
+                        oracle(&keys, k),
+                        "{isa} n={n} variant={variant} k={k}"
+                    );
+                }
             }
         }
     }
@@ -88,4 +94,48 @@ fn u64_selection_breaks_ties_by_index() {
     );
     assert_eq!(keep_mask_u64(&keys, 0), [true; 6]);
     assert_eq!(keep_mask_u64(&keys, 6), [false; 6]);
+}
+
+#[test]
+fn sampled_path_and_its_fallback_match_the_oracle() {
+    let mut seed = 17u64;
+    let n = 200_003;
+    for variant in 0..4 {
+        let mut x: Vec<f32> = (0..n)
+            .map(|_| {
+                let r = lcg(&mut seed);
+                match variant {
+                    0 => (r as f32 / u32::MAX as f32) - 0.5,
+                    1 => (r % 7) as f32,
+                    _ => ((r % 100_000) as f32) * 1e-3,
+                }
+            })
+            .collect();
+        if variant == 3 {
+            // poison the sampled blocks so the guessed window misses: exact fallback
+            for b in 0..SAMPLE_BLOCKS {
+                let start = (b * (n - SAMPLE_BLOCK)) / (SAMPLE_BLOCKS - 1);
+                x[start..start + SAMPLE_BLOCK].fill(1e30);
+            }
+        }
+        let keys: Vec<u32> = x.iter().map(|v| v.to_bits() & 0x7fff_ffff).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (keys[i], i));
+        for k in [1, n / 10, n / 2, n - 7, n - 1] {
+            let mut expect = vec![true; n];
+            for &i in &order[..k] {
+                expect[i] = false;
+            }
+            for isa in crate::kernels::isa::detected() {
+                let mut keep = vec![false; n];
+                keep_mask_with(isa, &AbsKeys(&x), k, &mut keep, "`x`", 0).unwrap();
+                assert!(keep == expect, "{isa} variant={variant} k={k}");
+            }
+        }
+    }
+    let mut x = vec![1.0f32; n];
+    x[n - 3] = f32::NAN;
+    let mut keep = vec![false; n];
+    let e = keep_mask(&AbsKeys(&x), n / 2, &mut keep, "`x`", 0).unwrap_err();
+    assert!(e.to_string().contains(&format!("index {}", n - 3)));
 }

@@ -42,10 +42,18 @@ pub trait Lane:
     fn compress_isa(isa: Isa, v: &[Self], mask: &[u8], out: &mut [Self]) -> usize;
     /// Run `expand` at `isa`.
     fn expand_isa(isa: Isa, mask: &[u8], kept: &[Self], out: &mut [Self]) -> usize;
+    /// Run `build_mask` then `compress` at `isa` (one pass where the ISA has a fused kernel).
+    fn mask_compress_isa(
+        isa: Isa,
+        v: &[Self],
+        care: Self,
+        mask: &mut [u8],
+        out: &mut [Self],
+    ) -> usize;
 }
 
 macro_rules! lane_impl {
-    ($t:ty, $bm512:ident, $c512:ident, $e512:ident, $bm2:ident, $c2:ident, $e2:ident) => {
+    ($t:ty, $bm512:ident, $c512:ident, $e512:ident, $bm2:ident, $c2:ident, $e2:ident, $mc512:ident) => {
         impl Lane for $t {
             const ZERO: Self = 0;
             #[inline]
@@ -85,6 +93,23 @@ macro_rules! lane_impl {
                     _ => scalar::expand(mask, kept, out),
                 }
             }
+            fn mask_compress_isa(
+                isa: Isa,
+                v: &[Self],
+                care: Self,
+                mask: &mut [u8],
+                out: &mut [Self],
+            ) -> usize {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU supports the level; `out.len() >= v.len()`, `mask` sized.
+                    Isa::Avx512 => unsafe { avx512::$mc512(v, care, mask, out) },
+                    _ => {
+                        Self::build_mask_isa(isa, v, care, mask);
+                        Self::compress_isa(isa, v, mask, out)
+                    }
+                }
+            }
         }
     };
 }
@@ -96,7 +121,8 @@ lane_impl!(
     expand_u8,
     build_mask_u8,
     compress_u8,
-    expand_u8
+    expand_u8,
+    mask_compress_u8
 );
 lane_impl!(
     u16,
@@ -105,7 +131,8 @@ lane_impl!(
     expand_u16,
     build_mask_u16,
     compress_u16,
-    expand_u16
+    expand_u16,
+    mask_compress_u16
 );
 lane_impl!(
     u32,
@@ -114,7 +141,8 @@ lane_impl!(
     expand_u32,
     build_mask_u32,
     compress_u32,
-    expand_u32
+    expand_u32,
+    mask_compress_u32
 );
 
 /// Bytes of the packed mask of `n` elements.
@@ -125,7 +153,12 @@ pub fn mask_len(n: usize) -> usize {
 /// Number of set bits among the first `n` bits of `mask` (bits beyond `n` are ignored).
 pub fn popcount(mask: &[u8], n: usize) -> usize {
     let full = n / 8;
-    let mut c: usize = mask[..full].iter().map(|b| b.count_ones() as usize).sum();
+    let mut c = match isa::active() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: every level from avx2 up includes POPCNT, and the CPU supports the active one.
+        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 => unsafe { avx2::popcount_bytes(&mask[..full]) },
+        _ => scalar::popcount_bytes(&mask[..full]),
+    };
     if !n.is_multiple_of(8) {
         c += (mask[full] & ((1u8 << (n % 8)) - 1)).count_ones() as usize;
     }
@@ -213,7 +246,9 @@ pub fn compress_with<T: Lane>(isa: Isa, values: &[T], mask: &[u8], out: &mut [T]
         )));
     }
     if parts.len() == 1 {
-        return Ok(T::compress_isa(isa, values, mask, out));
+        // The kernels may store whole vectors anywhere inside the slice they get: give them
+        // exactly the kept count so nothing past it is touched.
+        return Ok(T::compress_isa(isa, values, mask, &mut out[..nnz]));
     }
     let mut outs = Vec::with_capacity(parts.len());
     let mut rest = &mut out[..nnz];
@@ -284,4 +319,41 @@ pub fn expand_with<T: Lane>(isa: Isa, mask: &[u8], kept: &[T], out: &mut [T]) ->
             })
     });
     Ok(())
+}
+
+/// Build the mask of `values` into `mask` and gather the kept values into the front of `out`
+/// (`out.len() >= values.len()`), in one pass where the ISA allows; returns the kept count.
+/// Same result as [`build_mask`] followed by [`compress`].
+pub fn mask_compress<T: Lane>(
+    values: &[T],
+    care: T,
+    mask: &mut [u8],
+    out: &mut [T],
+) -> Result<usize> {
+    mask_compress_with(isa::active(), values, care, mask, out)
+}
+
+/// [`mask_compress`] at a given level.
+pub fn mask_compress_with<T: Lane>(
+    isa: Isa,
+    values: &[T],
+    care: T,
+    mask: &mut [u8],
+    out: &mut [T],
+) -> Result<usize> {
+    check_isa(isa)?;
+    if mask.len() != mask_len(values.len()) || out.len() < values.len() {
+        return Err(Error::arg(format!(
+            "mask_compress: buffers of {} mask bytes / {} values for {} elements",
+            mask.len(),
+            out.len(),
+            values.len()
+        )));
+    }
+    if chunks(values.len()).len() > 1 {
+        // threads: the two-pass kernels split the work
+        let nnz = build_mask_with(isa, values, care, mask)?;
+        return compress_with(isa, values, mask, &mut out[..nnz]);
+    }
+    Ok(T::mask_compress_isa(isa, values, care, mask, out))
 }

@@ -59,3 +59,19 @@ pub fn expand<T: Lane>(mask: &[u8], kept: &[T], out: &mut [T]) -> usize {
     }
     j
 }
+
+/// Set bits of `bytes`, eight bytes at a time. numpy: `np.unpackbits(bytes).sum()`.
+pub fn popcount_bytes(bytes: &[u8]) -> usize {
+    let mut q = bytes.chunks_exact(8);
+    let mut c = 0usize;
+    for w in &mut q {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        c += u64::from_le_bytes(a).count_ones() as usize;
+    }
+    c + q
+        .remainder()
+        .iter()
+        .map(|b| b.count_ones() as usize)
+        .sum::<usize>()
+}

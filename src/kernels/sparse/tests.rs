@@ -20,7 +20,7 @@ fn data<T: Lane + From<u8>>(n: usize, density_pct: u64, seed: &mut u64, special:
             let r = lcg(seed);
             if r % 100 >= density_pct {
                 T::ZERO
-            } else if r % 7 == 0 && !special.is_empty() {
+            } else if r.is_multiple_of(7) && !special.is_empty() {
                 special[(r as usize / 7) % special.len()]
             } else {
                 T::from(((r >> 20) as u8) | 1)
@@ -79,6 +79,15 @@ fn check_all<T: Lane + From<u8>>(care: T, sentinel: T, special: &[T]) {
                     }
                     // sentinel after the output survived
                     assert!(o_isa[k_ref..].iter().all(|&s| s == sentinel));
+                    // fused mask + compress == the two passes (values beyond nnz unspecified)
+                    let mut m_f = vec![0x77u8; mask_len(n)];
+                    let mut o_f = vec![sentinel; n];
+                    let k_f = mask_compress_with(isa, v, care, &mut m_f, &mut o_f).unwrap();
+                    assert_eq!(
+                        (k_f, &m_f, &o_f[..k_f]),
+                        (k_ref, &m_ref, &o_ref[..k_ref]),
+                        "fused {isa} n={n}"
+                    );
                 }
             }
         }
@@ -151,4 +160,18 @@ fn threads_agree_with_one_thread() {
     let mut d_ref = vec![1u16; n];
     scalar::expand(&m1, &o, &mut d_ref);
     assert_eq!(d, d_ref);
+}
+
+#[test]
+fn popcount_matches_a_bit_loop() {
+    let mut seed = 9u64;
+    for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 1000, 4099] {
+        let m: Vec<u8> = (0..mask_len(n)).map(|_| lcg(&mut seed) as u8).collect();
+        let expect = (0..n).filter(|&i| m[i / 8] >> (i % 8) & 1 != 0).count();
+        assert_eq!(popcount(&m, n), expect, "n={n}");
+        assert_eq!(
+            scalar::popcount_bytes(&m),
+            m.iter().map(|b| b.count_ones() as usize).sum::<usize>()
+        );
+    }
 }

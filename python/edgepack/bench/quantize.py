@@ -1,0 +1,250 @@
+"""Quantize / dequantize benchmarks (issue 2): edgepack next to numpy, ``np.copyto`` of the
+same float32 bytes, and onnxruntime (one intra-op thread) when installed, all single-threaded.
+
+Sizes: 16M and 64M float32 elements per tensor, a 4096 x 4096 matrix per channel (quick mode:
+1M elements and 512 x 512). Throughput is GB/s of float32 (4 bytes per element). Each hot call
+is timed twice: allocating its output (fresh pages cost page faults) and with ``out=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+import edgepack as ep
+from edgepack.bench import Case
+
+AREA = "quantize"
+
+
+def _heavy(rng: np.random.Generator, shape) -> np.ndarray:
+    x = rng.standard_t(2.5, size=shape).astype(np.float32) * np.float32(0.02)
+    flat = x.reshape(-1)
+    k = max(1, flat.size // 5000)
+    flat[rng.choice(flat.size, size=k, replace=False)] = np.float32(3.0)
+    return x
+
+
+def _ort_session(build: Callable[[object, object], tuple[list, list, list, list]]):
+    """An onnxruntime session (1 thread) for the graph ``build(helper, TensorProto)`` returns,
+    or None when onnxruntime / onnx are not installed."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    nodes, inputs, outputs, inits = build(helper, TensorProto)
+    g = helper.make_graph(nodes, "bench", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _ort_quantize(shape, scale: float):
+    def build(h, T):
+        from onnx import numpy_helper as nh
+
+        return (
+            [h.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])],
+            [h.make_tensor_value_info("x", T.FLOAT, shape)],
+            [h.make_tensor_value_info("y", T.INT8, shape)],
+            [
+                nh.from_array(np.array(scale, np.float32), "s"),
+                nh.from_array(np.array(0, np.int8), "z"),
+            ],
+        )
+
+    return _ort_session(build)
+
+
+def _ort_dequantize(shape, scale: float):
+    def build(h, T):
+        from onnx import numpy_helper as nh
+
+        return (
+            [h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+            [h.make_tensor_value_info("q", T.INT8, shape)],
+            [h.make_tensor_value_info("y", T.FLOAT, shape)],
+            [
+                nh.from_array(np.array(scale, np.float32), "s"),
+                nh.from_array(np.array(0, np.int8), "z"),
+            ],
+        )
+
+    return _ort_session(build)
+
+
+def _ort_derive_quantize(shape, per_channel: bool):
+    """Abs + ReduceMax + Div + QuantizeLinear (symmetric int8, scale = absmax / 127)."""
+
+    def build(h, T):
+        from onnx import numpy_helper as nh
+
+        if per_channel:
+            axes = nh.from_array(np.array([1], np.int64), "axes")
+            red = h.make_node("ReduceMax", ["a", "axes"], ["m"], keepdims=0)
+            z = np.zeros(shape[0], np.int8)
+        else:
+            axes = None
+            red = h.make_node("ReduceMax", ["a"], ["m"], keepdims=0)
+            z = np.array(0, np.int8)
+        nodes = [
+            h.make_node("Abs", ["x"], ["a"]),
+            red,
+            h.make_node("Div", ["m", "c"], ["s"]),
+            h.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0),
+        ]
+        inits = [nh.from_array(np.array(127, np.float32), "c"), nh.from_array(z, "z")]
+        if axes is not None:
+            inits.append(axes)
+        return (
+            nodes,
+            [h.make_tensor_value_info("x", T.FLOAT, shape)],
+            [h.make_tensor_value_info("y", T.INT8, shape)],
+            inits,
+        )
+
+    return _ort_session(build)
+
+
+def _ort_dynamic(shape):
+    def build(h, T):
+        return (
+            [h.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])],
+            [h.make_tensor_value_info("x", T.FLOAT, shape)],
+            [
+                h.make_tensor_value_info("y", T.UINT8, shape),
+                h.make_tensor_value_info("s", T.FLOAT, []),
+                h.make_tensor_value_info("z", T.UINT8, []),
+            ],
+            [],
+        )
+
+    return _ort_session(build)
+
+
+def _np_quantize(x: np.ndarray, scale: np.float32) -> np.ndarray:
+    return np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
+
+
+def _np_derive_quantize(x: np.ndarray, axis: int | None) -> np.ndarray:
+    if axis is None:
+        s = np.float32(np.float64(np.abs(x).max()) / 127)
+    else:
+        s = (np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 127).astype(np.float32)
+    return np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+
+
+def cases(quick: bool) -> list[Case]:
+    rng = np.random.default_rng(20261129)
+    sizes = [1 << 20] if quick else [16 << 20, 64 << 20]
+    side = 512 if quick else 4096
+    out: list[Case] = []
+    for n in sizes:
+        label = f"{n >> 20}M"
+        x = _heavy(rng, (n,))
+        scale = np.float32(np.abs(x).max() / 127)
+        dst = np.empty_like(x)
+        copy = {"np.copyto": lambda x=x, dst=dst: np.copyto(dst, x)}
+        qbuf = np.empty(n, np.int8)
+        qbuf_u8 = qbuf.view(np.uint8)
+        fbuf = np.empty(n, np.float32)
+        q = ep.quantize_linear(x, scale, np.int8(0))
+        ort_q = _ort_quantize([n], float(scale))
+        ort_d = _ort_dequantize([n], float(scale))
+        ort_pt = _ort_derive_quantize([n], per_channel=False)
+        ort_dyn = _ort_dynamic([n])
+
+        def with_ort(base, sess, feed):
+            b = dict(base)
+            if sess is not None:
+                b["onnxruntime"] = lambda sess=sess, feed=feed: sess.run(None, feed)
+            return b
+
+        common = dict(area=AREA, work=4.0 * n, threads=1)
+        out += [
+            Case(
+                name=f"quantize_linear given scale, {label}",
+                ours=lambda x=x, s=scale: ep.quantize_linear(x, s, np.int8(0)),
+                baselines=with_ort(
+                    {"numpy": lambda x=x, s=scale: _np_quantize(x, s), **copy}, ort_q, {"x": x}
+                ),
+                **common,
+            ),
+            Case(
+                name=f"quantize_linear given scale, out=, {label}",
+                ours=lambda x=x, s=scale, o=qbuf: ep.quantize_linear(x, s, np.int8(0), out=o),
+                baselines=with_ort(dict(copy), ort_q, {"x": x}),
+                **common,
+            ),
+            Case(
+                name=f"quantize derive+quantize per tensor, {label}",
+                ours=lambda x=x: ep.quantize(x),
+                baselines=with_ort(
+                    {"numpy": lambda x=x: _np_derive_quantize(x, None), **copy}, ort_pt, {"x": x}
+                ),
+                **common,
+            ),
+            Case(
+                name=f"dynamic_quantize_linear, out=, {label}",
+                ours=lambda x=x, o=qbuf_u8: ep.dynamic_quantize_linear(x, out=o),
+                baselines=with_ort(dict(copy), ort_dyn, {"x": x}),
+                **common,
+            ),
+            Case(
+                name=f"dequantize_linear, {label}",
+                ours=lambda q=q, s=scale: ep.dequantize_linear(q, s, np.int8(0)),
+                baselines=with_ort(
+                    {"numpy": lambda q=q, s=scale: q.astype(np.float32) * s, **copy},
+                    ort_d,
+                    {"q": q},
+                ),
+                **common,
+            ),
+            Case(
+                name=f"dequantize_linear, out=, {label}",
+                ours=lambda q=q, s=scale, o=fbuf: ep.dequantize_linear(q, s, np.int8(0), out=o),
+                baselines=with_ort(dict(copy), ort_d, {"q": q}),
+                **common,
+            ),
+        ]
+    w = _heavy(rng, (side, side))
+    wdst = np.empty_like(w)
+    ort_pc = _ort_derive_quantize([side, side], per_channel=True)
+    base = {
+        "numpy": lambda w=w: _np_derive_quantize(w, 0),
+        "np.copyto": lambda w=w, d=wdst: np.copyto(d, w),
+    }
+    if ort_pc is not None:
+        base["onnxruntime"] = lambda w=w: ort_pc.run(None, {"x": w})
+    out.append(
+        Case(
+            area=AREA,
+            name=f"quantize derive+quantize per channel (axis 0), {side}x{side}",
+            ours=lambda w=w: ep.quantize(w, axis=0),
+            baselines=base,
+            work=4.0 * w.size,
+            threads=1,
+        )
+    )
+    return out
+
+
+def main() -> None:  # pragma: no cover - manual timing entry point
+    import argparse
+
+    from edgepack.bench import format_table, run
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--min-time", type=float, default=0.5)
+    a = p.parse_args()
+    print(format_table(run(cases(a.quick), min_time=a.min_time)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
