@@ -97,6 +97,23 @@ pub fn check_scales(scale: &[f32], name: &str) -> Result<()> {
 }
 
 /// Quantize `x` (laid out as `lay`) with per-unit `factor` / `zp` into unpacked bytes.
+/// The input, output and parameter lengths `apply` / `apply_dequantize` need for `lay`.
+fn check_lengths(lay: &Layout, input: usize, out: usize, scales: usize, zps: usize) -> Result<()> {
+    if input != lay.numel() || out != input {
+        return Err(Error::arg(format!(
+            "`out` has {out} elements, expected {}",
+            lay.numel()
+        )));
+    }
+    if scales != lay.units() || zps != lay.units() {
+        return Err(Error::arg(format!(
+            "{scales} scales and {zps} zero points given, expected {}",
+            lay.units()
+        )));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     x: &[f32],
@@ -109,21 +126,7 @@ pub fn apply(
     qmax: i32,
 ) -> Result<()> {
     let (len, inner) = (lay.len, lay.inner);
-    if x.len() != lay.numel() || out.len() != x.len() {
-        return Err(Error::arg(format!(
-            "`out` has {} elements, expected {}",
-            out.len(),
-            lay.numel()
-        )));
-    }
-    if factor.len() != lay.units() || zp.len() != lay.units() {
-        return Err(Error::arg(format!(
-            "{} scales and {} zero points given, expected {}",
-            factor.len(),
-            zp.len(),
-            lay.units()
-        )));
-    }
+    check_lengths(lay, x.len(), out.len(), factor.len(), zp.len())?;
     let p = |u: usize| qk::Params {
         rounding,
         factor: factor[u],
@@ -201,21 +204,7 @@ pub fn apply_dequantize(
     zp: &[i32],
 ) -> Result<()> {
     let (len, inner) = (lay.len, lay.inner);
-    if q.len() != lay.numel() || out.len() != q.len() {
-        return Err(Error::arg(format!(
-            "`out` has {} elements, expected {}",
-            out.len(),
-            lay.numel()
-        )));
-    }
-    if scale.len() != lay.units() || zp.len() != lay.units() {
-        return Err(Error::arg(format!(
-            "{} scales and {} zero points given, expected {}",
-            scale.len(),
-            zp.len(),
-            lay.units()
-        )));
-    }
+    check_lengths(lay, q.len(), out.len(), scale.len(), zp.len())?;
     match lay.gran {
         Granularity::Tensor => par_rows(q, out, MIN_TASK, |_, qs, o| {
             dq::dequantize(qs, o, signed, scale[0], zp[0])
