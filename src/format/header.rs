@@ -109,8 +109,40 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Parse JSON bytes, rejecting duplicate keys. `what` names the thing in errors.
+/// An upper bound on the values + object keys a parse of `bytes` builds: one for the root plus
+/// one per `[`, `{`, `,` and `:` outside strings (every other value or key follows one of them).
+fn json_node_bound(bytes: &[u8]) -> usize {
+    let (mut n, mut in_str, mut esc) = (1usize, false, false);
+    for &b in bytes {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else {
+            match b {
+                b'"' => in_str = true,
+                b'[' | b'{' | b',' | b':' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Parse JSON bytes, rejecting duplicate keys and more than [`spec::MAX_JSON_NODES`] values +
+/// keys (checked before any tree is built). `what` names the thing in errors.
 pub fn parse_json(bytes: &[u8], what: &str) -> Result<Value> {
+    let nodes = json_node_bound(bytes);
+    if nodes > spec::MAX_JSON_NODES {
+        return Err(Error::format(format!(
+            "{what} holds about {nodes} JSON values, above the limit of {}",
+            spec::MAX_JSON_NODES
+        )));
+    }
     serde_json::from_slice::<Strict>(bytes)
         .map(|s| s.0)
         .map_err(|e| Error::format(format!("{what} is not valid JSON: {e}")))
@@ -785,4 +817,44 @@ pub fn record_json(t: &TensorRecord) -> Value {
         m.insert("stats".into(), Value::Object(s.clone()));
     }
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod node_bound_tests {
+    use super::*;
+
+    #[test]
+    fn node_bound_counts_values_and_keys_outside_strings() {
+        // root object, key a, value array, 3 elements, key "b", value: 1 + 1 + 1 + 3 + 2 = 8
+        // upper bound: root + '{' + ':' + '[' + ',' + ',' + ',' + ':' = 8
+        let j = br#"{"a":[1,2,3],"b":"x,[{:\"]"}"#;
+        assert_eq!(json_node_bound(j), 8);
+        let v: Value = serde_json::from_slice(j).unwrap();
+        assert_eq!(v["b"], "x,[{:\"]");
+    }
+
+    #[test]
+    fn too_many_nodes_is_a_format_error_before_parsing() {
+        let n = spec::MAX_JSON_NODES;
+        let mut j = Vec::with_capacity(3 * n + 2);
+        j.push(b'[');
+        for i in 0..n {
+            if i > 0 {
+                j.push(b',');
+            }
+            j.push(b'0');
+        }
+        j.push(b']');
+        let e = parse_json(&j, "header").unwrap_err();
+        assert!(matches!(e, Error::Format(_)), "{e}");
+        assert!(e.to_string().contains("above the limit of 8388608"), "{e}");
+        // One node fewer parses.
+        let ok = &j[..j.len() - 3];
+        let mut ok = ok.to_vec();
+        ok.push(b']');
+        assert_eq!(
+            parse_json(&ok, "header").unwrap().as_array().unwrap().len(),
+            n - 1
+        );
+    }
 }

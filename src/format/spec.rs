@@ -20,6 +20,9 @@ pub const MAX_RANK: usize = 8;
 pub const MAX_DIM: u64 = 1 << 40;
 pub const MAX_NUMEL: u64 = 1 << 48;
 pub const MAX_METADATA_BYTES: usize = 16 << 20;
+/// Most JSON values + object keys a header may hold (counted before parsing): bounds the parsed
+/// tree, which costs up to ~110 bytes per node for headers of tiny values.
+pub const MAX_JSON_NODES: usize = 1 << 23;
 pub const MAX_ZSTD_RATIO: u64 = 32768;
 /// Largest integer a header may hold (exact in a double).
 pub const MAX_JSON_INT: u64 = (1 << 53) - 1;
