@@ -187,8 +187,8 @@ class Report:
 
     def plot(self, path: Any, *, histograms: Any = None, model: Any = None) -> None:
         """Save a figure: per-layer SNR and size bars; with ``histograms`` (tensor names), a
-        histogram of each decompressed tensor with its quantization grid (the grid of its
-        coarsest scale). ``model`` defaults to the model the report came from. Needs
+        histogram of each decompressed tensor (log counts) with its quantization grid (the grid of
+        its median scale, drawn when at most 80 levels fall in the data's range). ``model`` defaults to the model the report came from. Needs
         matplotlib."""
         try:
             import matplotlib
@@ -214,16 +214,24 @@ class Report:
         for ax, name in zip(axes[2:], names):
             if model is None:
                 raise ValueError("histograms need `model=` (the CompressedModel)")
-            w = np.asarray(model.decompress(name)).reshape(-1)
-            ax.hist(w, bins=200)
-            ax.set_title(name)
-            t = model[name]
-            scale = getattr(t, "scale", None)
-            if scale is not None:
-                s = float(np.max(np.asarray(scale)))
-                bits = int(getattr(t, "bits", 8))
-                for k in range(-(2 ** (bits - 1)), 2 ** (bits - 1)):
-                    ax.axvline(k * s, lw=0.2, color="k")
+            w = np.asarray(model.decompress(name), dtype=np.float32).reshape(-1)
+            lo, hi = (float(w.min()), float(w.max())) if w.size else (-1.0, 1.0)
+            pad = 0.02 * (hi - lo or 1.0)
+            ax.hist(w, bins=200, range=(lo - pad, hi + pad))
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_yscale("log")  # pruned zeros and the tails on one axis
+            title = f"{name}: decompressed values"
+            scale = getattr(model[name], "scale", None)
+            if scale is not None and np.asarray(scale).size:
+                # The grid of the median scale (per-channel tensors have one grid per channel);
+                # drawn only where it can be seen.
+                step = float(np.median(np.asarray(scale, dtype=np.float64)))
+                levels = np.arange(np.ceil((lo - pad) / step), np.floor((hi + pad) / step) + 1)
+                if 0 < levels.size <= 80:
+                    for k in levels:
+                        ax.axvline(k * step, lw=0.3, color="k", alpha=0.5)
+                title += f" (quantization step {step:.3g}, median over {np.asarray(scale).size} scales)"
+            ax.set_title(title, fontsize=8)
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
