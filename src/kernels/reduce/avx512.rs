@@ -8,8 +8,11 @@ use std::arch::x86_64::*;
 
 use super::MinMax;
 
-/// Software prefetch distance in elements (4 KB, the hardware prefetchers' page limit).
-const PREFETCH: usize = 1024;
+/// Software prefetch distance in elements (16 KB) into L2. The hardware prefetchers stop at
+/// 4 KB page boundaries; a pure read stream needs more lines in flight than L1 prefetches can
+/// hold: on Zen 5, 64M elements reduce in 8.0-9.3 ms with this against 11.7-13.8 ms with a
+/// 4 KB distance into L1 (`_MM_HINT_T0`).
+const PREFETCH: usize = 4096;
 
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/DQ.
@@ -24,7 +27,7 @@ pub unsafe fn minmax(x: &[f32]) -> MinMax {
     while i + 64 <= n {
         if i + PREFETCH + 64 <= n {
             // SAFETY: prefetch never faults; the address is inside `x`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(i + PREFETCH) as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.add(i + PREFETCH) as *const i8) };
         }
         for k in 0..4 {
             // SAFETY: 64 elements from `i` are in bounds.
@@ -66,7 +69,7 @@ pub unsafe fn absmax(x: &[f32]) -> (f32, bool) {
     while i + 64 <= n {
         if i + PREFETCH + 64 <= n {
             // SAFETY: prefetch never faults; the address is inside `x`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(i + PREFETCH) as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.add(i + PREFETCH) as *const i8) };
         }
         for k in 0..4 {
             // SAFETY: 64 elements from `i` are in bounds.
