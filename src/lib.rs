@@ -9,6 +9,8 @@
 //!
 //! Every fallible core function returns [`error::Result`].
 
+/// Large result buffers recycled between calls (the only other process-wide state).
+pub mod buffers;
 pub mod error;
 pub mod parallel;
 

@@ -1,5 +1,6 @@
 //! The thread pool the kernels run on: `edgepack.set_num_threads(n)` / `EDGEPACK_NUM_THREADS`,
-//! default = the cores available to this process. This is the only global mutable state.
+//! default = the cores available to this process. With the result-buffer cache (`buffers.rs`,
+//! which never changes a result) this is the only global mutable state.
 
 use std::sync::{Arc, OnceLock, RwLock};
 

@@ -56,12 +56,16 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     if missing:
         pytest.skip(f"pending: README tour uses {missing}, not in this build yet")
     ns: dict[str, object] = {"__name__": "readme"}
-    for i, block in enumerate(code):
-        try:
-            exec(compile(block, f"README.md python block {i + 1}", "exec"), ns)
-        except Exception as e:
-            e.add_note(f"in README.md python block {i + 1}:\n{block}")
-            raise
+    threads = edgepack.get_num_threads()  # the README shows set_num_threads; later tests keep theirs
+    try:
+        for i, block in enumerate(code):
+            try:
+                exec(compile(block, f"README.md python block {i + 1}", "exec"), ns)
+            except Exception as e:
+                e.add_note(f"in README.md python block {i + 1}:\n{block}")
+                raise
+    finally:
+        edgepack.set_num_threads(threads)
 
 
 def test_readme_cli_examples_parse():

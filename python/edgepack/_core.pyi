@@ -11,6 +11,7 @@ __all__ = [
     "build_info",
     "get_num_threads",
     "set_num_threads",
+    "release_buffers",
     # issue 5
     "EpkReader",
     "EpkWriter",
@@ -112,6 +113,8 @@ def quantize(
     percentile: float | None,
     out: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
+def release_buffers() -> int: ...
+
 # --- pruning and sparse storage (issue 4) ---
 
 def prune_magnitude_mask(

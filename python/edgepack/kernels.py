@@ -93,15 +93,9 @@ def quantize_linear(
             o = _check_out(out, np.uint8, (), (xf.size + 1) // 2).reshape(-1)
         _core.quantize_linear(xf, s, z, otype, ax, bs, o)
         return out
-    # np.empty, not zeros: large blocks are reused from the C heap without page faults or
-    # zeroing (the kernel writes every byte).
-    if otype in ("int8", "uint8"):
-        r = np.empty(xf.shape, _NP[otype])
-        _core.quantize_linear(xf, s, z, otype, ax, bs, r.view(np.uint8))
-    else:
-        r = np.empty((xf.size + 1) // 2, np.uint8)
-        _core.quantize_linear(xf, s, z, otype, ax, bs, r)
-    return r
+    # The core allocates: large results come from its recycled buffers (no page faults).
+    r = _core.quantize_linear(xf, s, z, otype, ax, bs)
+    return r.view(_NP[otype]) if otype in ("int8", "uint8") else r
 
 
 def dequantize_linear(
@@ -144,9 +138,7 @@ def dequantize_linear(
         _check_out(out, np.float32, q.shape, q.size)
         _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, out)
         return out
-    r = np.empty(q.shape, np.float32)  # reused heap memory: no page faults, no zeroing
-    _core.dequantize_linear(q8, dt, shape, s, z, ax, bs, r)
-    return r
+    return _core.dequantize_linear(q8, dt, shape, s, z, ax, bs)
 
 
 def dynamic_quantize_linear(
@@ -165,8 +157,7 @@ def dynamic_quantize_linear(
         o = _check_out(out, np.uint8, xf.shape, xf.size)
         _, s, z = _core.dynamic_quantize_linear(xf, o)
         return out, np.float32(s), np.uint8(z)
-    y = np.empty(xf.shape, np.uint8)  # reused heap memory: no page faults, no zeroing
-    _, s, z = _core.dynamic_quantize_linear(xf, y)
+    y, s, z = _core.dynamic_quantize_linear(xf)
     return y, np.float32(s), np.uint8(z)
 
 

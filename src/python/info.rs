@@ -24,6 +24,7 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("isa_detected", detected)?;
     d.set_item("isa", isa::active().name())?;
     d.set_item("num_threads", parallel::num_threads())?;
+    d.set_item("buffer_cache_limit", crate::buffers::limit())?;
     Ok(d)
 }
 

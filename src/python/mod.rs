@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod buffers;
 pub mod errors;
 mod info;
 // .epk file format (issue 5)
@@ -17,11 +18,14 @@ mod sparse; // issue 4 // int8 matmul (issue 3)
 /// The native module `edgepack._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Refuse to import with an invalid EDGEPACK_ISA / EDGEPACK_NUM_THREADS: a silent fallback
+    // Refuse to import with an invalid EDGEPACK_ISA / EDGEPACK_NUM_THREADS /
+    // EDGEPACK_BUFFER_CACHE_MB: a silent fallback
     // would hide a misconfigured deployment.
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
+    crate::buffers::limit_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    buffers::register(m)?;
     format::register(m)?; // issue 5
     quant::register(m)?; // issue 2
     prune::register(m)?; // issue 4

@@ -8,6 +8,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::buffers::result_array;
 use crate::error::Error;
 use crate::quant::{self, Calibration, Convention, QType, Spec};
 
@@ -59,12 +60,10 @@ fn quantize_linear<'py>(
         }
         None => {
             let n: usize = shape.iter().product();
-            // numpy's allocator (hugepage-advised for large arrays): far fewer page faults
-            // than a fresh Rust allocation.
             let a = if qtype.bits == 8 {
-                PyArrayDyn::<u8>::zeros(py, shape.clone(), false)
+                result_array::<u8>(py, &shape)?
             } else {
-                PyArrayDyn::<u8>::zeros(py, vec![qtype.storage_len(n)], false)
+                result_array::<u8>(py, &[qtype.storage_len(n)])?
             };
             {
                 let mut w = a.try_readwrite().map_err(|e| Error::arg(e.to_string()))?;
@@ -131,7 +130,7 @@ fn dequantize_linear<'py>(
                 ))
                 .into());
             }
-            let a = PyArrayDyn::<f32>::zeros(py, shape.clone(), false);
+            let a = result_array::<f32>(py, &shape)?;
             {
                 let mut w = a.try_readwrite().map_err(|e| Error::arg(e.to_string()))?;
                 let os = w.as_slice_mut()?;
@@ -166,7 +165,7 @@ fn dynamic_quantize_linear<'py>(
             Ok((o.into_any(), s, z))
         }
         None => {
-            let a = PyArrayDyn::<u8>::zeros(py, shape, false);
+            let a = result_array::<u8>(py, &shape)?;
             let (s, z) = {
                 let mut w = a.try_readwrite().map_err(|e| Error::arg(e.to_string()))?;
                 let os = w.as_slice_mut()?;
@@ -230,7 +229,8 @@ fn quantize<'py>(
     let xs = x.as_slice()?;
     let data = match out {
         Some(o) => o,
-        None => PyArray1::<u8>::zeros(py, spec.qtype().storage_len(xs.len()), false),
+        None => result_array::<u8>(py, &[spec.qtype().storage_len(xs.len())])?
+            .cast_into::<PyArray1<u8>>()?,
     };
     let d = {
         if !data.is_c_contiguous() {
