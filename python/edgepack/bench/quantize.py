@@ -169,7 +169,12 @@ def cases(quick: bool) -> list[Case]:
     for n in sizes:
         label = f"{n >> 20}M"
         x = _heavy(rng, (n,))
-        scale = np.float32(np.abs(x).max() / 127)
+        # A calibrated scale (99.9th percentile of |x|, 0.1% saturating) gives codes that use
+        # the int8 range, as real quantized weights do. The absmax of this heavy-tailed data
+        # would leave almost every code 0, and lines of zeros are written about twice as fast
+        # on this hardware (dequantize: 4.1 ms for 64M zero codes, 10.0 ms for uniform ones),
+        # which would flatter every implementation.
+        scale = np.float32(np.percentile(np.abs(x), 99.9) / 127)
         dst = np.empty_like(x)
         copy = {"np.copyto": lambda x=x, dst=dst: np.copyto(dst, x)}
         qbuf = np.empty(n, np.int8)
