@@ -73,13 +73,28 @@ def test_odd_and_tiny_shapes(rng):
 
 
 @pytest.mark.parametrize(
-    "shape", [(1, 4096, 300), (200, 257, 130), (37, 1000, 65), (129, 64, 1030)]
+    "shape",
+    [(1, 4096, 300), (200, 257, 130), (37, 1000, 65), (129, 64, 1030), (305, 2100, 200)],
 )
 def test_beyond_tile_sizes(rng, shape):
     m, k, n = shape
     for adt, bdt in DTYPES[:2]:
         a, b = _rand(rng, adt, (m, k)), _rand(rng, bdt, (k, n))
         np.testing.assert_array_equal(ep.matmul_integer(a, b), ref.matmul_integer(a, b))
+
+
+def test_every_thread_count_gives_the_exact_product(rng):
+    """Row blocks (about 256 KiB of A each) x panel blocks, split differently per thread count."""
+    a, b = _rand(rng, np.int8, (305, 2100)), _rand(rng, np.int8, (2100, 200))
+    want = ref.matmul_integer(a, b)
+    packed = ep.pack_matrix(b)
+    threads = ep.get_num_threads()
+    try:
+        for t in (1, 2, 3, 5):
+            ep.set_num_threads(t)
+            np.testing.assert_array_equal(ep.matmul_integer(a, packed), want, err_msg=f"{t=}")
+    finally:
+        ep.set_num_threads(threads)
 
 
 def test_batch_dims_and_vector(rng):

@@ -185,7 +185,7 @@ macro_rules! tile_call {
 
 /// k-groups (4 bytes of K each) per K block: a 64-column panel of B is then 64 x 4*KC bytes
 /// (16 KiB), which stays in L1 while every row tile of the block passes over it.
-const KC_GROUPS: usize = 64;
+const KC_GROUPS: usize = 128;
 
 /// Rows `m0..m1` x panels `p0..p1` of `job`. Beyond 16 rows, K is blocked ([`KC_GROUPS`]) and
 /// partial sums live in a per-thread buffer of (m1 - m0) x 64 int32 until the last block.

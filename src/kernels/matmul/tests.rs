@@ -507,3 +507,52 @@ fn packing_is_the_same_on_every_isa() {
         }
     }
 }
+
+#[test]
+fn partition_covers_every_row_and_panel_once_in_aligned_blocks() {
+    use super::{partition, Partition};
+    for &(m, panels, kp) in &[
+        (1usize, 1usize, 64usize),
+        (7, 3, 4096),
+        (16, 64, 4096),
+        (17, 5, 1024),
+        (64, 64, 4096),
+        (128, 48, 768),
+        (512, 16, 1024),
+        (1000, 7, 1024),
+        (1024, 16, 1024),
+        (2048, 32, 2048),
+        (4099, 33, 100),
+    ] {
+        for threads in 1..=5 {
+            let p: Partition = partition(m, panels, kp, threads);
+            let mut seen = vec![0u8; m * panels];
+            for mb in 0..p.mblocks {
+                let m0 = mb * p.mc;
+                assert!(m0 < m, "{m} {panels} {threads}: empty row block {p:?}");
+                if m > 16 {
+                    assert_eq!(m0 % 6, 0, "row blocks start on a row tile");
+                }
+                for pb in 0..p.pblocks {
+                    let p0 = pb * p.pc;
+                    assert!(
+                        p0 < panels,
+                        "{m} {panels} {threads}: empty panel block {p:?}"
+                    );
+                    for r in m0..(m0 + p.mc).min(m) {
+                        for c in p0..(p0 + p.pc).min(panels) {
+                            seen[r * panels + c] += 1;
+                        }
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|&v| v == 1),
+                "{m} {panels} {threads}: {p:?}"
+            );
+        }
+    }
+    // The case that motivated balancing: 12 equal blocks on 2 threads, not 9 unequal ones.
+    let p = partition(512, 16, 1024, 2);
+    assert_eq!(p.mblocks * p.pblocks % 2, 0, "{p:?}");
+}
