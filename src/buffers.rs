@@ -10,7 +10,7 @@
 //! * only buffers of at least [`MIN_BYTES`] are recycled (smaller ones come from numpy's
 //!   allocator, where glibc's heap already reuses memory);
 //! * a dropped buffer goes back to a process-wide cache holding at most [`limit`] bytes
-//!   (`EDGEPACK_BUFFER_CACHE_MB`, default 1024; `0` turns recycling off), oldest evicted first;
+//!   (`EDGEPACK_BUFFER_CACHE_MB`, default 256; `0` turns recycling off), oldest evicted first;
 //! * [`release`] returns every cached buffer to the operating system.
 //!
 //! Results never depend on it: every kernel that writes into a buffer writes all of it (the
@@ -34,7 +34,9 @@ pub const MIN_BYTES: usize = 4 << 20;
 const GRANULE: usize = 2 << 20;
 
 /// Default cap on the bytes kept between calls.
-const DEFAULT_LIMIT_MB: usize = 1024;
+/// 256 MiB: one 64M-element float32 result, or a few weight-sized ones; small enough to leave
+/// idle on a laptop or an edge box (onnxruntime's CPU arena keeps what it grew to by default).
+const DEFAULT_LIMIT_MB: usize = 256;
 
 /// Parse `EDGEPACK_BUFFER_CACHE_MB` (`None` when unset or empty).
 pub fn limit_from_env() -> Result<Option<usize>> {
@@ -54,7 +56,7 @@ fn parse_limit(s: &str) -> Result<usize> {
     }
 }
 
-/// Bytes the cache may keep between calls (`EDGEPACK_BUFFER_CACHE_MB`, default 1024 MiB).
+/// Bytes the cache may keep between calls (`EDGEPACK_BUFFER_CACHE_MB`, default 256 MiB).
 pub fn limit() -> usize {
     static LIMIT: OnceLock<usize> = OnceLock::new();
     *LIMIT.get_or_init(|| {

@@ -64,7 +64,7 @@ def release_buffers() -> int:
     recycled once the last array using them is freed, so the next large result does not pay
     the operating system's page faults again (a fresh 256 MiB result costs about 22 ms of
     faults, twice the dequantize itself), as onnxruntime's arena does. At most
-    ``EDGEPACK_BUFFER_CACHE_MB`` MiB (default 1024; 0 turns recycling off) are kept. Results
+    ``EDGEPACK_BUFFER_CACHE_MB`` MiB (default 256; 0 turns recycling off) are kept. Results
     never depend on the cache; only memory held between calls does.
     """
     return int(_core.release_buffers())
