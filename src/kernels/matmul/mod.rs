@@ -28,6 +28,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avxvnni;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 
 #[cfg(test)]
 mod tests;
@@ -139,11 +141,15 @@ pub fn k_limit(a_dtype: Dtype, a_zp: &[i32], b_dtype: Dtype, b_zp: &[i32]) -> us
 }
 
 fn check_k(a: &Lhs, a_zp: &[i32], b: &PackedMatrix) -> Result<()> {
-    if a.k != b.k() {
+    check_k_parts(a, a_zp, b.k(), b.dtype(), b.zero_point())
+}
+
+/// A against a B of `k` rows: K agrees, A's length, and the exact-int32 K limit.
+fn check_k_parts(a: &Lhs, a_zp: &[i32], k: usize, b_dtype: Dtype, b_zp: &[i32]) -> Result<()> {
+    if a.k != k {
         return Err(Error::arg(format!(
-            "`a` has K={} columns but `b` has K={} rows",
-            a.k,
-            b.k()
+            "`a` has K={} columns but `b` has K={k} rows",
+            a.k
         )));
     }
     let need = a
@@ -158,14 +164,14 @@ fn check_k(a: &Lhs, a_zp: &[i32], b: &PackedMatrix) -> Result<()> {
             a.k
         )));
     }
-    let lim = k_limit(a.dtype, a_zp, b.dtype(), b.zero_point());
+    let lim = k_limit(a.dtype, a_zp, b_dtype, b_zp);
     if a.k > lim {
         return Err(Error::limit(format!(
             "K={} exceeds {lim}, the largest K for which a {} x {} product with these zero points \
              is guaranteed to fit in int32 (exact results only); split K and sum in int64",
             a.k,
             a.dtype.name(),
-            b.dtype().name()
+            b_dtype.name()
         )));
     }
     Ok(())
@@ -690,8 +696,9 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
     matmul_integer_with(isa::active(), a, a_zp, b)
 }
 
-/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`,
-/// packed for this call only (storage recycled per thread).
+/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`:
+/// up to [`direct::DIRECT_ROWS`] rows on the AVX-512 level, multiplied straight from B's bytes
+/// (`direct.rs`); otherwise packed for this call only (storage recycled per thread).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_integer_unpacked_with(
     isa: Isa,
@@ -703,6 +710,12 @@ pub fn matmul_integer_unpacked_with(
     b_dtype: Dtype,
     b_zp: &[i64],
 ) -> Result<Vec<i32>> {
+    #[cfg(target_arch = "x86_64")]
+    if isa.includes(Isa::Avx512) && (1..=direct::DIRECT_ROWS).contains(&a.rows) && k > 0 && n > 0 {
+        // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni/vbmi (isa.rs); callers pass
+        // only levels from `isa::detected()` or `isa::active()`.
+        return unsafe { direct::matmul(a, a_zp, b, k, n, b_dtype, b_zp) };
+    }
     PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
         matmul_integer_with(isa, a, a_zp, packed)
     })?

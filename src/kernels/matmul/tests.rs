@@ -157,6 +157,8 @@ fn beyond_tile_sizes() {
         (130, 300, 64),
         (40, 1030, 70),
         (17, 513, 129),
+        (3, 70, 4200),   // unpacked B without packing (direct.rs): two column blocks
+        (4, 1030, 1100), // ... split between the threads when there are several
     ] {
         for (ad, bd) in DT {
             let a = rng.bytes(m * k);
