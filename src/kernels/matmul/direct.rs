@@ -12,7 +12,7 @@
 use super::avx512::{direct_block, ACC_STRIDE, DIRECT_COLS};
 use super::pack::{SyncPtr, PANEL};
 use super::{check_zero_points, Dtype, Lhs};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Largest M multiplied from unpacked B without packing it. Measured on one Zen 5 core, 4096 x
 /// 4096 int8 B, against packing + the packed kernels: M = 1 1.0 vs 4.0 ms, 2 1.4 vs 4.1, 4 1.7
@@ -37,16 +37,7 @@ pub(super) unsafe fn matmul(
     b_dtype: Dtype,
     b_zp: &[i64],
 ) -> Result<Vec<i32>> {
-    let total = k
-        .checked_mul(n)
-        .ok_or_else(|| Error::limit(format!("`b` shape ({k}, {n}) overflows")))?;
-    if b.len() != total {
-        return Err(Error::arg(format!(
-            "`b` holds {} elements, expected K*N = {k}*{n} = {total}",
-            b.len()
-        )));
-    }
-    let zb = check_zero_points("b_zero_point", b_zp, n, "N (columns of `b`)", b_dtype)?;
+    let zb = super::check_b(b, k, n, b_dtype, b_zp)?;
     let za = check_zero_points("a_zero_point", a_zp, a.rows, "row of `a`", a.dtype)?;
     super::check_k_parts(a, &za, k, b_dtype, &zb)?;
     debug_assert!(a.rows >= 1 && a.rows <= DIRECT_ROWS && k >= 1 && n >= 1);

@@ -116,6 +116,27 @@ pub(crate) fn check_zero_points(
     Ok(zp.iter().map(|&z| z as i32).collect())
 }
 
+/// A row-major (K, N) B of `dtype` bytes: its length, and its zero point (empty, one value or
+/// N values) checked against `dtype`; returns the zero point.
+pub(crate) fn check_b(
+    b: &[u8],
+    k: usize,
+    n: usize,
+    dtype: Dtype,
+    zero_point: &[i64],
+) -> Result<Vec<i32>> {
+    let total = k
+        .checked_mul(n)
+        .ok_or_else(|| Error::limit(format!("`b` shape ({k}, {n}) overflows")))?;
+    if b.len() != total {
+        return Err(Error::arg(format!(
+            "`b` holds {} elements, expected K*N = {k}*{n} = {total}",
+            b.len()
+        )));
+    }
+    check_zero_points("b_zero_point", zero_point, n, "N (columns of `b`)", dtype)
+}
+
 /// The largest K for which `(A - a_zp) @ (B - b_zp)` is guaranteed to fit in int32 for any
 /// operands of these dtypes with these zero points (empty = 0).
 pub fn k_limit(a_dtype: Dtype, a_zp: &[i32], b_dtype: Dtype, b_zp: &[i32]) -> usize {

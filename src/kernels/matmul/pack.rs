@@ -9,7 +9,7 @@
 //! order: exactly the `b` operand of one `vpdpbusd` on zmm. Byte `(k, n)` lives at
 //! `(n / 16) * kp * 16 + (k / 4) * 64 + (n % 16) * 4 + k % 4`.
 
-use super::{check_zero_points, Dtype};
+use super::{check_b, Dtype};
 use crate::error::{Error, Result};
 use crate::kernels::isa::Isa;
 
@@ -111,16 +111,7 @@ impl PackedMatrix {
         zero_point: &[i64],
         mut lines: Vec<Line>,
     ) -> Result<Self> {
-        let total = k
-            .checked_mul(n)
-            .ok_or_else(|| Error::limit(format!("`b` shape ({k}, {n}) overflows")))?;
-        if b.len() != total {
-            return Err(Error::arg(format!(
-                "`b` holds {} elements, expected K*N = {k}*{n} = {total}",
-                b.len()
-            )));
-        }
-        let zp = check_zero_points("b_zero_point", zero_point, n, "N (columns of `b`)", dtype)?;
+        let zp = check_b(b, k, n, dtype, zero_point)?;
         let kp = round_up(k, 4).ok_or_else(|| Error::limit("`b` has too many rows"))?;
         let np = round_up(n, PANEL).ok_or_else(|| Error::limit("`b` has too many columns"))?;
         let nlines = (kp / 4)
