@@ -12,14 +12,41 @@ use super::buffers::result_array;
 use crate::error::Error;
 use crate::quant::{self, Calibration, Convention, QType, Spec};
 
-fn writable<'py, T: numpy::Element>(
-    out: &Bound<'py, PyArrayDyn<T>>,
-) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
-    if !out.is_c_contiguous() {
-        return Err(Error::arg("`out` must be C-contiguous").into());
-    }
-    out.try_readwrite()
-        .map_err(|e| Error::arg(format!("`out` is not writeable: {e}")).into())
+/// Run `f` on the elements of `out` when given (C-contiguous, writeable), else of a fresh
+/// result array of `shape` ([`result_array`]: its previous contents are unspecified, `f` writes
+/// every element), with the GIL released; returns the array and `f`'s value.
+fn fill<'py, T: numpy::Element, R: Send>(
+    py: Python<'py>,
+    out: Option<Bound<'py, PyArrayDyn<T>>>,
+    shape: &[usize],
+    f: impl FnOnce(&mut [T]) -> crate::error::Result<R> + Send,
+) -> PyResult<(Bound<'py, PyArrayDyn<T>>, R)> {
+    let a = match out {
+        Some(o) => {
+            if !o.is_c_contiguous() {
+                return Err(Error::arg("`out` must be C-contiguous").into());
+            }
+            o
+        }
+        None => result_array::<T>(py, shape)?,
+    };
+    let r = {
+        let mut w = a
+            .try_readwrite()
+            .map_err(|e| Error::arg(format!("`out` is not writeable: {e}")))?;
+        let os = w.as_slice_mut()?;
+        py.detach(|| f(os))?
+    };
+    Ok((a, r))
+}
+
+/// A zero point argument as (values, shape).
+fn zero_point_parts<'a>(
+    z: &'a Option<PyReadonlyArrayDyn<'_, i32>>,
+) -> PyResult<Option<(&'a [i32], Vec<usize>)>> {
+    z.as_ref()
+        .map(|z| Ok((z.as_slice()?, z.shape().to_vec())))
+        .transpose()
 }
 
 /// `_core.quantize_linear(x, scale, zero_point, dtype, axis, block_size, out)`.
@@ -38,43 +65,19 @@ fn quantize_linear<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let qtype = QType::parse(dtype)?;
     let shape = x.shape().to_vec();
-    let xs = x.as_slice()?;
-    let ss = scale.as_slice()?;
-    let sshape = scale.shape().to_vec();
-    let zshape = zero_point.as_ref().map(|z| z.shape().to_vec());
-    let zs = match &zero_point {
-        Some(z) => Some(z.as_slice()?),
-        None => None,
+    let (xs, ss, sshape) = (x.as_slice()?, scale.as_slice()?, scale.shape().to_vec());
+    let zp = zero_point_parts(&zero_point)?;
+    let zp = zp.as_ref().map(|(v, s)| (*v, s.as_slice()));
+    let n: usize = shape.iter().product();
+    let oshape = if qtype.bits == 8 {
+        shape.clone()
+    } else {
+        vec![qtype.storage_len(n)]
     };
-    let zp = zs.zip(zshape.as_deref());
-    match out {
-        Some(o) => {
-            {
-                let mut w = writable(&o)?;
-                let os = w.as_slice_mut()?;
-                py.detach(|| {
-                    quant::quantize_linear(xs, &shape, ss, &sshape, zp, qtype, axis, block_size, os)
-                })?;
-            }
-            Ok(o.into_any())
-        }
-        None => {
-            let n: usize = shape.iter().product();
-            let a = if qtype.bits == 8 {
-                result_array::<u8>(py, &shape)?
-            } else {
-                result_array::<u8>(py, &[qtype.storage_len(n)])?
-            };
-            {
-                let mut w = a.try_readwrite().map_err(|e| Error::arg(e.to_string()))?;
-                let os = w.as_slice_mut()?;
-                py.detach(|| {
-                    quant::quantize_linear(xs, &shape, ss, &sshape, zp, qtype, axis, block_size, os)
-                })?;
-            }
-            Ok(a.into_any())
-        }
-    }
+    let (a, ()) = fill(py, out, &oshape, |os| {
+        quant::quantize_linear(xs, &shape, ss, &sshape, zp, qtype, axis, block_size, os)
+    })?;
+    Ok(a.into_any())
 }
 
 /// `_core.dequantize_linear(q, dtype, shape, scale, zero_point, axis, block_size, out)`.
@@ -93,56 +96,30 @@ fn dequantize_linear<'py>(
     out: Option<Bound<'py, PyArrayDyn<f32>>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let qtype = QType::parse(dtype)?;
-    let qs = q.as_slice()?;
-    let ss = scale.as_slice()?;
-    let sshape = scale.shape().to_vec();
-    let zshape = zero_point.as_ref().map(|z| z.shape().to_vec());
-    let zs = match &zero_point {
-        Some(z) => Some(z.as_slice()?),
-        None => None,
-    };
-    let zp = zs.zip(zshape.as_deref());
-    match out {
-        Some(o) => {
-            {
-                let mut w = writable(&o)?;
-                let os = w.as_slice_mut()?;
-                py.detach(|| {
-                    quant::dequantize_linear(
-                        qs, qtype, &shape, ss, &sshape, zp, axis, block_size, os,
-                    )
-                })?;
-            }
-            Ok(o.into_any())
-        }
-        None => {
-            let n = shape
-                .iter()
-                .try_fold(1usize, |a, &b| a.checked_mul(b))
-                .ok_or_else(|| Error::limit(format!("shape {shape:?} is too large")))?;
-            if qs.len() != qtype.storage_len(n) {
-                return Err(Error::arg(format!(
-                    "quantized data has {} bytes, expected {} for {n} {} values of shape {}",
-                    qs.len(),
-                    qtype.storage_len(n),
-                    qtype.name(),
-                    quant::shape_str(&shape)
-                ))
-                .into());
-            }
-            let a = result_array::<f32>(py, &shape)?;
-            {
-                let mut w = a.try_readwrite().map_err(|e| Error::arg(e.to_string()))?;
-                let os = w.as_slice_mut()?;
-                py.detach(|| {
-                    quant::dequantize_linear(
-                        qs, qtype, &shape, ss, &sshape, zp, axis, block_size, os,
-                    )
-                })?;
-            }
-            Ok(a.into_any())
+    let (qs, ss, sshape) = (q.as_slice()?, scale.as_slice()?, scale.shape().to_vec());
+    let zp = zero_point_parts(&zero_point)?;
+    let zp = zp.as_ref().map(|(v, s)| (*v, s.as_slice()));
+    if out.is_none() {
+        // Checked before allocating the result (its size comes from `shape`, not from `q`).
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| Error::limit(format!("shape {shape:?} is too large")))?;
+        if qs.len() != qtype.storage_len(n) {
+            return Err(Error::arg(format!(
+                "quantized data has {} bytes, expected {} for {n} {} values of shape {}",
+                qs.len(),
+                qtype.storage_len(n),
+                qtype.name(),
+                quant::shape_str(&shape)
+            ))
+            .into());
         }
     }
+    let (a, ()) = fill(py, out, &shape, |os| {
+        quant::dequantize_linear(qs, qtype, &shape, ss, &sshape, zp, axis, block_size, os)
+    })?;
+    Ok(a.into_any())
 }
 
 /// `_core.dynamic_quantize_linear(x, out)` -> `(y, scale, zero_point)`.
@@ -155,25 +132,8 @@ fn dynamic_quantize_linear<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, f32, u8)> {
     let shape = x.shape().to_vec();
     let xs = x.as_slice()?;
-    match out {
-        Some(o) => {
-            let (s, z) = {
-                let mut w = writable(&o)?;
-                let os = w.as_slice_mut()?;
-                py.detach(|| quant::dynamic_quantize_linear(xs, os))?
-            };
-            Ok((o.into_any(), s, z))
-        }
-        None => {
-            let a = result_array::<u8>(py, &shape)?;
-            let (s, z) = {
-                let mut w = a.try_readwrite().map_err(|e| Error::arg(e.to_string()))?;
-                let os = w.as_slice_mut()?;
-                py.detach(|| quant::dynamic_quantize_linear(xs, os))?
-            };
-            Ok((a.into_any(), s, z))
-        }
-    }
+    let (a, (s, z)) = fill(py, out, &shape, |os| quant::dynamic_quantize_linear(xs, os))?;
+    Ok((a.into_any(), s, z))
 }
 
 type Quantized<'py> = (
@@ -227,21 +187,11 @@ fn quantize<'py>(
     };
     let shape = x.shape().to_vec();
     let xs = x.as_slice()?;
-    let data = match out {
-        Some(o) => o,
-        None => result_array::<u8>(py, &[spec.qtype().storage_len(xs.len())])?
-            .cast_into::<PyArray1<u8>>()?,
-    };
-    let d = {
-        if !data.is_c_contiguous() {
-            return Err(Error::arg("`out` must be C-contiguous").into());
-        }
-        let mut w = data
-            .try_readwrite()
-            .map_err(|e| Error::arg(e.to_string()))?;
-        let os = w.as_slice_mut()?;
-        py.detach(|| quant::quantize_into(xs, &shape, axis, block_size, &spec, os))?
-    };
+    let out = out.map(|o| o.to_dyn().clone());
+    let (data, d) = fill(py, out, &[spec.qtype().storage_len(xs.len())], |os| {
+        quant::quantize_into(xs, &shape, axis, block_size, &spec, os)
+    })?;
+    let data = data.cast_into::<PyArray1<u8>>()?;
     let scale = d.scale.into_pyarray(py).reshape(d.param_shape.clone())?;
     let zp = d.zero_point.into_pyarray(py).reshape(d.param_shape)?;
     Ok((data, scale, zp))
