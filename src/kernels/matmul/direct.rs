@@ -14,10 +14,11 @@ use super::pack::{SyncPtr, PANEL};
 use super::{check_zero_points, Dtype, Lhs};
 use crate::error::Result;
 
-/// Largest M multiplied from unpacked B without packing it. Measured on one Zen 5 core, 4096 x
-/// 4096 int8 B, against packing + the packed kernels: M = 1 1.0 vs 4.0 ms, 2 1.4 vs 4.1, 4 1.7
-/// vs 4.1, 5 2.6 vs 4.3, 8 4.4 vs 4.3 (a second pass over B), 16 8.2 vs 5.8.
-pub(super) const DIRECT_ROWS: usize = 4;
+/// Largest M multiplied from unpacked B without packing it: one pass over B with up to 8 rows
+/// of accumulators (128 KiB, in L2). Measured on one Zen 5 core, 4096 x 4096 int8 B, against
+/// packing + the packed kernels: M = 1 0.75-1.04 vs 3.3-4.0 ms, 4 1.8-2.2 vs 3.7-4.0, 8
+/// 2.9-3.0 vs 3.4-3.9, 12 (two passes) 3.9-4.8 vs 4.1, 16 4.6-5.0 vs 4.5-5.2.
+pub(super) const DIRECT_ROWS: usize = 8;
 
 /// Rows per pass over a block of B's columns (one pass: DIRECT_ROWS).
 const PASS_ROWS: usize = DIRECT_ROWS;
@@ -102,7 +103,11 @@ pub(super) unsafe fn matmul(
                             1 => direct_block::<1>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
                             2 => direct_block::<2>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
                             3 => direct_block::<3>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
-                            _ => direct_block::<4>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
+                            4 => direct_block::<4>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
+                            5 => direct_block::<5>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
+                            6 => direct_block::<6>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
+                            7 => direct_block::<7>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
+                            _ => direct_block::<8>(ap, kp, bp, k, n, c0, nc, flip_b, &mut acc, s),
                         }
                     }
                     for i in 0..rows {

@@ -158,7 +158,7 @@ fn beyond_tile_sizes() {
         (40, 1030, 70),
         (17, 513, 129),
         (3, 70, 4200),   // unpacked B without packing (direct.rs): two column blocks
-        (4, 1030, 1100), // ... split between the threads when there are several
+        (8, 520, 1100), // ... eight rows in one pass, split between the threads
     ] {
         for (ad, bd) in DT {
             let a = rng.bytes(m * k);
