@@ -246,48 +246,70 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
             Out::Q8 { .. } => Direct::NONE,
         }
     };
-    super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
-        // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
-        let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
-        let acc = &mut acc[..rows_blk * PANEL];
-        for p in p0..p1 {
-            // SAFETY: panel p (4 strips) is inside the packed buffer: p < np / PANEL.
-            let bp = unsafe { data.as_ptr().add(p * 4 * sstride) };
-            let mut g0 = 0;
-            loop {
-                let g1 = (g0 + kcg).min(groups);
-                let last = g1 == groups;
-                row_tiles(job.m, m0, m1, |m, rows| {
-                    let at = (m - m0) * PANEL;
-                    // SAFETY: rows m..m+rows < job.m, each `lda >= kp` bytes, from byte 4*g0;
-                    // k-groups g0..g1 of the panel's strips; tile rows inside `acc`.
-                    let (ap, bpk, tp) = unsafe {
-                        (
-                            job.a.as_ptr().add(m * lda + 4 * g0),
-                            bp.add(g0 * 64),
-                            acc.as_mut_ptr().add(at),
-                        )
-                    };
-                    let d = if direct_ok && last && (p + 1) * PANEL <= n {
-                        direct_at(m, p)
-                    } else {
-                        Direct::NONE
-                    };
-                    if job.flip {
-                        tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
-                    } else {
-                        tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
-                    }
-                    if last && d.out.is_null() {
-                        finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
-                    }
-                });
-                if last {
-                    break;
-                }
-                g0 = g1;
+    // int8 A beyond the small-M path: this block's rows are flipped to `Au = A ^ 0x80` once
+    // (a copy of rows_blk x lda bytes, hot in L2 when the tiles read it) instead of in the
+    // microkernel, where each broadcast costs a load, an XOR and a shuffle instead of one
+    // broadcast load (int8 activations were 3-5% slower than uint8 on the large shapes).
+    let pre_flip = job.flip && job.m > 16;
+    let a_len = if pre_flip { rows_blk * lda } else { 0 };
+    super::with_scratch(3, a_len, |abuf| {
+        if pre_flip {
+            let src = &job.a[m0 * lda..m1 * lda];
+            for (d, &s) in abuf.iter_mut().zip(src) {
+                *d = s ^ 0x80;
             }
         }
+        // (A block base, its first row, XOR in the kernel)
+        let (a_base, a_row0, kflip) = if pre_flip {
+            (abuf.as_ptr(), m0, false)
+        } else {
+            (job.a.as_ptr(), 0, job.flip)
+        };
+        super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
+            // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
+            let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
+            let acc = &mut acc[..rows_blk * PANEL];
+            for p in p0..p1 {
+                // SAFETY: panel p (4 strips) is inside the packed buffer: p < np / PANEL.
+                let bp = unsafe { data.as_ptr().add(p * 4 * sstride) };
+                let mut g0 = 0;
+                loop {
+                    let g1 = (g0 + kcg).min(groups);
+                    let last = g1 == groups;
+                    row_tiles(job.m, m0, m1, |m, rows| {
+                        let at = (m - m0) * PANEL;
+                        // SAFETY: rows m..m+rows of the block (m0 <= m, m + rows <= m1), each
+                        // `lda >= kp` bytes in `job.a` or in the flipped copy of rows m0..m1,
+                        // from byte 4*g0; k-groups g0..g1 of the panel's strips; tile rows
+                        // inside `acc`.
+                        let (ap, bpk, tp) = unsafe {
+                            (
+                                a_base.add((m - a_row0) * lda + 4 * g0),
+                                bp.add(g0 * 64),
+                                acc.as_mut_ptr().add(at),
+                            )
+                        };
+                        let d = if direct_ok && last && (p + 1) * PANEL <= n {
+                            direct_at(m, p)
+                        } else {
+                            Direct::NONE
+                        };
+                        if kflip {
+                            tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                        } else {
+                            tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                        }
+                        if last && d.out.is_null() {
+                            finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
+                        }
+                    });
+                    if last {
+                        break;
+                    }
+                    g0 = g1;
+                }
+            }
+        });
     });
 }
 

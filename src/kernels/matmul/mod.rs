@@ -575,13 +575,14 @@ fn row_sums(a: &Lhs) -> Vec<u32> {
 thread_local! {
     /// Per-thread scratch (padded A, quantized activations), reused across calls: fresh pages
     /// cost a page fault each, which at small shapes costs more than the multiplication.
-    static SCRATCH: std::cell::RefCell<[Vec<u8>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+    static SCRATCH: std::cell::RefCell<[Vec<u8>; 4]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
 }
 
 /// Largest scratch buffer kept between calls.
 const SCRATCH_KEEP: usize = 16 << 20;
 
-/// Run `f` with this thread's scratch buffer `slot` (0: packed A, 1: quantized activations) of
+/// Run `f` with this thread's scratch buffer `slot` (0: padded A, 1: quantized activations,
+/// 2: a block's partial sums, 3: a block of A flipped to uint8) of
 /// at least `len` bytes; contents are arbitrary.
 pub(crate) fn with_scratch<R>(slot: usize, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot]));

@@ -157,7 +157,7 @@ fn beyond_tile_sizes() {
         (130, 300, 64),
         (40, 1030, 70),
         (17, 513, 129),
-        (3, 70, 4200),   // unpacked B without packing (direct.rs): two column blocks
+        (3, 70, 4200),  // unpacked B without packing (direct.rs): two column blocks
         (8, 520, 1100), // ... eight rows in one pass, split between the threads
     ] {
         for (ad, bd) in DT {
