@@ -171,3 +171,23 @@ def test_env_bad_value_is_refused_at_import(bad):
     r = _run(bad, "import edgepack")
     assert r.returncode != 0
     assert "EDGEPACK_BUFFER_CACHE_MB" in r.stderr and "whole number" in r.stderr, r.stderr
+
+
+def test_matmul_integer_on_a_recycled_buffer(rng):
+    a = rng.integers(-128, 128, size=(1500, 96), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(96, 1200), dtype=np.int8)
+    packed = ep.pack_matrix(b)
+    c = reused(lambda: kernels.matmul_integer(a, packed))  # 7.2 MB of int32
+    assert np.array_equal(c, ref.matmul_integer(a, b))
+
+
+@pytest.mark.parametrize("activations", ["dynamic", "dynamic-per-row"])
+def test_quantized_linear_on_a_recycled_buffer(heavy, rng, activations):
+    w = heavy(rng, (1200, 64))
+    bias = rng.normal(0, 0.1, 1200).astype(np.float32)
+    x = rng.normal(0, 1, (1500, 64)).astype(np.float32)
+    layer = ep.QuantizedLinear.from_float(w, bias, activations=activations)
+    q_w, s_w = ref.symmetric_int8_weight(w)
+    y = reused(lambda: layer(x))  # 7.2 MB of float32
+    oracle = ref.quantized_linear_dynamic if activations == "dynamic" else ref.quantized_linear_per_row
+    assert np.array_equal(y, oracle(x, q_w, s_w, bias))

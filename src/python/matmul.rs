@@ -10,6 +10,8 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::buffers::result_array;
+
 use crate::kernels::matmul::{self, linear, Dtype, Lhs};
 
 fn dtype(signed: bool) -> Dtype {
@@ -114,8 +116,14 @@ fn _matmul_integer<'py>(
             Ok(arr)
         }
         None => {
-            let res = py.detach(|| matmul::matmul_integer(&lhs, zp, &packed))?;
-            PyArray1::from_vec(py, res).reshape([m, packed.n()])
+            // A recycled result buffer (no page faults for large results; see buffers.rs).
+            let arr = result_array::<i32>(py, &[m, packed.n()])?.cast_into::<PyArray2<i32>>()?;
+            {
+                let mut rw = arr.try_readwrite()?;
+                let o = rw.as_slice_mut()?;
+                py.detach(|| matmul::matmul_integer_into(&lhs, zp, &packed, o))?;
+            }
+            Ok(arr)
         }
     }
 }
@@ -228,8 +236,24 @@ fn _linear_forward<'py>(
         None => None,
     };
     let packed = b.get().inner.clone();
-    let out = py.detach(|| linear::linear_f32(xs, rows, &packed, ws, bs, act))?;
-    PyArray1::from_vec(py, out).reshape([rows, packed.n()])
+    let arr = result_array::<f32>(py, &[rows, packed.n()])?.cast_into::<PyArray2<f32>>()?;
+    {
+        let mut rw = arr.try_readwrite()?;
+        let o = rw.as_slice_mut()?;
+        py.detach(|| {
+            linear::linear_f32_into_with(
+                crate::kernels::isa::active(),
+                xs,
+                rows,
+                &packed,
+                ws,
+                bs,
+                act,
+                o,
+            )
+        })?;
+    }
+    Ok(arr)
 }
 
 /// `_linear_forward_q8(x, b, w_scale, bias, input_scale, input_zero_point, output_scale,

@@ -319,6 +319,54 @@ pub fn linear_f32_with(
     bias: Option<&[f32]>,
     act: Activations,
 ) -> Result<Vec<f32>> {
+    forward_f32(isa, x, rows, b, w_scale, bias, act, None).map(Option::unwrap_or_default)
+}
+
+/// [`linear_f32_with`] into a caller's (rows, out_features) buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_f32_into_with(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    b: &PackedMatrix,
+    w_scale: &[f32],
+    bias: Option<&[f32]>,
+    act: Activations,
+    out: &mut [f32],
+) -> Result<()> {
+    forward_f32(isa, x, rows, b, w_scale, bias, act, Some(out)).map(|_| ())
+}
+
+/// The int8 product with the float epilogue, into `out` (`None`: a new Vec, returned).
+#[allow(clippy::too_many_arguments)]
+fn forward_f32(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    b: &PackedMatrix,
+    w_scale: &[f32],
+    bias: Option<&[f32]>,
+    act: Activations,
+    out: Option<&mut [f32]>,
+) -> Result<Option<Vec<f32>>> {
+    #[allow(clippy::too_many_arguments)]
+    fn scaled(
+        isa: Isa,
+        a: &Lhs,
+        a_zp: &[i64],
+        b: &PackedMatrix,
+        rs: &[f32],
+        cs: &[f32],
+        bias_i32: Option<&[i32]>,
+        bias: Option<&[f32]>,
+        out: Option<&mut [f32]>,
+    ) -> Result<Option<Vec<f32>>> {
+        match out {
+            Some(o) => super::matmul_scaled_into_with(isa, a, a_zp, b, rs, cs, bias_i32, bias, o)
+                .map(|_| None),
+            None => super::matmul_scaled_with(isa, a, a_zp, b, rs, cs, bias_i32, bias).map(Some),
+        }
+    }
     check_x(x, rows, b, w_scale, bias)?;
     let k = b.k();
     match act {
@@ -331,7 +379,7 @@ pub fn linear_f32_with(
                 k,
                 dtype: Dtype::U8,
             };
-            super::matmul_scaled_with(isa, &a, &[zp as i64], b, &[s], w_scale, None, bias)
+            scaled(isa, &a, &[zp as i64], b, &[s], w_scale, None, bias, out)
         }
         Activations::DynamicPerRow => {
             let (q, s) = quantize_rows_i8_with(isa, x, rows, k)?;
@@ -341,7 +389,7 @@ pub fn linear_f32_with(
                 k,
                 dtype: Dtype::I8,
             };
-            super::matmul_scaled_with(isa, &a, &[], b, &s, w_scale, None, bias)
+            scaled(isa, &a, &[], b, &s, w_scale, None, bias, out)
         }
         Activations::Static { scale, zero_point } => {
             check_scale("input_scale", &[scale])?;
@@ -359,7 +407,7 @@ pub fn linear_f32_with(
                 dtype: Dtype::U8,
             };
             let bq = bias.map(|bb| quantize_bias(bb, scale, w_scale));
-            super::matmul_scaled_with(
+            scaled(
                 isa,
                 &a,
                 &[zp as i64],
@@ -368,6 +416,7 @@ pub fn linear_f32_with(
                 w_scale,
                 bq.as_deref(),
                 None,
+                out,
             )
         }
     }
