@@ -191,3 +191,12 @@ def test_quantized_linear_on_a_recycled_buffer(heavy, rng, activations):
     y = reused(lambda: layer(x))  # 7.2 MB of float32
     oracle = ref.quantized_linear_dynamic if activations == "dynamic" else ref.quantized_linear_per_row
     assert np.array_equal(y, oracle(x, q_w, s_w, bias))
+
+
+def test_matmul_integer_unpacked_b_on_a_recycled_buffer(rng):
+    for m in (3, 1500):  # straight from B (AVX-512, M <= 8) and packed per call
+        n = (7 * MIB) // (4 * m)
+        a = rng.integers(0, 256, size=(m, 40), dtype=np.uint8)
+        b = rng.integers(-128, 128, size=(40, n), dtype=np.int8)
+        c = reused(lambda a=a, b=b: kernels.matmul_integer(a, b, np.uint8(7)))
+        assert np.array_equal(c, ref.matmul_integer(a, b, np.uint8(7)))

@@ -152,9 +152,15 @@ fn _matmul_integer_b<'py>(
         k,
         dtype: dtype(a_signed),
     };
-    let res =
-        py.detach(|| matmul::matmul_integer_unpacked(&lhs, zp, bd, kb, n, dtype(b_signed), bzp))?;
-    PyArray1::from_vec(py, res).reshape([m, n])
+    let arr = result_array::<i32>(py, &[m, n])?.cast_into::<PyArray2<i32>>()?;
+    {
+        let mut rw = arr.try_readwrite()?;
+        let o = rw.as_slice_mut()?;
+        py.detach(|| {
+            matmul::matmul_integer_unpacked_into(&lhs, zp, bd, kb, n, dtype(b_signed), bzp, o)
+        })?;
+    }
+    Ok(arr)
 }
 
 /// `_qlinear_matmul(a, a_signed, a_scale, a_zero_point, b, b_scale, y_scale, y_zero_point,

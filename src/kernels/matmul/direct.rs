@@ -24,12 +24,12 @@ pub(super) const DIRECT_ROWS: usize = 8;
 const PASS_ROWS: usize = DIRECT_ROWS;
 
 /// `(A - a_zp) @ (B - b_zp)` for `1 <= a.rows <= DIRECT_ROWS`, B row-major (K x N) bytes of
-/// `b_dtype`. Validates like the packed path.
+/// `b_dtype`, into `out` (M x N, every element written). Validates like the packed path.
 ///
 /// # Safety
 /// The CPU supports the Avx512 level (avx512f/bw/vl/vnni/vbmi).
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn matmul(
+pub(super) unsafe fn matmul_into(
     a: &Lhs,
     a_zp: &[i64],
     b: &[u8],
@@ -37,10 +37,18 @@ pub(super) unsafe fn matmul(
     n: usize,
     b_dtype: Dtype,
     b_zp: &[i64],
-) -> Result<Vec<i32>> {
+    out: &mut [i32],
+) -> Result<()> {
     let zb = super::check_b(b, k, n, b_dtype, b_zp)?;
     let za = check_zero_points("a_zero_point", a_zp, a.rows, "row of `a`", a.dtype)?;
     super::check_k_parts(a, &za, k, b_dtype, &zb)?;
+    if Some(out.len()) != a.rows.checked_mul(n) {
+        return Err(crate::error::Error::arg(format!(
+            "`out` holds {} elements, expected M*N = {}*{n}",
+            out.len(),
+            a.rows
+        )));
+    }
     debug_assert!(a.rows >= 1 && a.rows <= DIRECT_ROWS && k >= 1 && n >= 1);
     let (m, kp) = (a.rows, k.div_ceil(4) * 4);
 
@@ -73,8 +81,8 @@ pub(super) unsafe fn matmul(
         .collect();
     let flip_b = if b_dtype == Dtype::U8 { 0x80u8 } else { 0 };
 
-    super::alloc_output::<i32>(m, n, |out| {
-        let out = SyncPtr(out);
+    {
+        let out = SyncPtr(out.as_mut_ptr());
         let work = (m as u64) * (k as u64) * (n as u64);
         let threads = if work < (1 << 22) {
             1
@@ -129,5 +137,6 @@ pub(super) unsafe fn matmul(
                 }
             }
         });
-    })
+    }
+    Ok(())
 }

@@ -755,14 +755,41 @@ pub fn matmul_integer_unpacked_with(
     b_dtype: Dtype,
     b_zp: &[i64],
 ) -> Result<Vec<i32>> {
+    let len = alloc_len(a.rows, n)?;
+    let mut v: Vec<i32> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::limit(format!(
+            "output of shape ({}, {n}) needs {} bytes, which cannot be allocated",
+            a.rows,
+            len as u128 * 4
+        ))
+    })?;
+    v.resize(len, 0);
+    matmul_integer_unpacked_into_with(isa, a, a_zp, b, k, n, b_dtype, b_zp, &mut v)?;
+    Ok(v)
+}
+
+/// [`matmul_integer_unpacked_with`] into a caller's M x N buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_integer_unpacked_into_with(
+    isa: Isa,
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+    out: &mut [i32],
+) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
     if isa.includes(Isa::Avx512) && (1..=direct::DIRECT_ROWS).contains(&a.rows) && k > 0 && n > 0 {
         // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni/vbmi (isa.rs); callers pass
         // only levels from `isa::detected()` or `isa::active()`.
-        return unsafe { direct::matmul(a, a_zp, b, k, n, b_dtype, b_zp) };
+        return unsafe { direct::matmul_into(a, a_zp, b, k, n, b_dtype, b_zp, out) };
     }
     PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
-        matmul_integer_with(isa, a, a_zp, packed)
+        matmul_integer_into_with(isa, a, a_zp, packed, out)
     })?
 }
 
@@ -777,6 +804,21 @@ pub fn matmul_integer_unpacked(
     b_zp: &[i64],
 ) -> Result<Vec<i32>> {
     matmul_integer_unpacked_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp)
+}
+
+/// [`matmul_integer_unpacked_into_with`] on [`isa::active`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_integer_unpacked_into(
+    a: &Lhs,
+    a_zp: &[i64],
+    b: &[u8],
+    k: usize,
+    n: usize,
+    b_dtype: Dtype,
+    b_zp: &[i64],
+    out: &mut [i32],
+) -> Result<()> {
+    matmul_integer_unpacked_into_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp, out)
 }
 
 /// [`matmul_integer`] on a given ISA level (tests).

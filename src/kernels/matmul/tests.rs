@@ -73,6 +73,13 @@ fn check(
             assert!(got == want, "unpacked isa={isa} m={m} k={k} n={n}");
         }
     }
+    // ... and into a sentinel-filled buffer (results may land in recycled memory).
+    for isa in isa::detected() {
+        let mut out = vec![i32::MIN + 7; m * n];
+        matmul_integer_unpacked_into_with(isa, &lhs, &wide(za), b, k, n, bd, &wide(zb), &mut out)
+            .unwrap();
+        assert!(out == want, "unpacked sentinel isa={isa} m={m} k={k} n={n}");
+    }
     // Unaligned start of A (one byte into a larger buffer).
     let mut shifted = vec![0x5au8; a.len() + 1];
     shifted[1..].copy_from_slice(a);
