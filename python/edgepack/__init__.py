@@ -60,8 +60,8 @@ def release_buffers() -> int:
     """Give the cached result buffers back to the operating system; returns the bytes freed.
 
     Results of 4 MiB and more (from ``quantize``, ``quantize_linear``, ``dequantize_linear``,
-    ``dynamic_quantize_linear``, ``QuantizedTensor.dequantize``, ``matmul_integer`` with a
-    packed B, and ``QuantizedLinear`` with float output) live in buffers that are
+    ``dynamic_quantize_linear``, ``QuantizedTensor.dequantize``, ``matmul_integer`` and
+    ``QuantizedLinear`` with float output) live in buffers that are
     recycled once the last array using them is freed, so the next large result does not pay
     the operating system's page faults again (a fresh 256 MiB result costs about 22 ms of
     faults, twice the dequantize itself), as onnxruntime's arena does. At most
