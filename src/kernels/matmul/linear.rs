@@ -308,6 +308,18 @@ fn check_x(
     Ok(())
 }
 
+/// Static activations: `x` (finite, checked) quantized to uint8 with the given input scale and
+/// zero point (both checked); returns the bytes and the zero point.
+fn quantize_static(isa: Isa, x: &[f32], scale: f32, zero_point: i64) -> Result<(Vec<u8>, i32)> {
+    check_scale("input_scale", &[scale])?;
+    let zp = check_zero_points("input_zero_point", &[zero_point], 1, "tensor", Dtype::U8)?[0];
+    let (_, _, bad) = minmax(isa, x);
+    if bad {
+        return Err(non_finite(x));
+    }
+    Ok((quantize_u8_with(isa, x, scale, zp as u8), zp))
+}
+
 /// Forward pass with float32 output: `y = x @ W.T + bias` through int8, `x` (rows, in_features),
 /// `b` = packed `W.T` (in_features, out_features), `w_scale` per output feature.
 pub fn linear_f32_with(
@@ -392,14 +404,7 @@ fn forward_f32(
             scaled(isa, &a, &[], b, &s, w_scale, None, bias, out)
         }
         Activations::Static { scale, zero_point } => {
-            check_scale("input_scale", &[scale])?;
-            let zp =
-                check_zero_points("input_zero_point", &[zero_point], 1, "tensor", Dtype::U8)?[0];
-            let (_, _, bad) = minmax(isa, x);
-            if bad {
-                return Err(non_finite(x));
-            }
-            let q = quantize_u8_with(isa, x, scale, zp as u8);
+            let (q, zp) = quantize_static(isa, x, scale, zero_point)?;
             let a = Lhs {
                 data: &q,
                 rows,
@@ -451,14 +456,10 @@ pub fn linear_q8_with(
     out_dtype: Dtype,
 ) -> Result<Vec<u8>> {
     check_x(x, rows, b, w_scale, bias)?;
+    // The error order of before: input scale, output scale, then zero point and NaN.
     check_scale("input_scale", &[in_scale])?;
     check_scale("output_scale", &[out_scale])?;
-    let zp = check_zero_points("input_zero_point", &[in_zp], 1, "tensor", Dtype::U8)?[0];
-    let (_, _, bad) = minmax(isa, x);
-    if bad {
-        return Err(non_finite(x));
-    }
-    let q = quantize_u8_with(isa, x, in_scale, zp as u8);
+    let (q, zp) = quantize_static(isa, x, in_scale, in_zp)?;
     let a = Lhs {
         data: &q,
         rows,
