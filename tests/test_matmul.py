@@ -56,6 +56,26 @@ def test_zero_point_forms(rng, adt, bdt, akind, bkind):
     np.testing.assert_array_equal(ep.matmul_integer(a, packed, za), got)
 
 
+@pytest.mark.parametrize("adt,bdt", DTYPES)
+@pytest.mark.parametrize("m", [1, 5, 8, 20])
+def test_out_with_plain_and_packed_b(rng, adt, bdt, m):
+    # Up to 8 rows a plain B is multiplied from its bytes (direct path), beyond it is packed;
+    # `out=` must take the same paths, write every element and return `out` itself.
+    k, n = 70, 131
+    a, b = _rand(rng, adt, (2, m, k)), _rand(rng, bdt, (k, n))
+    za, zb = _zp(rng, adt, "scalar", m), _zp(rng, bdt, "vector", n)
+    want = ref.matmul_integer(a, b, za, zb)
+    for bb in (b, ep.pack_matrix(b, zb)):
+        out = np.full((2, m, n), -(2**31) + 7, np.int32)
+        got = ep.matmul_integer(a, bb, za, None if isinstance(bb, ep.PackedMatrix) else zb, out=out)
+        assert got is out
+        np.testing.assert_array_equal(out, want)
+    with pytest.raises(ep.ArgumentError, match=r"`out` must be a writeable C-contiguous array"):
+        ep.matmul_integer(a, b, za, zb, out=np.empty((2, m, n + 1), np.int32))
+    with pytest.raises(ep.DtypeError, match="`out` must be an int32"):
+        ep.matmul_integer(a, b, za, zb, out=np.empty((2, m, n), np.int64))
+
+
 def test_odd_and_tiny_shapes(rng):
     sizes = [1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 67]
     for i, m in enumerate(sizes):

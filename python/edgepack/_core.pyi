@@ -189,6 +189,7 @@ def _matmul_integer_b(
     b: npt.NDArray[np.uint8],
     b_signed: bool,
     b_zero_point: npt.NDArray[np.int64],
+    out: npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.int32]: ...
 def _qlinear_matmul(
     a: npt.NDArray[np.uint8],

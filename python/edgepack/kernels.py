@@ -300,33 +300,41 @@ def matmul_integer(
         # Fast path for the common call (short decode-time products): no coercion needed.
         return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
-    if out is None and not isinstance(b, PackedMatrix):
-        # Pack for this call only, into storage the core recycles.
+    if not isinstance(b, PackedMatrix):
+        # Multiplied from B's bytes (up to 8 rows) or packed for this call only, into storage
+        # the core recycles.
         b_arr = _mm_int8_array(b, "b", 2)
         if b_arr.ndim != 2:
             raise ArgumentError(f"`b` must be a (K, N) matrix, found shape {b_arr.shape}")
-        bzp = _mm_zero_point(b_zero_point, "b_zero_point", b_arr.shape[1], "column of `b`")
-        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
-        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp)
         n = b_arr.shape[1]
-        return res.reshape((n,) if vector else lead + (n,))
+        shape = (n,) if vector else lead + (n,)
+        bzp = _mm_zero_point(b_zero_point, "b_zero_point", n, "column of `b`")
+        b_bytes = np.ascontiguousarray(b_arr).view(np.uint8)
+        o2 = None if out is None else _mm_out(out, shape).reshape(a2.shape[0], n)
+        res = _core._matmul_integer_b(a2, signed, zp, b_bytes, b_arr.dtype == np.int8, bzp, o2)
+        return res.reshape(shape) if out is None else out
     packed = _mm_packed(b, b_zero_point)
     n = packed.shape[1]
     shape = (n,) if vector else lead + (n,)
     if out is not None:
-        if not isinstance(out, np.ndarray) or out.dtype != np.int32:
-            raise DtypeError(
-                "`out` must be an int32 numpy array, found "
-                f"{getattr(out, 'dtype', type(out).__name__)}"
-            )
-        if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ArgumentError(
-                f"`out` must be a writeable C-contiguous array of shape {shape}, "
-                f"found shape {out.shape}"
-            )
-        _core._matmul_integer(a2, signed, zp, packed, out.reshape(a2.shape[0], n))
+        _core._matmul_integer(a2, signed, zp, packed, _mm_out(out, shape).reshape(a2.shape[0], n))
         return out
     return _core._matmul_integer(a2, signed, zp, packed).reshape(shape)
+
+
+def _mm_out(out: object, shape: tuple[int, ...]) -> np.ndarray:
+    """``out=`` of :func:`matmul_integer`: a writeable C-contiguous int32 array of ``shape``."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.int32:
+        raise DtypeError(
+            "`out` must be an int32 numpy array, found "
+            f"{getattr(out, 'dtype', type(out).__name__)}"
+        )
+    if out.shape != shape or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ArgumentError(
+            f"`out` must be a writeable C-contiguous array of shape {shape}, "
+            f"found shape {out.shape}"
+        )
+    return out
 
 
 def _mm_scale(x: object, name: str) -> np.ndarray:

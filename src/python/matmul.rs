@@ -128,9 +128,12 @@ fn _matmul_integer<'py>(
     }
 }
 
-/// `_matmul_integer_b(a, a_signed, a_zero_point, b, b_signed, b_zero_point)`: B a plain (K, N)
-/// byte matrix, packed for this call only.
+/// `_matmul_integer_b(a, a_signed, a_zero_point, b, b_signed, b_zero_point, out=None)`: B a
+/// plain (K, N) byte matrix (multiplied from its bytes up to 8 rows of A, else packed for this
+/// call only); written into `out` (C-contiguous (M, N) int32) when given.
 #[pyfunction]
+#[pyo3(signature = (a, a_signed, a_zero_point, b, b_signed, b_zero_point, out=None))]
+#[allow(clippy::too_many_arguments)]
 fn _matmul_integer_b<'py>(
     py: Python<'py>,
     a: PyReadonlyArray2<'py, u8>,
@@ -139,6 +142,7 @@ fn _matmul_integer_b<'py>(
     b: PyReadonlyArray2<'py, u8>,
     b_signed: bool,
     b_zero_point: PyReadonlyArray1<'py, i64>,
+    out: Option<Bound<'py, PyArray2<i32>>>,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
     let (m, k) = (a.shape()[0], a.shape()[1]);
     let (kb, n) = (b.shape()[0], b.shape()[1]);
@@ -152,7 +156,11 @@ fn _matmul_integer_b<'py>(
         k,
         dtype: dtype(a_signed),
     };
-    let arr = result_array::<i32>(py, &[m, n])?.cast_into::<PyArray2<i32>>()?;
+    let arr = match out {
+        Some(arr) => arr,
+        // A recycled result buffer (no page faults for large results; see buffers.rs).
+        None => result_array::<i32>(py, &[m, n])?.cast_into::<PyArray2<i32>>()?,
+    };
     {
         let mut rw = arr.try_readwrite()?;
         let o = rw.as_slice_mut()?;

@@ -27,6 +27,8 @@ SHAPES = [
     (2048, 2048, 2048),
 ]
 QUICK_SHAPES = [(1, 256, 192), (64, 256, 320)]
+#: Pause before each timing of a multi-threaded case (see :func:`run_interleaved`).
+IDLE_SECONDS = 0.3
 
 
 def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[], object]]:
@@ -235,7 +237,11 @@ def cases(quick: bool) -> list[Case]:
 def run_interleaved(cases_: list[Case], *, rounds: int = 5, min_time: float = 0.1):
     """Like :func:`edgepack.bench.run`, but ours and each baseline are timed in turn,
     ``rounds`` times, keeping each one's best: on a shared, loaded machine this compares them
-    under the same conditions instead of at different moments."""
+    under the same conditions instead of at different moments. Multi-threaded cases pause
+    :data:`IDLE_SECONDS` before each timing, so that no library's spinning workers are still
+    holding a core when the next one starts."""
+    import time
+
     import edgepack
     from edgepack.bench import Result, best_time
 
@@ -249,6 +255,11 @@ def run_interleaved(cases_: list[Case], *, rounds: int = 5, min_time: float = 0.
         try:
             for _ in range(rounds):
                 for k, f in fns.items():
+                    if (case.threads or 1) > 1:
+                        # Let the previous library's idle workers stop spinning first (OpenBLAS
+                        # spins for ~0.1 s after a call, OpenMP and onnxruntime pools too): on a
+                        # 2-core machine they would take the second core from whoever runs next.
+                        time.sleep(IDLE_SECONDS)
                     best[k] = min(best[k], best_time(f, min_time=min_time, max_repeat=20))
         finally:
             edgepack.set_num_threads(before)

@@ -393,27 +393,139 @@ pub(super) unsafe fn pack_lines(
 }
 
 /// Columns of B per [`direct_block`] call: rows of B are read in runs of up to 4 KiB (the
-/// prefetchers and DRAM pages like long runs); the accumulators of up to 8 rows (128 KiB) and
-/// the column sums stay in L2. Measured at M = 1 (4096 x 4096): 256 columns 1.35-1.65 ms, 1024
-/// 1.02-1.11, 4096 0.86-0.89.
+/// prefetchers and DRAM pages like long runs); the partial sums of up to 9 rows (144 KiB)
+/// stay in L2. Measured at M = 1 (4096 x 4096, one Zen 5 core): 1024 columns 0.54 ms, 2048
+/// 0.47, 4096 0.45.
 pub(super) const DIRECT_COLS: usize = 4096;
-/// Row stride of the accumulators: not a multiple of 4 KiB, so rows do not share L1 sets.
-pub(super) const ACC_STRIDE: usize = DIRECT_COLS + 16;
+/// Row stride of the partial sums: 1 KiB past a multiple of 4 KiB, so that the rows of one
+/// panel sit at different offsets modulo 4 KiB (a load that seems to alias an earlier store
+/// to another row would wait for it).
+pub(super) const ACC_STRIDE: usize = DIRECT_COLS + 256;
+/// Most rows one register pass holds (4 accumulators each; 20 of the 32 zmm).
+pub(super) const DIRECT_PASS_ROWS: usize = 5;
+/// k-groups summed in registers between loads and stores of the partial sums. Each group
+/// reads 4 rows of B at once, and more concurrent row streams read slower (new 4 KiB pages
+/// every 64 lines): at M = 1, 4096 x 4096, 1 group 0.55 ms, 2 groups 0.45, 4 groups 0.78.
+const DIRECT_GROUPS: usize = 2;
+/// Software prefetch distance of [`direct_block`] in panels (at the end of a run of columns,
+/// the next rows' first lines: the hardware prefetchers stop at page ends). 0.47 ms without,
+/// 0.45 with 8 or 16 panels.
+const DIRECT_AHEAD: usize = 8;
 
-/// `acc[r * ACC_STRIDE + c] = sum_k Au[r, k] * Bs[k, c0 + c]` for `R` rows of `Au` (row stride
-/// `kp`, zero padded to `kp` = K rounded up to 4) and the `nc <= DIRECT_COLS` columns from
-/// `c0` of row-major B (K x n bytes, `Bs = B ^ flip`), read straight from B: each 4-row x
-/// 64-column block is transposed in registers ([`transpose4`]) instead of being packed to
-/// memory first. With `sums`, also `sums[c] = sum_k Bs[k, c0 + c]`. Entries for columns past
-/// `nc` (up to the next multiple of 64) are unspecified.
+/// Four rows of 64 bytes as four lines for `vpdpbusd`: each dword holds one column's bytes of
+/// the 4 rows, in row order; line `j`, 128-bit lane `l` holds columns `16l + 4j .. 16l + 4j + 4`
+/// (the "slot order" of the direct path: column `c` of a panel sits at slot
+/// `16 (c / 4 % 4) + 4 (c / 16) + c % 4`). Eight in-lane unpacks, no cross-lane shuffle.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn interleave4(r: [__m512i; 4]) -> [__m512i; 4] {
+    let lo01 = _mm512_unpacklo_epi8(r[0], r[1]);
+    let hi01 = _mm512_unpackhi_epi8(r[0], r[1]);
+    let lo23 = _mm512_unpacklo_epi8(r[2], r[3]);
+    let hi23 = _mm512_unpackhi_epi8(r[2], r[3]);
+    [
+        _mm512_unpacklo_epi16(lo01, lo23),
+        _mm512_unpackhi_epi16(lo01, lo23),
+        _mm512_unpacklo_epi16(hi01, hi23),
+        _mm512_unpackhi_epi16(hi01, hi23),
+    ]
+}
+
+/// Rows `r0 .. r0 + R` of `Au` times k-groups `g0..g1` of one 64-column panel of B, summed in
+/// registers onto the partial sums `acc` (row stride [`ACC_STRIDE`], panel-relative slots of
+/// the slot order of [`interleave4`]); `first`: start from zero instead.
 ///
 /// # Safety
-/// avx512f/bw/vl/vnni/vbmi; `a` readable for `R * kp` bytes with `kp >= K` rounded up to 4;
-/// `b` readable for `K*n` bytes, `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`; `acc` holds
-/// `R * ACC_STRIDE` and `sums` `DIRECT_COLS` values.
+/// As [`direct_block`], for `r0 + R` rows, `col` the panel's first column of B and `mask`
+/// its valid columns.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-pub(super) unsafe fn direct_block<const R: usize>(
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn direct_pass<const R: usize, const SWAP: bool, const FLIP: bool, const FULL: bool>(
+    a: *const u8,
+    kp: usize,
+    b: *const u8,
+    k: usize,
+    n: usize,
+    col: usize,
+    mask: __mmask64,
+    g0: usize,
+    g1: usize,
+    acc: *mut i32,
+    first: bool,
+) {
+    // SAFETY: the caller's contract covers every pointer below.
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        let fl = _mm512_set1_epi8(0x80u8 as i8);
+        let mut s = [[zero; 4]; R];
+        if !first {
+            for (r, sr) in s.iter_mut().enumerate() {
+                for (j, x) in sr.iter_mut().enumerate() {
+                    *x = _mm512_loadu_si512(acc.add(r * ACC_STRIDE + 16 * j).cast());
+                }
+            }
+        }
+        for g in g0..g1 {
+            let rows = (k - 4 * g).min(4);
+            let mut rv = [zero; 4];
+            for (i, x) in rv.iter_mut().enumerate() {
+                // Rows past K stay 0: they meet A's zero padding.
+                if FULL || i < rows {
+                    let src = b.add((4 * g + i) * n + col);
+                    // (masked loads cost more: M = 1 at 4096^2 0.55 ms with them, 0.45 without)
+                    let v = if FULL {
+                        _mm512_loadu_si512(src.cast())
+                    } else {
+                        _mm512_maskz_loadu_epi8(mask, src.cast())
+                    };
+                    *x = if FLIP { _mm512_xor_si512(v, fl) } else { v };
+                }
+            }
+            let l = interleave4(rv);
+            for (r, sr) in s.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(a.add(r * kp + 4 * g).cast::<i32>().read_unaligned());
+                for (x, &lj) in sr.iter_mut().zip(&l) {
+                    *x = if SWAP {
+                        _mm512_dpbusd_epi32(*x, lj, av)
+                    } else {
+                        _mm512_dpbusd_epi32(*x, av, lj)
+                    };
+                }
+            }
+        }
+        for (r, sr) in s.iter().enumerate() {
+            for (j, &x) in sr.iter().enumerate() {
+                _mm512_storeu_si512(acc.add(r * ACC_STRIDE + 16 * j).cast(), x);
+            }
+        }
+    }
+}
+
+/// `acc[r * ACC_STRIDE + 64 p + slot(c)] = sum_k XA[r, k] * XB[k, c0 + 64 p + c]` (slot order
+/// of [`interleave4`]) for the `R1 + R2` rows of A (row stride `kp`, zero padded to `kp` = K
+/// rounded up to 4) and the `nc <= DIRECT_COLS` columns from `c0` of row-major B (K x n
+/// bytes, `XB = B ^ 0x80` when `FLIP`, else B). `XA` is A's bytes read as uint8 and `XB` as
+/// int8, or, with `SWAP`, `XA` as int8 and `XB` as uint8 (the operands of `vpdpbusd` change
+/// sides). B is read straight from memory: each 4-row x 64-column block is interleaved in
+/// registers ([`interleave4`]) instead of being packed first, and [`DIRECT_GROUPS`] of them
+/// are summed in registers per row before the partial sums go back to `acc` (in L1 / L2).
+/// Rows run as one register pass of `R1` and, if `R2 > 0`, a second of `R2` over the same
+/// (now L1-hot) bytes of B. Slots for columns past `nc` (up to the next multiple of 64) are
+/// unspecified.
+///
+/// # Safety
+/// avx512f/bw/vnni; `1 <= R1 <= DIRECT_PASS_ROWS`, `R2 <= DIRECT_PASS_ROWS`; `a` readable
+/// for `(R1 + R2) * kp` bytes with `kp >= K` rounded up to 4; `b` readable for `K*n` bytes,
+/// `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`; `acc` holds `(R1 + R2) * ACC_STRIDE` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn direct_block<
+    const R1: usize,
+    const R2: usize,
+    const SWAP: bool,
+    const FLIP: bool,
+>(
     a: *const u8,
     kp: usize,
     b: *const u8,
@@ -421,72 +533,67 @@ pub(super) unsafe fn direct_block<const R: usize>(
     n: usize,
     c0: usize,
     nc: usize,
-    flip: u8,
     acc: &mut [i32],
-    mut sums: Option<&mut [i32]>,
 ) {
-    debug_assert!(acc.len() >= R * ACC_STRIDE && nc <= DIRECT_COLS);
-    let idx = interleave_index();
-    let fl = _mm512_set1_epi8(flip as i8);
-    let ones = _mm512_set1_epi8(1);
-    let panels = nc.div_ceil(PANEL);
-    let zero = _mm512_setzero_si512();
-    for c in 0..panels * PANEL / 16 {
-        for r in 0..R {
-            // SAFETY: inside `acc` (R * ACC_STRIDE values).
-            unsafe {
-                _mm512_storeu_si512(acc.as_mut_ptr().add(r * ACC_STRIDE + 16 * c).cast(), zero)
-            };
-        }
-        if let Some(s) = sums.as_deref_mut() {
-            // SAFETY: inside `sums` (DIRECT_COLS values).
-            unsafe { _mm512_storeu_si512(s.as_mut_ptr().add(16 * c).cast(), zero) };
-        }
-    }
+    debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
+    let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
-    let sp = sums.map_or(std::ptr::null_mut(), |s| s.as_mut_ptr());
-    for g in 0..k.div_ceil(4) {
-        let rows = (k - 4 * g).min(4);
-        let mut av = [zero; R];
-        for (r, x) in av.iter_mut().enumerate() {
-            // SAFETY: bytes 4g..4g+4 < kp of row r of Au (caller contract).
-            *x = _mm512_set1_epi32(unsafe { a.add(r * kp + 4 * g).cast::<i32>().read_unaligned() });
-        }
+    let mut g0 = 0;
+    while g0 < groups {
+        let g1 = (g0 + DIRECT_GROUPS).min(groups);
+        let panels = nc.div_ceil(PANEL);
         for p in 0..panels {
+            // Prefetch the lines DIRECT_AHEAD panels on; past the block's last panel, the
+            // first panels of the next k-groups' rows (new pages, where the hardware stops).
+            let (pg, pp) = if p + DIRECT_AHEAD < panels {
+                (g0, p + DIRECT_AHEAD)
+            } else {
+                (g1, p + DIRECT_AHEAD - panels)
+            };
+            if pp < panels {
+                for row in 4 * pg..(4 * (pg + (g1 - g0))).min(k) {
+                    // SAFETY: prefetch never faults; the address is inside B (row < K,
+                    // column c0 + 64 pp < c0 + nc <= n).
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(b.add(row * n + c0 + pp * PANEL).cast()) };
+                }
+            }
             let w = (nc - p * PANEL).min(PANEL);
             let mask: __mmask64 = if w == PANEL { !0 } else { (1u64 << w) - 1 };
-            let mut rv = [zero; 4];
-            for (i, x) in rv.iter_mut().enumerate().take(rows) {
-                // SAFETY: row 4g + i < K; bytes c0 + 64p .. + w of it are inside B (masked).
-                let v = unsafe {
-                    _mm512_maskz_loadu_epi8(mask, b.add((4 * g + i) * n + c0 + p * PANEL).cast())
-                };
-                *x = _mm512_xor_si512(v, fl);
-            }
-            // Rows past K stay 0 (contribute nothing); columns past nc are never stored.
-            let l = transpose4(rv, idx);
-            // SAFETY: (every access below) columns 64p..64p+64 < panels*64 <= DIRECT_COLS of
-            // `acc` rows r < R and of `sums`.
+            let col = c0 + p * PANEL;
+            // Whole panel and 4 real rows in every group: plain loads, no checks.
+            let full = mask == !0 && 4 * g1 <= k;
+            // SAFETY: rows < R1 + R2 of `Au` and `acc`, columns of B inside `mask` (caller
+            // contract); panel p's slots are inside each row of `acc` (64 p + 64 <= ACC_STRIDE).
             unsafe {
-                if !sp.is_null() {
-                    for (j, &lj) in l.iter().enumerate() {
-                        let q = sp.add(p * PANEL + 16 * j).cast::<__m512i>();
-                        _mm512_storeu_si512(
-                            q,
-                            _mm512_dpbusd_epi32(_mm512_loadu_si512(q), ones, lj),
+                // (the second pass's pointers are used only when R2 > 0)
+                let (a2, acc2) = (
+                    a.wrapping_add(R1 * kp),
+                    ap.wrapping_add(R1 * ACC_STRIDE + p * PANEL),
+                );
+                let acc1 = ap.add(p * PANEL);
+                let first = g0 == 0;
+                if full {
+                    direct_pass::<R1, SWAP, FLIP, true>(
+                        a, kp, b, k, n, col, mask, g0, g1, acc1, first,
+                    );
+                    if R2 > 0 {
+                        direct_pass::<R2, SWAP, FLIP, true>(
+                            a2, kp, b, k, n, col, mask, g0, g1, acc2, first,
+                        );
+                    }
+                } else {
+                    direct_pass::<R1, SWAP, FLIP, false>(
+                        a, kp, b, k, n, col, mask, g0, g1, acc1, first,
+                    );
+                    if R2 > 0 {
+                        direct_pass::<R2, SWAP, FLIP, false>(
+                            a2, kp, b, k, n, col, mask, g0, g1, acc2, first,
                         );
                     }
                 }
-                for (r, &a4) in av.iter().enumerate() {
-                    for (j, &lj) in l.iter().enumerate() {
-                        let q = ap
-                            .add(r * ACC_STRIDE + p * PANEL + 16 * j)
-                            .cast::<__m512i>();
-                        _mm512_storeu_si512(q, _mm512_dpbusd_epi32(_mm512_loadu_si512(q), a4, lj));
-                    }
-                }
             }
         }
+        g0 = g1;
     }
 }
 
@@ -509,4 +616,88 @@ pub(super) unsafe fn strip_sums(strip: &[u8], sums: *mut i32) {
     );
     // SAFETY: 16 int32 (caller contract).
     unsafe { _mm512_storeu_si512(sums.cast(), s) };
+}
+
+/// One output row of the direct path: `out[c] = acc[c] - ap * sums[c] - b'[c] * rr` for
+/// `c < nc`, with `acc` / `sums` in the slot order of [`interleave4`] (panel by panel) and
+/// `b'[c] = bp[c]` (per column) or `bp0`. `sums` null: no `ap` term.
+///
+/// # Safety
+/// avx512f; `acc` (and `sums` unless null) readable for `nc` rounded up to 64 values; `bp`
+/// (when given) holds `nc` values; `out` writable for `nc` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn direct_finish(
+    acc: *const i32,
+    sums: *const i32,
+    ap: i32,
+    bp: Option<&[i32]>,
+    bp0: i32,
+    rr: i32,
+    out: *mut i32,
+    nc: usize,
+) {
+    // Lines in slot order -> columns in order: a 4 x 4 transpose of 128-bit lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn unslot(v: [__m512i; 4]) -> [__m512i; 4] {
+        let t0 = _mm512_shuffle_i64x2::<0x44>(v[0], v[1]);
+        let t1 = _mm512_shuffle_i64x2::<0xEE>(v[0], v[1]);
+        let t2 = _mm512_shuffle_i64x2::<0x44>(v[2], v[3]);
+        let t3 = _mm512_shuffle_i64x2::<0xEE>(v[2], v[3]);
+        [
+            _mm512_shuffle_i64x2::<0x88>(t0, t2),
+            _mm512_shuffle_i64x2::<0xDD>(t0, t2),
+            _mm512_shuffle_i64x2::<0x88>(t1, t3),
+            _mm512_shuffle_i64x2::<0xDD>(t1, t3),
+        ]
+    }
+    let (vap, vrr, vbp0) = (
+        _mm512_set1_epi32(ap),
+        _mm512_set1_epi32(rr),
+        _mm512_set1_epi32(bp0),
+    );
+    for p in 0..nc.div_ceil(PANEL) {
+        // SAFETY: slots 64p..64p+64 of `acc` / `sums` (caller contract); columns of
+        // `bp` and `out` below nc (masked).
+        unsafe {
+            let load4 = |s: *const i32| {
+                let mut v = [_mm512_setzero_si512(); 4];
+                for (j, x) in v.iter_mut().enumerate() {
+                    *x = _mm512_loadu_si512(s.add(p * PANEL + 16 * j).cast());
+                }
+                unslot(v)
+            };
+            let c = load4(acc);
+            let s = if sums.is_null() {
+                [_mm512_setzero_si512(); 4]
+            } else {
+                load4(sums)
+            };
+            for j in 0..4 {
+                let c0 = p * PANEL + 16 * j;
+                if c0 >= nc {
+                    break;
+                }
+                let mask: __mmask16 = if nc - c0 >= 16 {
+                    !0
+                } else {
+                    (1u16 << (nc - c0)) - 1
+                };
+                let b = match bp {
+                    Some(bp) => _mm512_maskz_loadu_epi32(mask, bp.as_ptr().add(c0).cast()),
+                    None => vbp0,
+                };
+                let o = _mm512_sub_epi32(
+                    _mm512_sub_epi32(c[j], _mm512_mullo_epi32(vap, s[j])),
+                    _mm512_mullo_epi32(b, vrr),
+                );
+                if mask == !0 {
+                    _mm512_storeu_si512(out.add(c0).cast(), o);
+                } else {
+                    _mm512_mask_storeu_epi32(out.add(c0).cast(), mask, o);
+                }
+            }
+        }
+    }
 }

@@ -176,6 +176,25 @@ fn beyond_tile_sizes() {
 }
 
 #[test]
+fn direct_path_rows_zero_points_and_column_blocks() {
+    // Plain B up to 8 rows (direct.rs): one or two register passes (1..=8 rows, plus the
+    // all-ones row when A has a zero point), both operand orders (uint8 / int8 A), K past a
+    // register block and not a multiple of 4, N past a column block with a ragged panel.
+    let mut rng = Rng(4242);
+    for m in 1..=8usize {
+        for &(k, n) in &[(9usize, 70usize), (130, 4161)] {
+            for (i, (ad, bd)) in DT.into_iter().enumerate() {
+                let a = rng.bytes(m * k);
+                let b = rng.bytes(k * n);
+                let za = zps(ad, (m + i) % 3, m, &mut rng);
+                let zb = zps(bd, (m + k + i) % 3, n, &mut rng);
+                check(m, k, n, ad, bd, &a, &b, &za, &zb);
+            }
+        }
+    }
+}
+
+#[test]
 fn extreme_operands_large_k() {
     // all-255 / all -128 / all 127 operands at the largest K each dtype pair allows.
     let cases: [(Dtype, u8, Dtype, u8); 5] = [
