@@ -129,7 +129,7 @@ fn _matmul_integer<'py>(
 }
 
 /// `_matmul_integer_b(a, a_signed, a_zero_point, b, b_signed, b_zero_point, out=None)`: B a
-/// plain (K, N) byte matrix (multiplied from its bytes up to 8 rows of A, else packed for this
+/// plain (K, N) byte matrix (multiplied from its bytes up to 16 rows of A, else packed for this
 /// call only); written into `out` (C-contiguous (M, N) int32) when given.
 #[pyfunction]
 #[pyo3(signature = (a, a_signed, a_zero_point, b, b_signed, b_zero_point, out=None))]

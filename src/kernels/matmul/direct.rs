@@ -1,12 +1,12 @@
 //! Small M with a plain (unpacked) B: multiply straight from B's row-major bytes.
 //!
 //! Packing B costs a pass that reads and writes all of it (3.1 ms for 4096 x 4096 on one Zen 5
-//! core) while the product at M = 1 reads B once (0.5 ms); so up to [`DIRECT_ROWS`] rows the
+//! core) while the product at M = 1 reads B once (0.4 ms); so up to [`DIRECT_ROWS`] rows the
 //! AVX-512 kernel [`super::avx512::direct_block`] interleaves each 4-row x 64-column block of B
 //! in registers and feeds it to `vpdpbusd` directly (column sums, when needed, as one more row
-//! of A, all ones), and this driver adds the zero-point terms
-//! (the same identity as the packed path, see `mod.rs`):
-//! `C = Au@Bs - a'[m] colsum(Bs)[n] - b'[n] (rowsum(Au)[m] - K a'[m])`, in wrapping int32.
+//! of A, all ones), and this driver adds the zero-point terms, with the operands' sides chosen
+//! so that no zero point means no column sums (see `matmul_into`):
+//! `C = X_A @ X_B - a'[m] colsum(X_B)[n] - b'[n] (rowsum(X_A)[m] - K a'[m])`, in wrapping int32.
 //! The semantics are the scalar twin's (`scalar::matmul`); `tests.rs` checks every unpacked
 //! call against it on every ISA.
 
@@ -15,11 +15,12 @@ use super::pack::{SyncPtr, PANEL};
 use super::{check_zero_points, Dtype, Lhs};
 use crate::error::Result;
 
-/// Largest M multiplied from unpacked B without packing it: one pass over B with up to 8 rows
-/// of accumulators (128 KiB, in L2). Measured on one Zen 5 core, 4096 x 4096 int8 B, against
-/// packing + the packed kernels: M = 1 0.75-1.04 vs 3.3-4.0 ms, 4 1.8-2.2 vs 3.7-4.0, 8
-/// 2.9-3.0 vs 3.4-3.9, 12 (two passes) 3.9-4.8 vs 4.1, 16 4.6-5.0 vs 4.5-5.2.
-pub(super) const DIRECT_ROWS: usize = 8;
+/// Largest M multiplied from unpacked B without packing it: row chunks of up to 10 rows
+/// (with the ones row), each one pass over B. Measured on one Zen 5 core, 4096 x 4096 int8 B,
+/// against packing + the packed kernels (A/B in alternating processes): M = 8 1.90 vs 1.98 ms
+/// (the same path), 9 2.28 vs 3.94, 12 3.03 vs 4.52, 16 3.13 vs 4.79; 2 threads, M = 16 2.58 vs
+/// 3.19; beyond 16 rows packing B once pays for itself.
+pub(super) const DIRECT_ROWS: usize = 16;
 
 /// `(A - a_zp) @ (B - b_zp)` for `1 <= a.rows <= DIRECT_ROWS`, B row-major (K x N) bytes of
 /// `b_dtype`, into `out` (M x N, every element written). Validates like the packed path.

@@ -177,11 +177,12 @@ fn beyond_tile_sizes() {
 
 #[test]
 fn direct_path_rows_zero_points_and_column_blocks() {
-    // Plain B up to 8 rows (direct.rs): one or two register passes (1..=8 rows, plus the
-    // all-ones row when A has a zero point), both operand orders (uint8 / int8 A), K past a
-    // register block and not a multiple of 4, N past a column block with a ragged panel.
+    // Plain B up to 16 rows (direct.rs): one or two register passes, one or two row chunks
+    // (plus the all-ones row when A has a zero point), both operand orders (uint8 / int8 A),
+    // K past a register block and not a multiple of 4, N past a column block with a ragged
+    // panel.
     let mut rng = Rng(4242);
-    for m in 1..=8usize {
+    for m in (1..=11usize).chain([13, 16]) {
         for &(k, n) in &[(9usize, 70usize), (130, 4161)] {
             for (i, (ad, bd)) in DT.into_iter().enumerate() {
                 let a = rng.bytes(m * k);
