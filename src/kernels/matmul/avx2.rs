@@ -64,7 +64,7 @@ unsafe fn micro<const MR: usize>(
 pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
     let kp = job.b.kp();
     let groups = kp / 4;
-    let sstride = kp * 16;
+    let sstride = job.b.strip_lines() * 64;
     let data = job.b.data();
     let flip = if job.flip { 0x8080_8080u32 } else { 0 };
     let mut tile = vec![0i32; 8 * PANEL];

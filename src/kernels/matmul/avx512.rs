@@ -199,7 +199,7 @@ const KC_GROUPS: usize = 128;
 pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
     let kp = job.b.kp();
     let groups = kp / 4;
-    let sstride = kp * 16;
+    let sstride = job.b.strip_lines() * 64;
     let data = job.b.data();
     let lda = job.lda;
     debug_assert!(job.a.len() >= job.m * lda && lda >= kp);
@@ -346,14 +346,19 @@ fn transpose4(r: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
 
 /// Pack full 4-row x 64-column blocks of row-major B (N columns) for k-groups `g0..g1` and
 /// panels `0..panels`: each block becomes one 64-byte line in each of its 4 strips
-/// ([`transpose4`]), XOR `flip`.
+/// ([`transpose4`]), XOR `flip`; and `sums[c] += sum over those rows of Bs[k, c]`.
+///
+/// Rows of B are read whole (4 at a time, long runs); `NT`: the lines go out with
+/// non-temporal stores, which do not first read each destination line into the cache (a
+/// plain store does: for a 16 MB result that is 16 MB more traffic; see `pack.rs`).
 ///
 /// # Safety
-/// avx512f/bw/vbmi; rows `4*g1 <= K`, `64*panels <= n`; `out` is the packed buffer of `kp`
-/// rows (strip stride `kp*16` bytes) and lines of groups g0..g1 are not accessed concurrently.
+/// avx512f/bw/vbmi/vnni; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned
+/// packed buffer (strip stride `sstride` bytes, a multiple of 64) and lines of groups g0..g1 are
+/// not accessed concurrently; `sums` holds `64*panels` values.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-pub(super) unsafe fn pack_lines(
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
+pub(super) unsafe fn pack_lines<const NT: bool>(
     b: &[u8],
     n: usize,
     g0: usize,
@@ -361,11 +366,14 @@ pub(super) unsafe fn pack_lines(
     panels: usize,
     flip: u8,
     out: *mut u8,
-    kp: usize,
+    sstride: usize,
+    sums: &mut [i32],
 ) {
+    debug_assert!(sums.len() >= panels * PANEL && sstride.is_multiple_of(64));
     let idx = interleave_index();
     let fl = _mm512_set1_epi8(flip as i8);
-    let sstride = kp * 16;
+    let ones = _mm512_set1_epi8(1);
+    let sp = sums.as_mut_ptr();
     for g in g0..g1 {
         debug_assert!((4 * g + 4) * n <= b.len());
         for p in 0..panels {
@@ -380,15 +388,26 @@ pub(super) unsafe fn pack_lines(
                 ]
             };
             for (j, &line) in transpose4(r, idx).iter().enumerate() {
-                // SAFETY: line g of strip 4p+j of the packed buffer (caller contract).
+                let line = _mm512_xor_si512(line, fl);
+                // SAFETY: line g of strip 4p+j of the packed buffer, 64-byte aligned (caller
+                // contract); sums of columns 64p+16j.. < 64*panels.
                 unsafe {
-                    _mm512_storeu_si512(
-                        out.add((4 * p + j) * sstride + g * 64).cast(),
-                        _mm512_xor_si512(line, fl),
-                    )
-                };
+                    let dst = out.add((4 * p + j) * sstride + g * 64).cast::<__m512i>();
+                    if NT {
+                        _mm512_stream_si512(dst, line);
+                    } else {
+                        _mm512_storeu_si512(dst, line);
+                    }
+                    let q = sp.add(p * PANEL + 16 * j).cast::<__m512i>();
+                    _mm512_storeu_si512(q, _mm512_dpbusd_epi32(_mm512_loadu_si512(q), ones, line));
+                }
             }
         }
+    }
+    if NT {
+        // Non-temporal stores are weakly ordered: complete them before the caller hands the
+        // buffer to other threads.
+        _mm_sfence();
     }
 }
 
@@ -595,27 +614,6 @@ pub(super) unsafe fn direct_block<
         }
         g0 = g1;
     }
-}
-
-/// `sums[c] = sum over the strip's k of Bs[k, c]` for its 16 columns (`vpdpbusd` with ones).
-///
-/// # Safety
-/// avx512f/bw/vnni; `strip` is whole 64-byte lines; `sums` writable for 16 int32.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn strip_sums(strip: &[u8], sums: *mut i32) {
-    let ones = _mm512_set1_epi8(1);
-    let mut acc = [_mm512_setzero_si512(); 4];
-    for (i, line) in strip.chunks_exact(64).enumerate() {
-        // SAFETY: a whole 64-byte line.
-        let v = unsafe { _mm512_loadu_si512(line.as_ptr().cast()) };
-        acc[i & 3] = _mm512_dpbusd_epi32(acc[i & 3], ones, v);
-    }
-    let s = _mm512_add_epi32(
-        _mm512_add_epi32(acc[0], acc[1]),
-        _mm512_add_epi32(acc[2], acc[3]),
-    );
-    // SAFETY: 16 int32 (caller contract).
-    unsafe { _mm512_storeu_si512(sums.cast(), s) };
 }
 
 /// One output row of the direct path: `out[c] = acc[c] - ap * sums[c] - b'[c] * rr` for

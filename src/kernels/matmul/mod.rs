@@ -25,7 +25,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512;
+mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avxvnni;
 #[cfg(target_arch = "x86_64")]

@@ -50,6 +50,7 @@ pub(super) fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) 
     let data = b.data();
     let kp = b.kp();
     let groups = kp / 4;
+    let stride = b.strip_lines() * 64;
     let flip = if job.flip { 0x80u8 } else { 0 };
     let mut tile = vec![0i32; 8 * PANEL];
     for p in p0..p1 {
@@ -59,7 +60,7 @@ pub(super) fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) 
                 let t = &mut tile[r * PANEL..(r + 1) * PANEL];
                 t.iter_mut().for_each(|x| *x = 0);
                 for s in 0..PANEL / 16 {
-                    let strip = &data[(p * 4 + s) * kp * 16..(p * 4 + s + 1) * kp * 16];
+                    let strip = &data[(p * 4 + s) * stride..(p * 4 + s) * stride + kp * 16];
                     let ts = &mut t[s * 16..(s + 1) * 16];
                     for g in 0..groups {
                         let av = &arow[4 * g..4 * g + 4];

@@ -520,10 +520,17 @@ fn packing_is_the_same_on_every_isa() {
         (64, 192),
         (261, 320),
         (300, 70),
+        (256, 100), // 64 k-groups: strips padded with a zero line
+        (1024, 4096),
+        (2047, 4100), // >= 8 MiB: non-temporal stores on AVX-512
     ] {
         for dt in [Dtype::I8, Dtype::U8] {
             let b = rng.bytes(k * n);
             let want = PackedMatrix::pack_with(Isa::Scalar, &b, k, n, dt, &[]).unwrap();
+            assert_eq!(
+                want.strip_lines(),
+                k.div_ceil(4) + (k.div_ceil(4) % 64 == 0) as usize
+            );
             for (kk, nn) in [(0, 0), (k - 1, n - 1), (k / 2, n / 3)] {
                 let v = dt.value(b[kk * n + nn]) - if dt == Dtype::U8 { 128 } else { 0 };
                 assert_eq!(want.signed_at(kk, nn) as i32, v);
@@ -532,6 +539,23 @@ fn packing_is_the_same_on_every_isa() {
                 let got = PackedMatrix::pack_with(isa, &b, k, n, dt, &[]).unwrap();
                 assert!(got.data() == want.data(), "{isa} k={k} n={n} {dt:?}");
                 assert_eq!(got.col_sums(), want.col_sums(), "{isa} k={k} n={n} {dt:?}");
+                // Per-call packing reuses this thread's storage as it is: fill it with a
+                // larger pack of 0xA5 first; every line must still be written.
+                let junk = vec![0xA5u8; 1100 * 4200];
+                PackedMatrix::with_temporary(isa, &junk, 1100, 4200, Dtype::U8, &[], |_| ())
+                    .unwrap();
+                PackedMatrix::with_temporary(isa, &b, k, n, dt, &[], |got| {
+                    assert!(
+                        got.data() == want.data(),
+                        "recycled {isa} k={k} n={n} {dt:?}"
+                    );
+                    assert_eq!(
+                        got.col_sums(),
+                        want.col_sums(),
+                        "recycled {isa} k={k} n={n}"
+                    );
+                })
+                .unwrap();
             }
         }
     }
