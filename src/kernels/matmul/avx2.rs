@@ -93,3 +93,99 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
         });
     }
 }
+
+/// [`super::avx512::pack_lines`] on AVX2: full 4-row x 64-column blocks of row-major B (N
+/// columns) for k-groups `g0..g1` and panels `0..panels` become one 64-byte line in each of
+/// their 4 strips (XOR `flip`), and `sums[c] += sum over those rows of Bs[k, c]`. Each half
+/// panel (4 rows x 32 bytes) is interleaved with 8 in-lane unpacks (lane 0 columns 0..16, lane
+/// 1 columns 16..32) and 4 lane permutes.
+///
+/// # Safety
+/// avx2; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned packed buffer (strip
+/// stride `sstride` bytes, a multiple of 64) and lines of groups g0..g1 are not accessed
+/// concurrently; `sums` holds `64*panels` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn pack_lines<const NT: bool>(
+    b: &[u8],
+    n: usize,
+    g0: usize,
+    g1: usize,
+    panels: usize,
+    flip: u8,
+    out: *mut u8,
+    sstride: usize,
+    sums: &mut [i32],
+) {
+    debug_assert!(sums.len() >= panels * PANEL && sstride.is_multiple_of(64));
+    let fl = _mm256_set1_epi8(flip as i8);
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    let sp = sums.as_mut_ptr();
+    for g in g0..g1 {
+        debug_assert!((4 * g + 4) * n <= b.len());
+        for p in 0..panels {
+            for h in 0..2 {
+                let col = 64 * p + 32 * h;
+                // SAFETY: rows 4g..4g+4 < K, columns col..col+32 <= n (caller contract).
+                let r = unsafe {
+                    let base = b.as_ptr().add(4 * g * n + col);
+                    [
+                        _mm256_loadu_si256(base.cast()),
+                        _mm256_loadu_si256(base.add(n).cast()),
+                        _mm256_loadu_si256(base.add(2 * n).cast()),
+                        _mm256_loadu_si256(base.add(3 * n).cast()),
+                    ]
+                };
+                let lo01 = _mm256_unpacklo_epi8(r[0], r[1]);
+                let hi01 = _mm256_unpackhi_epi8(r[0], r[1]);
+                let lo23 = _mm256_unpacklo_epi8(r[2], r[3]);
+                let hi23 = _mm256_unpackhi_epi8(r[2], r[3]);
+                // Lane l of v[j]: columns 16l + 4j .. 16l + 4j + 4, 4 bytes each.
+                let v = [
+                    _mm256_unpacklo_epi16(lo01, lo23),
+                    _mm256_unpackhi_epi16(lo01, lo23),
+                    _mm256_unpacklo_epi16(hi01, hi23),
+                    _mm256_unpackhi_epi16(hi01, hi23),
+                ];
+                // Strip 4p + 2h + l: columns 0..8 then 8..16 of its 16.
+                let halves = [
+                    [
+                        _mm256_permute2x128_si256::<0x20>(v[0], v[1]),
+                        _mm256_permute2x128_si256::<0x20>(v[2], v[3]),
+                    ],
+                    [
+                        _mm256_permute2x128_si256::<0x31>(v[0], v[1]),
+                        _mm256_permute2x128_si256::<0x31>(v[2], v[3]),
+                    ],
+                ];
+                for (l, pair) in halves.iter().enumerate() {
+                    let strip = 4 * p + 2 * h + l;
+                    for (i, &x) in pair.iter().enumerate() {
+                        let x = _mm256_xor_si256(x, fl);
+                        // SAFETY: bytes 32i.. of line g of strip `strip` (32-byte aligned: the
+                        // buffer and strides are multiples of 64); sums of its columns
+                        // 8i..8i+8 < 64*panels.
+                        unsafe {
+                            let dst = out.add(strip * sstride + g * 64 + 32 * i).cast::<__m256i>();
+                            if NT {
+                                _mm256_stream_si256(dst, x);
+                            } else {
+                                _mm256_storeu_si256(dst, x);
+                            }
+                            // Per column: 4 signed bytes summed (pairs in int16, then int32).
+                            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, x), ones16);
+                            let q = sp.add(strip * 16 + 8 * i).cast::<__m256i>();
+                            _mm256_storeu_si256(q, _mm256_add_epi32(_mm256_loadu_si256(q), s));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if NT {
+        // Non-temporal stores are weakly ordered: complete them before the caller hands the
+        // buffer to other threads.
+        _mm_sfence();
+    }
+}

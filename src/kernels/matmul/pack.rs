@@ -139,12 +139,12 @@ impl PackedMatrix {
         let mut col_sums = vec![0i32; np];
         let ptr = SyncPtr(lines.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
-        let simd = isa.includes(Isa::Avx512);
+        let simd = isa.includes(Isa::Avx2);
         #[cfg(not(target_arch = "x86_64"))]
         let simd = false;
-        // Full 4-row x 64-column blocks go through the SIMD transpose, which also sums the
-        // columns (parallel over k-groups, every thread writing its own lines of every strip
-        // and summing into its own buffer); the rest per strip in Rust.
+        // Full 4-row x 64-column blocks go through the SIMD transpose (AVX-512 or AVX2), which
+        // also sums the columns (parallel over k-groups, every thread writing its own lines of
+        // every strip and summing into its own buffer); the rest per strip in Rust.
         let (simd_groups, simd_panels) = if simd { (k / 4, n / PANEL) } else { (0, 0) };
         #[cfg(target_arch = "x86_64")]
         if simd_groups > 0 && simd_panels > 0 {
@@ -153,38 +153,29 @@ impl PackedMatrix {
             // finds plain stores' lines still in cache (128 x 768 x 3072 with a plain B: 1.61
             // ms with a 1 MiB threshold, 1.48 with 8 MiB).
             let nt = nlines * 64 >= NT_BYTES;
+            let avx512 = isa.includes(Isa::Avx512);
             let total = std::sync::Mutex::new(&mut col_sums);
             crate::parallel::for_chunks(simd_groups, 256, |g0, g1| {
                 let mut part = vec![0i32; simd_panels * PANEL];
-                let (o, ss) = (ptr.get().cast::<u8>(), strip_lines * 64);
-                // SAFETY: Avx512 level (implies avx512vbmi/vnni); rows 4*g1 <= k, columns
-                // simd_panels*64 <= n; `lines` is 64-byte aligned with strips of strip_lines
-                // lines; lines of k-groups g0..g1 are written by this chunk only.
+                let (o, ss, pp) = (ptr.get().cast::<u8>(), strip_lines * 64, simd_panels);
+                // SAFETY: the Avx512 level implies avx512f/bw/vbmi/vnni, Avx2 avx2; rows
+                // 4*g1 <= k, columns simd_panels*64 <= n; `lines` is 64-byte aligned with strips
+                // of strip_lines lines; lines of k-groups g0..g1 are written by this chunk only.
                 unsafe {
-                    if nt {
-                        super::avx512::pack_lines::<true>(
-                            b,
-                            n,
-                            g0,
-                            g1,
-                            simd_panels,
-                            flip,
-                            o,
-                            ss,
-                            &mut part,
-                        )
-                    } else {
-                        super::avx512::pack_lines::<false>(
-                            b,
-                            n,
-                            g0,
-                            g1,
-                            simd_panels,
-                            flip,
-                            o,
-                            ss,
-                            &mut part,
-                        )
+                    use super::{avx2, avx512};
+                    match (avx512, nt) {
+                        (true, true) => {
+                            avx512::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                        }
+                        (true, false) => {
+                            avx512::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                        }
+                        (false, true) => {
+                            avx2::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                        }
+                        (false, false) => {
+                            avx2::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                        }
                     }
                 };
                 let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
