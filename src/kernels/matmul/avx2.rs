@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
 use super::pack::PANEL;
 use super::{finish_rows, row_tiles, Job};
 
@@ -187,5 +188,149 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
         // Non-temporal stores are weakly ordered: complete them before the caller hands the
         // buffer to other threads.
         _mm_sfence();
+    }
+}
+
+/// Rows `0..R` of A (int16 pairs, row stride `kp2` pairs) times k-groups `g0..g1` of the 16
+/// columns of B from `col`, summed in registers onto the partial sums at `acc` (row stride
+/// [`ACC_STRIDE`]); `first`: start from zero instead. `FULL`: 16 columns and 4 real rows in
+/// every group (plain loads); else `w` columns, and rows past K read as zero.
+///
+/// # Safety
+/// avx2; as [`direct_block`] for these rows and columns.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn direct_pass<const R: usize, const SB: bool, const FULL: bool>(
+    a: *const i32,
+    kp2: usize,
+    b: *const u8,
+    k: usize,
+    n: usize,
+    col: usize,
+    w: usize,
+    g0: usize,
+    g1: usize,
+    acc: *mut i32,
+    first: bool,
+) {
+    // SAFETY: the caller's contract covers every pointer below.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        let mut s = [[zero; 2]; R];
+        if !first {
+            for (r, sr) in s.iter_mut().enumerate() {
+                for (j, x) in sr.iter_mut().enumerate() {
+                    *x = _mm256_loadu_si256(acc.add(r * ACC_STRIDE + 8 * j).cast());
+                }
+            }
+        }
+        let widen = |x: __m128i| {
+            if SB {
+                _mm256_cvtepi8_epi16(x)
+            } else {
+                _mm256_cvtepu8_epi16(x)
+            }
+        };
+        for g in g0..g1 {
+            let mut rv = [_mm_setzero_si128(); 4];
+            for (i, x) in rv.iter_mut().enumerate() {
+                let src = b.add((4 * g + i) * n + col);
+                if FULL {
+                    *x = _mm_loadu_si128(src.cast());
+                } else if 4 * g + i < k {
+                    let mut t = [0u8; 16];
+                    std::ptr::copy_nonoverlapping(src, t.as_mut_ptr(), w);
+                    *x = _mm_loadu_si128(t.as_ptr().cast());
+                }
+            }
+            // int16 pairs (row 4g, 4g+1) and (4g+2, 4g+3) per column: columns 0..8, 8..16.
+            let b01 = [
+                widen(_mm_unpacklo_epi8(rv[0], rv[1])),
+                widen(_mm_unpackhi_epi8(rv[0], rv[1])),
+            ];
+            let b23 = [
+                widen(_mm_unpacklo_epi8(rv[2], rv[3])),
+                widen(_mm_unpackhi_epi8(rv[2], rv[3])),
+            ];
+            for (r, sr) in s.iter_mut().enumerate() {
+                let p01 = _mm256_set1_epi32(*a.add(r * kp2 + 2 * g));
+                let p23 = _mm256_set1_epi32(*a.add(r * kp2 + 2 * g + 1));
+                for (j, x) in sr.iter_mut().enumerate() {
+                    let d = _mm256_add_epi32(
+                        _mm256_madd_epi16(p01, b01[j]),
+                        _mm256_madd_epi16(p23, b23[j]),
+                    );
+                    *x = _mm256_add_epi32(*x, d);
+                }
+            }
+        }
+        for (r, sr) in s.iter().enumerate() {
+            for (j, &x) in sr.iter().enumerate() {
+                _mm256_storeu_si256(acc.add(r * ACC_STRIDE + 8 * j).cast(), x);
+            }
+        }
+    }
+}
+
+/// The AVX2 twin of [`super::avx512::direct_block`], exact with int16 products:
+/// `acc[r * ACC_STRIDE + c] = sum_k A[r, k] * B[k, c0 + c]` (true values, columns in order) for
+/// the `R1 + R2` rows of A, given as int16 pairs (`a[r * kp2 + j]` holds `A[r, 2j]` in its low
+/// and `A[r, 2j + 1]` in its high half, zero padded to `kp2 = kp / 2`), and the `nc` columns
+/// from `c0` of row-major B (K x n bytes, int8 when `SB`, else uint8). Each 4-row x 16-column
+/// block of B is interleaved into row pairs and widened in registers; [`DIRECT_GROUPS`] k-groups
+/// are summed in registers per row between loads and stores of the partial sums. Rows run as
+/// one register pass of `R1` and, if `R2 > 0`, a second of `R2` over the same bytes of B.
+///
+/// # Safety
+/// avx2; `1 <= R1 <= 4`, `R2 <= 4`; `a` readable for `(R1 + R2) * kp2` values with `kp2 >= K/2`
+/// rounded up to 2; `b` readable for `K*n` bytes, `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`;
+/// `acc` holds `(R1 + R2) * ACC_STRIDE` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn direct_block<const R1: usize, const R2: usize, const SB: bool>(
+    a: *const i32,
+    kp2: usize,
+    b: *const u8,
+    k: usize,
+    n: usize,
+    c0: usize,
+    nc: usize,
+    acc: &mut [i32],
+) {
+    debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
+    let groups = k.div_ceil(4);
+    let ap = acc.as_mut_ptr();
+    let mut g0 = 0;
+    while g0 < groups {
+        let g1 = (g0 + DIRECT_GROUPS).min(groups);
+        for q in 0..nc.div_ceil(16) {
+            let w = (nc - 16 * q).min(16);
+            let full = w == 16 && 4 * g1 <= k;
+            let first = g0 == 0;
+            let col = c0 + 16 * q;
+            // SAFETY: rows < R1 + R2 of A and `acc`, columns col..col+w of B (caller
+            // contract); columns 16q.. of each row of `acc` (16q + 16 <= ACC_STRIDE). The
+            // second pass's pointers are used only when R2 > 0.
+            unsafe {
+                let (a2, acc1, acc2) = (
+                    a.wrapping_add(R1 * kp2),
+                    ap.add(16 * q),
+                    ap.wrapping_add(R1 * ACC_STRIDE + 16 * q),
+                );
+                if full {
+                    direct_pass::<R1, SB, true>(a, kp2, b, k, n, col, w, g0, g1, acc1, first);
+                    if R2 > 0 {
+                        direct_pass::<R2, SB, true>(a2, kp2, b, k, n, col, w, g0, g1, acc2, first);
+                    }
+                } else {
+                    direct_pass::<R1, SB, false>(a, kp2, b, k, n, col, w, g0, g1, acc1, first);
+                    if R2 > 0 {
+                        direct_pass::<R2, SB, false>(a2, kp2, b, k, n, col, w, g0, g1, acc2, first);
+                    }
+                }
+            }
+        }
+        g0 = g1;
     }
 }

@@ -6,6 +6,7 @@
 
 use std::arch::x86_64::*;
 
+use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
 use super::pack::PANEL;
 use super::{finish_rows, row_tiles, Job, Out};
 
@@ -411,21 +412,6 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
     }
 }
 
-/// Columns of B per [`direct_block`] call: rows of B are read in runs of up to 4 KiB (the
-/// prefetchers and DRAM pages like long runs); the partial sums of up to 9 rows (144 KiB)
-/// stay in L2. Measured at M = 1 (4096 x 4096, one Zen 5 core): 1024 columns 0.54 ms, 2048
-/// 0.47, 4096 0.45.
-pub(super) const DIRECT_COLS: usize = 4096;
-/// Row stride of the partial sums: 1 KiB past a multiple of 4 KiB, so that the rows of one
-/// panel sit at different offsets modulo 4 KiB (a load that seems to alias an earlier store
-/// to another row would wait for it).
-pub(super) const ACC_STRIDE: usize = DIRECT_COLS + 256;
-/// Most rows one register pass holds (4 accumulators each; 20 of the 32 zmm).
-pub(super) const DIRECT_PASS_ROWS: usize = 5;
-/// k-groups summed in registers between loads and stores of the partial sums. Each group
-/// reads 4 rows of B at once, and more concurrent row streams read slower (new 4 KiB pages
-/// every 64 lines): at M = 1, 4096 x 4096, 1 group 0.55 ms, 2 groups 0.45, 4 groups 0.78.
-const DIRECT_GROUPS: usize = 2;
 /// Software prefetch distance of [`direct_block`] in panels (at the end of a run of columns,
 /// the next rows' first lines: the hardware prefetchers stop at page ends). 0.47 ms without,
 /// 0.45 with 8 or 16 panels.

@@ -1,34 +1,70 @@
 //! Small M with a plain (unpacked) B: multiply straight from B's row-major bytes.
 //!
-//! Packing B costs a pass that reads and writes all of it (3.1 ms for 4096 x 4096 on one Zen 5
+//! Packing B costs a pass that reads and writes all of it (1.5 ms for 4096 x 4096 on one Zen 5
 //! core) while the product at M = 1 reads B once (0.4 ms); so up to [`DIRECT_ROWS`] rows the
-//! AVX-512 kernel [`super::avx512::direct_block`] interleaves each 4-row x 64-column block of B
-//! in registers and feeds it to `vpdpbusd` directly (column sums, when needed, as one more row
-//! of A, all ones), and this driver adds the zero-point terms, with the operands' sides chosen
-//! so that no zero point means no column sums (see `matmul_into`):
+//! kernels interleave each block of 4 rows of B in registers and multiply it directly: on
+//! AVX-512 [`super::avx512::direct_block`] (`vpdpbusd` on zmm), on AVX2 and AVX-VNNI machines
+//! [`super::avx2::direct_block`] (`vpmaddwd` on bytes widened to int16). Column sums, when
+//! needed, are one more row of A, all ones; this driver adds the zero-point terms, with the
+//! operands' sides chosen so that no zero point means no column sums (see `matmul_into`):
 //! `C = X_A @ X_B - a'[m] colsum(X_B)[n] - b'[n] (rowsum(X_A)[m] - K a'[m])`, in wrapping int32.
 //! The semantics are the scalar twin's (`scalar::matmul`); `tests.rs` checks every unpacked
 //! call against it on every ISA.
 
-use super::avx512::{direct_block, direct_finish, ACC_STRIDE, DIRECT_COLS, DIRECT_PASS_ROWS};
 use super::pack::{SyncPtr, PANEL};
+use super::{avx2, avx512};
 use super::{check_zero_points, Dtype, Lhs};
 use crate::error::Result;
 
 /// Largest M multiplied from unpacked B without packing it: row chunks of up to 10 rows
-/// (with the ones row), each one pass over B. Measured on one Zen 5 core, 4096 x 4096 int8 B,
-/// against packing + the packed kernels (A/B in alternating processes): M = 8 1.90 vs 1.98 ms
-/// (the same path), 9 2.28 vs 3.94, 12 3.03 vs 4.52, 16 3.13 vs 4.79; 2 threads, M = 16 2.58 vs
-/// 3.19; beyond 16 rows packing B once pays for itself.
+/// (8 on AVX2, with the ones row), each one pass over B. Measured on one Zen 5 core,
+/// 4096 x 4096 int8 B, against packing + the packed kernels (AVX-512, A/B in alternating
+/// processes): M = 8 1.90 vs 1.98 ms (the same path then), 9 2.28 vs 3.94, 12 3.03 vs 4.52,
+/// 16 3.13 vs 4.79; 2 threads, M = 16 2.58 vs 3.19. AVX2 (`EDGEPACK_ISA=avx2`): M = 1 0.88 vs
+/// 2.34 ms, 8 3.2 vs 4.2, 16 7.0 vs 7.6. Beyond 16 rows packing B once pays for itself.
 pub(super) const DIRECT_ROWS: usize = 16;
+
+/// Columns of B per direct block call: rows of B are read in runs of up to 4 KiB (the
+/// prefetchers and DRAM pages like long runs); the partial sums of up to 9 rows (144 KiB)
+/// stay in L2. Measured at M = 1 (4096 x 4096, one Zen 5 core): 1024 columns 0.54 ms, 2048
+/// 0.47, 4096 0.45.
+pub(super) const DIRECT_COLS: usize = 4096;
+/// Row stride of the partial sums: 1 KiB past a multiple of 4 KiB, so that the rows of one
+/// panel sit at different offsets modulo 4 KiB (a load that seems to alias an earlier store
+/// to another row would wait for it).
+pub(super) const ACC_STRIDE: usize = DIRECT_COLS + 256;
+/// k-groups summed in registers between loads and stores of the partial sums. Each group
+/// reads 4 rows of B at once, and more concurrent row streams read slower (new 4 KiB pages
+/// every 64 lines): at M = 1, 4096 x 4096 (AVX-512), 1 group 0.55 ms, 2 groups 0.45, 4 0.78.
+pub(super) const DIRECT_GROUPS: usize = 2;
+
+/// Which direct kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DirectKernel {
+    /// `vpdpbusd` on zmm (bytes as they are, one operand read as unsigned).
+    Avx512,
+    /// `vpmaddwd` on ymm (bytes widened to int16: true values, no offsets).
+    Avx2,
+}
+
+impl DirectKernel {
+    /// Most rows one register pass holds: 5 x 4 zmm of the 32, 4 x 2 ymm of the 16.
+    fn pass_rows(self) -> usize {
+        match self {
+            DirectKernel::Avx512 => 5,
+            DirectKernel::Avx2 => 4,
+        }
+    }
+}
 
 /// `(A - a_zp) @ (B - b_zp)` for `1 <= a.rows <= DIRECT_ROWS`, B row-major (K x N) bytes of
 /// `b_dtype`, into `out` (M x N, every element written). Validates like the packed path.
 ///
 /// # Safety
-/// The CPU supports the Avx512 level (avx512f/bw/vl/vnni/vbmi).
+/// The CPU supports `kernel`'s level: Avx512 (avx512f/bw/vl/vnni/vbmi) or Avx2.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn matmul_into(
+    kernel: DirectKernel,
     a: &Lhs,
     a_zp: &[i64],
     b: &[u8],
@@ -60,14 +96,16 @@ pub(super) unsafe fn matmul_into(
     // packed path): `Bs = B - 128 (B ^ 0x80)` for uint8 B, `a' = a_zp`, `b' = b_zp - 128`.
     // int8 A is the signed side, as it is, and B the unsigned: `Bu = B + 128 (B ^ 0x80)` for
     // int8 B, `a' = a_zp`, `b' = b_zp + 128`; so neither needs colsum(B) unless A has a zero
-    // point (flipping int8 A to uint8 instead makes `a' = 128` and needs it always).
-    // Either way, with X the bytes as the kernel reads them:
+    // point (flipping int8 A to uint8 instead makes `a' = 128` and needs it always). The AVX2
+    // kernel widens both to int16: true values, `b' = b_zp`.
+    // Either way, with X the values as the kernel reads them:
     // `C = X_A @ X_B - a'[m] colsum(X_B)[n] - b'[n] (rowsum(X_A)[m] - K a'[m])`.
-    let swap = a.dtype == Dtype::I8;
-    let flip_b = (b_dtype == Dtype::I8) == swap;
-    let b_off = match (swap, b_dtype) {
-        (false, Dtype::U8) => -128,
-        (true, Dtype::I8) => 128,
+    let wide = kernel == DirectKernel::Avx2;
+    let swap = !wide && a.dtype == Dtype::I8;
+    let flip_b = !wide && ((b_dtype == Dtype::I8) == swap);
+    let b_off = match (wide, swap, b_dtype) {
+        (false, false, Dtype::U8) => -128,
+        (false, true, Dtype::I8) => 128,
         _ => 0,
     };
     let a_prime: Vec<i32> = (0..m).map(|r| zp(&za, r)).collect();
@@ -97,17 +135,30 @@ pub(super) unsafe fn matmul_into(
             s.wrapping_sub((k as i32).wrapping_mul(ap))
         })
         .collect();
-    // Row chunks of at most two register passes (2 DIRECT_PASS_ROWS rows), each one pass
-    // over B's bytes; a pass holds up to DIRECT_PASS_ROWS rows, two are of near-equal height.
-    let chunks = rows.div_ceil(2 * DIRECT_PASS_ROWS);
+    // The AVX2 kernel reads A as int16 pairs of true values.
+    let a16: Vec<i32> = if wide {
+        au.chunks_exact(2)
+            .map(|p| {
+                let h = |v: u8| a.dtype.value(v) as i16 as u16 as u32;
+                (h(p[0]) | h(p[1]) << 16) as i32
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Row chunks of at most two register passes, each one pass over B's bytes; a pass holds
+    // up to pass_rows rows, two are of near-equal height.
+    let pass_rows = kernel.pass_rows();
+    let chunks = rows.div_ceil(2 * pass_rows);
     let chunk_rows = rows.div_ceil(chunks);
     let passes = |h: usize| {
-        if h <= DIRECT_PASS_ROWS {
+        if h <= pass_rows {
             (h, 0)
         } else {
             (h.div_ceil(2), h / 2)
         }
     };
+    let sb = b_dtype == Dtype::I8;
 
     {
         let out = SyncPtr(out.as_mut_ptr());
@@ -128,49 +179,109 @@ pub(super) unsafe fn matmul_into(
                 let bp = b.as_ptr();
                 for r0 in (0..rows).step_by(chunk_rows) {
                     let (r1, r2) = passes((rows - r0).min(chunk_rows));
-                    // SAFETY: r0 < rows rows of kp bytes in Au and of ACC_STRIDE in `acc`.
-                    let (ap, accr) = unsafe {
-                        (
-                            au.as_ptr().add(r0 * kp),
-                            &mut acc[r0 * ACC_STRIDE..(r0 + r1 + r2) * ACC_STRIDE],
-                        )
-                    };
-                    macro_rules! block {
+                    let accr = &mut acc[r0 * ACC_STRIDE..(r0 + r1 + r2) * ACC_STRIDE];
+                    // (A from row r0: bytes for AVX-512, int16 pairs for AVX2)
+                    let ap = au[r0 * kp..].as_ptr();
+                    let ap16 = a16[(r0 * kp / 2).min(a16.len())..].as_ptr();
+                    macro_rules! avx512 {
                         ($r1:literal, $r2:literal) => {
                             // SAFETY: Avx512 level (caller contract); Au holds r1 + r2 rows of
                             // kp bytes from row r0 (kp = K rounded up to 4, zero padded); B is
                             // K x n bytes with c0 + nc <= n, 1 <= nc <= DIRECT_COLS; `accr`
-                            // holds r1 + r2 rows of ACC_STRIDE; r1, r2 <= DIRECT_PASS_ROWS.
+                            // holds r1 + r2 rows of ACC_STRIDE; r1, r2 <= 5.
                             unsafe {
                                 match (swap, flip_b) {
-                                    (false, false) => direct_block::<$r1, $r2, false, false>(
+                                    (false, false) => {
+                                        avx512::direct_block::<$r1, $r2, false, false>(
+                                            ap, kp, bp, k, n, c0, nc, accr,
+                                        )
+                                    }
+                                    (false, true) => avx512::direct_block::<$r1, $r2, false, true>(
                                         ap, kp, bp, k, n, c0, nc, accr,
                                     ),
-                                    (false, true) => direct_block::<$r1, $r2, false, true>(
+                                    (true, false) => avx512::direct_block::<$r1, $r2, true, false>(
                                         ap, kp, bp, k, n, c0, nc, accr,
                                     ),
-                                    (true, false) => direct_block::<$r1, $r2, true, false>(
-                                        ap, kp, bp, k, n, c0, nc, accr,
-                                    ),
-                                    (true, true) => direct_block::<$r1, $r2, true, true>(
+                                    (true, true) => avx512::direct_block::<$r1, $r2, true, true>(
                                         ap, kp, bp, k, n, c0, nc, accr,
                                     ),
                                 }
                             }
                         };
                     }
-                    match (r1, r2) {
-                        (1, 0) => block!(1, 0),
-                        (2, 0) => block!(2, 0),
-                        (3, 0) => block!(3, 0),
-                        (4, 0) => block!(4, 0),
-                        (5, 0) => block!(5, 0),
-                        (3, 3) => block!(3, 3),
-                        (4, 3) => block!(4, 3),
-                        (4, 4) => block!(4, 4),
-                        (5, 4) => block!(5, 4),
-                        _ => block!(5, 5),
+                    macro_rules! avx2 {
+                        ($r1:literal, $r2:literal) => {
+                            // SAFETY: Avx2 level (caller contract); `a16` holds r1 + r2 rows of
+                            // kp / 2 pairs from row r0 (zero padded); B as above; `accr` holds
+                            // r1 + r2 rows of ACC_STRIDE; r1, r2 <= 4.
+                            unsafe {
+                                if sb {
+                                    avx2::direct_block::<$r1, $r2, true>(
+                                        ap16,
+                                        kp / 2,
+                                        bp,
+                                        k,
+                                        n,
+                                        c0,
+                                        nc,
+                                        accr,
+                                    )
+                                } else {
+                                    avx2::direct_block::<$r1, $r2, false>(
+                                        ap16,
+                                        kp / 2,
+                                        bp,
+                                        k,
+                                        n,
+                                        c0,
+                                        nc,
+                                        accr,
+                                    )
+                                }
+                            }
+                        };
                     }
+                    match (kernel, r1, r2) {
+                        (DirectKernel::Avx512, 1, 0) => avx512!(1, 0),
+                        (DirectKernel::Avx512, 2, 0) => avx512!(2, 0),
+                        (DirectKernel::Avx512, 3, 0) => avx512!(3, 0),
+                        (DirectKernel::Avx512, 4, 0) => avx512!(4, 0),
+                        (DirectKernel::Avx512, 5, 0) => avx512!(5, 0),
+                        (DirectKernel::Avx512, 3, 3) => avx512!(3, 3),
+                        (DirectKernel::Avx512, 4, 3) => avx512!(4, 3),
+                        (DirectKernel::Avx512, 4, 4) => avx512!(4, 4),
+                        (DirectKernel::Avx512, 5, 4) => avx512!(5, 4),
+                        (DirectKernel::Avx512, _, _) => avx512!(5, 5),
+                        (DirectKernel::Avx2, 1, 0) => avx2!(1, 0),
+                        (DirectKernel::Avx2, 2, 0) => avx2!(2, 0),
+                        (DirectKernel::Avx2, 3, 0) => avx2!(3, 0),
+                        (DirectKernel::Avx2, 4, 0) => avx2!(4, 0),
+                        (DirectKernel::Avx2, 3, 2) => avx2!(3, 2),
+                        (DirectKernel::Avx2, 3, 3) => avx2!(3, 3),
+                        (DirectKernel::Avx2, 4, 3) => avx2!(4, 3),
+                        (DirectKernel::Avx2, _, _) => avx2!(4, 4),
+                    }
+                }
+                if wide {
+                    // Partial sums in column order: the epilogue in Rust.
+                    for r in 0..m {
+                        let (ap, rr) = (a_prime[r], row_r[r]);
+                        let accr = &acc[r * ACC_STRIDE..r * ACC_STRIDE + nc];
+                        let srow = &acc[m * ACC_STRIDE..m * ACC_STRIDE + if sums { nc } else { 0 }];
+                        // SAFETY: row r < m, columns c0..c0+nc <= n of the m x n output;
+                        // column blocks are disjoint between chunks.
+                        let orow = unsafe {
+                            std::slice::from_raw_parts_mut(out.get().add(r * n + c0), nc)
+                        };
+                        for (c, (o, &x)) in orow.iter_mut().zip(accr).enumerate() {
+                            let s = if sums { srow[c] } else { 0 };
+                            let bpc = b_prime.as_ref().map_or(b_prime0, |v| v[c0 + c]);
+                            *o = x
+                                .wrapping_sub(ap.wrapping_mul(s))
+                                .wrapping_sub(bpc.wrapping_mul(rr));
+                        }
+                    }
+                    continue;
                 }
                 let sum_row = if sums {
                     acc[m * ACC_STRIDE..].as_ptr()
@@ -182,7 +293,7 @@ pub(super) unsafe fn matmul_into(
                     // does the sums row); row r < m, columns c0..c0+nc <= n of the m x n
                     // output, column blocks disjoint between chunks; `bp` has nc values.
                     unsafe {
-                        direct_finish(
+                        avx512::direct_finish(
                             acc[r * ACC_STRIDE..].as_ptr(),
                             sum_row,
                             a_prime[r],

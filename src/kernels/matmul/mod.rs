@@ -753,8 +753,8 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
 }
 
 /// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`:
-/// up to [`direct::DIRECT_ROWS`] rows on the AVX-512 level, multiplied straight from B's bytes
-/// (`direct.rs`); otherwise packed for this call only (storage recycled per thread).
+/// up to [`direct::DIRECT_ROWS`] rows on the AVX2 level and above, multiplied straight from B's
+/// bytes (`direct.rs`); otherwise packed for this call only (storage recycled per thread).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_integer_unpacked_with(
     isa: Isa,
@@ -794,10 +794,15 @@ pub fn matmul_integer_unpacked_into_with(
     out: &mut [i32],
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    if isa.includes(Isa::Avx512) && (1..=direct::DIRECT_ROWS).contains(&a.rows) && k > 0 && n > 0 {
-        // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni/vbmi (isa.rs); callers pass
-        // only levels from `isa::detected()` or `isa::active()`.
-        return unsafe { direct::matmul_into(a, a_zp, b, k, n, b_dtype, b_zp, out) };
+    if isa.includes(Isa::Avx2) && (1..=direct::DIRECT_ROWS).contains(&a.rows) && k > 0 && n > 0 {
+        let kernel = if isa.includes(Isa::Avx512) {
+            direct::DirectKernel::Avx512
+        } else {
+            direct::DirectKernel::Avx2
+        };
+        // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni/vbmi, the others Avx2 (isa.rs);
+        // callers pass only levels from `isa::detected()` or `isa::active()`.
+        return unsafe { direct::matmul_into(kernel, a, a_zp, b, k, n, b_dtype, b_zp, out) };
     }
     PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
         matmul_integer_into_with(isa, a, a_zp, packed, out)
