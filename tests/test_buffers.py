@@ -189,7 +189,9 @@ def test_quantized_linear_on_a_recycled_buffer(heavy, rng, activations):
     layer = ep.QuantizedLinear.from_float(w, bias, activations=activations)
     q_w, s_w = ref.symmetric_int8_weight(w)
     y = reused(lambda: layer(x))  # 7.2 MB of float32
-    oracle = ref.quantized_linear_dynamic if activations == "dynamic" else ref.quantized_linear_per_row
+    oracle = (
+        ref.quantized_linear_dynamic if activations == "dynamic" else ref.quantized_linear_per_row
+    )
     assert np.array_equal(y, oracle(x, q_w, s_w, bias))
 
 
@@ -200,3 +202,38 @@ def test_matmul_integer_unpacked_b_on_a_recycled_buffer(rng):
         b = rng.integers(-128, 128, size=(40, n), dtype=np.int8)
         c = reused(lambda a=a, b=b: kernels.matmul_integer(a, b, np.uint8(7)))
         assert np.array_equal(c, ref.matmul_integer(a, b, np.uint8(7)))
+
+
+def test_qlinear_matmul_on_a_recycled_buffer(rng):
+    a = rng.integers(0, 256, size=(2500, 48), dtype=np.uint8)
+    b = rng.integers(-128, 128, size=(48, 2900), dtype=np.int8)
+    packed = ep.pack_matrix(b)
+    # 7.25 MB of uint8: the scale keeps most outputs inside the range (not all clipped).
+    s_a, s_b, s_y = np.float32(0.02), np.float32(0.01), np.float32(2.0)
+    y = reused(
+        lambda: kernels.qlinear_matmul(a, s_a, np.uint8(120), packed, s_b, None, s_y, np.uint8(128))
+    )
+    want = ref.qlinear_matmul(a, s_a, 120, b, s_b, 0, s_y, 128, np.uint8)
+    assert 0.2 < np.mean((want > 0) & (want < 255))
+    assert np.array_equal(y, want)
+
+
+def test_int8_output_quantized_linear_on_a_recycled_buffer(heavy, rng):
+    w = heavy(rng, (2900, 40))
+    bias = rng.normal(0, 0.1, 2900).astype(np.float32)
+    x = rng.normal(0, 1, (2500, 40)).astype(np.float32)
+    layer = ep.QuantizedLinear.from_float(
+        w,
+        bias,
+        activations="static",
+        input_scale=0.02,
+        input_zero_point=128,
+        output_scale=0.05,
+        output_zero_point=-3,
+    )
+    q_w, s_w = ref.symmetric_int8_weight(w)
+    y = reused(lambda: layer(x))  # 7.25 MB of int8
+    assert y.dtype == np.int8
+    assert np.array_equal(
+        y, ref.quantized_linear_static(x, q_w, s_w, bias, 0.02, 128, 0.05, -3, np.int8)
+    )

@@ -198,19 +198,26 @@ fn _qlinear_matmul<'py>(
         k,
         dtype: dtype(a_signed),
     };
-    let out = py.detach(|| {
-        matmul::qlinear_matmul(
-            &lhs,
-            a_scale,
-            zp,
-            &packed,
-            bs,
-            y_scale,
-            y_zero_point,
-            dtype(y_signed),
-        )
-    })?;
-    PyArray1::from_vec(py, out).reshape([m, packed.n()])
+    // A recycled result buffer (no page faults for large results; see buffers.rs).
+    let arr = result_array::<u8>(py, &[m, packed.n()])?.cast_into::<PyArray2<u8>>()?;
+    {
+        let mut rw = arr.try_readwrite()?;
+        let o = rw.as_slice_mut()?;
+        py.detach(|| {
+            matmul::qlinear_matmul_into(
+                &lhs,
+                a_scale,
+                zp,
+                &packed,
+                bs,
+                y_scale,
+                y_zero_point,
+                dtype(y_signed),
+                o,
+            )
+        })?;
+    }
+    Ok(arr)
 }
 
 fn activations(mode: &str, scale: f32, zero_point: i64) -> PyResult<linear::Activations> {
@@ -294,22 +301,28 @@ fn _linear_forward_q8<'py>(
         None => None,
     };
     let packed = b.get().inner.clone();
-    let out = py.detach(|| {
-        linear::linear_q8_with(
-            crate::kernels::isa::active(),
-            xs,
-            rows,
-            &packed,
-            ws,
-            bs,
-            input_scale,
-            input_zero_point,
-            output_scale,
-            output_zero_point,
-            dtype(output_signed),
-        )
-    })?;
-    PyArray1::from_vec(py, out).reshape([rows, packed.n()])
+    let arr = result_array::<u8>(py, &[rows, packed.n()])?.cast_into::<PyArray2<u8>>()?;
+    {
+        let mut rw = arr.try_readwrite()?;
+        let o = rw.as_slice_mut()?;
+        py.detach(|| {
+            linear::linear_q8_into_with(
+                crate::kernels::isa::active(),
+                xs,
+                rows,
+                &packed,
+                ws,
+                bs,
+                input_scale,
+                input_zero_point,
+                output_scale,
+                output_zero_point,
+                dtype(output_signed),
+                o,
+            )
+        })?;
+    }
+    Ok(arr)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -440,7 +440,50 @@ pub fn linear_f32(
 }
 
 /// Static forward pass with int8 / uint8 output (TFLite full-integer):
-/// `y = saturate(rint(float32(acc + bias_q[n]) * (in_scale * w_scale[n] / out_scale)) + out_zp)`.
+/// `y = saturate(rint(float32(acc + bias_q[n]) * (in_scale * w_scale[n] / out_scale)) + out_zp)`,
+/// into a caller's rows x N buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_q8_into_with(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    b: &PackedMatrix,
+    w_scale: &[f32],
+    bias: Option<&[f32]>,
+    in_scale: f32,
+    in_zp: i64,
+    out_scale: f32,
+    out_zp: i64,
+    out_dtype: Dtype,
+    out: &mut [u8],
+) -> Result<()> {
+    check_x(x, rows, b, w_scale, bias)?;
+    // The error order of before: input scale, output scale, then zero point and NaN.
+    check_scale("input_scale", &[in_scale])?;
+    check_scale("output_scale", &[out_scale])?;
+    let (q, zp) = quantize_static(isa, x, in_scale, in_zp)?;
+    let a = Lhs {
+        data: &q,
+        rows,
+        k: b.k(),
+        dtype: Dtype::U8,
+    };
+    let bq = bias.map(|bb| quantize_bias(bb, in_scale, w_scale));
+    let mult: Vec<f32> = w_scale.iter().map(|&s| in_scale * s / out_scale).collect();
+    super::matmul_requant_into_with(
+        isa,
+        &a,
+        &[zp as i64],
+        b,
+        &mult,
+        bq.as_deref(),
+        out_zp,
+        out_dtype,
+        out,
+    )
+}
+
+/// [`linear_q8_into_with`] into a new buffer.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_q8_with(
     isa: Isa,
@@ -455,27 +498,9 @@ pub fn linear_q8_with(
     out_zp: i64,
     out_dtype: Dtype,
 ) -> Result<Vec<u8>> {
-    check_x(x, rows, b, w_scale, bias)?;
-    // The error order of before: input scale, output scale, then zero point and NaN.
-    check_scale("input_scale", &[in_scale])?;
-    check_scale("output_scale", &[out_scale])?;
-    let (q, zp) = quantize_static(isa, x, in_scale, in_zp)?;
-    let a = Lhs {
-        data: &q,
-        rows,
-        k: b.k(),
-        dtype: Dtype::U8,
-    };
-    let bq = bias.map(|bb| quantize_bias(bb, in_scale, w_scale));
-    let mult: Vec<f32> = w_scale.iter().map(|&s| in_scale * s / out_scale).collect();
-    super::matmul_requant_with(
-        isa,
-        &a,
-        &[zp as i64],
-        b,
-        &mult,
-        bq.as_deref(),
-        out_zp,
-        out_dtype,
-    )
+    let mut out = super::zeroed_output(rows, b.n())?;
+    linear_q8_into_with(
+        isa, x, rows, b, w_scale, bias, in_scale, in_zp, out_scale, out_zp, out_dtype, &mut out,
+    )?;
+    Ok(out)
 }

@@ -766,16 +766,7 @@ pub fn matmul_integer_unpacked_with(
     b_dtype: Dtype,
     b_zp: &[i64],
 ) -> Result<Vec<i32>> {
-    let len = alloc_len(a.rows, n)?;
-    let mut v: Vec<i32> = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        Error::limit(format!(
-            "output of shape ({}, {n}) needs {} bytes, which cannot be allocated",
-            a.rows,
-            len as u128 * 4
-        ))
-    })?;
-    v.resize(len, 0);
+    let mut v = zeroed_output::<i32>(a.rows, n)?;
     matmul_integer_unpacked_into_with(isa, a, a_zp, b, k, n, b_dtype, b_zp, &mut v)?;
     Ok(v)
 }
@@ -981,9 +972,10 @@ pub fn matmul_scaled_into_with(
     Ok(())
 }
 
-/// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes.
+/// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes, into a
+/// caller's M x N buffer (every element written).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_requant_with(
+pub fn matmul_requant_into_with(
     isa: Isa,
     a: &Lhs,
     a_zp: &[i64],
@@ -992,7 +984,8 @@ pub fn matmul_requant_with(
     bias_i32: Option<&[i32]>,
     y_zp: i64,
     y_dtype: Dtype,
-) -> Result<Vec<u8>> {
+    out: &mut [u8],
+) -> Result<()> {
     let zp = validate(a, a_zp, b)?;
     let n = b.n();
     if mult.len() != n {
@@ -1005,23 +998,45 @@ pub fn matmul_requant_with(
         bail_arg!("`bias` must have N={n} values");
     }
     let yz = check_zero_points("y_zero_point", &[y_zp], 1, "tensor", y_dtype)?[0];
+    if Some(out.len()) != a.rows.checked_mul(n) {
+        bail_arg!(
+            "`out` holds {} elements, expected M*N = {}*{n}",
+            out.len(),
+            a.rows
+        );
+    }
     let (lo, hi) = y_dtype.range();
-    alloc_output::<u8>(a.rows, n, |p| {
-        let o = Out::Q8 {
-            ptr: SyncPtr(p),
-            mult,
-            zp: yz,
-            lo,
-            hi,
-        };
-        execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o)
-    })
+    let o = Out::Q8 {
+        ptr: SyncPtr(out.as_mut_ptr()),
+        mult,
+        zp: yz,
+        lo,
+        hi,
+    };
+    execute(Kernel::for_isa(isa), a, &zp, b, bias_i32, o);
+    Ok(())
+}
+
+/// A zeroed M x N result for the allocating twins of the `_into` entries (fallible: a huge
+/// shape is an error, not an abort).
+pub(crate) fn zeroed_output<T: Copy + Default>(m: usize, n: usize) -> Result<Vec<T>> {
+    let len = alloc_len(m, n)?;
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::limit(format!(
+            "output of shape ({m}, {n}) needs {} bytes, which cannot be allocated",
+            len as u128 * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
 }
 
 /// ONNX `QLinearMatMul`: `y = saturate(rint(float32(C) * (a_scale * b_scale[n] / y_scale)) + y_zp)`
-/// where C is [`matmul_integer`]; `b_scale` has 1 or N values. Returns `y_dtype` bytes.
+/// where C is [`matmul_integer`]; `b_scale` has 1 or N values; `y_dtype` bytes into a caller's
+/// M x N buffer.
 #[allow(clippy::too_many_arguments)]
-pub fn qlinear_matmul_with(
+pub fn qlinear_matmul_into_with(
     isa: Isa,
     a: &Lhs,
     a_scale: f32,
@@ -1031,7 +1046,8 @@ pub fn qlinear_matmul_with(
     y_scale: f32,
     y_zp: i64,
     y_dtype: Dtype,
-) -> Result<Vec<u8>> {
+    out: &mut [u8],
+) -> Result<()> {
     check_scale("a_scale", &[a_scale])?;
     check_scale("b_scale", b_scale)?;
     check_scale("y_scale", &[y_scale])?;
@@ -1045,12 +1061,13 @@ pub fn qlinear_matmul_with(
     let mult: Vec<f32> = (0..n)
         .map(|j| a_scale * b_scale[if b_scale.len() == 1 { 0 } else { j }] / y_scale)
         .collect();
-    matmul_requant_with(isa, a, a_zp, b, &mult, None, y_zp, y_dtype)
+    matmul_requant_into_with(isa, a, a_zp, b, &mult, None, y_zp, y_dtype, out)
 }
 
-/// [`qlinear_matmul_with`] on [`isa::active`].
+/// [`qlinear_matmul_into_with`] into a new buffer.
 #[allow(clippy::too_many_arguments)]
-pub fn qlinear_matmul(
+pub fn qlinear_matmul_with(
+    isa: Isa,
     a: &Lhs,
     a_scale: f32,
     a_zp: &[i64],
@@ -1060,7 +1077,27 @@ pub fn qlinear_matmul(
     y_zp: i64,
     y_dtype: Dtype,
 ) -> Result<Vec<u8>> {
-    qlinear_matmul_with(
+    let mut out = zeroed_output(a.rows, b.n())?;
+    qlinear_matmul_into_with(
+        isa, a, a_scale, a_zp, b, b_scale, y_scale, y_zp, y_dtype, &mut out,
+    )?;
+    Ok(out)
+}
+
+/// [`qlinear_matmul_into_with`] on [`isa::active`].
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_matmul_into(
+    a: &Lhs,
+    a_scale: f32,
+    a_zp: &[i64],
+    b: &PackedMatrix,
+    b_scale: &[f32],
+    y_scale: f32,
+    y_zp: i64,
+    y_dtype: Dtype,
+    out: &mut [u8],
+) -> Result<()> {
+    qlinear_matmul_into_with(
         isa::active(),
         a,
         a_scale,
@@ -1070,5 +1107,6 @@ pub fn qlinear_matmul(
         y_scale,
         y_zp,
         y_dtype,
+        out,
     )
 }
