@@ -96,12 +96,43 @@ pub fn for_chunks(n: usize, min_chunk: usize, f: impl Fn(usize, usize) + Sync + 
     }
     let chunks = (n / min_chunk).clamp(1, threads * 4);
     let per = n.div_ceil(chunks);
-    install(|| {
-        use rayon::prelude::*;
-        (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
-            let start = c * per;
-            f(start, (start + per).min(n));
-        });
+    for_each_index(n.div_ceil(per), |c| {
+        let start = c * per;
+        f(start, (start + per).min(n));
+    });
+}
+
+/// Run `f(i)` for every `i` in `0..items` on the kernel threads, the calling thread included:
+/// it takes items from a shared counter next to up to `num_threads() - 1` pool workers (work
+/// sharing, so uneven items still balance). A short call then waits for no hand-off to the
+/// pool and for at most the wake-up of the workers it needs, which overlaps its own first
+/// item; with `install` the caller blocked while the job was handed over and every worker woke
+/// up. matmul at M = 1 on a packed 4096 x 4096 B, 2 threads, 800 back-to-back calls: median
+/// 166-185 us instead of 326-445 (minimum 104-118 vs 113-141).
+pub fn for_each_index(items: usize, f: impl Fn(usize) + Sync) {
+    for_each_index_in(&pool(), items, f)
+}
+
+fn for_each_index_in(pool: &rayon::ThreadPool, items: usize, f: impl Fn(usize) + Sync) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = pool.current_num_threads().min(items);
+    if threads <= 1 {
+        (0..items).for_each(f);
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= items {
+            break;
+        }
+        f(i);
+    };
+    pool.in_place_scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| work());
+        }
+        work();
     });
 }
 
@@ -116,6 +147,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("found 0"));
+    }
+
+    #[test]
+    fn for_each_index_runs_every_index_once_on_several_threads() {
+        // A pool of its own: other tests change the global one.
+        let pool = build(3).unwrap();
+        for n in [0usize, 1, 2, 5, 1000] {
+            let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+            for_each_index_in(&pool, n, |i| {
+                seen[i].fetch_add(1, Ordering::Relaxed);
+                threads.lock().unwrap().insert(std::thread::current().id());
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            });
+            assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1), "n={n}");
+            let used = threads.into_inner().unwrap().len();
+            // The caller and the pool's workers share the items, at most 3 threads at once.
+            assert!(
+                used <= 3 && (n < 1000 || used >= 2),
+                "n={n}: {used} threads"
+            );
+        }
     }
 
     #[test]

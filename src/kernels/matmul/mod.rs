@@ -410,7 +410,8 @@ pub(crate) struct Partition {
 }
 
 /// Largest time a thread spends on `p`'s items (in row x panel units) when `threads` threads
-/// take them longest first, as work stealing does for items of near-equal size.
+/// take them longest first, about what taking them in turn from a shared counter does for
+/// items of near-equal size.
 fn makespan(m: usize, panels: usize, p: &Partition, threads: usize) -> usize {
     let mut items: Vec<usize> = (0..p.mblocks)
         .flat_map(|mb| {
@@ -481,8 +482,9 @@ pub(crate) fn partition(m: usize, panels: usize, kp: usize, threads: usize) -> P
     best
 }
 
-/// Run `job` on every thread of the pool: blocks of rows x panels ([`partition`]), disjoint
-/// outputs, one task per block so that work stealing evens out the threads.
+/// Run `job` on the kernel threads, the caller included: blocks of rows x panels
+/// ([`partition`]), disjoint outputs, taken one at a time from a shared counter so that the
+/// threads even out ([`crate::parallel::for_each_index`]).
 fn run(kernel: Kernel, job: &Job) {
     let m = job.m;
     let panels = job.b.np() / PANEL;
@@ -512,8 +514,7 @@ fn run(kernel: Kernel, job: &Job) {
     if threads <= 1 || items <= 1 {
         (0..items).for_each(block);
     } else {
-        use rayon::prelude::*;
-        crate::parallel::install(|| (0..items).into_par_iter().with_max_len(1).for_each(block));
+        crate::parallel::for_each_index(items, block);
     }
 }
 
