@@ -1,7 +1,10 @@
 //! AVX2, exact: bytes widened to int16 (`vpmovzxbw` / `vpmovsxbw`) and multiplied with
 //! `vpmaddwd` (int16 x int16 pairs summed into int32, which cannot overflow for byte operands:
-//! |2 * 255 * 128| < 2^31). No saturating `vpmaddubsw`. Same packed layout as the VNNI kernel;
-//! each ymm holds 4 columns x 2 partial sums, folded pairwise at the end of the tile.
+//! |2 * 255 * 255| < 2^31). No saturating `vpmaddubsw`. Three kernels:
+//! * `gemm_block`: packed B (same layout as the VNNI kernel); each ymm holds 4 columns x 2
+//!   partial sums, folded pairwise at the end of the tile;
+//! * `pack_lines`: the packing transpose (also used by AVX-VNNI machines);
+//! * `direct_block`: plain B up to 16 rows of A, multiplied from B's bytes (`direct.rs`).
 
 use std::arch::x86_64::*;
 

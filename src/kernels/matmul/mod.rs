@@ -754,7 +754,7 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
 }
 
 /// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`:
-/// up to [`direct::DIRECT_ROWS`] rows on the AVX2 level and above, multiplied straight from B's
+/// up to 16 rows (`direct::DIRECT_ROWS`) on the AVX2 level and above, multiplied straight from B's
 /// bytes (`direct.rs`); otherwise packed for this call only (storage recycled per thread).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_integer_unpacked_with(
