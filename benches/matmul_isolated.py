@@ -19,15 +19,8 @@ import sys
 
 import numpy as np
 
-SHAPES = [
-    (1, 4096, 4096),
-    (8, 4096, 4096),
-    (64, 4096, 4096),
-    (128, 768, 3072),
-    (512, 1024, 1024),
-    (1024, 1024, 1024),
-    (2048, 2048, 2048),
-]
+from edgepack.bench.matmul import SHAPES
+
 IMPLS = {
     "matmul_integer": ["edgepack", "ort MatMulInteger", "torch _int_mm"],
     "QuantizedLinear": ["edgepack", "ort DynamicQuantizeMatMul", "torch dynamic Linear"],

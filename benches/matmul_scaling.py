@@ -5,18 +5,11 @@ Run: `python benches/matmul_scaling.py`."""
 
 import time, numpy as np, edgepack as ep
 from edgepack import kernels as K
+from edgepack.bench.matmul import SHAPES
 
 rng = np.random.default_rng(0)
 print("| M,K,N | 1 thread GOP/s | 2 threads GOP/s | speed-up |\n|---|---:|---:|---:|")
-for m, k, n in [
-    (1, 4096, 4096),
-    (8, 4096, 4096),
-    (64, 4096, 4096),
-    (128, 768, 3072),
-    (512, 1024, 1024),
-    (1024, 1024, 1024),
-    (2048, 2048, 2048),
-]:
+for m, k, n in SHAPES:
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
     pb = K.pack_matrix(rng.integers(-128, 128, (k, n), dtype=np.int8))
     res = {}
