@@ -508,6 +508,51 @@ fn kernel_throughput() {
     }
 }
 
+/// Throughput of the packed-B path on the large shapes, one thread or
+/// `EDGEPACK_PROBE_THREADS` (A/B probe for kernel changes:
+/// `cargo test --release --lib large_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn large_throughput() {
+    let mut rng = Rng(7);
+    let threads = std::env::var("EDGEPACK_PROBE_THREADS").map_or(1, |v| v.parse().unwrap());
+    crate::parallel::set_num_threads(threads).unwrap();
+    for &(m, k, n) in &[
+        (128usize, 768usize, 3072usize),
+        (512, 1024, 1024),
+        (1024, 1024, 1024),
+        (2048, 2048, 2048),
+    ] {
+        let b = rng.bytes(k * n);
+        let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[]).unwrap();
+        let a = rng.bytes(m * k);
+        let mut out = vec![0i32; m * n];
+        for dtype in [Dtype::U8, Dtype::I8] {
+            let lhs = Lhs {
+                data: &a,
+                rows: m,
+                k,
+                dtype,
+            };
+            let reps = (4_000_000_000usize * threads / (2 * m * k * n)).max(3);
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    matmul_integer_into(&lhs, &[], &p, &mut out).unwrap();
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            println!(
+                "{m}x{k}x{n} {} t{threads}: {:.3} ms {:.1} GOP/s",
+                dtype.name(),
+                best * 1e3,
+                2.0 * (m * k * n) as f64 / best / 1e9
+            );
+        }
+    }
+}
+
 #[test]
 fn packing_is_the_same_on_every_isa() {
     let mut rng = Rng(2024);
