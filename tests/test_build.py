@@ -80,6 +80,32 @@ def test_num_threads_env_and_setter():
             edgepack.set_num_threads(bad)
 
 
+def test_spin_window_env():
+    show = "import edgepack; print(edgepack.build_info()['spin_us'])"
+    r = _run(show)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1000"
+    r = _run(show, EDGEPACK_SPIN_US="0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0"
+    # Results do not depend on it: a multi-threaded product without helpers.
+    r = _run(
+        "import numpy as np, edgepack as ep\n"
+        "ep.set_num_threads(2)\n"
+        "rng = np.random.default_rng(1)\n"
+        "a = rng.integers(0, 256, (300, 520), dtype=np.uint8)\n"
+        "b = rng.integers(-128, 128, (520, 700), dtype=np.int8)\n"
+        "want = a.astype(np.int64) @ b.astype(np.int64)\n"
+        "print((ep.matmul_integer(a, b) == want).all())",
+        EDGEPACK_SPIN_US="0",
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+    for bad in ("soon", "-5", "2000000"):
+        r = _run("import edgepack", EDGEPACK_SPIN_US=bad)
+        assert r.returncode != 0 and "EDGEPACK_SPIN_US" in r.stderr, (bad, r.stderr)
+
+
 def test_exception_hierarchy():
     assert issubclass(edgepack.FormatError, edgepack.EdgepackError)
     assert issubclass(edgepack.FormatError, ValueError)

@@ -40,8 +40,9 @@ def build_info() -> dict[str, object]:
     Returns a dict with ``version``, ``profile`` (``"release"`` or ``"debug"``),
     ``target_arch``, ``isa_detected`` (every instruction-set level this CPU supports, lowest
     first), ``isa`` (the level the kernels use: the best detected one, or the one
-    ``EDGEPACK_ISA`` narrowed it to), ``num_threads`` and ``buffer_cache_limit`` (bytes of
-    recycled result buffers kept between calls, see :func:`release_buffers`).
+    ``EDGEPACK_ISA`` narrowed it to), ``num_threads``, ``spin_us`` (how long worker threads
+    wait for the next call before they sleep, ``EDGEPACK_SPIN_US``) and ``buffer_cache_limit``
+    (bytes of recycled result buffers kept between calls, see :func:`release_buffers`).
     """
     return dict(_core.build_info())
 

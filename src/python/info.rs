@@ -24,6 +24,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("isa_detected", detected)?;
     d.set_item("isa", isa::active().name())?;
     d.set_item("num_threads", parallel::num_threads())?;
+    let spin = parallel::spin_window().map_err(super::errors::to_pyerr)?;
+    d.set_item("spin_us", spin.as_micros() as u64)?;
     d.set_item("buffer_cache_limit", crate::buffers::limit())?;
     Ok(d)
 }

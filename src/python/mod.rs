@@ -19,10 +19,11 @@ mod sparse; // issue 4 // int8 matmul (issue 3)
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Refuse to import with an invalid EDGEPACK_ISA / EDGEPACK_NUM_THREADS /
-    // EDGEPACK_BUFFER_CACHE_MB: a silent fallback
-    // would hide a misconfigured deployment.
+    // EDGEPACK_SPIN_US / EDGEPACK_BUFFER_CACHE_MB: a silent fallback would hide a
+    // misconfigured deployment.
     crate::kernels::isa::configured().map_err(errors::to_pyerr)?;
     crate::parallel::threads_from_env().map_err(errors::to_pyerr)?;
+    crate::parallel::spin_window().map_err(errors::to_pyerr)?;
     crate::buffers::limit_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
     buffers::register(m)?;
