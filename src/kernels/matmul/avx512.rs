@@ -185,7 +185,7 @@ macro_rules! tile_call {
 }
 
 /// k-groups (4 bytes of K each) per K block: a 64-column panel of B is then 64 x 4*KC bytes
-/// (32 KiB), re-read by every row tile of the block from L1 / L2 (this Zen 5 VM has 32 KiB
+/// (32 KiB), re-read by every row tile of the block from L1 / L2 (this Zen 4 VM has 32 KiB
 /// L1d, 1 MiB L2 per core). Measured against 64 groups (16 KiB, all in L1): each row tile
 /// stores and reloads its 24 accumulators half as often, and one thread gains 4-6% on the
 /// large shapes (1024^3 405 -> 425 GOP/s); 160 and 256 groups were no better.

@@ -1,6 +1,6 @@
 //! Small M with a plain (unpacked) B: multiply straight from B's row-major bytes.
 //!
-//! Packing B costs a pass that reads and writes all of it (1.5 ms for 4096 x 4096 on one Zen 5
+//! Packing B costs a pass that reads and writes all of it (1.5 ms for 4096 x 4096 on one Zen 4
 //! core) while the product at M = 1 reads B once (0.4 ms); so up to [`DIRECT_ROWS`] rows the
 //! kernels interleave each block of 4 rows of B in registers and multiply it directly: on
 //! AVX-512 [`super::avx512::direct_block`] (`vpdpbusd` on zmm), on AVX2 and AVX-VNNI machines
@@ -17,7 +17,7 @@ use super::{check_zero_points, Dtype, Lhs};
 use crate::error::Result;
 
 /// Largest M multiplied from unpacked B without packing it: row chunks of up to 10 rows
-/// (8 on AVX2, with the ones row), each one pass over B. Measured on one Zen 5 core,
+/// (8 on AVX2, with the ones row), each one pass over B. Measured on one Zen 4 core,
 /// 4096 x 4096 int8 B, against packing + the packed kernels (AVX-512, A/B in alternating
 /// processes): M = 8 1.90 vs 1.98 ms (the same path then), 9 2.28 vs 3.94, 12 3.03 vs 4.52,
 /// 16 3.13 vs 4.79; 2 threads, M = 16 2.58 vs 3.19. AVX2 (`EDGEPACK_ISA=avx2`): M = 1 0.88 vs
@@ -26,7 +26,7 @@ pub(super) const DIRECT_ROWS: usize = 16;
 
 /// Columns of B per direct block call: rows of B are read in runs of up to 4 KiB (the
 /// prefetchers and DRAM pages like long runs); the partial sums of up to 9 rows (144 KiB)
-/// stay in L2. Measured at M = 1 (4096 x 4096, one Zen 5 core): 1024 columns 0.54 ms, 2048
+/// stay in L2. Measured at M = 1 (4096 x 4096, one Zen 4 core): 1024 columns 0.54 ms, 2048
 /// 0.47, 4096 0.45.
 pub(super) const DIRECT_COLS: usize = 4096;
 /// Row stride of the partial sums: 1 KiB past a multiple of 4 KiB, so that the rows of one

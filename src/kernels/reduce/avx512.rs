@@ -10,7 +10,7 @@ use super::MinMax;
 
 /// Software prefetch distance in elements (16 KB) into L2. The hardware prefetchers stop at
 /// 4 KB page boundaries; a pure read stream needs more lines in flight than L1 prefetches can
-/// hold: on Zen 5, 64M elements reduce in 8.0-9.3 ms with this against 11.7-13.8 ms with a
+/// hold: on Zen 4, 64M elements reduce in 8.0-9.3 ms with this against 11.7-13.8 ms with a
 /// 4 KB distance into L1 (`_MM_HINT_T0`).
 const PREFETCH: usize = 4096;
 

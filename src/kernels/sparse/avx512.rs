@@ -1,6 +1,6 @@
 //! AVX-512 sparse kernels: `vptestm{b,w,d}` for the mask, VBMI2 `vpcompress{b,w}` /
 //! `vpexpand{b,w}` and AVX-512F `vpcompressd` / `vpexpandd` in their merge-masked register
-//! form (the zero-masked form carries a false dependency on Zen 5), full-width stores while the
+//! form (the zero-masked form carries a false dependency on Zen 4), full-width stores while the
 //! output has room and masked loads / stores at the ends, so nothing outside the slices is
 //! touched. Semantics: `scalar.rs`.
 
