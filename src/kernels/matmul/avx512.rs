@@ -184,12 +184,15 @@ macro_rules! tile_call {
     };
 }
 
-/// k-groups (4 bytes of K each) per K block: a 64-column panel of B is then 64 x 4*KC bytes
-/// (32 KiB), re-read by every row tile of the block from L1 / L2 (this Zen 4 VM has 32 KiB
-/// L1d, 1 MiB L2 per core). Measured against 64 groups (16 KiB, all in L1): each row tile
-/// stores and reloads its 24 accumulators half as often, and one thread gains 4-6% on the
-/// large shapes (1024^3 405 -> 425 GOP/s); 160 and 256 groups were no better.
-const KC_GROUPS: usize = 128;
+/// k-groups (4 bytes of K each) per K block: up to K = 4096 the 24 accumulators of a row tile
+/// stay in registers for the whole of K, and the tile streams its 64-column panel of B
+/// (64 x K bytes, 256 KiB at K = 4096) from L2, where the hardware prefetcher keeps up with
+/// the four sequential strips. Blocks of 128 groups (a 32 KiB panel block, this Zen 4's whole
+/// L1d) made every row tile store and reload its accumulators and restart its B streams 4 to
+/// 8 times more often; one thread, min of alternating runs (`large_throughput`): 2048^3 41.9
+/// -> 40.0 ms, 64 x 4096 x 4096 5.47 -> 5.11 ms, 1024^3 5.18 -> 5.02 ms. Beyond K = 4096 the
+/// block keeps a panel within a quarter of L2.
+const KC_GROUPS: usize = 1024;
 
 /// Rows `m0..m1` x panels `p0..p1` of `job`. Beyond 16 rows, K is blocked ([`KC_GROUPS`]) and
 /// partial sums live in a per-thread buffer of (m1 - m0) x 64 int32 until the last block.

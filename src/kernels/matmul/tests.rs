@@ -164,6 +164,8 @@ fn beyond_tile_sizes() {
         (130, 300, 64),
         (40, 1030, 70),
         (17, 513, 129),
+        (19, 4099, 70), // K past one K block (KC_GROUPS): accumulators stored and reloaded
+        (25, 8200, 65), // ... three blocks, the last one short
         (3, 70, 4200),  // unpacked B without packing (direct.rs): two column blocks
         (8, 520, 1100), // ... eight rows in one pass, split between the threads
     ] {
@@ -207,32 +209,36 @@ fn extreme_operands_large_k() {
     ];
     for (ad, av, bd, bv) in cases {
         let k = k_limit(ad, &[], bd, &[]);
+        // 3 rows: the small-M path (all of K in registers); 20: the row-tile path (K blocks)
+        for m in [3, 20] {
+            let n = 17;
+            let a = vec![av; m * k];
+            let b = vec![bv; k * n];
+            let want = ad.value(av) as i64 * bd.value(bv) as i64 * k as i64;
+            assert!(want.abs() <= i32::MAX as i64 + 1, "{ad:?} {bd:?}");
+            let packed = PackedMatrix::pack(&b, k, n, bd, &[]).unwrap();
+            let lhs = Lhs {
+                data: &a,
+                rows: m,
+                k,
+                dtype: ad,
+            };
+            for isa in isa::detected() {
+                let got = matmul_integer_with(isa, &lhs, &[], &packed).unwrap();
+                assert!(
+                    got.iter().all(|&x| x as i64 == want),
+                    "isa={isa} {ad:?}x{bd:?} m={m} k={k}"
+                );
+            }
+            if isa::detected().contains(&Isa::Avx512) {
+                let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
+                assert!(
+                    got.iter().all(|&x| x as i64 == want),
+                    "avxvnni(vl) {ad:?}x{bd:?} k={k}"
+                );
+            }
+        }
         let (m, n) = (3, 17);
-        let a = vec![av; m * k];
-        let b = vec![bv; k * n];
-        let want = ad.value(av) as i64 * bd.value(bv) as i64 * k as i64;
-        assert!(want.abs() <= i32::MAX as i64 + 1, "{ad:?} {bd:?}");
-        let packed = PackedMatrix::pack(&b, k, n, bd, &[]).unwrap();
-        let lhs = Lhs {
-            data: &a,
-            rows: m,
-            k,
-            dtype: ad,
-        };
-        for isa in isa::detected() {
-            let got = matmul_integer_with(isa, &lhs, &[], &packed).unwrap();
-            assert!(
-                got.iter().all(|&x| x as i64 == want),
-                "isa={isa} {ad:?}x{bd:?} k={k}"
-            );
-        }
-        if isa::detected().contains(&Isa::Avx512) {
-            let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
-            assert!(
-                got.iter().all(|&x| x as i64 == want),
-                "avxvnni(vl) {ad:?}x{bd:?} k={k}"
-            );
-        }
         // one more row is refused
         let b1 = vec![bv; (k + 1) * n];
         let a1 = vec![av; m * (k + 1)];
@@ -518,7 +524,8 @@ fn large_throughput() {
     let threads = std::env::var("EDGEPACK_PROBE_THREADS").map_or(1, |v| v.parse().unwrap());
     crate::parallel::set_num_threads(threads).unwrap();
     for &(m, k, n) in &[
-        (128usize, 768usize, 3072usize),
+        (64usize, 4096usize, 4096usize),
+        (128, 768, 3072),
         (512, 1024, 1024),
         (1024, 1024, 1024),
         (2048, 2048, 2048),
