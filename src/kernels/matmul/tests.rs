@@ -475,6 +475,20 @@ fn linear_every_isa_equals_scalar() {
     }
 }
 
+/// Seconds per `matmul_integer_into` call: the best of 5 runs of `reps` calls.
+fn best_call_seconds(lhs: &Lhs, p: &PackedMatrix, reps: usize) -> f64 {
+    let mut out = vec![0i32; lhs.rows * p.n()];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            matmul_integer_into(lhs, &[], p, &mut out).unwrap();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
 /// Kernel-only throughput with everything in L1 (run with
 /// `cargo test --release --lib kernel_throughput -- --ignored --nocapture`).
 #[test]
@@ -496,17 +510,9 @@ fn kernel_throughput() {
             k,
             dtype: Dtype::U8,
         };
-        let mut out = vec![0i32; m * n];
         let reps = (2_000_000_000usize / (2 * m * k * n)).max(10);
         crate::parallel::set_num_threads(1).unwrap();
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                matmul_integer_into(&lhs, &[], &p, &mut out).unwrap();
-            }
-            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-        }
+        let best = best_call_seconds(&lhs, &p, reps);
         println!(
             "{m}x{k}x{n}: {:.1} GOP/s",
             2.0 * (m * k * n) as f64 / best / 1e9
@@ -533,7 +539,6 @@ fn large_throughput() {
         let b = rng.bytes(k * n);
         let p = PackedMatrix::pack(&b, k, n, Dtype::I8, &[]).unwrap();
         let a = rng.bytes(m * k);
-        let mut out = vec![0i32; m * n];
         for dtype in [Dtype::U8, Dtype::I8] {
             let lhs = Lhs {
                 data: &a,
@@ -542,14 +547,7 @@ fn large_throughput() {
                 dtype,
             };
             let reps = (4_000_000_000usize * threads / (2 * m * k * n)).max(3);
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    matmul_integer_into(&lhs, &[], &p, &mut out).unwrap();
-                }
-                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-            }
+            let best = best_call_seconds(&lhs, &p, reps);
             println!(
                 "{m}x{k}x{n} {} t{threads}: {:.3} ms {:.1} GOP/s",
                 dtype.name(),
