@@ -301,7 +301,7 @@ def matmul_integer(
         return _core._matmul_integer(a.view(np.uint8), a.dtype == np.int8, _NO_ZP, b)
     a2, zp, lead, signed, vector = _mm_lhs(a, a_zero_point)
     if not isinstance(b, PackedMatrix):
-        # Multiplied from B's bytes (up to 16 rows) or packed for this call only, into storage
+        # Multiplied from B's bytes (up to 8-16 rows) or packed for this call only, into storage
         # the core recycles.
         b_arr = _mm_int8_array(b, "b", 2)
         if b_arr.ndim != 2:

@@ -3,7 +3,8 @@
 //! Packing B costs a pass that reads and writes all of it (1.5 ms for 4096 x 4096 on one Zen 4
 //! core) while the product at M = 1 reads B once (0.4 ms); so up to [`DIRECT_ROWS`] rows the
 //! kernels interleave each block of 4 rows of B in registers and multiply it directly: on
-//! AVX-512 [`super::avx512::direct_block`] (`vpdpbusd` on zmm), on AVX2 and AVX-VNNI machines
+//! AVX-512 [`super::avx512::direct_block`] (`vpdpbusd` on zmm), on AVX-VNNI machines
+//! [`super::avxvnni::direct_block`] (`vpdpbusd` on ymm, the same operands), on AVX2 machines
 //! [`super::avx2::direct_block`] (`vpmaddwd` on bytes widened to int16). Column sums, when
 //! needed, are one more row of A, all ones; this driver adds the zero-point terms, with the
 //! operands' sides chosen so that no zero point means no column sums (see `matmul_into`):
@@ -12,7 +13,7 @@
 //! call against it on every ISA.
 
 use super::pack::{SyncPtr, PANEL};
-use super::{avx2, avx512};
+use super::{avx2, avx512, avxvnni};
 use super::{check_zero_points, Dtype, Lhs};
 use crate::error::Result;
 
@@ -22,7 +23,15 @@ use crate::error::Result;
 /// processes): M = 8 1.90 vs 1.98 ms (the same path then), 9 2.28 vs 3.94, 12 3.03 vs 4.52,
 /// 16 3.13 vs 4.79; 2 threads, M = 16 2.58 vs 3.19. AVX2 (`EDGEPACK_ISA=avx2`): M = 1 0.88 vs
 /// 2.34 ms, 8 3.2 vs 4.2, 16 7.0 vs 7.6. Beyond 16 rows packing B once pays for itself.
+/// The kernels take up to this many rows; [`DirectKernel::max_rows`] is where each one is used.
 pub(super) const DIRECT_ROWS: usize = 16;
+/// [`DirectKernel::max_rows`] of the AVX-VNNI kernel: AVX-VNNI machines pack with the AVX2
+/// transpose and then run a faster packed kernel than AVX2 ones, so packing wins earlier. One
+/// thread, 4096 x 4096, measured through the VL encoding on this Zen 4 (`direct_throughput`):
+/// direct against pack + packed, M = 8 2.67-2.79 vs 3.45-3.92 ms, 9 3.49-3.52 vs 3.68-3.71,
+/// 12 4.40-4.51 vs 4.03-4.13, 16 5.39-5.45 vs 4.13-4.34. Up to 8 rows (one pass over B
+/// without a zero point) the direct kernel is never the slower one.
+const AVX_VNNI_DIRECT_ROWS: usize = 8;
 
 /// Columns of B per direct block call: rows of B are read in runs of up to 4 KiB (the
 /// prefetchers and DRAM pages like long runs); the partial sums of up to 9 rows (144 KiB)
@@ -45,14 +54,27 @@ pub(super) enum DirectKernel {
     Avx512,
     /// `vpmaddwd` on ymm (bytes widened to int16: true values, no offsets).
     Avx2,
+    /// `vpdpbusd` on ymm, the operands of the AVX-512 kernel (AVX-VNNI without AVX-512:
+    /// Alder Lake and later, Zen 5 client parts).
+    AvxVnni,
+    /// The AVX-VNNI kernel with the AVX-512VL encoding (tests on hosts without AVX-VNNI).
+    #[cfg(test)]
+    AvxVnniViaVl,
 }
 
 impl DirectKernel {
+    /// Up to how many rows of A this kernel beats packing B first.
+    pub(super) fn max_rows(self) -> usize {
+        match self {
+            DirectKernel::Avx512 | DirectKernel::Avx2 => DIRECT_ROWS,
+            _ => AVX_VNNI_DIRECT_ROWS,
+        }
+    }
     /// Most rows one register pass holds: 5 x 4 zmm of the 32, 4 x 2 ymm of the 16.
     fn pass_rows(self) -> usize {
         match self {
             DirectKernel::Avx512 => 5,
-            DirectKernel::Avx2 => 4,
+            _ => 4,
         }
     }
 }
@@ -61,7 +83,8 @@ impl DirectKernel {
 /// `b_dtype`, into `out` (M x N, every element written). Validates like the packed path.
 ///
 /// # Safety
-/// The CPU supports `kernel`'s level: Avx512 (avx512f/bw/vl/vnni/vbmi) or Avx2.
+/// The CPU supports `kernel`'s level: Avx512 (avx512f/bw/vl/vnni/vbmi), Avx2, AvxVnni (avx2 +
+/// avxvnni) or, in tests, AvxVnniViaVl (avx2 + avx512f/vl/vnni).
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn matmul_into(
     kernel: DirectKernel,
@@ -101,6 +124,9 @@ pub(super) unsafe fn matmul_into(
     // Either way, with X the values as the kernel reads them:
     // `C = X_A @ X_B - a'[m] colsum(X_B)[n] - b'[n] (rowsum(X_A)[m] - K a'[m])`.
     let wide = kernel == DirectKernel::Avx2;
+    // The AVX-512 kernel leaves its sums in slot order (finished by `direct_finish`), the
+    // ymm ones in column order (finished in Rust below).
+    let col_order = kernel != DirectKernel::Avx512;
     let swap = !wide && a.dtype == Dtype::I8;
     let flip_b = !wide && ((b_dtype == Dtype::I8) == swap);
     let b_off = match (wide, swap, b_dtype) {
@@ -241,7 +267,46 @@ pub(super) unsafe fn matmul_into(
                             }
                         };
                     }
+                    macro_rules! vnni {
+                        ($f:ident, $r1:literal, $r2:literal) => {
+                            // SAFETY: AvxVnni (or, in tests, AvxVnniViaVl) level (caller
+                            // contract); A, B and `accr` as for avx512!; r1, r2 <= 4.
+                            unsafe {
+                                match (swap, flip_b) {
+                                    (false, false) => avxvnni::$f::<$r1, $r2, false, false>(
+                                        ap, kp, bp, k, n, c0, nc, accr,
+                                    ),
+                                    (false, true) => avxvnni::$f::<$r1, $r2, false, true>(
+                                        ap, kp, bp, k, n, c0, nc, accr,
+                                    ),
+                                    (true, false) => avxvnni::$f::<$r1, $r2, true, false>(
+                                        ap, kp, bp, k, n, c0, nc, accr,
+                                    ),
+                                    (true, true) => avxvnni::$f::<$r1, $r2, true, true>(
+                                        ap, kp, bp, k, n, c0, nc, accr,
+                                    ),
+                                }
+                            }
+                        };
+                    }
+                    macro_rules! vnni_rows {
+                        ($f:ident) => {
+                            match (r1, r2) {
+                                (1, 0) => vnni!($f, 1, 0),
+                                (2, 0) => vnni!($f, 2, 0),
+                                (3, 0) => vnni!($f, 3, 0),
+                                (4, 0) => vnni!($f, 4, 0),
+                                (3, 2) => vnni!($f, 3, 2),
+                                (3, 3) => vnni!($f, 3, 3),
+                                (4, 3) => vnni!($f, 4, 3),
+                                _ => vnni!($f, 4, 4),
+                            }
+                        };
+                    }
                     match (kernel, r1, r2) {
+                        (DirectKernel::AvxVnni, _, _) => vnni_rows!(direct_block),
+                        #[cfg(test)]
+                        (DirectKernel::AvxVnniViaVl, _, _) => vnni_rows!(direct_block_vl),
                         (DirectKernel::Avx512, 1, 0) => avx512!(1, 0),
                         (DirectKernel::Avx512, 2, 0) => avx512!(2, 0),
                         (DirectKernel::Avx512, 3, 0) => avx512!(3, 0),
@@ -262,7 +327,7 @@ pub(super) unsafe fn matmul_into(
                         (DirectKernel::Avx2, _, _) => avx2!(4, 4),
                     }
                 }
-                if wide {
+                if col_order {
                     // Partial sums in column order: the epilogue in Rust.
                     for r in 0..m {
                         let (ap, rr) = (a_prime[r], row_r[r]);

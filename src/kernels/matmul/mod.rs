@@ -16,7 +16,8 @@
 //!   output transform) per tile, while the tile is in L1.
 //!
 //! `scalar.rs` holds the twin that defines the semantics on plain B and the portable path;
-//! `avx512.rs` (VNNI, zmm) and `avx2.rs` (exact int16 products with `vpmaddwd`) the SIMD ones.
+//! `avx512.rs` (VNNI, zmm), `avxvnni.rs` (VNNI, ymm) and `avx2.rs` (exact int16 products with
+//! `vpmaddwd`) the SIMD ones; `direct.rs` drives the plain-B kernels for small M.
 
 pub mod linear;
 pub mod pack;
@@ -754,8 +755,9 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
 }
 
 /// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`:
-/// up to 16 rows (`direct::DIRECT_ROWS`) on the AVX2 level and above, multiplied straight from B's
-/// bytes (`direct.rs`); otherwise packed for this call only (storage recycled per thread).
+/// up to 16 rows on the AVX2 and AVX-512 levels, 8 on AVX-VNNI (`DirectKernel::max_rows`),
+/// multiplied straight from B's bytes (`direct.rs`); otherwise packed for this call only
+/// (storage recycled per thread).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_integer_unpacked_with(
     isa: Isa,
@@ -786,15 +788,20 @@ pub fn matmul_integer_unpacked_into_with(
     out: &mut [i32],
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    if isa.includes(Isa::Avx2) && (1..=direct::DIRECT_ROWS).contains(&a.rows) && k > 0 && n > 0 {
+    if isa.includes(Isa::Avx2) && k > 0 && n > 0 {
         let kernel = if isa.includes(Isa::Avx512) {
             direct::DirectKernel::Avx512
+        } else if isa.includes(Isa::AvxVnni) {
+            direct::DirectKernel::AvxVnni
         } else {
             direct::DirectKernel::Avx2
         };
-        // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni/vbmi, the others Avx2 (isa.rs);
-        // callers pass only levels from `isa::detected()` or `isa::active()`.
-        return unsafe { direct::matmul_into(kernel, a, a_zp, b, k, n, b_dtype, b_zp, out) };
+        if (1..=kernel.max_rows()).contains(&a.rows) {
+            // SAFETY: the Avx512 level implies avx512f/bw/vl/vnni/vbmi, AvxVnni avx2 +
+            // avxvnni, the others Avx2 (isa.rs); callers pass only levels from
+            // `isa::detected()` or `isa::active()`.
+            return unsafe { direct::matmul_into(kernel, a, a_zp, b, k, n, b_dtype, b_zp, out) };
+        }
     }
     PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
         matmul_integer_into_with(isa, a, a_zp, packed, out)

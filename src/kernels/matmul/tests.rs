@@ -95,6 +95,29 @@ fn check(
     if isa::detected().contains(&Isa::Avx512) {
         let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
         assert!(got == want, "avxvnni(vl) m={m} k={k} n={n} {ad:?}x{bd:?}");
+        // ... and its plain-B kernel for small M, into a sentinel-filled buffer.
+        if (1..=super::direct::DIRECT_ROWS).contains(&m) && k > 0 && n > 0 {
+            let mut out = vec![i32::MIN + 7; m * n];
+            // SAFETY: AVX-512 (checked above) includes avx2 + avx512f/vl/vnni.
+            unsafe {
+                super::direct::matmul_into(
+                    super::direct::DirectKernel::AvxVnniViaVl,
+                    &lhs,
+                    &wide(za),
+                    b,
+                    k,
+                    n,
+                    bd,
+                    &wide(zb),
+                    &mut out,
+                )
+            }
+            .unwrap();
+            assert!(
+                out == want,
+                "avxvnni(vl) plain B m={m} k={k} n={n} {ad:?}x{bd:?}"
+            );
+        }
     }
 }
 
@@ -229,6 +252,12 @@ fn extreme_operands_large_k() {
                     got.iter().all(|&x| x as i64 == want),
                     "isa={isa} {ad:?}x{bd:?} m={m} k={k}"
                 );
+                // Plain B: the direct kernels at 3 rows, packing per call at 20.
+                let got = matmul_integer_unpacked_with(isa, &lhs, &[], &b, k, n, bd, &[]).unwrap();
+                assert!(
+                    got.iter().all(|&x| x as i64 == want),
+                    "unpacked isa={isa} {ad:?}x{bd:?} m={m} k={k}"
+                );
             }
             if isa::detected().contains(&Isa::Avx512) {
                 let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
@@ -236,6 +265,28 @@ fn extreme_operands_large_k() {
                     got.iter().all(|&x| x as i64 == want),
                     "avxvnni(vl) {ad:?}x{bd:?} k={k}"
                 );
+                if m <= super::direct::DIRECT_ROWS {
+                    let mut got = vec![0i32; m * n];
+                    // SAFETY: AVX-512 includes avx2 + avx512f/vl/vnni.
+                    unsafe {
+                        super::direct::matmul_into(
+                            super::direct::DirectKernel::AvxVnniViaVl,
+                            &lhs,
+                            &[],
+                            &b,
+                            k,
+                            n,
+                            bd,
+                            &[],
+                            &mut got,
+                        )
+                    }
+                    .unwrap();
+                    assert!(
+                        got.iter().all(|&x| x as i64 == want),
+                        "avxvnni(vl) plain B {ad:?}x{bd:?} k={k}"
+                    );
+                }
             }
         }
         let (m, n) = (3, 17);
@@ -658,4 +709,60 @@ fn partition_covers_every_row_and_panel_once_in_aligned_blocks() {
     // The case that motivated balancing: 12 equal blocks on 2 threads, not 9 unequal ones.
     let p = partition(512, 16, 1024, 2);
     assert_eq!(p.mblocks * p.pblocks % 2, 0, "{p:?}");
+}
+
+/// The plain-B kernels for small M on one thread, 4096 x 4096 int8 B: AVX2 (`vpmaddwd`)
+/// against AVX-VNNI (`vpdpbusd` on ymm, here in its AVX-512VL encoding) and AVX-512
+/// (`cargo test --release --lib direct_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn direct_throughput() {
+    use super::direct::{matmul_into, DirectKernel};
+    if !isa::detected().contains(&Isa::Avx512) {
+        return;
+    }
+    let mut rng = Rng(11);
+    let (k, n) = (4096usize, 4096usize);
+    let b = rng.bytes(k * n);
+    crate::parallel::set_num_threads(1).unwrap();
+    for m in [1usize, 4, 8, 9, 12, 16] {
+        let a = rng.bytes(m * k);
+        let lhs = Lhs {
+            data: &a,
+            rows: m,
+            k,
+            dtype: Dtype::U8,
+        };
+        let mut out = vec![0i32; m * n];
+        let mut line = format!("M={m}:");
+        for kernel in [
+            DirectKernel::Avx2,
+            DirectKernel::AvxVnniViaVl,
+            DirectKernel::Avx512,
+        ] {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..10 {
+                    // SAFETY: AVX-512 (checked above) covers all three kernels' features.
+                    unsafe { matmul_into(kernel, &lhs, &[], &b, k, n, Dtype::I8, &[], &mut out) }
+                        .unwrap();
+                }
+                best = best.min(t.elapsed().as_secs_f64() / 10.0);
+            }
+            line += &format!(" {kernel:?} {:.3} ms", best * 1e3);
+        }
+        // What AVX-VNNI machines would do without the direct kernel: pack (AVX2), then the
+        // packed AVX-VNNI kernel.
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                let p = PackedMatrix::pack_with(Isa::Avx2, &b, k, n, Dtype::I8, &[]).unwrap();
+                matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &p).unwrap();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 10.0);
+        }
+        println!("{line}; AVX-VNNI pack + packed kernel {:.3} ms", best * 1e3);
+    }
 }
