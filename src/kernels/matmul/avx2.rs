@@ -9,14 +9,15 @@
 use std::arch::x86_64::*;
 
 use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::PANEL;
+use super::pack::{GROUP_BYTES, PANEL};
 use super::{finish_rows, row_tiles, Job};
 
 /// One strip (16 columns) for `MR` rows.
 ///
 /// # Safety
-/// avx2 + bmi2; `a` readable for `(MR-1)*lda + 4*groups` bytes, `b` for `64*groups`; `tile`
-/// writable for MR rows of PANEL int32 at offset 0..16.
+/// avx2 + bmi2; `a` readable for `(MR-1)*lda + 4*groups` bytes, `b` (line 0 of the strip in
+/// its packed panel) for `GROUP_BYTES*(groups-1) + 64`; `tile` writable for MR rows of PANEL
+/// int32 at offset 0..16.
 #[inline]
 #[target_feature(enable = "avx2,bmi2")]
 unsafe fn micro<const MR: usize>(
@@ -32,7 +33,7 @@ unsafe fn micro<const MR: usize>(
         let mut bv = [_mm256_setzero_si256(); 4];
         for (j, x) in bv.iter_mut().enumerate() {
             // SAFETY: 16 bytes of line g (caller contract).
-            let raw = unsafe { _mm_loadu_si128(b.add(g * 64 + j * 16).cast()) };
+            let raw = unsafe { _mm_loadu_si128(b.add(g * GROUP_BYTES + j * 16).cast()) };
             *x = _mm256_cvtepi8_epi16(raw);
         }
         for (r, accr) in acc.iter_mut().enumerate() {
@@ -68,7 +69,7 @@ unsafe fn micro<const MR: usize>(
 pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
     let kp = job.b.kp();
     let groups = kp / 4;
-    let sstride = job.b.strip_lines() * 64;
+    let pbytes = job.b.panel_bytes();
     let data = job.b.data();
     let flip = if job.flip { 0x8080_8080u32 } else { 0 };
     let mut tile = vec![0i32; 8 * PANEL];
@@ -80,9 +81,9 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
                 // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes.
                 let ap = unsafe { job.a.as_ptr().add((m + r) * job.lda) };
                 for s in 0..4 {
-                    // SAFETY: strip p*4+s < np/16 of the packed buffer; tile rows r..r+h.
+                    // SAFETY: strip s of panel p < np/64 of the packed buffer; tile rows r..r+h.
                     unsafe {
-                        let bp = data.as_ptr().add((p * 4 + s) * sstride);
+                        let bp = data.as_ptr().add(p * pbytes + s * 64);
                         let tp = tile.as_mut_ptr().add(r * PANEL + s * 16);
                         if h == 2 {
                             micro::<2>(ap, job.lda, flip, bp, groups, tp);
@@ -105,8 +106,8 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
 /// 1 columns 16..32) and 4 lane permutes.
 ///
 /// # Safety
-/// avx2; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned packed buffer (strip
-/// stride `sstride` bytes, a multiple of 64) and lines of groups g0..g1 are not accessed
+/// avx2; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned packed buffer (panel
+/// stride `pbytes` bytes, a multiple of 64) and lines of groups g0..g1 are not accessed
 /// concurrently; `sums` holds `64*panels` values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
@@ -118,10 +119,10 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
     panels: usize,
     flip: u8,
     out: *mut u8,
-    sstride: usize,
+    pbytes: usize,
     sums: &mut [i32],
 ) {
-    debug_assert!(sums.len() >= panels * PANEL && sstride.is_multiple_of(64));
+    debug_assert!(sums.len() >= panels * PANEL && pbytes.is_multiple_of(64));
     let fl = _mm256_set1_epi8(flip as i8);
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
@@ -167,11 +168,13 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
                     let strip = 4 * p + 2 * h + l;
                     for (i, &x) in pair.iter().enumerate() {
                         let x = _mm256_xor_si256(x, fl);
-                        // SAFETY: bytes 32i.. of line g of strip `strip` (32-byte aligned: the
+                        // SAFETY: bytes 32i.. of strip `strip`'s line of k-group g (32-byte aligned: the
                         // buffer and strides are multiples of 64); sums of its columns
                         // 8i..8i+8 < 64*panels.
                         unsafe {
-                            let dst = out.add(strip * sstride + g * 64 + 32 * i).cast::<__m256i>();
+                            let dst = out
+                                .add(p * pbytes + g * GROUP_BYTES + (2 * h + l) * 64 + 32 * i)
+                                .cast::<__m256i>();
                             if NT {
                                 _mm256_stream_si256(dst, x);
                             } else {

@@ -7,15 +7,16 @@
 use std::arch::x86_64::*;
 
 use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::PANEL;
+use super::pack::{GROUP_BYTES, PANEL};
 use super::{finish_rows, row_tiles, Job, Out};
 
 /// `tile[r][0 .. NV*16] (+)= sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]` (`+=` when
 /// `accumulate`, else `=`).
 ///
 /// # Safety
-/// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` readable for
-/// `(NV-1)*sstride + 64*groups` bytes; `tile` writable for MR rows of PANEL int32.
+/// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` (strip 0, line
+/// 0 of the tile's columns in the packed panel) readable for `(NV-1)*64 + GROUP_BYTES*groups`
+/// bytes; `tile` writable for MR rows of PANEL int32.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -23,7 +24,6 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     a: *const u8,
     lda: usize,
     b: *const u8,
-    sstride: usize,
     groups: usize,
     tile: *mut i32,
     accumulate: bool,
@@ -42,8 +42,8 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     for g in 0..groups {
         let mut bv = [_mm512_setzero_si512(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
-            // SAFETY: line g of strip v is within the packed buffer (caller contract).
-            *x = unsafe { _mm512_loadu_si512(b.add(v * sstride + g * 64).cast()) };
+            // SAFETY: line g of strip v is within the packed panel (caller contract).
+            *x = unsafe { _mm512_loadu_si512(b.add(g * GROUP_BYTES + v * 64).cast()) };
         }
         for (r, accr) in acc.iter_mut().enumerate() {
             // SAFETY: bytes 4g..4g+4 of row r are within A (caller contract).
@@ -143,41 +143,23 @@ impl Direct {
 }
 
 macro_rules! tile_call {
-    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $ss:expr, $g:expr, $t:expr, $acc:expr, $d:expr) => {
+    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $g:expr, $t:expr, $acc:expr, $d:expr) => {
         // SAFETY: forwarded caller contract of `micro`.
         unsafe {
             match $rows {
-                1 => micro::<1, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
-                2 => micro::<2, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
-                3 => micro::<3, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
-                4 => micro::<4, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
-                5 => micro::<5, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
-                6 => micro::<6, 4, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d),
+                1 => micro::<1, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
+                2 => micro::<2, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
+                3 => micro::<3, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
+                4 => micro::<4, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
+                5 => micro::<5, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
+                6 => micro::<6, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
                 7 => {
-                    micro::<7, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
-                    micro::<7, 2, $flip>(
-                        $a,
-                        $lda,
-                        $b.add(2 * $ss),
-                        $ss,
-                        $g,
-                        $t.add(32),
-                        $acc,
-                        $d.half(),
-                    );
+                    micro::<7, 2, $flip>($a, $lda, $b, $g, $t, $acc, $d);
+                    micro::<7, 2, $flip>($a, $lda, $b.add(2 * 64), $g, $t.add(32), $acc, $d.half());
                 }
                 _ => {
-                    micro::<8, 2, $flip>($a, $lda, $b, $ss, $g, $t, $acc, $d);
-                    micro::<8, 2, $flip>(
-                        $a,
-                        $lda,
-                        $b.add(2 * $ss),
-                        $ss,
-                        $g,
-                        $t.add(32),
-                        $acc,
-                        $d.half(),
-                    );
+                    micro::<8, 2, $flip>($a, $lda, $b, $g, $t, $acc, $d);
+                    micro::<8, 2, $flip>($a, $lda, $b.add(2 * 64), $g, $t.add(32), $acc, $d.half());
                 }
             }
         }
@@ -203,7 +185,7 @@ const KC_GROUPS: usize = 1024;
 pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
     let kp = job.b.kp();
     let groups = kp / 4;
-    let sstride = job.b.strip_lines() * 64;
+    let pbytes = job.b.panel_bytes();
     let data = job.b.data();
     let lda = job.lda;
     debug_assert!(job.a.len() >= job.m * lda && lda >= kp);
@@ -274,8 +256,8 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
             let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
             let acc = &mut acc[..rows_blk * PANEL];
             for p in p0..p1 {
-                // SAFETY: panel p (4 strips) is inside the packed buffer: p < np / PANEL.
-                let bp = unsafe { data.as_ptr().add(p * 4 * sstride) };
+                // SAFETY: panel p is inside the packed buffer: p < np / PANEL.
+                let bp = unsafe { data.as_ptr().add(p * pbytes) };
                 let mut g0 = 0;
                 loop {
                     let g1 = (g0 + kcg).min(groups);
@@ -289,7 +271,7 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
                         let (ap, bpk, tp) = unsafe {
                             (
                                 a_base.add((m - a_row0) * lda + 4 * g0),
-                                bp.add(g0 * 64),
+                                bp.add(g0 * GROUP_BYTES),
                                 acc.as_mut_ptr().add(at),
                             )
                         };
@@ -299,9 +281,9 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
                             Direct::NONE
                         };
                         if kflip {
-                            tile_call!(true, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                            tile_call!(true, rows, ap, lda, bpk, g1 - g0, tp, g0 > 0, d);
                         } else {
-                            tile_call!(false, rows, ap, lda, bpk, sstride, g1 - g0, tp, g0 > 0, d);
+                            tile_call!(false, rows, ap, lda, bpk, g1 - g0, tp, g0 > 0, d);
                         }
                         if last && d.out.is_null() {
                             finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
@@ -349,7 +331,7 @@ fn transpose4(r: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
 }
 
 /// Pack full 4-row x 64-column blocks of row-major B (N columns) for k-groups `g0..g1` and
-/// panels `0..panels`: each block becomes one 64-byte line in each of its 4 strips
+/// panels `0..panels`: each block becomes k-group g of its panel, one 64-byte line per strip
 /// ([`transpose4`]), XOR `flip`; and `sums[c] += sum over those rows of Bs[k, c]`.
 ///
 /// Rows of B are read whole (4 at a time, long runs); `NT`: the lines go out with
@@ -358,7 +340,7 @@ fn transpose4(r: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
 ///
 /// # Safety
 /// avx512f/bw/vbmi/vnni; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned
-/// packed buffer (strip stride `sstride` bytes, a multiple of 64) and lines of groups g0..g1 are
+/// packed buffer (panel stride `pbytes` bytes, a multiple of 64) and lines of groups g0..g1 are
 /// not accessed concurrently; `sums` holds `64*panels` values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
@@ -370,10 +352,10 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
     panels: usize,
     flip: u8,
     out: *mut u8,
-    sstride: usize,
+    pbytes: usize,
     sums: &mut [i32],
 ) {
-    debug_assert!(sums.len() >= panels * PANEL && sstride.is_multiple_of(64));
+    debug_assert!(sums.len() >= panels * PANEL && pbytes.is_multiple_of(64));
     let idx = interleave_index();
     let fl = _mm512_set1_epi8(flip as i8);
     let ones = _mm512_set1_epi8(1);
@@ -393,10 +375,12 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
             };
             for (j, &line) in transpose4(r, idx).iter().enumerate() {
                 let line = _mm512_xor_si512(line, fl);
-                // SAFETY: line g of strip 4p+j of the packed buffer, 64-byte aligned (caller
+                // SAFETY: line j of k-group g of panel p, 64-byte aligned (caller
                 // contract); sums of columns 64p+16j.. < 64*panels.
                 unsafe {
-                    let dst = out.add((4 * p + j) * sstride + g * 64).cast::<__m512i>();
+                    let dst = out
+                        .add(p * pbytes + g * GROUP_BYTES + j * 64)
+                        .cast::<__m512i>();
                     if NT {
                         _mm512_stream_si512(dst, line);
                     } else {

@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::PANEL;
+use super::pack::{GROUP_BYTES, PANEL};
 use super::{finish_rows, row_tiles, Job};
 
 #[inline(always)]
@@ -32,8 +32,9 @@ unsafe fn dp<const VL: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
 /// One strip (16 columns) for `MR` rows: `tile[r][0..16] = sum_g Au[r, 4g..] . Bs[4g.., cols]`.
 ///
 /// # Safety
-/// avx2 and the `VL` choice's VNNI; `a` readable for `(MR-1)*lda + 4*groups` bytes, `b` for
-/// `64*groups`; `tile` writable for MR rows of PANEL int32 at offset 0..16.
+/// avx2 and the `VL` choice's VNNI; `a` readable for `(MR-1)*lda + 4*groups` bytes, `b` (line 0
+/// of the strip in its packed panel) for `GROUP_BYTES*(groups-1) + 64`; `tile` writable for MR
+/// rows of PANEL int32 at offset 0..16.
 #[inline(always)]
 unsafe fn micro<const MR: usize, const VL: bool>(
     a: *const u8,
@@ -47,8 +48,8 @@ unsafe fn micro<const MR: usize, const VL: bool>(
     unsafe {
         let mut acc = [[_mm256_setzero_si256(); 2]; MR];
         for g in 0..groups {
-            let b0 = _mm256_loadu_si256(b.add(g * 64).cast());
-            let b1 = _mm256_loadu_si256(b.add(g * 64 + 32).cast());
+            let b0 = _mm256_loadu_si256(b.add(g * GROUP_BYTES).cast());
+            let b1 = _mm256_loadu_si256(b.add(g * GROUP_BYTES + 32).cast());
             for (r, accr) in acc.iter_mut().enumerate() {
                 let w = a.add(r * lda + 4 * g).cast::<u32>().read_unaligned() ^ flip;
                 let av = _mm256_set1_epi32(w as i32);
@@ -67,7 +68,7 @@ unsafe fn micro<const MR: usize, const VL: bool>(
 unsafe fn block<const VL: bool>(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
     let kp = job.b.kp();
     let groups = kp / 4;
-    let sstride = job.b.strip_lines() * 64;
+    let pbytes = job.b.panel_bytes();
     let data = job.b.data();
     let flip = if job.flip { 0x8080_8080u32 } else { 0 };
     let mut tile = [0i32; 8 * PANEL];
@@ -76,12 +77,12 @@ unsafe fn block<const VL: bool>(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
             let mut r = 0;
             while r < rows {
                 let h = (rows - r).min(4);
-                // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes; strip p*4+s < np/16 of
-                // the packed buffer; tile rows r..r+h, columns s*16..s*16+16.
+                // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes; strip s of panel
+                // p < np/64 of the packed buffer; tile rows r..r+h, columns s*16..s*16+16.
                 unsafe {
                     let ap = job.a.as_ptr().add((m + r) * job.lda);
                     for s in 0..4 {
-                        let bp = data.as_ptr().add((p * 4 + s) * sstride);
+                        let bp = data.as_ptr().add(p * pbytes + s * 64);
                         let tp = tile.as_mut_ptr().add(r * PANEL + s * 16);
                         match h {
                             1 => micro::<1, VL>(ap, job.lda, flip, bp, groups, tp),

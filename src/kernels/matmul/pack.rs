@@ -2,14 +2,16 @@
 //! the microkernels read, with its column sums and zero-point terms precomputed.
 //!
 //! Layout: B is stored as signed bytes `Bs = B` (int8) or `Bs = B ^ 0x80 = B - 128` (uint8).
-//! Columns are grouped in strips of [`STRIP`] = 16 (one zmm of int32 lanes); N is padded with zero
-//! columns to a multiple of [`PANEL`] = 64 (4 strips, the widest microkernel) and K with zero rows
-//! to a multiple of 4 (`kp`). Strip `s` starts at byte `s * stride`; within it, k-group `g`
-//! (rows `4g..4g+4`) is one 64-byte line holding, for each of the 16 columns, its 4 bytes in k
-//! order: exactly the `b` operand of one `vpdpbusd` on zmm. Byte `(k, n)` lives at
-//! `(n / 16) * stride + (k / 4) * 64 + (n % 16) * 4 + k % 4`. The stride is `kp * 16` bytes
-//! (`kp / 4` lines), plus one zero line when that is a multiple of 4 KiB
-//! ([`PackedMatrix::strip_lines`]).
+//! Columns are grouped in strips of [`STRIP`] = 16 (one zmm of int32 lanes) and panels of
+//! [`PANEL`] = 64 (4 strips, the widest microkernel); N is padded with zero columns to a multiple
+//! of 64 and K with zero rows to a multiple of 4 (`kp`). In strip `s`, k-group `g` (rows
+//! `4g..4g+4`) is one 64-byte line holding, for each of the 16 columns, its 4 bytes in k order:
+//! exactly the `b` operand of one `vpdpbusd` on zmm. A panel stores its 4 strips' lines of one
+//! k-group side by side ([`GROUP_BYTES`] = 256 bytes), k-group after k-group, so a microkernel
+//! reads its panel as one sequential stream. Byte `(k, n)` lives at
+//! `(n / 64) * panel_bytes + (k / 4) * 256 + (n % 64 / 16) * 64 + (n % 16) * 4 + k % 4`;
+//! `panel_bytes` is `kp * 64`, plus one zero k-group when that is a multiple of 4 KiB
+//! ([`PackedMatrix::panel_groups`]).
 
 use super::{check_b, Dtype};
 use crate::error::{Error, Result};
@@ -19,6 +21,8 @@ use crate::kernels::isa::Isa;
 pub const STRIP: usize = 16;
 /// Columns per panel; packed N is padded to a multiple of this.
 pub const PANEL: usize = 64;
+/// Bytes of one k-group of a panel: the lines of its 4 strips.
+pub const GROUP_BYTES: usize = 4 * 64;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -121,9 +125,10 @@ impl PackedMatrix {
         let kp = round_up(k, 4).ok_or_else(|| Error::limit("`b` has too many rows"))?;
         let np = round_up(n, PANEL).ok_or_else(|| Error::limit("`b` has too many columns"))?;
         let groups = kp / 4;
-        let strip_lines = strip_lines_for(groups);
-        let nlines = strip_lines
-            .checked_mul(np / STRIP)
+        let panel_groups = panel_groups_for(groups);
+        let panels = np / PANEL;
+        let nlines = (panel_groups * 4)
+            .checked_mul(panels)
             .filter(|&l| l <= isize::MAX as usize / 64)
             .ok_or_else(|| Error::limit(format!("`b` of shape ({k}, {n}) is too large to pack")))?;
         let flip = if dtype == Dtype::U8 { 0x80u8 } else { 0 };
@@ -135,7 +140,6 @@ impl PackedMatrix {
             lines.clear();
             lines.resize(nlines, Line([0u8; 64]));
         }
-        let strips = np / STRIP;
         let mut col_sums = vec![0i32; np];
         let ptr = SyncPtr(lines.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
@@ -157,10 +161,15 @@ impl PackedMatrix {
             let total = std::sync::Mutex::new(&mut col_sums);
             crate::parallel::for_chunks(simd_groups, 256, |g0, g1| {
                 let mut part = vec![0i32; simd_panels * PANEL];
-                let (o, ss, pp) = (ptr.get().cast::<u8>(), strip_lines * 64, simd_panels);
+                let (o, ss, pp) = (
+                    ptr.get().cast::<u8>(),
+                    panel_groups * GROUP_BYTES,
+                    simd_panels,
+                );
                 // SAFETY: the Avx512 level implies avx512f/bw/vbmi/vnni, Avx2 avx2; rows
-                // 4*g1 <= k, columns simd_panels*64 <= n; `lines` is 64-byte aligned with strips
-                // of strip_lines lines; lines of k-groups g0..g1 are written by this chunk only.
+                // 4*g1 <= k, columns simd_panels*64 <= n; `lines` is 64-byte aligned with panels
+                // of panel_groups k-groups; lines of k-groups g0..g1 are written by this chunk
+                // only.
                 unsafe {
                     use super::{avx2, avx512};
                     match (avx512, nt) {
@@ -184,20 +193,14 @@ impl PackedMatrix {
                 }
             });
         }
-        crate::parallel::for_chunks(strips, 8, |s0, s1| {
-            for s in s0..s1 {
-                // SAFETY: strip `s` owns lines `s*strip_lines..(s+1)*strip_lines`; chunks are
-                // disjoint and `lines` outlives this call (for_chunks returns after every chunk
-                // ran).
-                let strip = unsafe {
-                    std::slice::from_raw_parts_mut(ptr.get().add(s * strip_lines), strip_lines)
-                };
-                let g_from = if s * STRIP < simd_panels * PANEL {
-                    simd_groups
-                } else {
-                    0
-                };
-                pack_strip(b, k, n, s * STRIP, flip, g_from, groups, strip);
+        crate::parallel::for_chunks(panels, 2, |p0, p1| {
+            for p in p0..p1 {
+                let pl = panel_groups * 4;
+                // SAFETY: panel `p` owns lines `p*pl..(p+1)*pl`; chunks are disjoint and
+                // `lines` outlives this call (for_chunks returns after every chunk ran).
+                let panel = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(p * pl), pl) };
+                let g_from = if p < simd_panels { simd_groups } else { 0 };
+                pack_panel(b, k, n, p * PANEL, flip, g_from, groups, panel);
             }
         });
         // Column sums of what the SIMD transpose did not cover: every row of the columns past
@@ -248,12 +251,16 @@ impl PackedMatrix {
     pub fn kp(&self) -> usize {
         self.kp
     }
-    /// 64-byte lines from one strip to the next: `kp / 4`, plus one unused zero line when
-    /// `kp * 16` is a multiple of 4 KiB. With K a power of two, strips 64 KiB apart put the
-    /// same line of every strip in one cache set; packing writes line g of every strip in
-    /// turn, and 4096 x 4096 packed at 5 GB/s (3.1 ms) with the plain stride.
-    pub fn strip_lines(&self) -> usize {
-        strip_lines_for(self.kp / 4)
+    /// k-groups from one panel to the next: `kp / 4`, plus one unused zero k-group when
+    /// `kp * 64` is a multiple of 4 KiB. Packing writes k-group g of every panel in turn; at
+    /// a 4 KiB multiple they all fall in the same cache sets (with strips of their own, 4096 x
+    /// 4096 packed at 5 GB/s, 3.1 ms, before such padding).
+    pub fn panel_groups(&self) -> usize {
+        panel_groups_for(self.kp / 4)
+    }
+    /// Bytes from one panel to the next.
+    pub fn panel_bytes(&self) -> usize {
+        self.panel_groups() * GROUP_BYTES
     }
     /// N padded to a multiple of [`PANEL`].
     pub fn np(&self) -> usize {
@@ -292,24 +299,29 @@ impl PackedMatrix {
     /// `Bs[k, n]` (the stored signed byte), for the scalar path and tests.
     #[inline]
     pub fn signed_at(&self, k: usize, n: usize) -> i8 {
-        self.data()[(n / STRIP) * self.strip_lines() * 64 + (k / 4) * 64 + (n % STRIP) * 4 + k % 4]
-            as i8
+        let at = (n / PANEL) * self.panel_bytes()
+            + (k / 4) * GROUP_BYTES
+            + (n % PANEL / STRIP) * 64
+            + (n % STRIP) * 4
+            + k % 4;
+        self.data()[at] as i8
     }
 }
 
-/// Lines per strip for `groups` k-groups (see [`PackedMatrix::strip_lines`]).
-fn strip_lines_for(groups: usize) -> usize {
-    if groups > 0 && groups.is_multiple_of(64) {
+/// k-groups per panel for `groups` k-groups (see [`PackedMatrix::panel_groups`]).
+fn panel_groups_for(groups: usize) -> usize {
+    if groups > 0 && groups.is_multiple_of(16) {
         groups + 1
     } else {
         groups
     }
 }
 
-/// Write lines `g_from..` of the strip of columns `n0..n0+16` (`groups` k-groups, then any
-/// padding lines): B's bytes where it has them, zero beyond K and N.
+/// Write k-groups `g_from..` of the panel of columns `n0..n0+64` (`groups` k-groups, then any
+/// padding k-group; line `4g + j` is strip j's line of k-group g): B's bytes where it has
+/// them, zero beyond K and N.
 #[allow(clippy::too_many_arguments)]
-fn pack_strip(
+fn pack_panel(
     b: &[u8],
     k: usize,
     n: usize,
@@ -317,11 +329,13 @@ fn pack_strip(
     flip: u8,
     g_from: usize,
     groups: usize,
-    strip: &mut [Line],
+    panel: &mut [Line],
 ) {
-    let cols = n.saturating_sub(n0).min(STRIP);
-    for (g, line) in strip.iter_mut().enumerate().skip(g_from) {
+    for (at, line) in panel.iter_mut().enumerate().skip(4 * g_from) {
+        let (g, j) = (at / 4, at % 4);
         *line = Line([0u8; 64]);
+        let c0 = n0 + j * STRIP;
+        let cols = n.saturating_sub(c0).min(STRIP);
         if g >= groups || cols == 0 {
             continue;
         }
@@ -330,7 +344,7 @@ fn pack_strip(
             if kk >= k {
                 break;
             }
-            let row = &b[kk * n + n0..kk * n + n0 + cols];
+            let row = &b[kk * n + c0..kk * n + c0 + cols];
             for (c, &v) in row.iter().enumerate() {
                 line.0[c * 4 + i] = v ^ flip;
             }

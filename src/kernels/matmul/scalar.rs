@@ -1,6 +1,6 @@
 //! The scalar twin (defines the semantics) and the portable path.
 
-use super::pack::{PackedMatrix, PANEL};
+use super::pack::{PackedMatrix, GROUP_BYTES, PANEL};
 use super::{finish_rows, row_tiles, Dtype, Job};
 
 /// The definition, on plain row-major B (K x N):
@@ -50,7 +50,7 @@ pub(super) fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) 
     let data = b.data();
     let kp = b.kp();
     let groups = kp / 4;
-    let stride = b.strip_lines() * 64;
+    let pbytes = b.panel_bytes();
     let flip = if job.flip { 0x80u8 } else { 0 };
     let mut tile = vec![0i32; 8 * PANEL];
     for p in p0..p1 {
@@ -59,12 +59,13 @@ pub(super) fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) 
                 let arow = &job.a[(m + r) * job.lda..(m + r) * job.lda + kp];
                 let t = &mut tile[r * PANEL..(r + 1) * PANEL];
                 t.iter_mut().for_each(|x| *x = 0);
+                let panel = &data[p * pbytes..p * pbytes + groups * GROUP_BYTES];
                 for s in 0..PANEL / 16 {
-                    let strip = &data[(p * 4 + s) * stride..(p * 4 + s) * stride + kp * 16];
                     let ts = &mut t[s * 16..(s + 1) * 16];
                     for g in 0..groups {
                         let av = &arow[4 * g..4 * g + 4];
-                        let line = &strip[g * 64..(g + 1) * 64];
+                        let at = g * GROUP_BYTES + s * 64;
+                        let line = &panel[at..at + 64];
                         for (c, x) in ts.iter_mut().enumerate() {
                             let mut d = 0i32;
                             for i in 0..4 {

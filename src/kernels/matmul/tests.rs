@@ -618,20 +618,30 @@ fn packing_is_the_same_on_every_isa() {
         (7, 64),
         (8, 128),
         (9, 130),
-        (64, 192),
+        (64, 192), // 16 k-groups: panels padded with a zero k-group
         (261, 320),
         (300, 70),
-        (256, 100), // 64 k-groups: strips padded with a zero line
+        (256, 100),
         (1024, 4096),
         (2047, 4100), // >= 8 MiB: non-temporal stores on AVX-512
     ] {
         for dt in [Dtype::I8, Dtype::U8] {
             let b = rng.bytes(k * n);
             let want = PackedMatrix::pack_with(Isa::Scalar, &b, k, n, dt, &[]).unwrap();
-            assert_eq!(
-                want.strip_lines(),
-                k.div_ceil(4) + (k.div_ceil(4) % 64 == 0) as usize
-            );
+            let groups = k.div_ceil(4);
+            let pg = groups + (groups % 16 == 0) as usize;
+            assert_eq!(want.panel_groups(), pg);
+            // The layout of pack.rs's module docs, byte for byte: Bs at
+            // (n/64) pg*256 + (k/4) 256 + (n%64/16) 64 + (n%16) 4 + k%4, zero elsewhere.
+            let mut layout = vec![0u8; n.div_ceil(64) * pg * 256];
+            for kk in 0..k {
+                for nn in 0..n {
+                    let at = nn / 64 * pg * 256 + kk / 4 * 256 + nn % 64 / 16 * 64 + nn % 16 * 4;
+                    let flip = if dt == Dtype::U8 { 0x80 } else { 0 };
+                    layout[at + kk % 4] = b[kk * n + nn] ^ flip;
+                }
+            }
+            assert!(want.data() == layout, "layout k={k} n={n} {dt:?}");
             for (kk, nn) in [(0, 0), (k - 1, n - 1), (k / 2, n / 3)] {
                 let v = dt.value(b[kk * n + nn]) - if dt == Dtype::U8 { 128 } else { 0 };
                 assert_eq!(want.signed_at(kk, nn) as i32, v);
