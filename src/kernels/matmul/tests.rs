@@ -180,7 +180,8 @@ fn every_dtype_and_zero_point_form() {
 fn beyond_tile_sizes() {
     let mut rng = Rng(777);
     for &(m, k, n) in &[
-        (1, 1000, 300),
+        (1, 1000, 300), // one row: K in four parts read at once (avx512::micro)
+        (2, 1030, 70),  // two rows: two parts, and a tail of k-groups
         (6, 260, 129),
         (37, 129, 200),
         (100, 64, 130),
@@ -774,5 +775,31 @@ fn direct_throughput() {
             best = best.min(t.elapsed().as_secs_f64() / 10.0);
         }
         println!("{line}; AVX-VNNI pack + packed kernel {:.3} ms", best * 1e3);
+    }
+}
+
+#[test]
+fn row_tiles_cover_every_row_once_in_tiles_of_at_most_six() {
+    for m in 1..=40usize {
+        let mut tiles = Vec::new();
+        super::row_tiles(m, 0, m, |r0, h| tiles.push((r0, h)));
+        let mut next = 0;
+        for &(r0, h) in &tiles {
+            assert!(r0 == next && (1..=6).contains(&h), "m={m}: {tiles:?}");
+            for r in r0..r0 + h {
+                assert_eq!(super::tile_of_row(m, r), (r0, h), "m={m} r={r}");
+            }
+            next = r0 + h;
+        }
+        assert_eq!(next, m, "m={m}: {tiles:?}");
+        if m <= 16 {
+            // The small-M path: as few tiles as 6 rows allow, of near-equal height.
+            let hs: Vec<usize> = tiles.iter().map(|t| t.1).collect();
+            assert_eq!(tiles.len(), m.div_ceil(6), "m={m}");
+            assert!(
+                hs.iter().max().unwrap() - hs.iter().min().unwrap() <= 1,
+                "m={m}"
+            );
+        }
     }
 }
