@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 struct Workers {
     pool: rayon::ThreadPool,
     helpers: Arc<Helpers>,
+    /// The process that started the pool's threads (a forked child has none of them).
+    pid: u32,
 }
 
 static POOL: OnceLock<RwLock<Arc<Workers>>> = OnceLock::new();
@@ -32,6 +34,7 @@ fn build(n: usize) -> Result<Arc<Workers>> {
     Ok(Arc::new(Workers {
         pool,
         helpers: Arc::new(Helpers::default()),
+        pid: std::process::id(),
     }))
 }
 
@@ -88,10 +91,25 @@ fn workers_lock() -> &'static RwLock<Arc<Workers>> {
 }
 
 fn workers() -> Arc<Workers> {
-    workers_lock()
+    let w = workers_lock()
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .clone()
+        .clone();
+    if w.pid == std::process::id() {
+        return w;
+    }
+    // A child of `fork()` (Python's multiprocessing default on Linux): the pool's threads
+    // stayed in the parent, and work handed to them would wait forever. Start a pool of the
+    // same size here; the parent's is leaked, not dropped (its threads are not ours to stop).
+    let mut slot = workers_lock().write().unwrap_or_else(|e| e.into_inner());
+    if slot.pid != std::process::id() {
+        let n = slot.pool.current_num_threads();
+        let fresh = build(n)
+            .or_else(|_| build(1))
+            .expect("the OS refused to start even one worker thread");
+        std::mem::forget(std::mem::replace(&mut *slot, fresh));
+    }
+    slot.clone()
 }
 
 /// How many threads kernels use.

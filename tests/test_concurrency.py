@@ -9,6 +9,9 @@ them at once changes nothing.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -318,3 +321,53 @@ def test_gil_is_released_during_kernels(rng, name):
         )
     finally:
         edgepack.set_num_threads(old)
+
+
+_FORK_CHILD = """
+import os, numpy as np, edgepack
+from edgepack import kernels, prune
+edgepack.set_num_threads(2)
+rng = np.random.default_rng(0)
+a = rng.integers(0, 256, (256, 1024), dtype=np.uint8)
+b = rng.integers(-128, 128, (1024, 1024), dtype=np.int8)
+w = (rng.standard_t(3, (2048, 2048)) * 0.02).astype(np.float32)
+kernels.matmul_integer(a, b)  # the parent's pool and helpers are busy or polling at fork time
+pid = os.fork()
+if pid == 0:
+    want = a.astype(np.int64) @ b.astype(np.int64)
+    print("matmul", np.array_equal(kernels.matmul_integer(a, b), want), flush=True)
+    q = edgepack.quantize(w)
+    err = np.abs(q.dequantize() - w)
+    print("quantize", bool(np.all(err <= q.scale.max() / 2 * 1.0001)), flush=True)
+    mask = prune.magnitude_mask(w, 0.5)
+    print("prune", int(mask.sum()) == w.size // 2, flush=True)
+    os._exit(0)
+import time, signal
+deadline = time.monotonic() + 60
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child exit", status)
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        print("child hung")
+        break
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_forked_child_runs_multithreaded_kernels():
+    # multiprocessing's default on Linux: a child forked after kernels ran. The pool's threads
+    # stay in the parent; the child must start its own instead of waiting for them forever.
+    r = subprocess.run(
+        [sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:4] == [
+        "matmul True",
+        "quantize True",
+        "prune True",
+        "child exit 0",
+    ], r.stdout + r.stderr
