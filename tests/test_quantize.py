@@ -514,3 +514,24 @@ def test_mse_is_the_grid_argmin(rng, heavy):
                 best = (err, s, z, q)
         assert qt.scale == best[1] and qt.zero_point == best[2]
         assert np.array_equal(values(qt), best[3])
+
+
+def test_dequantize_takes_fortran_ordered_parameters(rng):
+    """A Fortran-ordered zero point / scale (e.g. a transposed view) is read in C order."""
+    w = rng.standard_t(3, size=(6, 40)).astype(np.float32)
+    qt = ep.quantize(w, bits=8, symmetric=False, axis=1, block_size=8)
+    want = ref.dequantize_linear(
+        np.asarray(qt.data), ref.broadcast_params(w.shape, qt.scale, 1, 8),
+        ref.broadcast_params(w.shape, qt.zero_point, 1, 8),
+    )
+    f = ep.QuantizedTensor(
+        data=qt.data,
+        scale=np.asfortranarray(qt.scale),
+        zero_point=np.asfortranarray(qt.zero_point),
+        axis=1,
+        block_size=8,
+        bits=8,
+        shape=qt.shape,
+    )
+    assert not f.zero_point.flags.c_contiguous
+    np.testing.assert_array_equal(f.dequantize(), want)

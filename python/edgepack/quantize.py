@@ -109,7 +109,7 @@ class QuantizedTensor:
         """``float32(q - zero_point) * scale``, as ONNX DequantizeLinear, shape ``self.shape``."""
         dt = self.dtype
         q = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
-        z = self.zero_point.astype(np.int32)
+        z = np.ascontiguousarray(self.zero_point, dtype=np.int32)
         axis = 0 if self.axis is None else self.axis
         bs = 0 if self.block_size is None else self.block_size
         s = np.ascontiguousarray(self.scale)
