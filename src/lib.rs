@@ -17,6 +17,9 @@ pub mod parallel;
 /// SIMD kernels, one folder per op, dispatched at run time.
 pub mod kernels;
 
+/// Calibration-aware compression: activation statistics, GPTQ, SparseGPT, HQQ, SmoothQuant.
+pub mod calib;
+
 /// The `.epk` model file (spec in FORMAT.md): header validation, reader, atomic writer.
 pub mod format;
 /// Whole-model helpers (per-tensor error statistics for the report).

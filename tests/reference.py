@@ -376,3 +376,296 @@ def quantized_linear_static(x, q_w, w_scale, bias, in_scale, in_zp, out_scale=No
         mult = s_in * ws / np.float32(out_scale)
         y = np.clip(np.rint(acc.astype(np.float32) * mult) + np.float32(out_zp), info.min, info.max).astype(out_dtype)
     return y.reshape(np.shape(x)[:-1] + (q_w.shape[0],))
+
+
+# =============================================================================================
+# Calibration-aware compression (issue 14): GPTQ, SparseGPT, Wanda, SmoothQuant, the calibrated
+# objective. Written from the papers (Frantar et al. 2022, "GPTQ", Algorithm 1; Frantar &
+# Alistarh 2023, "SparseGPT", Algorithm 1; Sun et al. 2023, "Wanda"; Xiao et al. 2022,
+# "SmoothQuant") and /work/notes/contract.md, in float64, never from edgepack's code.
+# Grid convention: element (r, c) of W (out, in) uses scale[r // row_block, c // col_block];
+# q = clip(rint(float32(w) / scale) + zp, qmin, qmax) (float32 division),
+# w' = float32(q - zp) * scale.
+# =============================================================================================
+
+
+def grid_full(a, row_block, col_block, shape):
+    """Expand a (rg, cg) grid array to (out, in): (r, c) -> a[r // row_block, c // col_block]."""
+    a = np.asarray(a)
+    rows, cols = shape
+    return a[np.arange(rows)[:, None] // row_block, np.arange(cols)[None, :] // col_block]
+
+
+def quant_grid_ref(w, scale, zp, row_block, col_block, qmin, qmax):
+    """Round W on a fixed grid exactly as the file decodes: returns (codes int64, w' float32)."""
+    w = np.asarray(w, dtype=np.float32)
+    s = grid_full(np.asarray(scale, np.float32), row_block, col_block, w.shape)
+    z = (
+        np.zeros(w.shape, np.int64)
+        if zp is None
+        else grid_full(np.asarray(zp, np.int64), row_block, col_block, w.shape)
+    )
+    q = np.clip(np.rint(w / s).astype(np.float64) + z, qmin, qmax).astype(np.int64)
+    return q, ((q - z).astype(np.float32) * s).astype(np.float32)
+
+
+def _round_col(v, s, z, qmin, qmax):
+    """One column of running (float64) weights on its grid column: (codes, dequantized f64)."""
+    q = np.clip(np.rint(v.astype(np.float32) / s).astype(np.float64) + z, qmin, qmax).astype(
+        np.int64
+    )
+    return q, ((q - z).astype(np.float32) * s).astype(np.float64)
+
+
+def _tie_excess(v, s, z, q, qmin, qmax):
+    """How far (in code units) q is from being a nearest-level rounding of v: 0 when it is."""
+    t = v / s.astype(np.float64) + z
+    d = np.abs(t - q) - 0.5
+    d = np.where((q == qmax) & (t >= qmax), 0.0, d)
+    d = np.where((q == qmin) & (t <= qmin), 0.0, d)
+    return np.maximum(d, 0.0)
+
+
+def damped_hinv_chol(h, damp, order=None, max_tries=8):
+    """The contract's preparation of H: dead channels (diag 0) get H_jj = 1 (their column of W is
+    kept, not zeroed); lam = damp * mean(diag H) (mean taken after the dead fix, as the GPTQ
+    reference code does) added to the diagonal, x10 on `damp` until Cholesky succeeds; returns
+    (U upper with U^T U = (H + lam I)^-1 in `order`, the relative damp used)."""
+    h = np.array(h, dtype=np.float64)
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    if order is not None:
+        h = h[np.ix_(order, order)]
+    mean = np.mean(np.diag(h))
+    d = float(damp)
+    for _ in range(max_tries):
+        try:
+            L = np.linalg.cholesky(h + d * mean * np.eye(h.shape[0]))
+            hinv = np.linalg.inv(L).T @ np.linalg.inv(L)
+            hinv = (hinv + hinv.T) / 2
+            return np.linalg.cholesky(hinv).T, d
+        except np.linalg.LinAlgError:
+            d *= 10
+    raise np.linalg.LinAlgError("h is not positive definite after damping")
+
+
+def gptq_ref(
+    w,
+    h,
+    scale,
+    zp,
+    row_block,
+    col_block,
+    qmin,
+    qmax,
+    damp=0.01,
+    act_order=True,
+    block=128,
+    follow=None,
+):
+    """GPTQ (Frantar et al. 2022, Algorithm 1) with lazy batches of `block` columns and static
+    groups (the grid is fixed before). Returns (codes int64 (out, in), damp_used).
+
+    follow: codes (out, in) of another implementation: the algorithm is replayed taking those
+    codes instead of its own rounding; returns (codes, damp_used, excess) where excess (out, in)
+    says, in code units, how far each followed code is from a nearest rounding of the running
+    weight (0 everywhere for a valid GPTQ trajectory; > 0 only at near-ties for a faithful one)."""
+    W = np.array(w, dtype=np.float64)
+    rows, cols = W.shape
+    S = grid_full(np.asarray(scale, np.float32), row_block, col_block, W.shape)
+    Z = (
+        np.zeros(W.shape, np.int64)
+        if zp is None
+        else grid_full(np.asarray(zp, np.int64), row_block, col_block, W.shape)
+    )
+    hh = np.array(h, dtype=np.float64)
+    dd = np.diag(hh).copy()
+    dd[dd == 0] = 1.0
+    perm = np.argsort(-dd, kind="stable") if act_order else np.arange(cols)
+    U, damp_used = damped_hinv_chol(hh, damp, perm)
+    W, S, Z = W[:, perm], S[:, perm], Z[:, perm]
+    F = None if follow is None else np.asarray(follow, np.int64)[:, perm]
+    Q = np.zeros((rows, cols), np.int64)
+    excess = np.zeros((rows, cols))
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        W1 = W[:, i1:i2].copy()
+        E1 = np.zeros_like(W1)
+        for i in range(i2 - i1):
+            c = i1 + i
+            v = W1[:, i]
+            q, wq = _round_col(v, S[:, c], Z[:, c], qmin, qmax)
+            if F is not None:
+                excess[:, c] = _tie_excess(v, S[:, c], Z[:, c], F[:, c], qmin, qmax)
+                q = F[:, c]
+                wq = ((q - Z[:, c]).astype(np.float32) * S[:, c]).astype(np.float64)
+            Q[:, c] = q
+            err = (v - wq) / U[c, c]
+            W1[:, i:] -= np.outer(err, U[c, c:i2])
+            E1[:, i] = err
+        W[:, i2:] -= E1 @ U[i1:i2, i2:]
+    inv = np.argsort(perm)
+    if F is not None:
+        return Q[:, inv], damp_used, excess[:, inv]
+    return Q[:, inv], damp_used
+
+
+def _nm_kept(r, n, m):
+    """edgepack.prune's N:M: a full group keeps n, a partial group of r keeps ceil(n*r/m)."""
+    return n if r == m else -(-n * r // m)
+
+
+def sparsegpt_ref(
+    w,
+    h,
+    sparsity,
+    structure="unstructured",
+    n=2,
+    m=4,
+    scale=None,
+    zp=None,
+    row_block=1,
+    col_block=1,
+    qmin=0,
+    qmax=0,
+    damp=0.01,
+    block=128,
+    follow=None,
+):
+    """SparseGPT (Frantar & Alistarh 2023, Algorithm 1): columns in natural order, OBS updates with
+    the upper Cholesky factor U of (H + lam I)^-1, adaptive mask selection per block of `block`
+    columns by the score w^2 / U_cc^2 (weights as they are at the start of the block), N:M
+    (n KEPT of every m along the input dim) chosen at the start of each group from the running
+    weights; joint quantization on a fixed grid when `scale` is given (the pruned weight is 0,
+    then rounded: it decodes to exactly 0 when zp lies in [qmin, qmax]).
+
+    Unstructured counts: block b of columns [c1, c2) prunes round(s*out*c2) - round(s*out*c1)
+    weights (Python round), so the total is exactly round(s*out*in); ties by (score, row-major
+    index in the block) ascending.
+    Returns (w_out float32, keep bool, codes int64 | None, damp_used),
+    and with `follow` (another implementation's codes, as in gptq_ref) also the excess (out, in)."""
+    W = np.array(w, dtype=np.float64)
+    rows, cols = W.shape
+    quant = scale is not None
+    if quant:
+        S = grid_full(np.asarray(scale, np.float32), row_block, col_block, W.shape)
+        Z = (
+            np.zeros(W.shape, np.int64)
+            if zp is None
+            else grid_full(np.asarray(zp, np.int64), row_block, col_block, W.shape)
+        )
+    U, damp_used = damped_hinv_chol(h, damp)
+    keep = np.ones((rows, cols), bool)
+    Q = np.zeros((rows, cols), np.int64)
+    out = np.zeros((rows, cols))
+    excess = np.zeros((rows, cols))
+    dU = np.diag(U)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        W1 = W[:, i1:i2].copy()
+        E1 = np.zeros_like(W1)
+        if structure == "unstructured":
+            score = (W1**2 / dU[None, i1:i2] ** 2).ravel()
+            k = int(round(sparsity * rows * i2)) - int(round(sparsity * rows * i1))
+            order = np.argsort(score, kind="stable")
+            kb = np.ones(score.size, bool)
+            kb[order[:k]] = False
+            keep[:, i1:i2] = kb.reshape(rows, i2 - i1)
+        for i in range(i2 - i1):
+            c = i1 + i
+            if structure == "nm" and c % m == 0:
+                r = min(m, cols - c)
+                sc = W1[:, i : i + r] ** 2 / dU[None, c : c + r] ** 2
+                order = np.argsort(sc, axis=1, kind="stable")
+                sub = np.ones(sc.shape, bool)
+                np.put_along_axis(sub, order[:, : r - _nm_kept(r, n, m)], False, axis=1)
+                keep[:, c : c + r] = sub
+            v = W1[:, i]
+            t = np.where(keep[:, c], v, 0.0)
+            if quant:
+                t0 = t
+                q, t = _round_col(t0, S[:, c], Z[:, c], qmin, qmax)
+                if follow is not None:
+                    q = np.asarray(follow, np.int64)[:, c]
+                    excess[:, c] = _tie_excess(t0, S[:, c], Z[:, c], q, qmin, qmax)
+                    t = ((q - Z[:, c]).astype(np.float32) * S[:, c]).astype(np.float64)
+                Q[:, c] = q
+            out[:, c] = t
+            err = (v - t) / U[c, c]
+            W1[:, i:] -= np.outer(err, U[c, c:i2])
+            E1[:, i] = err
+        W[:, i2:] -= E1 @ U[i1:i2, i2:]
+    if follow is not None:
+        return out.astype(np.float32), keep, (Q if quant else None), damp_used, excess
+    return out.astype(np.float32), keep, (Q if quant else None), damp_used
+
+
+def output_error_ref(w, w_hat, h) -> float:
+    """tr((W - W') H (W - W')^T) in float64 = mean over tokens of ||(W - W') x||^2; with a
+    1-D h (diag only): sum_j h_j ||W[:, j] - W'[:, j]||^2."""
+    d = np.asarray(w, np.float64) - np.asarray(w_hat, np.float64)
+    h = np.asarray(h, np.float64)
+    if h.ndim == 1:
+        return float(((d * d) * h[None, :]).sum())
+    return float(np.einsum("ij,jk,ik->", d, h, d))
+
+
+def wanda_mask_ref(w, act_norm, sparsity) -> np.ndarray:
+    """Wanda (Sun et al. 2023): score |W_ij| * ||X_j||_2 (float64), pruned per output row (each
+    row of W (out, in) loses round(s * in) weights), ties by lower index first. Keep mask."""
+    s = np.abs(np.asarray(w, np.float64)) * np.asarray(act_norm, np.float64)[None, :]
+    k = prune_count(sparsity, s.shape[1])
+    return np.stack([_keep_smallest_pruned(r, k) for r in s]) if s.size else s > 0
+
+
+def smoothquant_scales_ref(act_max, w, alpha=0.5) -> np.ndarray:
+    """SmoothQuant (Xiao et al. 2022): s_j = max|X_j|^alpha / max_i |W_ij|^(1 - alpha) for W
+    (out, in); s_j = 1 where either max is 0; clamped to [1e-5, 1e5]; float32."""
+    a = np.asarray(act_max, np.float64)
+    wm = np.abs(np.asarray(w, np.float64)).max(axis=0)
+    ok = (a > 0) & (wm > 0)
+    s = np.ones_like(a)
+    s[ok] = a[ok] ** alpha / wm[ok] ** (1 - alpha)
+    return np.clip(s, 1e-5, 1e5).astype(np.float32)
+
+
+# ---- calibration statistics (issue 14, helper B) ----
+
+
+def calib_stats_ref(x):
+    """Activation statistics of the rows of ``x`` (..., in) in float64: ``X = x.reshape(-1, in)``,
+    ``xtx = X.T @ X``, ``count = len(X)``, per channel ``sum = X.sum(0)``,
+    ``sum_abs = |X|.sum(0)``, ``sum_sq = (X**2).sum(0)``, ``max_abs = |X|.max(0)``; and the
+    means the public API returns: ``hessian = xtx / count``, ``mean``, ``mean_abs``,
+    ``mean_sq`` (each sum / count)."""
+    a = np.asarray(x)
+    X = a.astype(np.float64).reshape(-1, a.shape[-1])
+    n = X.shape[0]
+    xtx = X.T @ X
+    sums = {
+        "sum": X.sum(axis=0),
+        "sum_abs": np.abs(X).sum(axis=0),
+        "sum_sq": (X * X).sum(axis=0),
+        "max_abs": np.abs(X).max(axis=0),
+    }
+    return {
+        "count": n,
+        "xtx": xtx,
+        **sums,
+        "hessian": xtx / n,
+        "mean": sums["sum"] / n,
+        "mean_abs": sums["sum_abs"] / n,
+        "mean_sq": sums["sum_sq"] / n,
+    }
+
+
+def calib_stats_ref_batches(batches):
+    """:func:`calib_stats_ref` of several batches of one layer, as if concatenated."""
+    w = np.asarray(batches[0]).shape[-1]
+    rows = [np.asarray(b, np.float64).reshape(-1, w) for b in batches]
+    return calib_stats_ref(np.concatenate(rows))
+
+
+def onnx_matmul_ref(x, w):
+    """``x @ w`` in float64 (numpy reference of an ONNX MatMul / Gemm activation path)."""
+    return np.asarray(x, np.float64) @ np.asarray(w, np.float64)

@@ -7,7 +7,7 @@ matrix multiplication, on a Rust core that picks the best SIMD kernels for the C
 
 from __future__ import annotations
 
-from edgepack import _core, kernels, prune, sparse
+from edgepack import _core, calibration, kernels, methods, prune, sparse
 from edgepack._errors import (
     ArgumentError,
     DtypeError,
@@ -25,7 +25,9 @@ from edgepack.kernels import (
     qlinear_matmul,
     quantize_linear,
 )
+from edgepack.calibration import CalibrationStats, collect_onnx, collect_torch
 from edgepack.linear import QuantizedLinear
+from edgepack.methods import gptq, hqq, output_error, smoothquant_scales, sparsegpt
 from edgepack.model import CompressedModel, compress, load
 from edgepack.quantize import QuantizedTensor, dequantize, quantize
 from edgepack.recipe import Recipe, Rule
@@ -108,4 +110,15 @@ __all__ = [
     "pack_matrix",
     "qlinear_matmul",
     "QuantizedLinear",
+    # calibration-aware compression (issue 14)
+    "calibration",
+    "methods",
+    "CalibrationStats",
+    "collect_onnx",
+    "collect_torch",
+    "gptq",
+    "sparsegpt",
+    "hqq",
+    "output_error",
+    "smoothquant_scales",
 ]

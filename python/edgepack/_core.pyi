@@ -37,6 +37,14 @@ __all__ = [
     "_qlinear_matmul",
     "_linear_forward",
     "_linear_forward_q8",
+    # calibration statistics (issue 14, src/python/calib_stats.rs)
+    "CalibrationStatsCore",
+    # calibration solvers (issue 14, src/python/calib.rs)
+    "gptq",
+    "sparsegpt",
+    "calib_objective",
+    "hqq",
+    "smoothquant_scales",
 ]
 
 def build_info() -> dict[str, object]: ...
@@ -222,3 +230,102 @@ def _linear_forward_q8(
     output_zero_point: int,
     output_signed: bool,
 ) -> npt.NDArray[np.uint8]: ...
+
+# --- calibration statistics (issue 14, src/python/calib_stats.rs) ---
+@final
+class CalibrationStatsCore:
+    def __new__(cls, full: bool = True) -> CalibrationStatsCore: ...
+    @property
+    def full(self) -> bool: ...
+    def update(
+        self,
+        names: list[str],
+        x: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+        layouts: list[str] | None = None,
+    ) -> None: ...
+    def names(self) -> list[str]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: str, /) -> bool: ...
+    def groups(self) -> list[list[str]]: ...
+    def group(self, name: str) -> list[str]: ...
+    def layout(self, name: str) -> str: ...
+    def in_features(self, name: str) -> int: ...
+    def count(self, name: str) -> int: ...
+    def hessian(self, name: str) -> npt.NDArray[np.float64]: ...
+    def channel_stats(self, name: str) -> dict[str, npt.NDArray[np.float64]]: ...
+    def parts(
+        self, name: str
+    ) -> tuple[
+        list[str],
+        list[str],
+        int,
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64] | None,
+    ]: ...
+    def insert_parts(
+        self,
+        names: list[str],
+        layouts: list[str],
+        count: int,
+        sum: npt.NDArray[np.float64],
+        sum_abs: npt.NDArray[np.float64],
+        sum_sq: npt.NDArray[np.float64],
+        max_abs: npt.NDArray[np.float64],
+        xtx_packed: npt.NDArray[np.float64] | None = None,
+    ) -> None: ...
+    def merge(self, other: CalibrationStatsCore) -> None: ...
+
+# --- calibration solvers (issue 14, src/python/calib.rs) ---
+def gptq(
+    w: npt.NDArray[np.float32],
+    h: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float32],
+    zero_point: npt.NDArray[np.int32] | None,
+    row_block: int,
+    col_block: int,
+    qmin: int,
+    qmax: int,
+    damp: float = 0.01,
+    act_order: bool = True,
+    block: int = 128,
+) -> tuple[npt.NDArray[np.int32], float]: ...
+def sparsegpt(
+    w: npt.NDArray[np.float32],
+    h: npt.NDArray[np.float64],
+    sparsity: float,
+    structure: str = "unstructured",
+    n: int = 2,
+    m: int = 4,
+    block_shape: tuple[int, int] = ...,
+    scale: npt.NDArray[np.float32] | None = None,
+    zero_point: npt.NDArray[np.int32] | None = None,
+    row_block: int = 0,
+    col_block: int = 0,
+    qmin: int = 0,
+    qmax: int = 0,
+    damp: float = 0.01,
+    block: int = 128,
+) -> tuple[
+    npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32] | None, float
+]: ...
+def calib_objective(
+    w: npt.NDArray[np.float32], w_hat: npt.NDArray[np.float32], h: npt.NDArray[np.float64]
+) -> float: ...
+def hqq(
+    w: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    zero_point: npt.NDArray[np.int32] | None,
+    row_block: int,
+    col_block: int,
+    qmin: int,
+    qmax: int,
+    iters: int = 20,
+    p: float = 0.7,
+    col_weight: npt.NDArray[np.float64] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32] | None]: ...
+def smoothquant_scales(
+    act_max: npt.NDArray[np.float64], w: npt.NDArray[np.float32], alpha: float = 0.5
+) -> npt.NDArray[np.float32]: ...

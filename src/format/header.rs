@@ -385,13 +385,15 @@ fn parse_payload(v: &Value, what: &str) -> Result<Payload> {
     })
 }
 
-const STATS_KEYS: [&str; 6] = [
+const STATS_KEYS: [&str; 8] = [
     "sparsity",
     "snr_db",
     "rel_error",
     "cosine",
     "max_abs_error",
     "bits_per_weight",
+    "output_snr_db",
+    "output_rel_error",
 ];
 
 /// Parse one tensor record and check its encoding's rules (section 5).

@@ -6,6 +6,8 @@
 use pyo3::prelude::*;
 
 mod buffers;
+mod calib; // calibration solvers: GPTQ, SparseGPT, HQQ, SmoothQuant, objective
+mod calib_stats; // CalibrationStats (activation statistics)
 pub mod errors;
 mod info;
 // .epk file format (issue 5)
@@ -26,6 +28,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::parallel::spin_window().map_err(errors::to_pyerr)?;
     crate::buffers::limit_from_env().map_err(errors::to_pyerr)?;
     info::register(m)?;
+    calib::register(m)?;
+    calib_stats::register(m)?;
     buffers::register(m)?;
     format::register(m)?; // issue 5
     quant::register(m)?; // issue 2

@@ -1,0 +1,217 @@
+//! The Hessian machinery shared by GPTQ and SparseGPT.
+//!
+//! From `H = X^T X / count` (`(n, n)` f64, symmetric) [`prepare`] builds the upper Cholesky
+//! factor `U` of `(P H P^T + lambda I)^-1` (`H^-1 = U^T U`), where:
+//!
+//! * dead input channels (`H_jj == 0`: never active in calibration) get `H_jj = 1` and their
+//!   row and column are set to 0, so they are isolated: their column is quantized by plain
+//!   rounding and neither receives nor sends error updates;
+//! * `P` orders the channels by descending `diag H` when `act_order` (ties: lower index first),
+//!   else keeps them in place;
+//! * `lambda = damp * mean(diag H)`, the mean taken after the dead fix (dead channels count
+//!   as 1, as in the GPTQ reference code). When the factorisation fails, `damp` is multiplied by
+//!   10 and it is tried again, at most [`MAX_ESCALATIONS`] times; the damp that worked is
+//!   returned as `damp_used`.
+//!
+//! `U` comes from one Cholesky factorisation and one triangular inverse (no explicit inverse):
+//! with `J` the reversal permutation, `J H J = L L^T` gives `H = R R^T` with `R = J L J` upper,
+//! so `H^-1 = R^-T R^-1` and `U = R^-1 = J L^-1 J`, the unique upper factor with a positive
+//! diagonal (what `torch.linalg.cholesky(torch.cholesky_inverse(..), upper=True)` gives, at
+//! half the cost). `J M J` of a row-major matrix is its flat buffer reversed.
+
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor::{
+    cholesky_in_place, cholesky_in_place_scratch, LltRegularization,
+};
+use faer::{MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use crate::calib::grid::check_finite_f64;
+use crate::error::{Error, Result};
+use crate::parallel;
+
+/// How often `damp` is multiplied by 10 before giving up.
+pub const MAX_ESCALATIONS: usize = 6;
+
+/// Relative tolerance of the symmetry check of `h`.
+const SYM_TOL: f64 = 1e-6;
+
+/// faer's parallelism for the current kernel thread count.
+pub fn par() -> Par {
+    let n = parallel::num_threads();
+    if n <= 1 {
+        Par::Seq
+    } else {
+        Par::rayon(n)
+    }
+}
+
+/// Check a Hessian argument: `n * n` values, finite, symmetric (to a relative `1e-6`),
+/// non-negative diagonal.
+pub fn check_h(h: &[f64], n: usize) -> Result<()> {
+    let nn = n
+        .checked_mul(n)
+        .ok_or_else(|| Error::limit(format!("`h` of shape ({n}, {n}) is too large")))?;
+    if h.len() != nn {
+        return Err(Error::arg(format!(
+            "`h` holds {} values, expected {nn} for shape ({n}, {n}) (the weight has {n} input \
+             channels)",
+            h.len()
+        )));
+    }
+    check_finite_f64(h, "`h`")?;
+    for j in 0..n {
+        let d = h[j * n + j];
+        if d < 0.0 {
+            return Err(Error::arg(format!(
+                "`h` must be positive semi-definite, found h[{j}, {j}] = {d} < 0"
+            )));
+        }
+    }
+    // Symmetry, a row of the lower triangle against a column of the upper one at a time.
+    let bad = (0..n).into_par_iter().find_first(|&i| {
+        (0..i).any(|j| {
+            let (a, b) = (h[i * n + j], h[j * n + i]);
+            (a - b).abs() > SYM_TOL * (a.abs() + b.abs()) && (a - b).abs() > f64::MIN_POSITIVE
+        })
+    });
+    if let Some(i) = bad {
+        let j = (0..i)
+            .find(|&j| {
+                let (a, b) = (h[i * n + j], h[j * n + i]);
+                (a - b).abs() > SYM_TOL * (a.abs() + b.abs())
+            })
+            .unwrap_or(0);
+        return Err(Error::arg(format!(
+            "`h` must be symmetric, found h[{i}, {j}] = {} and h[{j}, {i}] = {}",
+            h[i * n + j],
+            h[j * n + i]
+        )));
+    }
+    Ok(())
+}
+
+/// The prepared inverse Hessian of [`prepare`].
+#[derive(Debug)]
+pub struct Prepared {
+    /// Input channels.
+    pub n: usize,
+    /// `perm[p]` = the original column at position `p` of the processing order.
+    pub perm: Vec<usize>,
+    /// `U`, `(n, n)` row-major, upper triangular (the strict lower part is 0), in the
+    /// processing order.
+    pub u: Vec<f64>,
+    /// The damp that made the factorisation succeed (the argument times a power of 10).
+    pub damp_used: f64,
+}
+
+/// The processing order: by descending diagonal (ties: lower index first) or the identity.
+pub fn order(h: &[f64], n: usize, act_order: bool) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    if act_order {
+        perm.sort_by(|&a, &b| h[b * n + b].total_cmp(&h[a * n + a]).then(a.cmp(&b)));
+    }
+    perm
+}
+
+/// Build `U` for `h` (checked by [`check_h`]) with relative damping `damp` (> 0, finite).
+/// Must run inside [`parallel::install`] to use the kernel threads.
+pub fn prepare(h: &[f64], n: usize, damp: f64, act_order: bool) -> Result<Prepared> {
+    if !(damp.is_finite() && damp > 0.0) {
+        return Err(Error::arg(format!(
+            "`damp` must be a finite number > 0, found {damp}"
+        )));
+    }
+    let perm = order(h, n, act_order);
+    if n == 0 {
+        return Ok(Prepared {
+            n,
+            perm,
+            u: Vec::new(),
+            damp_used: damp,
+        });
+    }
+    let dead: Vec<bool> = (0..n).map(|j| h[j * n + j] == 0.0).collect();
+    // The mean after the dead fix (dead channels count as 1), as the GPTQ reference code.
+    let mean = (0..n)
+        .map(|j| if dead[j] { 1.0 } else { h[j * n + j] })
+        .sum::<f64>()
+        / n as f64;
+    // The reversed processing order: row a of A is channel rperm[a].
+    let rperm: Vec<usize> = perm.iter().rev().copied().collect();
+    let par = par();
+    let mut a = vec![0f64; n * n];
+    let mut damp_now = damp;
+    let mut tries = 0;
+    loop {
+        let lambda = damp_now * mean;
+        a.par_chunks_mut(n).enumerate().for_each(|(ra, row)| {
+            let i = rperm[ra];
+            let hrow = &h[i * n..(i + 1) * n];
+            if dead[i] {
+                row.fill(0.0);
+                row[ra] = 1.0 + lambda;
+                return;
+            }
+            for (v, &j) in row.iter_mut().zip(&rperm) {
+                *v = if dead[j] { 0.0 } else { hrow[j] };
+            }
+            row[ra] += lambda;
+        });
+        let mut mem = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
+        let stack = MemStack::new(&mut mem);
+        let view = MatMut::from_column_major_slice_mut(&mut a, n, n);
+        let ok = cholesky_in_place(
+            view,
+            LltRegularization::default(),
+            par,
+            stack,
+            Default::default(),
+        )
+        .is_ok()
+            && (0..n).all(|j| {
+                let d = a[j * n + j];
+                d.is_finite() && d > 0.0
+            });
+        if ok {
+            break;
+        }
+        tries += 1;
+        if tries > MAX_ESCALATIONS {
+            return Err(Error::arg(format!(
+                "`h` is not positive definite even with damping {damp_now:e} * mean(diag h) \
+                 (started at {damp:e}, escalated x10 {MAX_ESCALATIONS} times)"
+            )));
+        }
+        damp_now *= 10.0;
+    }
+    // L^-1 (lower) into a row-major buffer, then U = J L^-1 J = the flat buffer reversed.
+    let mut u = vec![0f64; n * n];
+    {
+        let l = MatRef::from_column_major_slice(&a, n, n);
+        let dst = MatMut::from_row_major_slice_mut(&mut u, n, n);
+        faer::linalg::triangular_inverse::invert_lower_triangular(dst, l, par);
+    }
+    drop(a);
+    u.reverse();
+    // The strict lower part of U holds what faer left above the diagonal of L^-1: clear it.
+    u.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        row[..i].fill(0.0);
+    });
+    if let Some(i) = (0..n).find(|&i| {
+        let d = u[i * n + i];
+        !(d.is_finite() && d > 0.0)
+    }) {
+        return Err(Error::arg(format!(
+            "`h` is too ill-conditioned: the inverse Hessian factor has {} on its diagonal at \
+             position {i} (damp {damp_now:e})",
+            u[i * n + i]
+        )));
+    }
+    Ok(Prepared {
+        n,
+        perm,
+        u,
+        damp_used: damp_now,
+    })
+}
