@@ -195,6 +195,8 @@ def _positive_int(text: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 _RECIPE_FLAGS = ("bits", "granularity", "block_size", "affine", "sparsity", "pattern")
+#: Recipe-level options (Recipe fields): they combine with the per-tensor flags above.
+_RECIPE_LEVEL = ("method", "budget_bits", "budget_sparsity", "sparsity_method")
 
 
 def _default_output(path: Path) -> Path:
@@ -275,9 +277,25 @@ def _glob_escape(name: str) -> str:
 def _check_recipe_options(args: argparse.Namespace) -> list[str]:
     """Reject contradictory recipe options (usage errors); return the recipe flags given."""
     given = [f for f in _RECIPE_FLAGS if getattr(args, f) not in (None, False)]
-    if args.recipe is not None and given:
-        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+    level = [f for f in _RECIPE_LEVEL if getattr(args, f, None) is not None]
+    if args.recipe is not None and (given or level):
+        flags = ", ".join("--" + f.replace("_", "-") for f in given + level)
         raise UsageError(f"--recipe cannot be combined with {flags} (put them in the recipe)")
+    sm = getattr(args, "sparsity_method", None)
+    if sm is not None and args.sparsity is None:
+        raise UsageError("--sparsity-method goes with --sparsity S")
+    if getattr(args, "calibration", None) is None:
+        needs = []
+        if getattr(args, "method", None) == "gptq":
+            needs.append("--method gptq")
+        if sm in ("sparsegpt", "wanda"):
+            needs.append(f"--sparsity-method {sm}")
+        if getattr(args, "budget_sparsity", None) is not None:
+            needs.append("--budget-sparsity")
+        if needs:
+            raise UsageError(
+                f"{', '.join(needs)} needs --calibration STATS (make one with 'edgepack calibrate')"
+            )
     if args.block_size is not None and args.granularity not in (None, "block"):
         raise UsageError(
             f"--block-size needs --granularity block, found --granularity {args.granularity}"
@@ -308,15 +326,22 @@ def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) ->
         if keep:
             recipe = dataclasses.replace(recipe, rules=(*keep, *recipe.rules))
         return recipe
+    top: dict[str, Any] = {}
+    if getattr(args, "method", None) is not None:
+        top["method"] = args.method
+    if getattr(args, "budget_bits", None) is not None:
+        top["budget_bits"] = args.budget_bits
+    if getattr(args, "budget_sparsity", None) is not None:
+        top["budget_sparsity"] = args.budget_sparsity
     if not given:
-        return edgepack.Recipe(rules=tuple(keep)) if keep else None
+        return edgepack.Recipe(rules=tuple(keep), **top) if keep or top else None
     settings: dict[str, Any] = {"bits": args.bits or 8, "symmetric": not args.affine}
     if args.granularity is not None:
         settings["granularity"] = args.granularity
     if args.block_size is not None:
         settings["block_size"] = args.block_size
     if args.sparsity:
-        settings.update(sparsity=args.sparsity, sparsity_method="magnitude")
+        settings.update(sparsity=args.sparsity, sparsity_method=args.sparsity_method or "magnitude")
     if args.pattern is not None:
         n, m = args.pattern
         settings.update(sparsity=1 - n / m, sparsity_method="nm", n=n, m=m)
@@ -328,7 +353,7 @@ def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) ->
         size = math.prod(t.shape)
         if t.dtype in FLOAT_NAMES and len(t.shape) >= 2 and size >= base.min_elements:
             rules.append(edgepack.Rule(pattern=_glob_escape(t.name), **settings))
-    return edgepack.Recipe(rules=tuple(rules))
+    return edgepack.Recipe(rules=tuple(rules), **top)
 
 
 def _summary(report: Any, file_bytes: int | None, out_path: Path | None, elapsed: float) -> str:
@@ -337,12 +362,14 @@ def _summary(report: Any, file_bytes: int | None, out_path: Path | None, elapsed
     lossy = [r for r in rows if r.snr_db is not None and r.snr_db != math.inf]
     lossy.sort(key=lambda r: (r.snr_db, r.name))
     worst = lossy[:WORST_ROWS]
+    calibrated = any(getattr(r, "output_snr_db", None) is not None for r in rows)
     lines: list[str] = []
     if worst:
         lines.append(f"worst {len(worst)} of {len(rows)} tensors by error (lowest SNR first):")
         lines.append(
             _table(
-                ["tensor", "shape", "encoding", "bits/w", "before", "after", "SNR dB", "rel err"],
+                ["tensor", "shape", "encoding", "bits/w", "before", "after", "SNR dB", "rel err"]
+                + (["out SNR dB"] if calibrated else []),
                 [
                     [
                         r.name,
@@ -354,9 +381,10 @@ def _summary(report: Any, file_bytes: int | None, out_path: Path | None, elapsed
                         _fmt_db(r.snr_db),
                         _fmt_num(r.rel_error, ".2e"),
                     ]
+                    + ([_fmt_db(r.output_snr_db)] if calibrated else [])
                     for r in worst
                 ],
-                right=range(3, 8),
+                right=range(3, 9 if calibrated else 8),
             )
         )
     else:
@@ -454,6 +482,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
             _check_writable_dir(Path(dest))
     index = input_index(src)
     recipe = _recipe_from_args(args, index)
+    calibration = None
+    if args.calibration is not None:
+        _check_readable(Path(args.calibration))
+        calibration = edgepack.CalibrationStats.load(args.calibration)
     if args.threads is not None:
         edgepack.set_num_threads(args.threads)
     bar = ProgressBar(
@@ -466,7 +498,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _warn_to_stderr
         try:
-            model = edgepack.compress(str(src), recipe, progress=bar, out=str(out))
+            model = edgepack.compress(
+                str(src), recipe, progress=bar, out=str(out), calibration=calibration
+            )
         finally:
             bar.close()
     elapsed = time.perf_counter() - t0
@@ -481,6 +515,55 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(f"report       {args.report}")
     if args.plot is not None:
         print(f"plot         {args.plot}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# calibrate
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgepack.calibration import collect_onnx
+
+    src = Path(args.model)
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise UsageError(f"-o/--output must end in .safetensors, found {str(out)!r}")
+    _check_readable(src)
+    _check_readable(Path(args.feeds))
+    _check_writable_dir(out)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise EnvironmentProblem(
+            "calibrate needs onnx and onnxruntime (pip install 'edgepack[onnx]')"
+        ) from None
+    with np.load(args.feeds, allow_pickle=False) as z:
+        feeds = {k: np.asarray(z[k]) for k in z.files}
+    if not feeds:
+        raise UsageError(f"--feeds {args.feeds!r} holds no arrays")
+    rows = {k: (v.shape[0] if v.ndim else 0) for k, v in feeds.items()}
+    if len(set(rows.values())) != 1 or not next(iter(rows.values())):
+        raise UsageError(
+            f"--feeds arrays must share a non-empty batch axis 0, found {rows}"
+        )
+    n = next(iter(rows.values()))
+    bs = args.batch_size
+    batches = ({k: v[i : i + bs] for k, v in feeds.items()} for i in range(0, n, bs))
+    t0 = time.perf_counter()
+    stats = collect_onnx(str(src), batches, full=not args.no_full)
+    stats.save(out)
+    elapsed = time.perf_counter() - t0
+    names = stats.names()
+    print(
+        f"{len(names)} layers, {n} samples in batches of {bs}, "
+        f"{'X^T X and ' if stats.full else ''}per-channel statistics -> {out} "
+        f"({_human_bytes(out.stat().st_size)}, {elapsed:.2f} s)"
+    )
     return 0
 
 
@@ -823,6 +906,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "  edgepack compress model.pt -o small.epk --bits 4 --granularity block --block-size 32\n"
         "  edgepack compress model.npz --sparsity 0.5 --keep 'lm_head.*' --report report.md",
     ),
+    "calibrate": (
+        "record the activations entering an ONNX model's MatMul / Gemm layers into a statistics file",
+        "example:\n"
+        "  edgepack calibrate model.onnx --feeds calib.npz -o stats.safetensors\n"
+        "  edgepack compress weights.safetensors --calibration stats.safetensors --method gptq",
+    ),
     "demo": (
         "compress the bundled digits MLP and show size and accuracy before and after",
         "example:\n  edgepack demo",
@@ -916,6 +1005,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--pattern", type=_pattern, metavar="N:M", help="prune to N of every M weights (e.g. 2:4)"
     )
     p.add_argument(
+        "--sparsity-method",
+        choices=("magnitude", "sparsegpt", "wanda"),
+        help="how --sparsity chooses the pruned weights (default magnitude; sparsegpt and "
+        "wanda need --calibration)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="STATS",
+        help="activation statistics from 'edgepack calibrate' (a .safetensors file), for the "
+        "calibrated methods and the output-error column",
+    )
+    p.add_argument(
+        "--method",
+        choices=("rtn", "gptq", "hqq"),
+        help="how quantized values are chosen: rtn (round to nearest, default), gptq "
+        "(needs --calibration), hqq (data-free)",
+    )
+    p.add_argument(
+        "--budget-bits",
+        type=float,
+        metavar="B",
+        help="average bits per quantized weight (scales included): each tensor gets int8 or "
+        "int4 in blocks of 16-128, whichever minimises the total error (e.g. 4.5)",
+    )
+    p.add_argument(
+        "--budget-sparsity",
+        type=_sparsity,
+        metavar="S",
+        help="prune this fraction of the calibrated layers' weights, per-layer sparsities "
+        "chosen from the statistics (needs --calibration)",
+    )
+    p.add_argument(
         "--keep",
         action="extend",
         nargs="+",
@@ -942,6 +1063,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo")
     p.set_defaults(func=cmd_demo)
+
+    p = add("calibrate")
+    p.add_argument("model", metavar="MODEL", help="an ONNX model (.onnx; needs onnx + onnxruntime)")
+    p.add_argument(
+        "--feeds",
+        metavar="FEEDS",
+        required=True,
+        help="an .npz of example inputs, one array per model input (by name); axis 0 is the "
+        "batch and is cut into --batch-size pieces",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="STATS", required=True, help="the statistics file (.safetensors)"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", default=16, help="rows per run (16)"
+    )
+    p.add_argument(
+        "--no-full",
+        action="store_true",
+        help="keep only per-channel vectors, not X^T X (for layers too wide for in^2 floats; "
+        "enough for wanda and the bit budget, not for gptq / sparsegpt)",
+    )
+    p.set_defaults(func=cmd_calibrate)
 
     p = add("inspect")
     p.add_argument("file", metavar="FILE", help="an .epk file")

@@ -72,6 +72,61 @@ def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     return data, scale, zp
 
 
+def _is_stats(obj: Any) -> bool:
+    from edgepack.calibration import CalibrationStats
+
+    return isinstance(obj, CalibrationStats)
+
+
+def _entry(stats: Any, name: str | None) -> str:
+    """The statistics entry of the layer: ``name``, or the only one."""
+    if name is None:
+        names = list(stats.names())
+        if len(names) != 1:
+            raise ArgumentError(
+                f"`calibration` holds {len(names)} layers; say which with `name=` "
+                f"(found {names[:5]}{'...' if len(names) > 5 else ''})"
+            )
+        return str(names[0])
+    if name not in stats:
+        raise ArgumentError(f"`calibration` has no statistics for layer {name!r}")
+    return name
+
+
+def _smoothquant(
+    weight: Any, stats: Any, name: str | None, alpha: float | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(W * s, s)`` (SmoothQuant) or ``(W, None)`` with ``alpha=None``."""
+    entry = _entry(stats, name)
+    if alpha is None:
+        return weight, None
+    if hasattr(weight, "scale") and not isinstance(weight, np.ndarray):
+        raise ArgumentError(
+            "SmoothQuant (`calibration` statistics) needs the float weight, found a "
+            "QuantizedTensor; pass alpha=None to use the quantized weight as it is"
+        )
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        raise ArgumentError(f"`alpha` must be a number in [0, 1], found {alpha!r}")
+    w = np.asarray(weight)
+    if not np.issubdtype(w.dtype, np.floating) or w.ndim != 2:
+        raise ArgumentError(
+            f"`weight` must be a float array of shape (out_features, in_features), found "
+            f"{w.dtype} {w.shape}"
+        )
+    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    width = int(stats.in_features(entry))
+    if width != w32.shape[1]:
+        raise ArgumentError(
+            f"`weight` has {w32.shape[1]} input features, but the statistics of {entry!r} have "
+            f"{width}"
+        )
+    from edgepack import methods
+
+    act_max = np.asarray(stats.channel_stats(entry)["max_abs"], dtype=np.float64)
+    s = np.asarray(methods.smoothquant_scales(act_max, w32, alpha), dtype=np.float32)
+    return w32 * s[None, :], s
+
+
 class QuantizedLinear:
     """``y = x @ W.T + bias`` through int8.
 
@@ -152,6 +207,9 @@ class QuantizedLinear:
         self.input_zero_point = input_zero_point
         self.output_scale = None if output_scale is None else float(np.float32(output_scale))
         self.output_zero_point = 0 if output_zero_point is None else int(output_zero_point)
+        #: SmoothQuant: the input is divided by these scales ``s`` (float32 ``(in_features,)``)
+        #: before it is quantized (the weight was quantized as ``W * s``); None without it.
+        self.input_smoothing: np.ndarray | None = None
         # Arguments of the float32 fast path (decode-time calls are short: keep Python thin).
         self._k = int(k)
         self._in_scale = float(self.input_scale or 0.0)
@@ -167,7 +225,9 @@ class QuantizedLinear:
         activations: Activations = "dynamic",
         input_scale: float | None = None,
         input_zero_point: int | None = None,
-        calibration: np.ndarray | None = None,
+        calibration: Any = None,
+        name: str | None = None,
+        alpha: float | None = 0.5,
         output_scale: float | None = None,
         output_zero_point: int | None = None,
         output_dtype: Any = None,
@@ -176,9 +236,34 @@ class QuantizedLinear:
         symmetric per output channel (``per_channel=True``) or per tensor, or take a
         QuantizedTensor (``.data .scale .zero_point .axis .bits``) as it is.
 
+        ``calibration``:
+
+        * an :class:`edgepack.CalibrationStats` holding this layer's input statistics (under
+          ``name``; may be omitted when the statistics hold one layer): SmoothQuant (Xiao et al.
+          2022) with migration strength ``alpha`` (0.5 by default; ``alpha=None`` turns it
+          off): per input channel ``s_j = max|x_j|^alpha / max_i |W_ij|^(1 - alpha)``, the
+          weight is quantized as ``W * s`` and the layer divides its input by ``s`` before
+          quantizing it, so ``y = (x / s) @ (W * s).T + bias`` moves activation outliers into
+          the weights, where per-channel scales absorb them. For ``activations="static"`` the
+          input range comes from the statistics too (``max |x_j| / s_j``, symmetric).
+        * an array of example inputs ``(..., in_features)``, for ``activations="static"``:
+          ``input_scale`` / ``input_zero_point`` are derived from its range like
+          ``DynamicQuantizeLinear``.
+
         For ``activations="static"`` give ``input_scale`` / ``input_zero_point``, or
-        ``calibration`` inputs from which they are derived like ``DynamicQuantizeLinear``.
+        ``calibration``.
         """
+        smooth = None
+        if calibration is not None and _is_stats(calibration):
+            weight, smooth = _smoothquant(weight, calibration, name, alpha)
+            if activations == "static" and input_scale is None:
+                mx = np.asarray(calibration.channel_stats(_entry(calibration, name))["max_abs"])
+                if smooth is not None:
+                    mx = mx / smooth
+                hi = float(np.max(mx, initial=0.0))
+                calibration = np.array([-hi, hi], dtype=np.float32)
+            else:
+                calibration = None
         q, scale, zp = _quantize_weight(weight, per_channel)
         if activations == "static" and input_scale is None and calibration is not None:
             c = np.asarray(calibration, dtype=np.float32)
@@ -191,7 +276,7 @@ class QuantizedLinear:
             input_scale = float(s)
             input_zero_point = int(np.rint(np.clip(np.float32(0) - np.float32(lo) / s, 0, 255)))
         packed = pack_matrix(np.ascontiguousarray(q.T), zp)
-        return cls(
+        layer = cls(
             packed,
             scale,
             bias,
@@ -202,6 +287,8 @@ class QuantizedLinear:
             output_zero_point=output_zero_point,
             output_dtype=output_dtype,
         )
+        layer.input_smoothing = smooth
+        return layer
 
     @property
     def in_features(self) -> int:
@@ -221,6 +308,15 @@ class QuantizedLinear:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``x @ W.T + bias`` for float32 ``x`` of shape (..., in_features), computed in int8."""
+        if self.input_smoothing is not None:
+            arr = np.asarray(x)
+            if np.issubdtype(arr.dtype, np.floating) and arr.ndim >= 1:
+                if arr.shape[-1] != self.in_features:
+                    raise ArgumentError(
+                        f"`x` must have shape (..., {self.in_features}) (in_features), "
+                        f"found {arr.shape}"
+                    )
+                x = np.divide(arr, self.input_smoothing, dtype=np.float32)
         if (
             type(x) is np.ndarray
             and x.dtype == np.float32

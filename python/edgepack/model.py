@@ -38,7 +38,18 @@ from edgepack.io import (
     scratch,
     write_safetensors,
 )
-from edgepack.recipe import Plan, Recipe
+from edgepack._calibrate import (
+    Calibration,
+    TensorCalibration,
+    allocate_bits,
+    allocate_sparsity,
+    check_tensor,
+    coerce_calibration,
+    output_error_stats,
+    prune_tensor,
+    quantize_tensor,
+)
+from edgepack.recipe import CALIBRATED_SPARSITY, Plan, Recipe
 from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
 
 __all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
@@ -66,15 +77,6 @@ def _add_note(e: BaseException, note: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Quantized / sparse objects (from the quantize and sparse modules).
-
-
-def _quantize_fn() -> Any:
-    import edgepack
-
-    q = getattr(edgepack, "quantize", None)
-    if q is None:  # pragma: no cover - only before issue 2 is merged
-        raise ArgumentError("int8 / int4 encodings need edgepack.quantize, which this build lacks")
-    return q
 
 
 def _quantized_from_parts(
@@ -153,9 +155,17 @@ def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: 
 
 
 def _encode(
-    name: str, x: np.ndarray, plan: Plan, importance: np.ndarray | None, level: int
+    name: str,
+    x: np.ndarray,
+    plan: Plan,
+    importance: np.ndarray | None,
+    level: int,
+    tc: TensorCalibration | None = None,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Encode one tensor: the arguments of ``EpkWriter.add`` and the stats."""
+    """Encode one tensor: the arguments of ``EpkWriter.add`` and the stats.
+
+    ``tc``: the tensor's calibration statistics, when the compress call has them: used by the
+    calibrated methods, and for the output-error columns of the report."""
     dt = dtype_name(x.dtype, f"tensor {name!r}")
     shape = tuple(int(d) for d in x.shape)
     payloads: list[tuple[str, str, list[int], np.ndarray]] = []
@@ -173,7 +183,11 @@ def _encode(
         }
         return (name, dt, list(shape), "raw", "{}", _json(stats), payloads, None), stats
     xf = np.asarray(x, dtype=np.float32)
-    if plan.sparsity:
+    qt_joint = None  # SparseGPT's jointly pruned and quantized tensor
+    if plan.sparsity and plan.sparsity_method in CALIBRATED_SPARSITY:
+        xp, mask, qt_joint = prune_tensor(xf, plan, tc)
+        zstd = level
+    elif plan.sparsity:
         imp = None
         if importance is not None and plan.rule is not None and plan.rule.importance == "provided":
             imp = np.asarray(importance, dtype=np.float32)
@@ -212,17 +226,7 @@ def _encode(
         enc = "sparse"
         zstd = None
     else:
-        quantize = _quantize_fn()
-        kw: dict[str, Any] = {
-            "bits": plan.bits,
-            "symmetric": plan.symmetric,
-            "axis": plan.axis,
-            "block_size": plan.block_size,
-            "calibration": plan.calibration,
-        }
-        if plan.percentile is not None:
-            kw["percentile"] = plan.percentile
-        qt = quantize(xp, **kw)
+        qt = qt_joint if qt_joint is not None else quantize_tensor(xp, plan, tc)
         data = np.asarray(qt.data)
         scale_shape = _scale_shape(shape, plan.axis, plan.block_size)
         data_shape = list(data.shape) if plan.bits == 8 else [int(data.size)]
@@ -243,8 +247,12 @@ def _encode(
         enc = "quant"
         zstd = level
         stats = _quant_stats(xf, qt, plan)
+        if tc is not None and xf.ndim == 2:
+            stats.update(output_error_stats(xf, qt.dequantize(), plan, tc))
         return (name, dt, list(shape), enc, _json(params), _json(_clean_stats(stats)), payloads, zstd), stats
     stats = tensor_stats(xf, np.asarray(decoded))
+    if tc is not None and xf.ndim == 2:
+        stats.update(output_error_stats(xf, np.asarray(decoded, dtype=np.float32), plan, tc))
     clean = _clean_stats(stats)
     return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
 
@@ -311,6 +319,133 @@ def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) ->
 # compress
 
 
+def _plan(rec: Recipe, cal: Calibration | None, name: str, x: np.ndarray) -> Plan:
+    layout = cal.layout(name) if cal is not None else None
+    return rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES, layout=layout)
+
+
+def _needs_prepass(rec: Recipe, cal: Calibration | None) -> bool:
+    """Whether compress must look at every tensor before encoding any: to check calibrated
+    rules against the statistics, or to allocate a budget."""
+    if cal is not None or rec.budget_bits is not None or rec.budget_sparsity is not None:
+        return True
+    if rec.method == "gptq":
+        return True
+    return any(
+        r.method == "gptq" or (r.sparsity and r.sparsity_method in CALIBRATED_SPARSITY)
+        for r in rec.rules
+    )
+
+
+def _relative_error(x: np.ndarray, plan: Plan, tc: TensorCalibration | None) -> float:
+    """Relative error energy of quantizing ``x`` by ``plan``: on the calibration data where
+    ``tc`` is given, else in weight space."""
+    qt = quantize_tensor(np.asarray(x, dtype=np.float32), plan, tc)
+    y = qt.dequantize()
+    if tc is not None:
+        rel = output_error_stats(np.asarray(x, dtype=np.float32), y, plan, tc)["output_rel_error"]
+        return 0.0 if rel is None else float(rel) ** 2
+    st = tensor_stats(x, y)
+    rel = st["rel_error"]
+    return 0.0 if rel is None or not math.isfinite(rel) else float(rel) ** 2
+
+
+def _calibration_plans(source: Any, rec: Recipe, cal: Calibration | None) -> dict[str, Plan]:
+    """Checks made before any work, and the plans that budgets choose (name -> plan; the
+    other tensors follow the recipe)."""
+    if not _needs_prepass(rec, cal):
+        return {}
+    plans: dict[str, Plan] = {}
+    for name in source.names:
+        x = source.load(name, reuse=True)
+        plan = _plan(rec, cal, name, x)
+        tc = cal.get(name) if cal is not None else None
+        if plan.needs_stats() and cal is None:
+            raise ArgumentError(
+                f"tensor {name!r}: its rule needs calibration statistics "
+                f"({'X^T X' if plan.needs_hessian() else 'activation norms'}); pass "
+                "compress(..., calibration=CalibrationStats) (see edgepack.calibration)"
+            )
+        check_tensor(name, tuple(x.shape), plan, tc)
+        plans[name] = plan
+    out: dict[str, Plan] = {}
+    if rec.budget_sparsity is not None:
+        out.update(_sparsity_budget(source, rec, cal, plans))
+    if rec.budget_bits is not None:
+        current = {n: out.get(n, p) for n, p in plans.items()}
+        entries = (
+            (n, source.load(n), p, cal.get(n) if cal is not None else None)
+            for n, p in current.items()
+            if p.encoding == "quant"
+        )
+        chosen = allocate_bits(entries, float(rec.budget_bits), _relative_error)
+        for n, p in chosen.items():
+            out[n] = p
+    return out
+
+
+def _sparsity_budget(
+    source: Any, rec: Recipe, cal: Calibration | None, plans: Mapping[str, Plan]
+) -> dict[str, Plan]:
+    """Per-tensor sparsities for ``recipe.budget_sparsity``: over the float 2-D tensors the
+    statistics cover (kept ones are then stored sparse) and those whose rule asks for unstructured or block
+    sparsity; N:M rules keep their sparsity and count toward the budget."""
+    import dataclasses
+
+    budget = float(rec.budget_sparsity or 0.0)
+    free: list[str] = []
+    fixed_pruned = 0.0
+    total = 0
+    sizes: dict[str, int] = {}
+    for name, p in plans.items():
+        x = source.load(name, reuse=True)
+        if x.ndim != 2 or x.dtype.name not in FLOAT_NAMES:
+            continue
+        covered = cal is not None and cal.get(name) is not None
+        ruled = bool(p.sparsity)
+        if not (covered or ruled):
+            continue
+        sizes[name] = int(x.size)
+        total += int(x.size)
+        nm = p.sparsity_method == "nm" or (
+            p.sparsity_method in CALIBRATED_SPARSITY and p.structure == "nm"
+        )
+        if nm:
+            fixed_pruned += p.sparsity * x.size
+        else:
+            free.append(name)
+    if not free:
+        return {}
+    free_total = sum(sizes[n] for n in free)
+    target = (budget * total - fixed_pruned) / free_total
+    if not 0.0 <= target <= 0.9:
+        raise ArgumentError(
+            f"budget_sparsity={budget} cannot be met: the N:M rules fix {fixed_pruned / total:.3f} "
+            f"of the prunable weights, leaving {target:.3f} for the others (0 to 0.9)"
+        )
+    entries = (
+        (n, source.load(n), plans[n], cal.get(n) if cal is not None else None) for n in free
+    )
+    chosen = allocate_sparsity(entries, target)
+    out = {}
+    for name, sp in chosen.items():
+        p = plans[name]
+        tc = cal.get(name) if cal is not None else None
+        method = p.sparsity_method
+        if not p.sparsity:  # no pruning rule: the calibrated default
+            method = "sparsegpt" if tc is not None and tc.full else "wanda"
+            if tc is None:
+                method = "magnitude"
+        if method == "wanda" and p.method == "gptq":
+            method = "sparsegpt"
+        if p.encoding == "raw" and sp > 0:
+            enc = "sparse"
+        else:
+            enc = p.encoding
+        out[name] = dataclasses.replace(p, encoding=enc, sparsity=float(sp), sparsity_method=method)
+    return out
+
+
 def _check_metadata(md: Mapping[str, str] | None) -> dict[str, str]:
     if md is None:
         return {}
@@ -333,6 +468,7 @@ def compress(
     metadata: Mapping[str, str] | None = None,
     out: str | os.PathLike[str] | None = None,
     workers: int | None = None,
+    calibration: Any = None,
 ) -> CompressedModel:
     """Compress a model's weights into an ``.epk`` file.
 
@@ -347,11 +483,18 @@ def compress(
     than memory on a machine whose ``/tmp`` is a RAM disk (tmpfs), pass ``out=`` or point
     ``TMPDIR`` at a disk folder.
     ``workers``: tensors encoded at once (default: ``edgepack.get_num_threads()``).
+    ``calibration``: an :class:`edgepack.CalibrationStats` (or the path of a saved one) with
+    the activations entering the model's layers, for the calibration-aware methods (rules
+    with ``method="gptq"``, ``sparsity_method="sparsegpt"`` / ``"wanda"``, the recipe's
+    ``budget_bits`` / ``budget_sparsity``); with it, the report also gives each covered
+    tensor's output error on the calibration data. Every tensor that needs statistics is
+    checked (present, of the right width) before any work.
 
     Errors name the tensor (as a note on the exception when it comes from a kernel).
     """
     rec = Recipe.coerce(recipe)
     md = _check_metadata(metadata)
+    cal = coerce_calibration(calibration)
     source = open_source(weights)
     tmpdir = None
     try:
@@ -370,6 +513,7 @@ def compress(
             path = os.path.join(tmpdir, "model.epk")
         else:
             path = os.fspath(out)
+        overrides = _calibration_plans(source, rec, cal)
         writer = _core.EpkWriter(path)
         import edgepack
 
@@ -378,9 +522,10 @@ def compress(
         def work(name: str) -> None:
             try:
                 x = source.load(name, reuse=True)
-                plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES)
+                plan = overrides.get(name) or _plan(rec, cal, name, x)
                 imp = None if importance is None else importance.get(name)
-                args, _ = _encode(name, x, plan, imp, rec.zstd_level)
+                tc = cal.get(name) if cal is not None else None
+                args, _ = _encode(name, x, plan, imp, rec.zstd_level, tc)
                 writer.add(*args)
             except Exception as e:
                 _add_note(e, f"while compressing tensor {name!r}")
@@ -620,6 +765,8 @@ class CompressedModel(Mapping[str, Any]):
                     rel_error=s.get("rel_error"),
                     cosine=s.get("cosine"),
                     max_abs_error=s.get("max_abs_error"),
+                    output_snr_db=s.get("output_snr_db"),
+                    output_rel_error=s.get("output_rel_error"),
                 )
             )
         return Report(tuple(rows), model=self)

@@ -49,9 +49,16 @@ __all__ = ["Recipe", "Rule", "Plan"]
 _ACTIONS = ("quantize", "keep", "float16")
 _GRANULARITIES = ("tensor", "channel", "block")
 _CALIBRATIONS = ("minmax", "percentile", "mse")
-_SPARSITY_METHODS = ("magnitude", "nm", "block")
+_SPARSITY_METHODS = ("magnitude", "nm", "block", "sparsegpt", "wanda")
 _IMPORTANCE = ("magnitude", "provided")
 _DEFAULTS = ("auto", "keep")
+#: How quantized values are chosen: plain rounding, or a calibration-aware method.
+_METHODS = ("rtn", "gptq", "hqq")
+#: Which methods need calibration statistics (``compress(..., calibration=stats)``).
+CALIBRATED_METHODS = ("gptq",)
+CALIBRATED_SPARSITY = ("sparsegpt", "wanda")
+_STRUCTURES = ("unstructured", "nm", "block")
+_LAYOUTS = ("out_in", "in_out")
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,28 @@ class Rule:
       :func:`edgepack.compress` as ``importance={name: 1-D array}``, e.g. activation norms).
       A pruned tensor with ``action="keep"`` is stored in the sparse format; with
       ``"quantize"`` / ``"float16"`` its zeros are entropy-coded.
+
+    Calibration-aware settings (they need ``compress(..., calibration=stats)``, see
+    :class:`edgepack.CalibrationStats`, except ``"hqq"``):
+
+    * ``method``: how the quantized values are chosen: ``"rtn"`` (round to nearest, the
+      default), ``"gptq"`` (Frantar et al. 2022: column by column, the rounding error of each
+      column is compensated on the columns not yet quantized, weighted by ``H = X^T X``; with
+      ``damp`` (fraction of the mean diagonal added to ``H``, default 0.01) and ``act_order``
+      (columns in descending ``diag(H)`` order, default True)), or ``"hqq"`` (Badri & Shaji
+      2023, data-free: scales and zero points refined by half-quadratic optimisation).
+      ``None`` (default) takes the recipe's ``method``.
+    * ``sparsity_method = "sparsegpt"`` (Frantar & Alistarh 2023: the mask and the kept
+      weights chosen together from ``H``; jointly with quantization) or ``"wanda"`` (Sun et al.
+      2023: ``|W_ij| * ||x_j||``, compared within each output row), with ``structure``
+      ``"unstructured"`` (default), ``"nm"`` (``n`` of every ``m`` along the input dim) or
+      ``"block"`` (``block_shape``).
+    * ``layout``: ``"out_in"`` (PyTorch, the default) or ``"in_out"`` (Keras, ONNX ``MatMul``
+      weights). It decides which dimension the activations multiply (calibration), and the
+      default quantization axes: per output channel is axis 0 for ``out_in`` and axis 1 for
+      ``in_out``; blocks run along the input dim. ``None`` (default): the layout the
+      calibration statistics recorded for the tensor (``collect_onnx`` records ``in_out`` for
+      MatMul weights), else ``out_in``.
     """
 
     pattern: str
@@ -91,6 +120,11 @@ class Rule:
     m: int = 4
     block_shape: tuple[int, ...] = (1, 4)
     importance: str = "magnitude"
+    method: str | None = None
+    damp: float = 0.01
+    act_order: bool = True
+    structure: str = "unstructured"
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ArgumentError:
@@ -114,6 +148,28 @@ class Rule:
             raise bad(f"importance must be one of {_IMPORTANCE}, found {self.importance!r}")
         if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
             raise bad(f"sparsity must be in [0, 1), found {self.sparsity!r}")
+        if self.method is not None and self.method not in _METHODS:
+            raise bad(f"method must be one of {_METHODS}, found {self.method!r}")
+        if self.structure not in _STRUCTURES:
+            raise bad(f"structure must be one of {_STRUCTURES}, found {self.structure!r}")
+        if self.layout is not None and self.layout not in _LAYOUTS:
+            raise bad(f"layout must be one of {_LAYOUTS}, found {self.layout!r}")
+        if isinstance(self.damp, bool) or not (
+            isinstance(self.damp, (int, float)) and 0.0 < self.damp <= 1.0
+        ):
+            raise bad(f"damp must be a number in (0, 1], found {self.damp!r}")
+        if not isinstance(self.act_order, bool):
+            raise bad(f"act_order must be true or false, found {self.act_order!r}")
+        if self.sparsity and self.sparsity_method == "wanda" and self.method == "gptq":
+            raise bad(
+                "method 'gptq' with sparsity_method 'wanda' would refill the pruned weights; use "
+                "sparsity_method 'sparsegpt' (prunes and quantizes jointly)"
+            )
+        if self.structure != "unstructured" and self.sparsity_method not in CALIBRATED_SPARSITY:
+            raise bad(
+                f"structure {self.structure!r} goes with sparsity_method 'sparsegpt' or 'wanda' "
+                f"(found {self.sparsity_method!r}; 'nm' and 'block' are their own methods)"
+            )
         object.__setattr__(self, "block_shape", tuple(int(b) for b in self.block_shape))
         # Contradictions inside one rule.
         quant_only = {
@@ -124,6 +180,7 @@ class Rule:
             "symmetric": self.symmetric is not True,
             "calibration": self.calibration != "minmax",
             "percentile": self.percentile is not None,
+            "method": self.method is not None,
         }
         if self.action != "quantize":
             set_ = [k for k, v in quant_only.items() if v]
@@ -138,7 +195,15 @@ class Rule:
             raise bad("granularity 'tensor' conflicts with an axis")
         if (self.calibration == "percentile") != (self.percentile is not None):
             raise bad("calibration 'percentile' and a percentile value go together")
-        if self.sparsity_method == "nm" and self.sparsity:
+        if self.method in ("gptq", "hqq") and self.calibration != "minmax":
+            raise bad(
+                f"method {self.method!r} chooses its own grid; calibration "
+                f"{self.calibration!r} applies to method 'rtn' only"
+            )
+        nm = self.sparsity_method == "nm" or (
+            self.sparsity_method in CALIBRATED_SPARSITY and self.structure == "nm"
+        )
+        if nm and self.sparsity:
             if not (1 <= self.n < self.m) or not math.isclose(self.sparsity, 1 - self.n / self.m):
                 raise bad(
                     f"N:M pruning {self.n}:{self.m} gives sparsity {1 - self.n / self.m:g}, "
@@ -195,22 +260,70 @@ class Plan:
     calibration: str = "minmax"
     percentile: float | None = None
     sparsity: float = 0.0
+    method: str = "rtn"
+    layout: str = "out_in"
+    sparsity_method: str = "magnitude"
+    structure: str = "unstructured"
+
+    def needs_hessian(self) -> bool:
+        """Whether encoding this tensor needs the full ``X^T X`` of its input."""
+        return (self.encoding == "quant" and self.method == "gptq") or (
+            bool(self.sparsity) and self.sparsity_method == "sparsegpt"
+        )
+
+    def needs_stats(self) -> bool:
+        """Whether encoding this tensor needs calibration statistics at all."""
+        return self.needs_hessian() or (
+            bool(self.sparsity) and self.sparsity_method == "wanda"
+        )
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """An ordered tuple of :class:`Rule` (first match wins) and a ``default`` for the rest."""
+    """An ordered tuple of :class:`Rule` (first match wins) and a ``default`` for the rest.
+
+    * ``method``: the quantization method of tensors whose rule leaves it unset, and of those
+      the ``"auto"`` default quantizes (``"rtn"``, ``"gptq"`` or ``"hqq"``; see :class:`Rule`).
+    * ``budget_bits``: an average bits-per-weight budget over the quantized tensors, counting
+      the scales and zero points (int8 per channel is about 8.1 bits, int4 in blocks of 32
+      about 5, of 128 about 4.25). edgepack then chooses each quantized tensor's scheme among
+      int8 per channel and int4 in blocks of 32, 64 and 128 (symmetric or affine as its rule
+      says) to minimise the summed relative output error (with calibration statistics; the
+      relative weight error for tensors without them) under the budget. Rules that set
+      ``bits`` or ``block_size`` explicitly are honoured as they are.
+    * ``budget_sparsity``: the fraction of the prunable weights (every float tensor the
+      calibration statistics cover, plus those whose rule asks for sparsity) that the model as
+      a whole drops; each tensor's sparsity is chosen (0 to 0.9, in steps of 0.05) to minimise
+      the summed relative output error of its pruning, measured on the calibration data.
+      Pruning follows each tensor's rule's method (``"sparsegpt"`` when the statistics hold
+      ``X^T X``, else ``"wanda"``, for tensors without a pruning rule).
+    """
 
     rules: tuple[Rule, ...] = ()
     default: str = "auto"
     zstd_level: int = 1
     min_elements: int = 1024
+    method: str = "rtn"
+    budget_bits: float | None = None
+    budget_sparsity: float | None = None
 
     def __post_init__(self) -> None:
         rules = tuple(r if isinstance(r, Rule) else Rule.from_dict(r) for r in self.rules)
         object.__setattr__(self, "rules", rules)
         if self.default not in _DEFAULTS:
             raise ArgumentError(f"recipe default must be one of {_DEFAULTS}, found {self.default!r}")
+        if self.method not in _METHODS:
+            raise ArgumentError(f"recipe method must be one of {_METHODS}, found {self.method!r}")
+        b = self.budget_bits
+        if b is not None and (
+            isinstance(b, bool) or not isinstance(b, (int, float)) or not 2.0 <= b <= 16.0
+        ):
+            raise ArgumentError(f"budget_bits must be a number in [2, 16], found {b!r}")
+        sp = self.budget_sparsity
+        if sp is not None and (
+            isinstance(sp, bool) or not isinstance(sp, (int, float)) or not 0.0 <= sp <= 0.9
+        ):
+            raise ArgumentError(f"budget_sparsity must be a number in [0, 0.9], found {sp!r}")
         if not (isinstance(self.zstd_level, int) and -7 <= self.zstd_level <= 22):
             raise ArgumentError(f"zstd_level must be an int in -7..=22, found {self.zstd_level!r}")
         seen: dict[str, Rule] = {}
@@ -232,33 +345,49 @@ class Recipe:
                 return r
         return None
 
-    def plan(self, name: str, shape: tuple[int, ...], is_float: bool) -> Plan:
-        """What happens to a tensor of this name and shape."""
+    def plan(
+        self, name: str, shape: tuple[int, ...], is_float: bool, layout: str | None = None
+    ) -> Plan:
+        """What happens to a tensor of this name and shape.
+
+        ``layout``: the layout hint of the tensor's calibration statistics, if any (a rule's
+        own ``layout`` wins over it).
+        """
         r = self.match(name)
         size = math.prod(shape)
+        lay = (r.layout if r is not None else None) or layout or "out_in"
+        out_axis, in_axis = (0, 1) if lay == "out_in" else (1, 0)
         if r is None:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
-                return Plan("quant", None, bits=8, axis=0)
-            return Plan("raw", None)
+                axis = out_axis if len(shape) == 2 else 0
+                return Plan("quant", None, bits=8, axis=axis, method=self.method, layout=lay)
+            return Plan("raw", None, layout=lay)
         if not is_float and (r.action != "keep" or r.sparsity):
             raise ArgumentError(
                 f"tensor {name!r}: rule {r.pattern!r} asks to {r.action} a non-float tensor; "
                 "only float tensors can be quantized, converted or pruned (use action='keep')"
             )
+        prune_kw: dict[str, Any] = {
+            "sparsity": r.sparsity,
+            "layout": lay,
+            "sparsity_method": r.sparsity_method,
+            "structure": r.structure,
+        }
         if r.action == "keep":
-            return Plan("sparse" if r.sparsity else "raw", r, sparsity=r.sparsity)
+            return Plan("sparse" if r.sparsity else "raw", r, **prune_kw)
         if r.action == "float16":
-            return Plan("float16", r, sparsity=r.sparsity)
+            return Plan("float16", r, **prune_kw)
         g = r.resolved_granularity()
         rank = len(shape)
         axis: int | None
         block: int | None = None
+        two_d = rank == 2
         if g == "tensor" or rank == 0:
             axis = None
         elif g == "channel":
-            axis = 0 if r.axis is None else r.axis
+            axis = (out_axis if two_d else 0) if r.axis is None else r.axis
         else:
-            axis = (1 if rank >= 2 else 0) if r.axis is None else r.axis
+            axis = ((in_axis if two_d else 1) if rank >= 2 else 0) if r.axis is None else r.axis
             block = 32 if r.block_size is None else int(r.block_size)
         if axis is not None:
             if not -rank <= axis < rank:
@@ -277,6 +406,10 @@ class Recipe:
             calibration=r.calibration,
             percentile=r.percentile,
             sparsity=r.sparsity,
+            method=r.method or self.method,
+            layout=lay,
+            sparsity_method=r.sparsity_method,
+            structure=r.structure,
         )
 
     def unused_patterns(self, names: list[str]) -> list[str]:
@@ -287,19 +420,34 @@ class Recipe:
     # -- (de)serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` reads back (defaults left out)."""
-        return {
+        d: dict[str, Any] = {
             "default": self.default,
             "min_elements": self.min_elements,
             "rules": [r.to_dict() for r in self.rules],
             "zstd_level": self.zstd_level,
         }
+        if self.method != "rtn":
+            d["method"] = self.method
+        if self.budget_bits is not None:
+            d["budget_bits"] = self.budget_bits
+        if self.budget_sparsity is not None:
+            d["budget_sparsity"] = self.budget_sparsity
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         """The recipe described by ``d`` (the form :meth:`to_dict` writes)."""
         if not isinstance(d, Mapping):
             raise ArgumentError(f"a recipe must be a mapping, found {type(d).__name__}")
-        known = {"default", "rules", "zstd_level", "min_elements"}
+        known = {
+            "default",
+            "rules",
+            "zstd_level",
+            "min_elements",
+            "method",
+            "budget_bits",
+            "budget_sparsity",
+        }
         unknown = sorted(set(d) - known)
         if unknown:
             raise ArgumentError(f"recipe has unknown keys {unknown}; known: {sorted(known)}")
@@ -311,6 +459,9 @@ class Recipe:
             default=d.get("default", "auto"),
             zstd_level=d.get("zstd_level", 1),
             min_elements=d.get("min_elements", 1024),
+            method=d.get("method", "rtn"),
+            budget_bits=d.get("budget_bits"),
+            budget_sparsity=d.get("budget_sparsity"),
         )
 
     def to_json(self) -> str:
@@ -345,7 +496,8 @@ class Recipe:
             raise TypeError(v)
 
         d = self.to_dict()
-        lines = [f"{k} = {val(d[k])}" for k in ("default", "min_elements", "zstd_level")]
+        top = ("default", "min_elements", "zstd_level", "method", "budget_bits", "budget_sparsity")
+        lines = [f"{k} = {val(d[k])}" for k in top if k in d]
         for r in d["rules"]:
             lines.append("")
             lines.append("[[rules]]")
