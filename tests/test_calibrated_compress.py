@@ -427,3 +427,11 @@ def test_smoothquant_needs_a_layer_name_when_ambiguous(rng):
         ep.QuantizedLinear.from_float(w, calibration=stats)
     with pytest.raises(ep.ArgumentError, match="'c'"):
         ep.QuantizedLinear.from_float(w, calibration=stats, name="c")
+
+
+def test_too_few_tokens_for_gptq_warns(rng):
+    w = heavy_weight(rng, 16, 64)
+    stats = ep.CalibrationStats()
+    stats.update("fc.weight", activations(rng, 40, 64))  # 40 tokens < 64 inputs
+    with pytest.warns(UserWarning, match=r"'fc\.weight' \(40 tokens, 64 inputs\)"):
+        ep.compress({"fc.weight": w}, Recipe(method="gptq"), calibration=stats)

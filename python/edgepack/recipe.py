@@ -284,17 +284,19 @@ class Recipe:
 
     * ``method``: the quantization method of tensors whose rule leaves it unset, and of those
       the ``"auto"`` default quantizes (``"rtn"``, ``"gptq"`` or ``"hqq"``; see :class:`Rule`).
-    * ``budget_bits``: an average bits-per-weight budget over the quantized tensors, counting
-      the scales and zero points (int8 per channel is about 8.1 bits, int4 in blocks of 32
-      about 5, of 128 about 4.25). edgepack then chooses each quantized tensor's scheme among
-      int8 per channel and int4 in blocks of 32, 64 and 128 (symmetric or affine as its rule
-      says) to minimise the summed relative output error (with calibration statistics; the
-      relative weight error for tensors without them) under the budget. Rules that set
-      ``bits`` or ``block_size`` explicitly are honoured as they are.
-    * ``budget_sparsity``: the fraction of the prunable weights (every float tensor the
+    * ``budget_bits``: an average bits-per-weight budget over the 2-D quantized tensors whose
+      scheme it decides, counting the scales and zero points (int8 per channel is about 8.1
+      bits, int4 in blocks of 32 about 5, of 128 about 4.25). edgepack chooses each one's
+      scheme among int8 per channel and int4 in blocks of 16, 32, 64 and 128 (symmetric or
+      affine as its rule says) to minimise the summed relative output error (with calibration
+      statistics; the relative weight error for tensors without them) within the budget.
+      Tensors whose rule sets ``bits``, ``granularity`` or ``block_size`` keep their scheme and
+      are outside the budget.
+    * ``budget_sparsity``: the fraction of the prunable weights (every 2-D float tensor the
       calibration statistics cover, plus those whose rule asks for sparsity) that the model as
-      a whole drops; each tensor's sparsity is chosen (0 to 0.9, in steps of 0.05) to minimise
-      the summed relative output error of its pruning, measured on the calibration data.
+      a whole drops; each tensor's sparsity is chosen within 0.1 of the budget (in steps of
+      0.025) to minimise the summed relative output error of its pruning (Wanda's objective
+      on the calibration data).
       Pruning follows each tensor's rule's method (``"sparsegpt"`` when the statistics hold
       ``X^T X``, else ``"wanda"``, for tensors without a pruning rule).
     """
