@@ -435,3 +435,32 @@ def test_too_few_tokens_for_gptq_warns(rng):
     stats.update("fc.weight", activations(rng, 40, 64))  # 40 tokens < 64 inputs
     with pytest.warns(UserWarning, match=r"'fc\.weight' \(40 tokens, 64 inputs\)"):
         ep.compress({"fc.weight": w}, Recipe(method="gptq"), calibration=stats)
+
+
+def test_collect_onnx_token_mask_skips_padding(rng):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = heavy_weight(rng, 8, 12)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "fc.weight"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 12]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["b", "s"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 8])],
+        [numpy_helper.from_array(np.ascontiguousarray(w.T), "fc.weight")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = activations(rng, 2 * 5, 12).reshape(2, 5, 12)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int64)
+    x[0, 3:] = 1e3  # padding positions hold garbage
+    st = ep.collect_onnx(model, [{"x": x, "mask": mask}], token_mask="mask")
+    real = x[mask != 0]
+    assert st.count("fc.weight") == 8
+    np.testing.assert_allclose(st.hessian("fc.weight"), h_of(real), rtol=1e-12)
+    with pytest.raises(ep.ArgumentError, match="'nope'"):
+        ep.collect_onnx(model, [{"x": x, "mask": mask}], token_mask="nope")

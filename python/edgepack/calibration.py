@@ -437,6 +437,7 @@ def collect_onnx(
     full: bool = True,
     *,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    token_mask: str | None = None,
 ) -> CalibrationStats:
     """Run an ONNX model (a path or a ``ModelProto``; never modified: a copy gets the extra
     outputs) with onnxruntime on each feed dict and record the input of every MatMul / Gemm
@@ -446,7 +447,12 @@ def collect_onnx(
 
     ``stats``: statistics to add to (its ``full`` wins); else a new
     ``CalibrationStats(full=full)``. Needs ``onnx`` and ``onnxruntime``. Models over 2 GB
-    (external data) are not supported."""
+    (external data) are not supported.
+
+    ``token_mask``: the name of a feed (e.g. ``"attention_mask"``, shape ``(batch, seq)``)
+    whose zero entries mark padding: activations of shape ``(batch, seq, in)`` then record only
+    the positions where it is non-zero. Without it every position counts, padding included,
+    so feed unpadded sequences (one per feed) or name the mask."""
     onnx, ort = _need_onnx()
     if isinstance(model, (str, os.PathLike)):
         proto = onnx.load(os.fspath(model))
@@ -478,11 +484,26 @@ def collect_onnx(
             raise DtypeError(
                 f"feed {i} must be a dict of input name -> array, found {type(feed).__name__}"
             )
+        keep = None
+        if token_mask is not None:
+            if token_mask not in feed:
+                raise ArgumentError(
+                    f"feed {i} has no input {token_mask!r} (token_mask); it has {sorted(feed)}"
+                )
+            keep = np.asarray(feed[token_mask]) != 0
         got = dict(zip(fetch, sess.run(fetch, dict(feed)) if fetch else [], strict=True))
         for a, uses in plan:
             x = np.asarray(feed[a]) if a in graph_inputs else got[a]
             if uses[0][2]:  # transA: the rows are the columns of A
                 x = np.swapaxes(x, -1, -2)
+            if keep is not None:
+                if x.ndim != keep.ndim + 1 or x.shape[:-1] != keep.shape:
+                    raise ArgumentError(
+                        f"activation {a!r} of feed {i} has shape {x.shape}, which "
+                        f"token_mask {token_mask!r} of shape {keep.shape} cannot select "
+                        "positions of (expected its shape plus the feature axis)"
+                    )
+                x = x[keep]
             if x.size == 0:
                 continue
             names = [w for w, _, _ in uses]

@@ -555,7 +555,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     bs = args.batch_size
     batches = ({k: v[i : i + bs] for k, v in feeds.items()} for i in range(0, n, bs))
     t0 = time.perf_counter()
-    stats = collect_onnx(str(src), batches, full=not args.no_full)
+    if args.token_mask is not None and args.token_mask not in feeds:
+        raise UsageError(
+            f"--token-mask {args.token_mask!r} is not in --feeds (it has {sorted(feeds)})"
+        )
+    stats = collect_onnx(str(src), batches, full=not args.no_full, token_mask=args.token_mask)
     stats.save(out)
     elapsed = time.perf_counter() - t0
     names = stats.names()
@@ -1078,6 +1082,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size", type=_positive_int, metavar="N", default=16, help="rows per run (16)"
+    )
+    p.add_argument(
+        "--token-mask",
+        metavar="INPUT",
+        help="a model input (e.g. attention_mask) whose zeros mark padding positions, which are "
+        "then not recorded",
     )
     p.add_argument(
         "--no-full",
