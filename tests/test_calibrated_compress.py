@@ -13,12 +13,11 @@ import math
 
 import numpy as np
 import pytest
+import reference as ref
 
 import edgepack as ep
 from edgepack import _calibrate
 from edgepack.recipe import Recipe, Rule
-
-import reference as ref
 
 
 def heavy_weight(rng, out, inp):
@@ -152,15 +151,24 @@ def test_gptq_through_compress_matches_reference(layer, scheme):
     model = ep.compress({"fc.weight": w}, rec, calibration=stats)
     qt = model["fc.weight"]
     # The grid is plain rounding's (static groups) ...
-    rtn = ep.quantize(w, bits=scheme["bits"], symmetric=scheme.get("symmetric", True),
-                      axis=0 if scheme["bits"] == 8 else 1, block_size=scheme.get("block_size"))
+    rtn = ep.quantize(
+        w,
+        bits=scheme["bits"],
+        symmetric=scheme.get("symmetric", True),
+        axis=0 if scheme["bits"] == 8 else 1,
+        block_size=scheme.get("block_size"),
+    )
     np.testing.assert_array_equal(qt.scale, rtn.scale)
     np.testing.assert_array_equal(qt.zero_point, rtn.zero_point)
     # ... and the codes are GPTQ's on it: replaying the reference along our codes, every code is
     # a nearest rounding of the running weight (exactly, or within 1e-6 of a tie).
     bits, sym = scheme["bits"], scheme.get("symmetric", True)
-    qmin, qmax = {(8, True): (-127, 127), (8, False): (0, 255), (4, True): (-7, 7),
-                  (4, False): (0, 15)}[(bits, sym)]
+    qmin, qmax = {
+        (8, True): (-127, 127),
+        (8, False): (0, 255),
+        (4, True): (-7, 7),
+        (4, False): (0, 15),
+    }[(bits, sym)]
     if bits == 8:
         scale, zp, rb, cb = np.asarray(qt.scale).reshape(-1, 1), None, 1, w.shape[1]
     else:
@@ -186,7 +194,9 @@ def test_in_out_layout_is_the_transpose(layer):
     stats_t.update("fc.weight", _x, layout="in_out")
     a = ep.compress({"fc.weight": w}, Recipe(method="gptq"), calibration=stats)
     b = ep.compress({"fc.weight": wt}, Recipe(method="gptq"), calibration=stats_t)
-    np.testing.assert_array_equal(np.asarray(b["fc.weight"].data), np.asarray(a["fc.weight"].data).T)
+    np.testing.assert_array_equal(
+        np.asarray(b["fc.weight"].data), np.asarray(a["fc.weight"].data).T
+    )
     assert b["fc.weight"].axis == 1 and a["fc.weight"].axis == 0
 
 
@@ -205,13 +215,20 @@ def test_sparsegpt_through_compress_prunes_exactly_and_beats_magnitude(layer):
     h = h_of(x)
     for structure, extra in (("unstructured", {}), ("nm", {"n": 2, "m": 4})):
         # float (kept) values: exactly half are zero
-        rule = Rule("fc.weight", action="keep", sparsity=0.5, sparsity_method="sparsegpt",
-                    structure=structure, **extra)
+        rule = Rule(
+            "fc.weight",
+            action="keep",
+            sparsity=0.5,
+            sparsity_method="sparsegpt",
+            structure=structure,
+            **extra,
+        )
         got = ep.compress({"fc.weight": w}, Recipe(rules=(rule,)), calibration=stats)
         assert int((np.asarray(got.decompress("fc.weight")) == 0).sum()) == w.size // 2
         # quantized jointly: at least half (a kept weight may round to 0)
-        rule = Rule("fc.weight", sparsity=0.5, sparsity_method="sparsegpt", structure=structure,
-                    **extra)
+        rule = Rule(
+            "fc.weight", sparsity=0.5, sparsity_method="sparsegpt", structure=structure, **extra
+        )
         got = ep.compress({"fc.weight": w}, Recipe(rules=(rule,)), calibration=stats)
         y = np.asarray(got.decompress("fc.weight"))
         assert int((y == 0).sum()) >= w.size // 2
@@ -230,9 +247,9 @@ def test_sparsegpt_through_compress_prunes_exactly_and_beats_magnitude(layer):
 def _brute_force(items, budget):
     best = (math.inf, None)
     for combo in itertools.product(*[range(len(it.options)) for it in items]):
-        cost = sum(it.options[c][0] * it.size for it, c in zip(items, combo))
+        cost = sum(it.options[c][0] * it.size for it, c in zip(items, combo, strict=True))
         if cost <= budget:
-            err = sum(it.options[c][1] for it, c in zip(items, combo))
+            err = sum(it.options[c][1] for it, c in zip(items, combo, strict=True))
             best = min(best, (err, combo), key=lambda t: t[0])
     return best
 
@@ -244,8 +261,16 @@ def test_greedy_allocation_respects_budget_and_is_near_optimal():
         for i in range(4):
             costs = np.sort(rng.uniform(1, 10, size=4))
             errs = np.sort(rng.uniform(0, 1, size=4))[::-1]
-            items.append(_calibrate._Item(f"t{i}", int(rng.integers(1, 5)),
-                                          [(float(c), float(e), j) for j, (c, e) in enumerate(zip(costs, errs))]))
+            items.append(
+                _calibrate._Item(
+                    f"t{i}",
+                    int(rng.integers(1, 5)),
+                    [
+                        (float(c), float(e), j)
+                        for j, (c, e) in enumerate(zip(costs, errs, strict=True))
+                    ],
+                )
+            )
         lo = sum(min(o[0] for o in it.options) * it.size for it in items)
         hi = sum(max(o[0] for o in it.options) * it.size for it in items)
         budget = float(rng.uniform(lo, hi))
@@ -265,7 +290,9 @@ def test_greedy_allocation_respects_budget_and_is_near_optimal():
 
 def _mixed_model(rng):
     weights, stats = {}, ep.CalibrationStats()
-    for i, (out, inp, out_mult) in enumerate([(96, 64, 1), (64, 96, 4), (128, 64, 1), (64, 128, 1)]):
+    for i, (out, inp, out_mult) in enumerate(
+        [(96, 64, 1), (64, 96, 4), (128, 64, 1), (64, 128, 1)]
+    ):
         name = f"l{i}.weight"
         weights[name] = heavy_weight(rng, out, inp) * out_mult
         stats.update(name, activations(rng, 400, inp, outliers=1 + 2 * i))
@@ -289,8 +316,11 @@ def test_budget_bits_stays_within_budget_and_beats_uniform(rng):
     assert stored_bits / n <= 5.0 + 1e-9
     # any single uniform scheme that fits the budget does no better
     for bits, block in ((4, 32), (4, 64), (4, 128)):
-        uni = ep.compress(weights, Recipe(rules=(Rule("*", bits=bits, block_size=block,
-                                                       method="gptq"),)), calibration=stats)
+        uni = ep.compress(
+            weights,
+            Recipe(rules=(Rule("*", bits=bits, block_size=block, method="gptq"),)),
+            calibration=stats,
+        )
         e = sum(
             ref.output_error_ref(w, uni[k].dequantize(), stats.hessian(k))
             / ref.output_error_ref(w, 0 * w, stats.hessian(k))
@@ -317,6 +347,7 @@ def test_budget_sparsity_meets_the_fraction(rng):
     model = ep.compress(weights, Recipe(budget_sparsity=0.5), calibration=stats)
     pruned = sum(model.info(k).params["sparsity"] * w.size for k, w in weights.items())
     assert abs(pruned / n - 0.5) <= len(weights) / n + 1e-12
+
     # the error it minimises (Wanda's, on the calibration data) is below uniform 50%
     def wanda_err(sp):
         tot = 0.0
@@ -325,6 +356,7 @@ def test_budget_sparsity_meets_the_fraction(rng):
             keep = ref.wanda_mask_ref(w, np.sqrt(d), sp[k])
             tot += ref.output_error_ref(w, w * keep, d) / ref.output_error_ref(w, 0 * w, d)
         return tot
+
     chosen = {k: z / weights[k].size for k, z in zeros.items()}
     assert wanda_err(chosen) < wanda_err({k: 0.5 for k in weights})
 
@@ -366,8 +398,12 @@ def test_cli_calibrate_then_compress_with_gptq(tmp_path, rng):
     from edgepack.cli import main
 
     stats_path = tmp_path / "stats.safetensors"
-    assert main(["calibrate", str(mpath), "--feeds", str(tmp_path / "feeds.npz"),
-                 "-o", str(stats_path)]) == 0
+    assert (
+        main(
+            ["calibrate", str(mpath), "--feeds", str(tmp_path / "feeds.npz"), "-o", str(stats_path)]
+        )
+        == 0
+    )
     st = ep.CalibrationStats.load(stats_path)
     assert st.names() == ["fc.weight"] and st.layout("fc.weight") == "in_out"
     np.testing.assert_allclose(st.hessian("fc.weight"), h_of(x), rtol=1e-9, atol=1e-12)
@@ -375,8 +411,22 @@ def test_cli_calibrate_then_compress_with_gptq(tmp_path, rng):
     wpath = tmp_path / "w.safetensors"
     st_numpy.save_file({"fc.weight": np.ascontiguousarray(w.T)}, str(wpath))
     out = tmp_path / "w.epk"
-    assert main(["compress", str(wpath), "-o", str(out), "--calibration", str(stats_path),
-                 "--method", "gptq", "-q"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                str(wpath),
+                "-o",
+                str(out),
+                "--calibration",
+                str(stats_path),
+                "--method",
+                "gptq",
+                "-q",
+            ]
+        )
+        == 0
+    )
     m = ep.load(out)
     assert m["fc.weight"].axis == 1  # per output channel of an (in, out) weight
     assert m.report()["fc.weight"].output_snr_db is not None
@@ -438,7 +488,7 @@ def test_too_few_tokens_for_gptq_warns(rng):
 
 
 def test_collect_onnx_token_mask_skips_padding(rng):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 

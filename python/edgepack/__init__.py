@@ -16,6 +16,7 @@ from edgepack._errors import (
     LimitError,
     NonFiniteError,
 )
+from edgepack.calibration import CalibrationStats, collect_onnx, collect_torch
 from edgepack.kernels import (
     PackedMatrix,
     dequantize_linear,
@@ -25,7 +26,6 @@ from edgepack.kernels import (
     qlinear_matmul,
     quantize_linear,
 )
-from edgepack.calibration import CalibrationStats, collect_onnx, collect_torch
 from edgepack.linear import QuantizedLinear
 from edgepack.methods import gptq, hqq, output_error, smoothquant_scales, sparsegpt
 from edgepack.model import CompressedModel, compress, load

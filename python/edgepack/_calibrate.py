@@ -99,7 +99,9 @@ def _in_axis(plan: Plan) -> int:
     return 1 if plan.layout == "out_in" else 0
 
 
-def check_tensor(name: str, shape: tuple[int, ...], plan: Plan, tc: TensorCalibration | None) -> None:
+def check_tensor(
+    name: str, shape: tuple[int, ...], plan: Plan, tc: TensorCalibration | None
+) -> None:
     """The checks made before any work: statistics exist where the plan needs them, have the
     width of the tensor's input dim, and hold ``X^T X`` where the method needs it."""
     if not (plan.needs_stats() or (tc is not None and plan.encoding != "raw")):
@@ -278,7 +280,9 @@ BIT_CANDIDATES: tuple[tuple[int, int | None], ...] = (
 )
 
 
-def scheme_bits(bits: int, block: int | None, symmetric: bool, shape: tuple[int, ...], axis: int | None) -> float:
+def scheme_bits(
+    bits: int, block: int | None, symmetric: bool, shape: tuple[int, ...], axis: int | None
+) -> float:
     """Stored bits per weight of a scheme: the values plus a float32 scale (and a uint8 zero
     point when affine) per group."""
     n = math.prod(shape)
@@ -320,7 +324,7 @@ def _hull_upgrades(item: _Item) -> list[tuple[float, int, int]]:
                 break
         hull.append(i)
     steps = []
-    for a, b in zip(hull, hull[1:]):
+    for a, b in zip(hull, hull[1:], strict=False):  # consecutive pairs
         ca, ea, _ = item.options[a]
         cb, eb, _ = item.options[b]
         steps.append(((ea - eb) / ((cb - ca) * item.size), a, b))
@@ -335,8 +339,10 @@ def _greedy(items: Sequence[_Item], budget: float) -> dict[str, int]:
     steps: list[tuple[float, str, int, int]] = []
     for it in items:
         hull_steps = _hull_upgrades(it)
-        start = hull_steps[0][1] if hull_steps else min(
-            range(len(it.options)), key=lambda i: (it.options[i][0], it.options[i][1])
+        start = (
+            hull_steps[0][1]
+            if hull_steps
+            else min(range(len(it.options)), key=lambda i: (it.options[i][0], it.options[i][1]))
         )
         choice[it.name] = start
         total += it.options[start][0] * it.size
@@ -452,7 +458,7 @@ def allocate_sparsity(
     for name, x, plan, tc in entries:
         errs = sparsity_errors(x, plan, tc, steps)
         # cost = kept fraction (so "upgrades" keep more weights, as in allocate_bits)
-        opts = [(1.0 - s, float(e), s) for s, e in zip(steps, errs)]
+        opts = [(1.0 - s, float(e), s) for s, e in zip(steps, errs, strict=True)]
         items.append(_Item(name, int(x.size), opts))
         total += int(x.size)
     if not total:
