@@ -77,10 +77,18 @@ def test_gptq_rule_without_calibration_fails_before_writing(tmp_path, layer):
 def test_missing_layer_in_stats_is_named(layer, rng):
     w, _x, stats = layer
     w2 = heavy_weight(rng, 16, 80)
-    rec = Recipe(method="gptq")
+    weights = {"fc.weight": w, "other.weight": w2}
+    # a rule that asks for gptq needs the statistics
+    rec = Recipe(rules=(Rule("*.weight", method="gptq"),))
     with pytest.raises(ep.ArgumentError, match=r"'other\.weight'.*no"):
-        ep.compress({"fc.weight": w, "other.weight": w2}, rec, calibration=stats)
-
+        ep.compress(weights, rec, calibration=stats)
+    # the recipe-level method is a default: uncovered tensors are rounded, with a warning
+    with pytest.warns(UserWarning, match=r"'other\.weight'"):
+        m = ep.compress(weights, Recipe(method="gptq"), calibration=stats)
+    rtn = ep.quantize(w2, axis=0)
+    np.testing.assert_array_equal(np.asarray(m["other.weight"].data), np.asarray(rtn.data))
+    gptq = ep.gptq(w, stats.hessian("fc.weight"))
+    np.testing.assert_array_equal(np.asarray(m["fc.weight"].data), np.asarray(gptq.data))
 
 def test_stats_of_another_model_are_refused(layer):
     w, _x, stats = layer

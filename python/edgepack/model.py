@@ -8,6 +8,7 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import json
@@ -320,8 +321,19 @@ def _scale_shape(shape: tuple[int, ...], axis: int | None, block: int | None) ->
 
 
 def _plan(rec: Recipe, cal: Calibration | None, name: str, x: np.ndarray) -> Plan:
+    """The tensor's plan. The recipe-level ``method="gptq"`` is a default: with calibration
+    statistics that do not cover a tensor (an embedding table, the output head), that tensor
+    is rounded to nearest; a rule that names ``method="gptq"`` itself still needs them."""
     layout = cal.layout(name) if cal is not None else None
-    return rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES, layout=layout)
+    plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES, layout=layout)
+    if (
+        plan.method == "gptq"
+        and (plan.rule is None or plan.rule.method is None)
+        and cal is not None
+        and cal.get(name) is None
+    ):
+        plan = dataclasses.replace(plan, method="rtn")
+    return plan
 
 
 def _needs_prepass(rec: Recipe, cal: Calibration | None) -> bool:
@@ -357,6 +369,7 @@ def _calibration_plans(source: Any, rec: Recipe, cal: Calibration | None) -> dic
         return {}
     plans: dict[str, Plan] = {}
     few: list[str] = []
+    uncovered: list[str] = []
     for name in source.names:
         x = source.load(name, reuse=True)
         plan = _plan(rec, cal, name, x)
@@ -368,9 +381,21 @@ def _calibration_plans(source: Any, rec: Recipe, cal: Calibration | None) -> dic
                 "compress(..., calibration=CalibrationStats) (see edgepack.calibration)"
             )
         check_tensor(name, tuple(x.shape), plan, tc)
+        defaulted = plan.rule is None or plan.rule.method is None
+        if plan.encoding == "quant" and defaulted and rec.method == "gptq" and tc is None:
+            uncovered.append(name)
         if tc is not None and plan.needs_hessian() and tc.tokens < tc.in_features:
             few.append(f"{name!r} ({tc.tokens} tokens, {tc.in_features} inputs)")
         plans[name] = plan
+    if uncovered:
+        warnings.warn(
+            f"recipe method 'gptq': {len(uncovered)} quantized tensor(s) have no calibration "
+            f"statistics and are rounded to nearest: {', '.join(map(repr, uncovered[:3]))}"
+            f"{', ...' if len(uncovered) > 3 else ''} (embedding tables and other tensors that "
+            "are not a MatMul's weight have none)",
+            UserWarning,
+            stacklevel=3,
+        )
     if few:
         warnings.warn(
             f"{len(few)} layer(s) were calibrated on fewer tokens than input features: "
@@ -402,10 +427,8 @@ def _sparsity_budget(
     source: Any, rec: Recipe, cal: Calibration | None, plans: Mapping[str, Plan]
 ) -> dict[str, Plan]:
     """Per-tensor sparsities for ``recipe.budget_sparsity``: over the float 2-D tensors the
-    statistics cover (kept ones are then stored sparse) and those whose rule asks for unstructured or block
-    sparsity; N:M rules keep their sparsity and count toward the budget."""
-    import dataclasses
-
+    statistics cover (kept ones are then stored sparse) and those whose rule asks for
+    unstructured or block sparsity; N:M rules keep their sparsity and count toward the budget."""
     budget = float(rec.budget_sparsity or 0.0)
     free: list[str] = []
     fixed_pruned = 0.0
