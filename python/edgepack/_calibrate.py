@@ -106,7 +106,7 @@ def check_tensor(
     width of the tensor's input dim, and hold ``X^T X`` where the method needs it."""
     if not (plan.needs_stats() or (tc is not None and plan.encoding != "raw")):
         return
-    what = _what_needs(plan)
+    what = what_needs(plan)
     if len(shape) != 2:
         if plan.needs_stats():
             raise ArgumentError(
@@ -136,7 +136,7 @@ def check_tensor(
         )
 
 
-def _what_needs(plan: Plan) -> str:
+def what_needs(plan: Plan) -> str:
     if plan.encoding == "quant" and plan.method == "gptq":
         return "method 'gptq'"
     if plan.sparsity and plan.sparsity_method in ("sparsegpt", "wanda"):

@@ -42,6 +42,7 @@ from edgepack.io import (
 from edgepack._calibrate import (
     Calibration,
     TensorCalibration,
+    what_needs,
     allocate_bits,
     allocate_sparsity,
     check_tensor,
@@ -376,7 +377,7 @@ def _calibration_plans(source: Any, rec: Recipe, cal: Calibration | None) -> dic
         tc = cal.get(name) if cal is not None else None
         if plan.needs_stats() and cal is None:
             raise ArgumentError(
-                f"tensor {name!r}: its rule needs calibration statistics "
+                f"tensor {name!r}: {what_needs(plan)} needs calibration statistics "
                 f"({'X^T X' if plan.needs_hessian() else 'activation norms'}); pass "
                 "compress(..., calibration=CalibrationStats) (see edgepack.calibration)"
             )
