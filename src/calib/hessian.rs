@@ -68,12 +68,33 @@ pub fn check_h(h: &[f64], n: usize) -> Result<()> {
             )));
         }
     }
-    // Symmetry, a row of the lower triangle against a column of the upper one at a time.
-    let bad = (0..n).into_par_iter().find_first(|&i| {
-        (0..i).any(|j| {
-            let (a, b) = (h[i * n + j], h[j * n + i]);
-            (a - b).abs() > SYM_TOL * (a.abs() + b.abs()) && (a - b).abs() > f64::MIN_POSITIVE
-        })
+    // Symmetry: the first row `i` with an asymmetric pair `(i, j < i)`, by square tiles of the
+    // lower triangle against a buffered copy of the mirror tile (a column of `h` is read in
+    // runs along the rows, not one cache line per value).
+    const T: usize = 32;
+    let asym = |a: f64, b: f64| {
+        (a - b).abs() > SYM_TOL * (a.abs() + b.abs()) && (a - b).abs() > f64::MIN_POSITIVE
+    };
+    let bad = (0..n.div_ceil(T)).into_par_iter().find_map_first(|ib| {
+        let (i0, i1) = (ib * T, (ib * T + T).min(n));
+        let mut bad = [false; T];
+        let mut buf = [0f64; T * T];
+        for j0 in (0..i1).step_by(T) {
+            let j1 = (j0 + T).min(i1);
+            // buf[(j - j0) * T + (i - i0)] = h[j, i].
+            for (j, bj) in (j0..j1).zip(buf.chunks_mut(T)) {
+                bj[..i1 - i0].copy_from_slice(&h[j * n + i0..j * n + i1]);
+            }
+            for (i, bad_i) in (i0..i1).zip(bad.iter_mut()) {
+                let row = &h[i * n + j0..i * n + j1.min(i)];
+                for (jj, &a) in row.iter().enumerate() {
+                    if asym(a, buf[jj * T + (i - i0)]) {
+                        *bad_i = true;
+                    }
+                }
+            }
+        }
+        (i0..i1).find(|&i| bad[i - i0])
     });
     if let Some(i) = bad {
         let j = (0..i)
@@ -193,7 +214,17 @@ pub fn prepare(h: &[f64], n: usize, damp: f64, act_order: bool) -> Result<Prepar
         faer::linalg::triangular_inverse::invert_lower_triangular(dst, l, par);
     }
     drop(a);
-    u.reverse();
+    // `u.reverse()`, in parallel: element `i` swaps with element `len - 1 - i`.
+    {
+        let half = u.len() / 2;
+        let (lo, hi) = u.split_at_mut(half);
+        let hi_len = hi.len();
+        let hi = &mut hi[hi_len - half..];
+        lo.par_iter_mut()
+            .zip(hi.par_iter_mut().rev())
+            .with_min_len(1 << 14)
+            .for_each(|(x, y)| std::mem::swap(x, y));
+    }
     // The strict lower part of U holds what faer left above the diagonal of L^-1: clear it.
     u.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
         row[..i].fill(0.0);
