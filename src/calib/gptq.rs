@@ -16,7 +16,6 @@
 //! speed target (a 4096 x 4096 layer in well under 3 s on 2 threads). The rounding itself is
 //! done in float32 on `f32(w)`, exactly as the file decodes ([`Grid::quantize`]).
 
-use faer::{Accum, MatMut, MatRef};
 use rayon::prelude::*;
 
 use crate::calib::grid::{check_weight, quantize_one, Grid};
@@ -170,7 +169,6 @@ pub(crate) fn solve_with<S: Sync, T: Send>(
     let mut i1 = 0;
     while i1 < n {
         let i2 = (i1 + block).min(n);
-        let bs = i2 - i1;
         let s = batch_start(i1, i2, wt);
         let mut j1 = i1;
         while j1 < i2 {
@@ -203,24 +201,10 @@ pub(crate) fn solve_with<S: Sync, T: Send>(
                         }
                     });
             }
-            if j2 < i2 {
-                let dst =
-                    MatMut::from_column_major_slice_mut(&mut wt[j2 * out..i2 * out], out, i2 - j2);
-                let lhs =
-                    MatRef::from_column_major_slice(&e[(j1 - i1) * out..(j2 - i1) * out], out, sbs);
-                let rhs =
-                    MatRef::from_row_major_slice_with_stride(&u[j1 * n + j2..], sbs, i2 - j2, n);
-                faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0, par);
-            }
+            hessian::sub_batch_update(wt, &e, u, n, out, (i1, i2), (j1, j2), par);
             j1 = j2;
         }
-        if i2 < n {
-            let rest = n - i2;
-            let dst = MatMut::from_column_major_slice_mut(&mut wt[i2 * out..], out, rest);
-            let lhs = MatRef::from_column_major_slice(&e[..out * bs], out, bs);
-            let rhs = MatRef::from_row_major_slice_with_stride(&u[i1 * n + i2..], bs, rest, n);
-            faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0, par);
-        }
+        hessian::batch_update(wt, &e, u, n, out, (i1, i2), par);
         i1 = i2;
     }
 }

@@ -23,7 +23,7 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{
     cholesky_in_place, cholesky_in_place_scratch, LltRegularization,
 };
-use faer::{MatMut, MatRef, Par};
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::calib::grid::check_finite_f64;
@@ -245,4 +245,48 @@ pub fn prepare(h: &[f64], n: usize, damp: f64, act_order: bool) -> Result<Prepar
         u,
         damp_used: damp_now,
     })
+}
+
+/// GPTQ / SparseGPT's lazy update inside a batch: once sub-batch `j1..j2` of batch `i1..i2` is
+/// done, columns `j2..i2` of `W` lose `E[:, j1..j2] @ U[j1..j2, j2..i2]`. `wt` is `W`
+/// column-major with `out` rows (a contiguous destination: see the module docs on faer), `e`
+/// the batch's scaled errors column-major from column `i1`, `u` the row-major `n x n` factor.
+#[allow(clippy::too_many_arguments)] // the two solvers' loop state, passed as it is
+pub(crate) fn sub_batch_update(
+    wt: &mut [f64],
+    e: &[f64],
+    u: &[f64],
+    n: usize,
+    out: usize,
+    (i1, i2): (usize, usize),
+    (j1, j2): (usize, usize),
+    par: Par,
+) {
+    if j2 < i2 {
+        let sbs = j2 - j1;
+        let dst = MatMut::from_column_major_slice_mut(&mut wt[j2 * out..i2 * out], out, i2 - j2);
+        let lhs = MatRef::from_column_major_slice(&e[(j1 - i1) * out..(j2 - i1) * out], out, sbs);
+        let rhs = MatRef::from_row_major_slice_with_stride(&u[j1 * n + j2..], sbs, i2 - j2, n);
+        faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0, par);
+    }
+}
+
+/// After batch `i1..i2`: columns `i2..n` of `W` lose `E @ U[i1..i2, i2..n]` (arguments as in
+/// [`sub_batch_update`]).
+pub(crate) fn batch_update(
+    wt: &mut [f64],
+    e: &[f64],
+    u: &[f64],
+    n: usize,
+    out: usize,
+    (i1, i2): (usize, usize),
+    par: Par,
+) {
+    if i2 < n {
+        let (bs, rest) = (i2 - i1, n - i2);
+        let dst = MatMut::from_column_major_slice_mut(&mut wt[i2 * out..], out, rest);
+        let lhs = MatRef::from_column_major_slice(&e[..out * bs], out, bs);
+        let rhs = MatRef::from_row_major_slice_with_stride(&u[i1 * n + i2..], bs, rest, n);
+        faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0, par);
+    }
 }

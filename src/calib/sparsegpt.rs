@@ -31,7 +31,6 @@
 //! With a grid the pruned weights have code `zero_point` (the grid requires it in
 //! `[qmin, qmax]`), which decodes to exactly 0.
 
-use faer::{Accum, MatMut, MatRef};
 use rayon::prelude::*;
 
 use crate::calib::gptq::{check_block, SUB};
@@ -296,7 +295,6 @@ impl Solve<'_> {
         let mut i1 = 0;
         while i1 < n {
             let i2 = (i1 + block).min(n);
-            let bs = i2 - i1;
             let keep = sel.batch_mask(
                 wt,
                 out,
@@ -347,34 +345,10 @@ impl Solve<'_> {
                             }
                         });
                 }
-                if j2 < i2 {
-                    let dst = MatMut::from_column_major_slice_mut(
-                        &mut wt[j2 * out..i2 * out],
-                        out,
-                        i2 - j2,
-                    );
-                    let lhs = MatRef::from_column_major_slice(
-                        &e[(j1 - i1) * out..(j2 - i1) * out],
-                        out,
-                        sbs,
-                    );
-                    let rhs = MatRef::from_row_major_slice_with_stride(
-                        &u[j1 * n + j2..],
-                        sbs,
-                        i2 - j2,
-                        n,
-                    );
-                    faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0, par);
-                }
+                hessian::sub_batch_update(wt, &e, u, n, out, (i1, i2), (j1, j2), par);
                 j1 = j2;
             }
-            if i2 < n {
-                let rest = n - i2;
-                let dst = MatMut::from_column_major_slice_mut(&mut wt[i2 * out..], out, rest);
-                let lhs = MatRef::from_column_major_slice(&e[..out * bs], out, bs);
-                let rhs = MatRef::from_row_major_slice_with_stride(&u[i1 * n + i2..], bs, rest, n);
-                faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0, par);
-            }
+            hessian::batch_update(wt, &e, u, n, out, (i1, i2), par);
             i1 = i2;
         }
     }
