@@ -522,3 +522,15 @@ def test_collect_onnx_token_mask_skips_padding(rng):
     np.testing.assert_allclose(st.hessian("fc.weight"), h_of(real), rtol=1e-12)
     with pytest.raises(ep.ArgumentError, match="'nope'"):
         ep.collect_onnx(model, [{"x": x, "mask": mask}], token_mask="nope")
+
+
+def test_calibration_argument_of_the_wrong_kind(layer, tmp_path):
+    w, _x, _stats = layer
+    with pytest.raises(ep.DtypeError, match="calibration"):
+        ep.compress({"fc.weight": w}, calibration=123)
+    with pytest.raises(FileNotFoundError):
+        ep.compress({"fc.weight": w}, calibration=tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(ep.FormatError):
+        ep.compress({"fc.weight": w}, calibration=bad)
