@@ -379,7 +379,7 @@ def quantized_linear_static(x, q_w, w_scale, bias, in_scale, in_zp, out_scale=No
 
 
 # =============================================================================================
-# Calibration-aware compression (issue 14): GPTQ, SparseGPT, Wanda, SmoothQuant, the calibrated
+# Calibration-aware compression: GPTQ, SparseGPT, Wanda, SmoothQuant, the calibrated
 # objective. Written from the papers (Frantar et al. 2022, "GPTQ", Algorithm 1; Frantar &
 # Alistarh 2023, "SparseGPT", Algorithm 1; Sun et al. 2023, "Wanda"; Xiao et al. 2022,
 # "SmoothQuant") and /work/notes/contract.md, in float64, never from edgepack's code.
@@ -629,7 +629,7 @@ def smoothquant_scales_ref(act_max, w, alpha=0.5) -> np.ndarray:
     return np.clip(s, 1e-5, 1e5).astype(np.float32)
 
 
-# ---- calibration statistics (issue 14, helper B) ----
+# ---- calibration statistics ----
 
 
 def calib_stats_ref(x):

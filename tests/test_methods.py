@@ -1,4 +1,4 @@
-"""edgepack.methods and the calibration solvers of edgepack._core (issue 14): GPTQ, SparseGPT,
+"""edgepack.methods and the calibration solvers of edgepack._core: GPTQ, SparseGPT,
 HQQ, Wanda, SmoothQuant and the calibrated objective, against the float64 numpy oracles of
 tests/reference.py (written from the papers) and by their properties.
 

@@ -110,7 +110,7 @@ __all__ = [
     "pack_matrix",
     "qlinear_matmul",
     "QuantizedLinear",
-    # calibration-aware compression (issue 14)
+    # calibration-aware compression
     "calibration",
     "methods",
     "CalibrationStats",
