@@ -705,3 +705,26 @@ def test_compress_plot_when_matplotlib_is_installed(capsys, tmp_path, npz_file):
     assert rc == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"plot         {png}" in out
+
+
+def test_decompress_counts_tensors_by_the_dtype_written(capsys, tmp_path, rng):
+    m = edgepack.compress(
+        {
+            "w": rng.standard_t(3, size=(64, 64)).astype(np.float32),
+            "h": rng.standard_normal(8).astype(np.float16),
+            "ids": np.arange(7, dtype=np.int64),
+        }
+    )
+    src = tmp_path / "m.epk"
+    m.save(src)
+    rc, out, err = run(capsys, "decompress", src, "-o", tmp_path / "back.npz")
+    assert rc == 0, err
+    assert "(2 float32, 1 int64 tensors," in out
+    with np.load(tmp_path / "back.npz") as z:
+        assert z["ids"].dtype == np.int64 and z["h"].dtype == np.float32
+
+
+def test_help_says_what_bits_4_does_by_default(capsys):
+    assert cli.main(["compress", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "blocks of 32 along the input dim with --bits 4" in out

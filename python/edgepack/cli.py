@@ -790,8 +790,19 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         finally:
             if tmp.exists():
                 tmp.unlink()
-    kind = "stored tensors with scales" if args.quantized else "float32 tensors"
-    print(f"wrote {out} ({len(model.names)} {kind}, {_human_bytes(out.stat().st_size)})")
+    if args.quantized:
+        kind = f"{len(model.names)} stored tensors with scales"
+    else:
+        # Float tensors come out as float32 (whatever they were stored as); the others as
+        # they are (e.g. int64 position ids).
+        counts: dict[str, int] = {}
+        for n in model.names:
+            dt = model.info(n).dtype
+            dt = "float32" if dt in ("float64", "float32", "float16", "bfloat16") else dt
+            counts[dt] = counts.get(dt, 0) + 1
+        kind = ", ".join(f"{c} {dt}" for dt, c in sorted(counts.items(), key=lambda t: -t[1]))
+        kind += " tensors"
+    print(f"wrote {out} ({kind}, {_human_bytes(out.stat().st_size)})")
     return 0
 
 
@@ -986,7 +997,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--granularity",
         choices=("tensor", "channel", "block"),
-        help="one scale per tensor, per output channel (default) or per block",
+        help="one scale per tensor, per output channel, or per block (default: per output "
+        "channel with 8 bits, blocks of 32 along the input dim with --bits 4)",
     )
     p.add_argument(
         "--block-size",
