@@ -74,8 +74,17 @@ def qrange(bits, symmetric, reduce_range):
     return (-7, 7) if symmetric else (0, 15)
 
 
-def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric):
-    """ONNX Runtime quantization tool's compute_scale_zp (float64 math, float32 scale)."""
+def f16_ceil(v):
+    """The smallest float16 >= v (v >= 0), as float64 (inf above float16's largest value)."""
+    h = np.float16(v)  # nearest, ties to even
+    if np.float64(h) < v:
+        h = np.nextafter(h, np.float16(np.inf))
+    return np.float64(h)
+
+
+def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric, f16=False):
+    """ONNX Runtime quantization tool's compute_scale_zp (float64 math, float32 scale).
+    ``f16``: the scale is rounded up to a float16 before the zero point is derived."""
     rmin = np.minimum(np.float32(rmin), np.float32(0))
     rmax = np.maximum(np.float32(rmax), np.float32(0))
     if symmetric:
@@ -85,6 +94,8 @@ def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric):
     scale = dr / (np.float64(qmax) - np.float64(qmin))
     if scale < np.finfo(np.float32).tiny:
         return np.float32(1.0), 0
+    if f16:
+        scale = f16_ceil(scale)
     if symmetric:
         zp = int(np.round((qmin + qmax) / 2.0))
     else:

@@ -120,6 +120,7 @@ def quantize(
     calibration: str,
     percentile: float | None,
     out: npt.NDArray[np.uint8] | None = None,
+    scale_dtype: str = "float32",
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 def release_buffers() -> int: ...
 

@@ -146,7 +146,7 @@ type Quantized<'py> = (
 /// calibration, percentile, out)` -> `(data, scale, zero_point)`; `data` is flat (`out` when
 /// given).
 #[pyfunction]
-#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile, out=None))]
+#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile, out=None, scale_dtype="float32"))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
     py: Python<'py>,
@@ -160,7 +160,18 @@ fn quantize<'py>(
     calibration: &str,
     percentile: Option<f64>,
     out: Option<Bound<'py, PyArray1<u8>>>,
+    scale_dtype: &str,
 ) -> PyResult<Quantized<'py>> {
+    let scale_f16 = match scale_dtype {
+        "float32" => false,
+        "float16" => true,
+        s => {
+            return Err(Error::arg(format!(
+                "`scale_dtype` must be 'float32' or 'float16', found {s:?}"
+            ))
+            .into())
+        }
+    };
     let calibration = match (calibration, percentile) {
         ("minmax", None) => Calibration::MinMax,
         ("mse", None) => Calibration::Mse,
@@ -184,6 +195,7 @@ fn quantize<'py>(
         reduce_range,
         convention: Convention::parse(convention)?,
         calibration,
+        scale_f16,
     };
     let shape = x.shape().to_vec();
     let xs = x.as_slice()?;

@@ -18,7 +18,9 @@ use crate::kernels::{dequantize as dq, pack4, quantize as qk, reduce};
 use crate::parallel;
 
 pub use layout::{normalize_axis, shape_str, Granularity, Layout};
-pub use params::{derive, Calibration, Convention, Derived, QType, Spec};
+pub use params::{
+    check_f16_scales, derive, f16_ceil, Calibration, Convention, Derived, QType, Spec,
+};
 
 /// Column-wise minima, maxima and whether a NaN was seen.
 type ColumnRanges = (Vec<f32>, Vec<f32>, bool);
@@ -628,7 +630,7 @@ pub fn quantize_into(
         let ranges = ranges(x, &lay, spec)?;
         let mut factor = vec![0f32; units];
         for (u, &(a, b)) in ranges.iter().enumerate() {
-            let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+            let d = derive(a, b, qmin, qmax, spec);
             scale[u] = d.scale;
             zp[u] = d.zp;
             factor[u] = d.factor;
@@ -644,6 +646,7 @@ pub fn quantize_into(
             qmax,
         )?;
     }
+    params::check_f16_scales(spec, &scale)?;
     if qtype.bits == 4 {
         pack_into(&tmp, out)?;
     }
@@ -675,7 +678,7 @@ fn fused_quantize(
     if row == 0 {
         // Empty units: scale 1, zero point 0 (the range [0, 0]).
         for u in 0..scale.len() {
-            let d = derive(0.0, 0.0, qmin, qmax, spec.symmetric, spec.convention);
+            let d = derive(0.0, 0.0, qmin, qmax, spec);
             scale[u] = d.scale;
             zp[u] = d.zp;
         }
@@ -708,14 +711,7 @@ fn fused_quantize(
             if cur.nan || cur.min == f32::NEG_INFINITY || cur.max == f32::INFINITY {
                 return Err(Error::arg("non-finite"));
             }
-            let d = derive(
-                cur.min,
-                cur.max,
-                qmin,
-                qmax,
-                spec.symmetric,
-                spec.convention,
-            );
+            let d = derive(cur.min, cur.max, qmin, qmax, spec);
             s[u] = d.scale;
             z[u] = d.zp;
             let p = qk::Params {
@@ -761,7 +757,7 @@ fn fused_quantize(
                 if m.nan || m.min == f32::NEG_INFINITY || m.max == f32::INFINITY {
                     return Err(Error::arg("non-finite"));
                 }
-                let d = derive(m.min, m.max, qmin, qmax, spec.symmetric, spec.convention);
+                let d = derive(m.min, m.max, qmin, qmax, spec);
                 let u = r * per_row + b;
                 s[u] = d.scale;
                 z[u] = d.zp;
