@@ -20,6 +20,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -30,11 +31,12 @@ from edgepack._coerce import as_f32
 from edgepack._errors import ArgumentError, DtypeError, NonFiniteError
 from edgepack.quantize import QuantizedTensor, quantize
 
-__all__ = ["gptq", "sparsegpt", "hqq", "output_error", "smoothquant_scales"]
+__all__ = ["gptq", "sparsegpt", "hqq", "awq", "awq_scales", "output_error", "smoothquant_scales"]
 
 _LAYOUTS = ("out_in", "in_out")
 _STRUCTURES = ("unstructured", "nm", "block")
 _GRIDS = ("rtn", "hqq")
+_AWQ_SOLVERS = ("rtn", "gptq", "hqq")
 Auto = Literal["auto"]
 
 
@@ -486,6 +488,117 @@ def _refine_nd(
     zdt = np.int8 if qt.signed else np.uint8
     pz = np.zeros(s.shape, zdt) if rz is None else np.ascontiguousarray(rz).reshape(s.shape)
     return ps, np.array(pz, dtype=zdt, order="C")
+
+
+def _mean_abs(mean_abs: Any, n: int) -> np.ndarray:
+    a = np.asarray(mean_abs)
+    if a.dtype.kind not in "fiu":
+        raise DtypeError(f"`mean_abs` must be a real array, found dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.shape != (n,):
+        raise ArgumentError(f"`mean_abs` has shape {a.shape}, expected ({n},) (one per input channel)")
+    return a
+
+
+def awq_scales(mean_abs: Any, alpha: float) -> np.ndarray:
+    """AWQ's candidate scales for one ``alpha`` (float32 ``(in,)``): for the channels with
+    ``mean_abs > 0``, ``p = max(mean_abs ** alpha, 1e-4)`` and ``s = clip(p / sqrt(max(p) *
+    min(p)), 1e-4, 1e4)``; ``s = 1`` for channels never active (``mean_abs = 0``)."""
+    a = np.asarray(mean_abs)
+    return _core.awq_scales(_mean_abs(a, a.shape[0] if a.ndim == 1 else -1), float(alpha))
+
+
+def awq(
+    w: Any,
+    mean_abs: Any,
+    h: Any,
+    *,
+    bits: int = 4,
+    axis: int | None | Auto = "auto",
+    block_size: int | None | Auto = "auto",
+    symmetric: bool = True,
+    n_grid: int = 20,
+    solver: str = "rtn",
+    damp: float = 0.01,
+    act_order: bool = True,
+    calibration: str = "minmax",
+    percentile: float | None = None,
+    layout: str = "out_in",
+    return_info: bool = False,
+) -> Any:
+    """AWQ (Lin et al. 2023): scale each input channel ``j`` of ``w`` by
+    ``s_j = mean_abs_j ** alpha`` (normalised, see :func:`awq_scales`) before quantizing, so
+    that the channels carrying large activations lose less to rounding, and divide by ``s``
+    when decoding. ``alpha`` is searched over ``g / n_grid`` (``g = 0 .. n_grid - 1``; 0 is
+    plain round to nearest) for the smallest calibrated output error
+    ``tr((W - W') H (W - W')^T)`` (``h``: the full ``X^T X / tokens`` or its diagonal), with
+    the grid of :func:`edgepack.quantize` derived from ``W * s`` for each candidate: never
+    worse than round to nearest on that objective.
+
+    ``solver``: how the scaled weight ``W * s`` is then quantized: ``"rtn"`` (the searched
+    result itself), ``"gptq"`` (GPTQ on ``W * s`` with ``H' = diag(1/s) H diag(1/s)``, the
+    second moment of the scaled-down activations ``x / s``; needs the full ``h``) or
+    ``"hqq"`` (the grid of ``W * s`` refined by :func:`hqq`, columns weighted by ``diag(H')``).
+
+    Returns a :class:`~edgepack.QuantizedTensor` whose ``in_scale`` holds ``s`` (``in_axis``:
+    the input dimension of ``w``); its :meth:`~edgepack.QuantizedTensor.dequantize` gives
+    ``((q - zp) * scale) / in_scale``. With ``return_info=True``: ``(QuantizedTensor,
+    {"alpha", "error", "rtn_error", "errors", "damp_used"})`` (``error``: the searched
+    round-to-nearest objective; ``errors``: every candidate's).
+    """
+    lay = _layout(layout)
+    wf = _weight(w)
+    b = _bits(bits)
+    if solver not in _AWQ_SOLVERS:
+        raise ArgumentError(f"`solver` must be one of {_AWQ_SOLVERS}, found {solver!r}")
+    in_axis = 1 if lay == "out_in" else 0
+    n_in = wf.shape[in_axis]
+    hh = _hessian(h, n_in, diag_ok=solver != "gptq")
+    ma = _mean_abs(mean_abs, n_in)
+    ng = _int(n_grid, "n_grid")
+    ax, bs = _scheme(2, in_axis, b, axis, block_size)
+    kw: dict[str, Any] = {"calibration": calibration}
+    if percentile is not None:
+        kw["percentile"] = percentile
+    if solver != "rtn" and (calibration != "minmax" or percentile is not None):
+        raise ArgumentError(f"solver {solver!r} takes the min-max grid; found calibration {calibration!r}")
+    if wf.size == 0:
+        qt0 = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, **kw)
+        info0 = {"alpha": 0.0, "error": 0.0, "rtn_error": 0.0, "errors": np.zeros(ng)}
+        return (qt0, info0) if return_info else qt0
+    s, alpha, err, errors = _core.awq_search(
+        wf, in_axis, hh, ma, b, bool(symmetric), ax, bs, calibration, percentile, ng
+    )
+    ws = wf * (s[None, :] if in_axis == 1 else s[:, None])
+    damp_used = None
+    if solver == "rtn":
+        qt = quantize(ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, **kw)
+    else:
+        s64 = s.astype(np.float64)
+        if solver == "gptq":
+            hs = hh / np.outer(s64, s64)
+            qt, ginfo = gptq(
+                ws, hs, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric), damp=damp,
+                act_order=act_order, layout=lay, return_info=True,
+            )
+            damp_used = ginfo["damp_used"]
+        else:
+            d = np.diag(hh) if hh.ndim == 2 else hh
+            qt = hqq(
+                ws, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric),
+                col_weight=d / (s64 * s64), layout=lay,
+            )
+    res = dataclasses.replace(qt, in_scale=s, in_axis=in_axis)
+    if return_info:
+        info = {
+            "alpha": float(alpha),
+            "error": float(err),
+            "rtn_error": float(errors[0]),
+            "errors": errors,
+            "damp_used": damp_used,
+        }
+        return res, info
+    return res
 
 
 def output_error(w: Any, w_hat: Any, h: Any, *, layout: str = "out_in") -> float:

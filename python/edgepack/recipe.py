@@ -53,9 +53,9 @@ _SPARSITY_METHODS = ("magnitude", "nm", "block", "sparsegpt", "wanda")
 _IMPORTANCE = ("magnitude", "provided")
 _DEFAULTS = ("auto", "keep")
 #: How quantized values are chosen: plain rounding, or a calibration-aware method.
-_METHODS = ("rtn", "gptq", "hqq")
+_METHODS = ("rtn", "gptq", "hqq", "awq")
 #: Which methods need calibration statistics (``compress(..., calibration=stats)``).
-CALIBRATED_METHODS = ("gptq",)
+CALIBRATED_METHODS = ("gptq", "awq")
 CALIBRATED_SPARSITY = ("sparsegpt", "wanda")
 _STRUCTURES = ("unstructured", "nm", "block")
 _LAYOUTS = ("out_in", "in_out")
@@ -89,9 +89,15 @@ class Rule:
       default), ``"gptq"`` (Frantar et al. 2022: column by column, the rounding error of each
       column is compensated on the columns not yet quantized, weighted by ``H = X^T X``; with
       ``damp`` (fraction of the mean diagonal added to ``H``, default 0.01) and ``act_order``
-      (columns in descending ``diag(H)`` order, default True)), or ``"hqq"`` (Badri & Shaji
-      2023, data-free: scales and zero points refined by half-quadratic optimisation).
-      ``None`` (default) takes the recipe's ``method``.
+      (columns in descending ``diag(H)`` order, default True)), ``"hqq"`` (Badri & Shaji
+      2023, data-free: scales and zero points refined by half-quadratic optimisation) or
+      ``"awq"`` (Lin et al. 2023: round to nearest after AWQ's per-input-channel scaling,
+      the same as ``method="rtn", awq=True``). ``None`` (default) takes the recipe's ``method``.
+    * ``awq``: scale the weight's input channels by AWQ's searched ``s = mean|x| ** alpha``
+      (20 alphas, the smallest calibrated output error) before the method quantizes it
+      (``"gptq"`` then runs on ``W * s`` with ``H / (s s^T)``); the file stores ``s`` as the
+      tensor's ``in_scale`` (FORMAT.md version 2) and decoding divides by it. Needs the
+      calibration statistics of the tensor (its ``X^T X`` or only the per-channel vectors).
     * ``sparsity_method = "sparsegpt"`` (Frantar & Alistarh 2023: the mask and the kept
       weights chosen together from ``H``; jointly with quantization) or ``"wanda"`` (Sun et al.
       2023: ``|W_ij| * ||x_j||``, compared within each output row), with ``structure``
@@ -125,6 +131,7 @@ class Rule:
     act_order: bool = True
     structure: str = "unstructured"
     layout: str | None = None
+    awq: bool = False
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ArgumentError:
@@ -160,6 +167,13 @@ class Rule:
             raise bad(f"damp must be a number in (0, 1], found {self.damp!r}")
         if not isinstance(self.act_order, bool):
             raise bad(f"act_order must be true or false, found {self.act_order!r}")
+        if not isinstance(self.awq, bool):
+            raise bad(f"awq must be true or false, found {self.awq!r}")
+        if (self.awq or self.method == "awq") and self.sparsity and self.sparsity_method == "sparsegpt":
+            raise bad(
+                "awq with sparsity_method 'sparsegpt' is not supported (SparseGPT prunes and "
+                "quantizes jointly on the unscaled weight); use sparsity_method 'wanda'"
+            )
         if self.sparsity and self.sparsity_method == "wanda" and self.method == "gptq":
             raise bad(
                 "method 'gptq' with sparsity_method 'wanda' would refill the pruned weights; use "
@@ -181,6 +195,7 @@ class Rule:
             "calibration": self.calibration != "minmax",
             "percentile": self.percentile is not None,
             "method": self.method is not None,
+            "awq": self.awq,
         }
         if self.action != "quantize":
             set_ = [k for k, v in quant_only.items() if v]
@@ -195,7 +210,7 @@ class Rule:
             raise bad("granularity 'tensor' conflicts with an axis")
         if (self.calibration == "percentile") != (self.percentile is not None):
             raise bad("calibration 'percentile' and a percentile value go together")
-        if self.method in ("gptq", "hqq") and self.calibration != "minmax":
+        if (self.method in ("gptq", "hqq") or (self.awq and self.method is not None and self.method != "rtn")) and self.calibration != "minmax":
             raise bad(
                 f"method {self.method!r} chooses its own grid; calibration "
                 f"{self.calibration!r} applies to method 'rtn' only"
@@ -247,6 +262,13 @@ class Rule:
         return cls(**kw)
 
 
+def _method(method: str, awq: bool) -> tuple[str, bool]:
+    """A plan's ``(method, awq)``: method ``"awq"`` is round to nearest after AWQ scaling."""
+    if method == "awq":
+        return "rtn", True
+    return method, bool(awq)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What happens to one tensor (a resolved rule)."""
@@ -264,6 +286,7 @@ class Plan:
     layout: str = "out_in"
     sparsity_method: str = "magnitude"
     structure: str = "unstructured"
+    awq: bool = False
 
     def needs_hessian(self) -> bool:
         """Whether encoding this tensor needs the full ``X^T X`` of its input."""
@@ -273,8 +296,10 @@ class Plan:
 
     def needs_stats(self) -> bool:
         """Whether encoding this tensor needs calibration statistics at all."""
-        return self.needs_hessian() or (
-            bool(self.sparsity) and self.sparsity_method == "wanda"
+        return (
+            self.needs_hessian()
+            or (bool(self.sparsity) and self.sparsity_method == "wanda")
+            or (self.encoding == "quant" and self.awq)
         )
 
 
@@ -362,7 +387,8 @@ class Recipe:
         if r is None:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
                 axis = out_axis if len(shape) == 2 else 0
-                return Plan("quant", None, bits=8, axis=axis, method=self.method, layout=lay)
+                m, awq = _method(self.method, False)
+                return Plan("quant", None, bits=8, axis=axis, method=m, layout=lay, awq=awq)
             return Plan("raw", None, layout=lay)
         if not is_float and (r.action != "keep" or r.sparsity):
             raise ArgumentError(
@@ -398,6 +424,7 @@ class Recipe:
                     f"shape {shape}"
                 )
             axis %= rank
+        method, awq = _method(r.method or self.method, r.awq)
         return Plan(
             "quant",
             r,
@@ -408,10 +435,11 @@ class Recipe:
             calibration=r.calibration,
             percentile=r.percentile,
             sparsity=r.sparsity,
-            method=r.method or self.method,
+            method=method,
             layout=lay,
             sparsity_method=r.sparsity_method,
             structure=r.structure,
+            awq=awq,
         )
 
     def unused_patterns(self, names: list[str]) -> list[str]:
