@@ -341,6 +341,7 @@ def _plan(rec: Recipe, cal: Calibration | None, name: str, x: np.ndarray) -> Pla
     layout = cal.layout(name) if cal is not None else None
     plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES, layout=layout)
     defaulted = plan.rule is None or (plan.rule.method is None and not plan.rule.awq)
+    # A recipe-level method / awq is a default: tensors the statistics miss are rounded.
     if (plan.method == "gptq" or plan.awq) and defaulted and cal is not None and cal.get(name) is None:
         plan = dataclasses.replace(plan, method="rtn", awq=False)
     return plan
@@ -351,7 +352,7 @@ def _needs_prepass(rec: Recipe, cal: Calibration | None) -> bool:
     rules against the statistics, or to allocate a budget."""
     if cal is not None or rec.budget_bits is not None or rec.budget_sparsity is not None:
         return True
-    if rec.method in ("gptq", "awq"):
+    if rec.method in ("gptq", "awq") or rec.awq:
         return True
     return any(
         r.method in ("gptq", "awq")
@@ -394,7 +395,7 @@ def _calibration_plans(source: Any, rec: Recipe, cal: Calibration | None) -> dic
             )
         check_tensor(name, tuple(x.shape), plan, tc)
         defaulted = plan.rule is None or plan.rule.method is None
-        if plan.encoding == "quant" and defaulted and rec.method in ("gptq", "awq") and tc is None:
+        if plan.encoding == "quant" and defaulted and (rec.method in ("gptq", "awq") or rec.awq) and tc is None:
             uncovered.append(name)
         if tc is not None and plan.needs_hessian() and tc.tokens < tc.in_features:
             few.append(f"{name!r} ({tc.tokens} tokens, {tc.in_features} inputs)")

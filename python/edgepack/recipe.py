@@ -324,6 +324,8 @@ class Recipe:
       on the calibration data).
       Pruning follows each tensor's rule's method (``"sparsegpt"`` when the statistics hold
       ``X^T X``, else ``"wanda"``, for tensors without a pruning rule).
+    * ``awq``: AWQ scaling (see :class:`Rule`) for every quantized tensor the calibration
+      statistics cover, before its method (``method="gptq", awq=True``: AWQ then GPTQ).
     """
 
     rules: tuple[Rule, ...] = ()
@@ -333,8 +335,11 @@ class Recipe:
     method: str = "rtn"
     budget_bits: float | None = None
     budget_sparsity: float | None = None
+    awq: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.awq, bool):
+            raise ArgumentError(f"recipe awq must be true or false, found {self.awq!r}")
         rules = tuple(r if isinstance(r, Rule) else Rule.from_dict(r) for r in self.rules)
         object.__setattr__(self, "rules", rules)
         if self.default not in _DEFAULTS:
@@ -387,7 +392,7 @@ class Recipe:
         if r is None:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
                 axis = out_axis if len(shape) == 2 else 0
-                m, awq = _method(self.method, False)
+                m, awq = _method(self.method, self.awq)
                 return Plan("quant", None, bits=8, axis=axis, method=m, layout=lay, awq=awq)
             return Plan("raw", None, layout=lay)
         if not is_float and (r.action != "keep" or r.sparsity):
@@ -424,7 +429,7 @@ class Recipe:
                     f"shape {shape}"
                 )
             axis %= rank
-        method, awq = _method(r.method or self.method, r.awq)
+        method, awq = _method(r.method or self.method, r.awq or self.awq)
         return Plan(
             "quant",
             r,
@@ -462,6 +467,8 @@ class Recipe:
             d["budget_bits"] = self.budget_bits
         if self.budget_sparsity is not None:
             d["budget_sparsity"] = self.budget_sparsity
+        if self.awq:
+            d["awq"] = True
         return d
 
     @classmethod
@@ -477,6 +484,7 @@ class Recipe:
             "method",
             "budget_bits",
             "budget_sparsity",
+            "awq",
         }
         unknown = sorted(set(d) - known)
         if unknown:
@@ -492,6 +500,7 @@ class Recipe:
             method=d.get("method", "rtn"),
             budget_bits=d.get("budget_bits"),
             budget_sparsity=d.get("budget_sparsity"),
+            awq=d.get("awq", False),
         )
 
     def to_json(self) -> str:
