@@ -46,7 +46,13 @@ pub fn awq_scales(mean_abs: &[f64], alpha: f64) -> Result<Vec<f32>> {
     }
     let p: Vec<f64> = mean_abs
         .iter()
-        .map(|&m| if m > 0.0 { m.powf(alpha).max(P_MIN) } else { 0.0 })
+        .map(|&m| {
+            if m > 0.0 {
+                m.powf(alpha).max(P_MIN)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let (mut lo, mut hi) = (f64::INFINITY, 0f64);
     for &v in p.iter().filter(|&&v| v > 0.0) {

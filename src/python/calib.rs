@@ -315,7 +315,12 @@ fn smoothquant_scales<'py>(
     Ok(Array1::from_vec(s).into_pyarray(py))
 }
 
-type AwqSearch<'py> = (Bound<'py, PyArray1<f32>>, f64, f64, Bound<'py, PyArray1<f64>>);
+type AwqSearch<'py> = (
+    Bound<'py, PyArray1<f32>>,
+    f64,
+    f64,
+    Bound<'py, PyArray1<f64>>,
+);
 
 /// `_core.awq_search(w, in_axis, h, mean_abs, bits, symmetric, axis, block_size,
 /// calibration="minmax", percentile=None, n_grid=20)` -> `(scale float32 (in,), alpha,
@@ -380,17 +385,7 @@ fn awq_search<'py>(
             .into())
         }
     };
-    let r = py.detach(|| {
-        awq::awq(
-            ws,
-            [shape.0, shape.1],
-            in_axis,
-            hh,
-            ma,
-            &scheme,
-            n_grid,
-        )
-    })?;
+    let r = py.detach(|| awq::awq(ws, [shape.0, shape.1], in_axis, hh, ma, &scheme, n_grid))?;
     Ok((
         Array1::from_vec(r.scale).into_pyarray(py),
         r.alpha,
