@@ -45,6 +45,8 @@ __all__ = [
     "calib_objective",
     "hqq",
     "smoothquant_scales",
+    "awq_search",
+    "awq_scales",
 ]
 
 def build_info() -> dict[str, object]: ...
