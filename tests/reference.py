@@ -729,3 +729,37 @@ def awq_ref(w, mean_abs, h, *, bits, symmetric, axis, block_size, n_grid=20):
             best = dict(scale=s, alpha=alpha, error=err, codes=q, w_hat=w_hat)
     best["errors"] = np.array(errors)
     return best
+
+
+def awq_clip_ref(w, h, *, bits, symmetric, block_size=None, n_grid=20, max_shrink=0.5):
+    """AWQ's weight clipping search (reference auto_clip) on an ``(out, in)`` weight, groups
+    of ``block_size`` input channels per output row (the whole row when None): the group's
+    range [min, max] times ``f = 1 - max_shrink * k / n_grid`` (k = 0 unclipped), the min-max
+    scale / zero point of that range, and the ``f`` with the smallest ``e^T H_gg e`` (``e``:
+    the group's rounding error; a 1-D ``h`` is a diagonal). Returns (scale, zp) (out, groups)."""
+    w = np.asarray(w, np.float32)
+    h = np.asarray(h, np.float64)
+    out, inp = w.shape
+    b = inp if block_size is None else block_size
+    qmin, qmax = qrange(bits, symmetric, False)
+    ng = -(-inp // b)
+    scale = np.zeros((out, ng), np.float32)
+    zp = np.zeros((out, ng), np.int64)
+    for r in range(out):
+        for g in range(ng):
+            c0, c1 = g * b, min(inp, (g + 1) * b)
+            seg = w[r, c0:c1]
+            hg = np.diag(h[c0:c1]) if h.ndim == 1 else h[c0:c1, c0:c1]
+            lo, hi = seg.min(), seg.max()
+            best = None
+            for k in range(n_grid):
+                f = 1.0 - max_shrink * k / n_grid
+                a, bb = (lo, hi) if k == 0 else (np.float32(np.float64(lo) * f), np.float32(np.float64(hi) * f))
+                s, z = compute_scale_zp(a, bb, qmin, qmax, symmetric)
+                q = quantize_onnx(seg, s, z, qmin, qmax)
+                e = seg.astype(np.float64) - dequantize_linear(q, s, z).astype(np.float64)
+                err = float(e @ hg @ e)
+                if best is None or err < best[0]:
+                    best = (err, s, z)
+            scale[r, g], zp[r, g] = best[1], best[2]
+    return scale, zp

@@ -378,3 +378,54 @@ def test_quantized_linear_runs_awq_weight():
         QuantizedLinear.from_float(w, b, awq=True)
     with pytest.raises(edgepack.ArgumentError, match="axis"):
         QuantizedLinear.from_quantized(methods.awq(np.ascontiguousarray(w.T), ma, h, bits=8, axis=1, layout="in_out"))
+
+
+# -- AWQ's clipping search ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits,sym,bs", [(4, True, 32), (4, False, 32), (4, False, 16), (8, True, None)])
+def test_awq_clip_matches_oracle(bits, sym, bs):
+    w, _, h, ma = _case(11, out=12, inp=70)
+    axis = 1 if bs else 0
+    qt, info = methods.awq(w, ma, h, bits=bits, symmetric=sym, axis=axis, block_size=bs, clip=True, return_info=True)
+    s = qt.in_scale
+    ws = (w * s[None, :]).astype(np.float32)
+    hs = h / np.outer(s.astype(np.float64), s.astype(np.float64))
+    scale, zp = ref.awq_clip_ref(ws, hs, bits=bits, symmetric=sym, block_size=bs)
+    np.testing.assert_array_equal(np.asarray(qt.scale).reshape(scale.shape), scale)
+    if not sym:
+        np.testing.assert_array_equal(np.asarray(qt.zero_point).reshape(zp.shape).astype(np.int64), zp)
+    # the codes: round to nearest of W * s on that grid; decode divides by s
+    sfull = ref.broadcast_params(ws.shape, scale, 1, bs or ws.shape[1])
+    zfull = ref.broadcast_params(ws.shape, zp, 1, bs or ws.shape[1]) if not sym else 0
+    qmin, qmax = ref.qrange(bits, sym, False)
+    q = ref.quantize_onnx(ws, sfull, zfull, qmin, qmax)
+    want = ref.awq_dequantize_ref(ref.dequantize_linear(q, sfull, zfull), s, 1)
+    np.testing.assert_array_equal(qt.dequantize(), want)
+    # never worse than the unclipped grid on the block-diagonal objective
+    noclip = methods.awq(w, ma, h, bits=bits, symmetric=sym, axis=axis, block_size=bs)
+    b = bs or w.shape[1]
+    mask = np.zeros_like(h)
+    for c0 in range(0, w.shape[1], b):
+        mask[c0 : c0 + b, c0 : c0 + b] = 1
+    hb = h * mask
+    assert ref.output_error_ref(w, qt.dequantize(), hb) <= ref.output_error_ref(w, noclip.dequantize(), hb) * (1 + 1e-12)
+
+
+def test_awq_clip_with_gptq_and_rules(tmp_path):
+    w, _, h, ma = _case(12, out=32, inp=96, tokens=600)
+    g = methods.awq(w, ma, h, bits=4, solver="gptq", clip=True)
+    a = methods.awq(w, ma, h, bits=4, clip=True)
+    np.testing.assert_array_equal(g.scale, a.scale)  # the clipped grid, fixed for GPTQ
+    assert ref.output_error_ref(w, g.dequantize(), h) <= ref.output_error_ref(w, a.dequantize(), h)
+    with pytest.raises(edgepack.ArgumentError, match="clip"):
+        methods.awq(w, ma, h, bits=4, solver="hqq", clip=True)
+    with pytest.raises(edgepack.ArgumentError, match="clip"):
+        methods.awq(w, ma, h, bits=4, axis=None, block_size=None, clip=True)
+    with pytest.raises(edgepack.ArgumentError, match="awq_clip"):
+        Rule("*", bits=4, awq_clip=True)
+    wm, st = _model()
+    rule = Rule("fc*", bits=4, method="gptq", awq=True, awq_clip=True)
+    assert Rule.from_dict(rule.to_dict()) == rule
+    m = edgepack.compress(wm, Recipe(rules=(rule, Rule("*", bits=4))), calibration=st, out=tmp_path / "m.epk")
+    assert m.info("fc1.weight").params["in_axis"] == 1

@@ -182,6 +182,7 @@ def quantize_tensor(x: np.ndarray, plan: Plan, tc: TensorCalibration | None) -> 
             damp=rule.damp if rule is not None else 0.01,
             act_order=rule.act_order if rule is not None else True,
             layout=plan.layout,
+            clip=plan.awq_clip,
             **kw_awq,
             **_scheme(plan),
         )

@@ -47,6 +47,7 @@ __all__ = [
     "smoothquant_scales",
     "awq_search",
     "awq_scales",
+    "awq_clip",
 ]
 
 def build_info() -> dict[str, object]: ...
@@ -347,3 +348,15 @@ def awq_search(
     n_grid: int = 20,
 ) -> tuple[npt.NDArray[np.float32], float, float, npt.NDArray[np.float64]]: ...
 def awq_scales(mean_abs: npt.NDArray[np.float64], alpha: float) -> npt.NDArray[np.float32]: ...
+def awq_clip(
+    w: npt.NDArray[np.float32],
+    h: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float32],
+    zero_point: npt.NDArray[np.int32] | None,
+    row_block: int,
+    col_block: int,
+    qmin: int,
+    qmax: int,
+    n_grid: int = 20,
+    max_shrink: float = 0.5,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32] | None]: ...

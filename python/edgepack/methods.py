@@ -524,6 +524,8 @@ def awq(
     calibration: str = "minmax",
     percentile: float | None = None,
     layout: str = "out_in",
+    clip: bool = False,
+    max_shrink: float = 0.5,
     return_info: bool = False,
 ) -> Any:
     """AWQ (Lin et al. 2023): scale each input channel ``j`` of ``w`` by
@@ -539,6 +541,12 @@ def awq(
     result itself), ``"gptq"`` (GPTQ on ``W * s`` with ``H' = diag(1/s) H diag(1/s)``, the
     second moment of the scaled-down activations ``x / s``; needs the full ``h``) or
     ``"hqq"`` (the grid of ``W * s`` refined by :func:`hqq`, columns weighted by ``diag(H')``).
+
+    ``clip``: AWQ's weight clipping search after the scale search: per group (one output row
+    of a block along the input dimension, or the whole row per output channel) the range is
+    shrunk by ``f = 1 - max_shrink * k / 20``, ``k = 0 .. 19``, and the ``f`` with the smallest
+    error of the group's own output contribution ``e^T H'_gg e`` is kept (``f = 1`` unless
+    clipping helps); the grid is then fixed for the solver (``"rtn"`` or ``"gptq"``).
 
     Returns a :class:`~edgepack.QuantizedTensor` whose ``in_scale`` holds ``s`` (``in_axis``:
     the input dimension of ``w``); its :meth:`~edgepack.QuantizedTensor.dequantize` gives
@@ -571,12 +579,45 @@ def awq(
     )
     ws = wf * (s[None, :] if in_axis == 1 else s[:, None])
     damp_used = None
-    if solver == "rtn":
+    s64 = s.astype(np.float64)
+    if hh.ndim == 2:
+        hs = hh / np.outer(s64, s64)
+    else:
+        hs = hh / (s64 * s64)
+    if clip:
+        if solver == "hqq":
+            raise ArgumentError("`clip` goes with solver 'rtn' or 'gptq' (hqq refines its own grid)")
+        qt0 = quantize(ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+        g = _Grid(qt0, lay)
+        if g.rb != 1:
+            raise ArgumentError(
+                "`clip` needs groups within one output row (per output channel, or blocks along "
+                f"the input dimension), found axis={ax} block_size={bs}"
+            )
+        ws_oi = _out_in(ws, lay)
+        cs, cz = _core.awq_clip(
+            ws_oi, hs, g.scale, g.zero_point, g.rb, g.cb, g.qmin, g.qmax, 20, float(max_shrink)
+        )
+        ps, pz = g.params(cs, cz)
+        if solver == "rtn":
+            qt = QuantizedTensor(
+                data=_pack(_encode(ws, ps, pz, qt0), b, qt0.signed),
+                scale=ps,
+                zero_point=pz,
+                axis=qt0.axis,
+                block_size=qt0.block_size,
+                bits=b,
+                shape=qt0.shape,
+            )
+        else:
+            codes, damp_used = _core.gptq(
+                ws_oi, hs, cs, cz, g.rb, g.cb, g.qmin, g.qmax, float(damp), bool(act_order), 128
+            )
+            qt = _tensor(codes, g, qt0, ps, pz)
+    elif solver == "rtn":
         qt = quantize(ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, **kw)
     else:
-        s64 = s.astype(np.float64)
         if solver == "gptq":
-            hs = hh / np.outer(s64, s64)
             qt, ginfo = gptq(
                 ws, hs, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric), damp=damp,
                 act_order=act_order, layout=lay, return_info=True,
@@ -586,7 +627,7 @@ def awq(
             d = np.diag(hh) if hh.ndim == 2 else hh
             qt = hqq(
                 ws, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric),
-                col_weight=d / (s64 * s64), layout=lay,
+                col_weight=np.ascontiguousarray(d / (s64 * s64)), layout=lay,
             )
     res = dataclasses.replace(qt, in_scale=s, in_axis=in_axis)
     if return_info:

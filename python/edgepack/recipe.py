@@ -98,6 +98,9 @@ class Rule:
       (``"gptq"`` then runs on ``W * s`` with ``H / (s s^T)``); the file stores ``s`` as the
       tensor's ``in_scale`` (FORMAT.md version 2) and decoding divides by it. Needs the
       calibration statistics of the tensor (its ``X^T X`` or only the per-channel vectors).
+    * ``awq_clip``: AWQ's weight clipping search too (per group, the range shrunk by up to
+      half where that lowers the group's output error); per output channel or blocks along
+      the input dimension only.
     * ``sparsity_method = "sparsegpt"`` (Frantar & Alistarh 2023: the mask and the kept
       weights chosen together from ``H``; jointly with quantization) or ``"wanda"`` (Sun et al.
       2023: ``|W_ij| * ||x_j||``, compared within each output row), with ``structure``
@@ -132,6 +135,7 @@ class Rule:
     structure: str = "unstructured"
     layout: str | None = None
     awq: bool = False
+    awq_clip: bool = False
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ArgumentError:
@@ -169,6 +173,12 @@ class Rule:
             raise bad(f"act_order must be true or false, found {self.act_order!r}")
         if not isinstance(self.awq, bool):
             raise bad(f"awq must be true or false, found {self.awq!r}")
+        if not isinstance(self.awq_clip, bool):
+            raise bad(f"awq_clip must be true or false, found {self.awq_clip!r}")
+        if self.awq_clip and not (self.awq or self.method == "awq"):
+            raise bad("awq_clip goes with awq=True or method 'awq'")
+        if self.awq_clip and self.method == "hqq":
+            raise bad("awq_clip goes with method 'awq' or 'gptq' (hqq refines its own grid)")
         if (self.awq or self.method == "awq") and self.sparsity and self.sparsity_method == "sparsegpt":
             raise bad(
                 "awq with sparsity_method 'sparsegpt' is not supported (SparseGPT prunes and "
@@ -196,6 +206,7 @@ class Rule:
             "percentile": self.percentile is not None,
             "method": self.method is not None,
             "awq": self.awq,
+            "awq_clip": self.awq_clip,
         }
         if self.action != "quantize":
             set_ = [k for k, v in quant_only.items() if v]
@@ -287,6 +298,7 @@ class Plan:
     sparsity_method: str = "magnitude"
     structure: str = "unstructured"
     awq: bool = False
+    awq_clip: bool = False
 
     def needs_hessian(self) -> bool:
         """Whether encoding this tensor needs the full ``X^T X`` of its input."""
@@ -445,6 +457,7 @@ class Recipe:
             sparsity_method=r.sparsity_method,
             structure=r.structure,
             awq=awq,
+            awq_clip=r.awq_clip and awq,
         )
 
     def unused_patterns(self, names: list[str]) -> list[str]:

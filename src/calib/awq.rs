@@ -231,3 +231,135 @@ pub fn awq(
         errors,
     })
 }
+
+/// Largest accepted `max_shrink` of [`clip`].
+pub const MAX_SHRINK: f64 = 0.99;
+
+/// AWQ's weight clipping search (the reference code's `auto_clip`), on a `(out, inp)`
+/// weight (already scaled by the AWQ scales; `h` is then `diag(1/s) H diag(1/s)`):
+/// for every group of one row (`grid.row_block` must be 1: per output channel, or blocks
+/// along the input dimension) the range `[min, max]` of the group is shrunk to
+/// `[min * f, max * f]` for `f = 1 - max_shrink * k / n_grid`, `k = 0..n_grid`, the scale
+/// and zero point derived from it as round to nearest derives them (ONNX Runtime's
+/// `compute_scale_zp`), and the `f` with the smallest error of the group's own contribution
+/// `e^T H_gg e` (`H_gg`: the group's diagonal block of `H`, or the diagonal of a diagonal
+/// `h`) is kept; ties keep the larger `f`, so `k = 0`, the unclipped grid, wins unless
+/// clipping helps. Groups are independent (as in the reference), so the gain is measured on
+/// the block-diagonal part of the objective.
+///
+/// Returns the grid's `(scale, zero point)` `(out, cg)` (zero point `None` when symmetric).
+pub fn clip(
+    w: &[f32],
+    out: usize,
+    inp: usize,
+    h: Hessian<'_>,
+    grid: &crate::calib::grid::Grid<'_>,
+    n_grid: usize,
+    max_shrink: f64,
+) -> Result<(Vec<f32>, Option<Vec<i32>>)> {
+    use rayon::prelude::*;
+
+    check_weight(w, out, inp, "`w`")?;
+    if grid.row_block != 1 {
+        return Err(Error::arg(format!(
+            "clipping needs groups within one output row (row_block 1), found row_block {}",
+            grid.row_block
+        )));
+    }
+    if n_grid == 0 || n_grid > MAX_GRID {
+        return Err(Error::arg(format!(
+            "`n_grid` must be in 1..={MAX_GRID}, found {n_grid}"
+        )));
+    }
+    if !(max_shrink.is_finite() && (0.0..=MAX_SHRINK).contains(&max_shrink)) {
+        return Err(Error::arg(format!(
+            "`max_shrink` must be in [0, {MAX_SHRINK}], found {max_shrink}"
+        )));
+    }
+    match h {
+        Hessian::Full(hf) => {
+            if hf.len() != inp * inp {
+                return Err(Error::arg(format!(
+                    "`h` holds {} values, expected {} for shape ({inp}, {inp})",
+                    hf.len(),
+                    inp * inp
+                )));
+            }
+            check_finite_f64(hf, "`h`")?;
+        }
+        Hessian::Diag(d) => {
+            if d.len() != inp {
+                return Err(Error::arg(format!(
+                    "`h` (diagonal) has length {}, expected {inp}",
+                    d.len()
+                )));
+            }
+            check_finite_f64(d, "`h`")?;
+        }
+    }
+    let cg = grid.cg;
+    let cb = grid.col_block;
+    let symmetric = grid.zero_point.is_none();
+    let (qmin, qmax) = (grid.qmin, grid.qmax);
+    let mut scale = vec![0f32; out * cg];
+    let mut zp = vec![0i32; out * cg];
+    if out == 0 || inp == 0 {
+        return Ok((scale, (!symmetric).then_some(zp)));
+    }
+    crate::parallel::install(|| {
+        scale
+            .par_chunks_mut(cg)
+            .zip(zp.par_chunks_mut(cg))
+            .enumerate()
+            .for_each(|(r, (srow, zrow))| {
+                let row = &w[r * inp..(r + 1) * inp];
+                let mut e = vec![0f64; cb.min(inp)];
+                for g in 0..cg {
+                    let (c0, c1) = (g * cb, ((g + 1) * cb).min(inp));
+                    let seg = &row[c0..c1];
+                    let lo = seg.iter().copied().fold(f32::INFINITY, f32::min);
+                    let hi = seg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut best: Option<(f64, f32, i32)> = None;
+                    for k in 0..n_grid {
+                        let f = 1.0 - max_shrink * k as f64 / n_grid as f64;
+                        let (a, b) = if k == 0 {
+                            (lo, hi)
+                        } else {
+                            ((lo as f64 * f) as f32, (hi as f64 * f) as f32)
+                        };
+                        let d = quant::derive(a, b, qmin, qmax, symmetric, quant::Convention::Onnx);
+                        let e = &mut e[..c1 - c0];
+                        for (ev, &x) in e.iter_mut().zip(seg) {
+                            let (_, deq) =
+                                crate::calib::grid::quantize_one(x, d.scale, d.zp, qmin, qmax);
+                            *ev = x as f64 - deq as f64;
+                        }
+                        let err = match h {
+                            Hessian::Diag(dg) => e
+                                .iter()
+                                .zip(&dg[c0..c1])
+                                .map(|(x, dj)| dj * x * x)
+                                .sum::<f64>(),
+                            Hessian::Full(hf) => {
+                                let mut t = 0f64;
+                                for (i, &ei) in e.iter().enumerate() {
+                                    let hrow = &hf[(c0 + i) * inp + c0..(c0 + i) * inp + c1];
+                                    let dot: f64 =
+                                        hrow.iter().zip(e.iter()).map(|(a, b)| a * b).sum();
+                                    t += ei * dot;
+                                }
+                                t
+                            }
+                        };
+                        if best.is_none_or(|b| err < b.0) {
+                            best = Some((err, d.scale, d.zp));
+                        }
+                    }
+                    let (_, s, z) = best.expect("n_grid >= 1");
+                    srow[g] = s;
+                    zrow[g] = z;
+                }
+            })
+    });
+    Ok((scale, (!symmetric).then_some(zp)))
+}

@@ -1299,4 +1299,40 @@ mod awq_tests {
         assert!(awq(&w, [out, inp], 2, Hessian::Diag(&d), &ma, &sc, 20).is_err());
         assert!(awq(&w, [out, inp], 1, Hessian::Diag(&d), &ma, &sc, 0).is_err());
     }
+
+    #[test]
+    fn clip_without_shrink_is_the_rtn_grid_and_shrinking_never_hurts_a_group() {
+        use crate::calib::awq::clip;
+        use crate::calib::grid::Grid;
+        let (out, inp, b) = (6, 40, 16);
+        let (w, h, _) = case(out, inp);
+        let q = crate::quant::quantize(
+            &w,
+            &[out, inp],
+            Some(1),
+            Some(b as i64),
+            &scheme(4, false, None, None).spec,
+        )
+        .unwrap();
+        let cg = inp.div_ceil(b);
+        let g = Grid::new(
+            &q.scale,
+            (out, cg),
+            Some((&q.zero_point, (out, cg))),
+            1,
+            b,
+            0,
+            15,
+            out,
+            inp,
+        )
+        .unwrap();
+        let (s0, z0) = clip(&w, out, inp, Hessian::Full(&h), &g, 20, 0.0).unwrap();
+        assert_eq!(s0, q.scale);
+        assert_eq!(z0.unwrap(), q.zero_point);
+        let (s1, _) = clip(&w, out, inp, Hessian::Full(&h), &g, 20, 0.5).unwrap();
+        assert!(s1.iter().zip(&q.scale).all(|(a, b)| a <= b));
+        assert!(clip(&w, out, inp, Hessian::Full(&h), &g, 20, 1.5).is_err());
+        assert!(clip(&w, out, inp, Hessian::Diag(&h[..3]), &g, 20, 0.5).is_err());
+    }
 }

@@ -394,6 +394,58 @@ fn awq_search<'py>(
     ))
 }
 
+/// `_core.awq_clip(w, h, scale, zero_point, row_block, col_block, qmin, qmax, n_grid=20,
+/// max_shrink=0.5)` -> `(scale float32 (rg, cg), zero_point int32 (rg, cg) | None)`: AWQ's
+/// clipping search per group of a `(out, in)` weight (`row_block` 1), on the layout of the
+/// given grid (its values are not used).
+#[pyfunction]
+#[pyo3(signature = (w, h, scale, zero_point, row_block, col_block, qmin, qmax, n_grid=20, max_shrink=0.5))]
+#[allow(clippy::too_many_arguments)]
+fn awq_clip<'py>(
+    py: Python<'py>,
+    w: PyReadonlyArray2<'py, f32>,
+    h: PyReadonlyArrayDyn<'py, f64>,
+    scale: PyReadonlyArray2<'py, f32>,
+    zero_point: Option<PyReadonlyArray2<'py, i32>>,
+    row_block: usize,
+    col_block: usize,
+    qmin: i32,
+    qmax: i32,
+    n_grid: usize,
+    max_shrink: f64,
+) -> PyResult<RefinedGrid<'py>> {
+    let (out, inp) = dims(&w);
+    let shape = dims(&scale);
+    let g = grid(
+        &scale,
+        zero_point.as_ref(),
+        row_block,
+        col_block,
+        qmin,
+        qmax,
+        out,
+        inp,
+    )?;
+    let hshape = h.shape().to_vec();
+    let (ws, hs) = (c_slice(&w, "w")?, c_slice(&h, "h")?);
+    let hh = match hshape.as_slice() {
+        [n] if *n == inp => Hessian::Diag(hs),
+        [a, b] if (*a, *b) == (inp, inp) => Hessian::Full(hs),
+        _ => {
+            return Err(Error::arg(format!(
+                "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
+            ))
+            .into())
+        }
+    };
+    let (s, z) = py.detach(|| awq::clip(ws, out, inp, hh, &g, n_grid, max_shrink))?;
+    let zp = match z {
+        Some(z) => Some(array2(py, z, shape)?),
+        None => None,
+    };
+    Ok((array2(py, s, shape)?, zp))
+}
+
 /// `_core.awq_scales(mean_abs, alpha)` -> float32 `(in,)`: the AWQ scales of one alpha.
 #[pyfunction]
 fn awq_scales<'py>(
@@ -409,6 +461,7 @@ fn awq_scales<'py>(
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(awq_search, m)?)?;
     m.add_function(wrap_pyfunction!(awq_scales, m)?)?;
+    m.add_function(wrap_pyfunction!(awq_clip, m)?)?;
     m.add_function(wrap_pyfunction!(gptq, m)?)?;
     m.add_function(wrap_pyfunction!(sparsegpt, m)?)?;
     m.add_function(wrap_pyfunction!(calib_objective, m)?)?;
