@@ -429,3 +429,27 @@ def test_awq_clip_with_gptq_and_rules(tmp_path):
     assert Rule.from_dict(rule.to_dict()) == rule
     m = edgepack.compress(wm, Recipe(rules=(rule, Rule("*", bits=4))), calibration=st, out=tmp_path / "m.epk")
     assert m.info("fc1.weight").params["in_axis"] == 1
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--method", "awq"], ["--method", "gptq", "--awq"], ["--bits", "4", "--awq"]])
+def test_cli_awq(tmp_path, capsys, args):
+    from edgepack.cli import main
+    from safetensors.numpy import save_file
+
+    w, st = _model()
+    wf = {"fc1.weight": w["fc1.weight"]}
+    save_file(wf, str(tmp_path / "w.safetensors"))
+    st.save(tmp_path / "stats.safetensors")
+    out = tmp_path / "w.epk"
+    argv = ["compress", str(tmp_path / "w.safetensors"), "-o", str(out), "--calibration",
+            str(tmp_path / "stats.safetensors"), "-q", *args]
+    assert main(argv) == 0
+    m = edgepack.load(out)
+    assert m.info("fc1.weight").params["in_axis"] == 1
+    assert struct.unpack("<I", out.read_bytes()[8:12])[0] == 2
+    capsys.readouterr()
+    assert main(["compress", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "x.epk"), *args]) == 2
+    assert "--calibration" in capsys.readouterr().err

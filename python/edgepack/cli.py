@@ -682,7 +682,11 @@ def _format_line(path: Path) -> str:
         head = f.read(12)
     if head[:8] == b"\x89EPK\r\n\x1a\n" and len(head) == 12:
         return f".epk version {struct.unpack('<I', head[8:12])[0]}"
-    return "safetensors form of an .epk file (FORMAT.md section 10), version 1"
+    from edgepack.io import read_safetensors_header
+
+    md = read_safetensors_header(str(path))[0].get("__metadata__") or {}
+    version = md.get("edgepack.format_version", "1")
+    return f"safetensors form of an .epk file (FORMAT.md section 10), version {version}"
 
 
 def _recipe_line(recipe: Any, limit: int = 400) -> str:
