@@ -550,6 +550,10 @@ def calibrated_variants(
             add("int4", f"awq+clip+gptq int4 block 32 {s} (damp {d})",
                 dict(lay, bits=4, block_size=32, symmetric=sym, method="gptq", awq=True,
                      awq_clip=True, damp=d), {"awq", "gptq"})
+        for d in damps:
+            add("int4", f"awq+gptq int4 block 32 {s}, alpha searched by gptq (damp {d})",
+                dict(lay, bits=4, block_size=32, symmetric=sym, method="gptq", awq=True,
+                     awq_search="solver", damp=d), {"awq", "gptq"})
     add("int4", "hqq int4 block 32 affine (data-free)",
         dict(lay, bits=4, block_size=32, symmetric=False, method="hqq"), {"hqq"}, seq_ok=False)
     for bb in budgets:

@@ -453,3 +453,22 @@ def test_cli_awq(tmp_path, capsys, args):
     capsys.readouterr()
     assert main(["compress", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "x.epk"), *args]) == 2
     assert "--calibration" in capsys.readouterr().err
+
+
+def test_awq_search_by_solver_never_worse_than_gptq(tmp_path):
+    w, _, h, ma = _case(13, out=32, inp=96, tokens=600)
+    q, info = methods.awq(w, ma, h, bits=4, symmetric=False, solver="gptq", search="solver", return_info=True)
+    plain = methods.gptq(w, h, bits=4, symmetric=False)
+    e_plain = ref.output_error_ref(w, plain.dequantize(), h)
+    assert info["errors"][0] == pytest.approx(e_plain, rel=1e-9)  # alpha = 0 is plain GPTQ
+    assert ref.output_error_ref(w, q.dequantize(), h) <= e_plain * (1 + 1e-12)
+    assert info["error"] == pytest.approx(ref.output_error_ref(w, q.dequantize(), h), rel=1e-9)
+    np.testing.assert_array_equal(q.in_scale, ref.awq_scales_ref(ma, info["alpha"]))
+    with pytest.raises(edgepack.ArgumentError, match="search"):
+        methods.awq(w, ma, h, search="gptq")
+    with pytest.raises(edgepack.ArgumentError, match="awq_search"):
+        Rule("*", bits=4, awq_search="solver")
+    wm, st = _model()
+    rule = Rule("fc*", bits=4, method="gptq", awq=True, awq_search="solver")
+    m = edgepack.compress(wm, Recipe(rules=(rule, Rule("*", bits=4))), calibration=st, out=tmp_path / "m.epk")
+    assert m.info("fc1.weight").params["in_axis"] == 1

@@ -183,6 +183,7 @@ def quantize_tensor(x: np.ndarray, plan: Plan, tc: TensorCalibration | None) -> 
             act_order=rule.act_order if rule is not None else True,
             layout=plan.layout,
             clip=plan.awq_clip,
+            search=plan.awq_search,
             **kw_awq,
             **_scheme(plan),
         )

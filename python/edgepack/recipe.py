@@ -101,6 +101,9 @@ class Rule:
     * ``awq_clip``: AWQ's weight clipping search too (per group, the range shrunk by up to
       half where that lowers the group's output error); per output channel or blocks along
       the input dimension only.
+    * ``awq_search``: ``"rtn"`` (default; the paper: alpha chosen by round to nearest, then the
+      method runs once) or ``"solver"`` (alpha chosen by the method's own result, 20 runs of
+      it; with ``"gptq"`` never worse than plain GPTQ on the calibration data).
     * ``sparsity_method = "sparsegpt"`` (Frantar & Alistarh 2023: the mask and the kept
       weights chosen together from ``H``; jointly with quantization) or ``"wanda"`` (Sun et al.
       2023: ``|W_ij| * ||x_j||``, compared within each output row), with ``structure``
@@ -136,6 +139,7 @@ class Rule:
     layout: str | None = None
     awq: bool = False
     awq_clip: bool = False
+    awq_search: str = "rtn"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ArgumentError:
@@ -177,6 +181,10 @@ class Rule:
             raise bad(f"awq_clip must be true or false, found {self.awq_clip!r}")
         if self.awq_clip and not (self.awq or self.method == "awq"):
             raise bad("awq_clip goes with awq=True or method 'awq'")
+        if self.awq_search not in ("rtn", "solver"):
+            raise bad(f"awq_search must be 'rtn' or 'solver', found {self.awq_search!r}")
+        if self.awq_search != "rtn" and not self.awq:
+            raise bad("awq_search goes with awq=True (and method 'gptq' or 'hqq')")
         if self.awq_clip and self.method == "hqq":
             raise bad("awq_clip goes with method 'awq' or 'gptq' (hqq refines its own grid)")
         if (self.awq or self.method == "awq") and self.sparsity and self.sparsity_method == "sparsegpt":
@@ -207,6 +215,7 @@ class Rule:
             "method": self.method is not None,
             "awq": self.awq,
             "awq_clip": self.awq_clip,
+            "awq_search": self.awq_search != "rtn",
         }
         if self.action != "quantize":
             set_ = [k for k, v in quant_only.items() if v]
@@ -299,6 +308,7 @@ class Plan:
     structure: str = "unstructured"
     awq: bool = False
     awq_clip: bool = False
+    awq_search: str = "rtn"
 
     def needs_hessian(self) -> bool:
         """Whether encoding this tensor needs the full ``X^T X`` of its input."""
@@ -458,6 +468,7 @@ class Recipe:
             structure=r.structure,
             awq=awq,
             awq_clip=r.awq_clip and awq,
+            awq_search=r.awq_search,
         )
 
     def unused_patterns(self, names: list[str]) -> list[str]:
