@@ -59,6 +59,10 @@ class TensorCalibration:
         """``mean(x_j^2)`` per input channel (the diagonal of ``H``), float64 ``(in,)``."""
         return np.asarray(self._stats.channel_stats(self.name)["mean_sq"], dtype=np.float64)
 
+    def mean_abs(self) -> np.ndarray:
+        """``mean(|x_j|)`` per input channel, float64 ``(in,)`` (AWQ's activation scale)."""
+        return np.asarray(self._stats.channel_stats(self.name)["mean_abs"], dtype=np.float64)
+
     def h(self) -> np.ndarray:
         """The full ``H`` when recorded, else its diagonal (the objective accepts both)."""
         return self.hessian() if self.full else self.diag()
@@ -138,7 +142,9 @@ def check_tensor(
 
 def what_needs(plan: Plan) -> str:
     if plan.encoding == "quant" and plan.method == "gptq":
-        return "method 'gptq'"
+        return "method 'gptq'" + (" with awq" if plan.awq else "")
+    if plan.encoding == "quant" and plan.awq:
+        return "awq" if plan.method == "rtn" else f"method {plan.method!r} with awq"
     if plan.sparsity and plan.sparsity_method in ("sparsegpt", "wanda"):
         return f"sparsity_method {plan.sparsity_method!r}"
     return "calibrated compression"
@@ -162,8 +168,25 @@ def quantize_tensor(x: np.ndarray, plan: Plan, tc: TensorCalibration | None) -> 
     from edgepack.quantize import quantize
 
     rule = plan.rule
-    if plan.method in ("gptq", "hqq"):
+    if plan.method in ("gptq", "hqq") or plan.awq:
         from edgepack import methods
+    if plan.awq and tc is not None and x.ndim == 2:
+        kw_awq: dict[str, Any] = {}
+        if plan.method == "rtn":
+            kw_awq = {"calibration": plan.calibration, "percentile": plan.percentile}
+        return methods.awq(
+            x,
+            tc.mean_abs(),
+            tc.h(),
+            solver=plan.method,
+            damp=rule.damp if rule is not None else 0.01,
+            act_order=rule.act_order if rule is not None else True,
+            layout=plan.layout,
+            clip=plan.awq_clip,
+            search=plan.awq_search,
+            **kw_awq,
+            **_scheme(plan),
+        )
     if plan.method == "gptq":
         assert tc is not None
         return methods.gptq(
@@ -242,7 +265,7 @@ def prune_tensor(
             "method 'gptq' with sparsity_method 'wanda' would refill the pruned weights; use "
             "sparsity_method 'sparsegpt' (prunes and quantizes jointly)"
         )
-    return xp, keep, quantize_tensor(xp, plan, None)
+    return xp, keep, quantize_tensor(xp, plan, tc if plan.awq else None)
 
 
 def output_error_stats(

@@ -37,9 +37,13 @@ class QuantizedTensor:
       with ``ceil(shape[axis] / block_size)`` along ``axis`` per block;
     * ``zero_point``: int8 (signed types) or uint8 (unsigned), the shape of ``scale``;
     * ``axis`` (non-negative, or None per tensor), ``block_size`` (or None), ``bits`` (8 or 4),
-      ``shape`` (of the original array).
+      ``shape`` (of the original array);
+    * ``in_scale`` / ``in_axis`` (AWQ, :func:`edgepack.methods.awq`; both None otherwise): a
+      float32 scale per index along ``in_axis`` (the weight's input dimension) that the
+      values were multiplied by before rounding, so decoding divides by it.
 
-    ``x ~= (q - zero_point) * scale``: see :meth:`dequantize`.
+    ``x ~= (q - zero_point) * scale`` (``((q - zero_point) * scale) / in_scale`` with an
+    ``in_scale``): see :meth:`dequantize`.
     """
 
     data: np.ndarray
@@ -49,6 +53,8 @@ class QuantizedTensor:
     block_size: int | None
     bits: int
     shape: tuple[int, ...]
+    in_scale: np.ndarray | None = None
+    in_axis: int | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.shape)
@@ -80,7 +86,28 @@ class QuantizedTensor:
             )
         if self.block_size is not None and self.axis is None:
             raise ArgumentError("`block_size` needs an `axis`")
-        for name, a in (("data", data), ("scale", scale), ("zero_point", zp)):
+        arrays = [("data", data), ("scale", scale), ("zero_point", zp)]
+        if (self.in_scale is None) != (self.in_axis is None):
+            raise ArgumentError("`in_scale` and `in_axis` go together (both or neither)")
+        if self.in_scale is not None:
+            ax = self.in_axis
+            if isinstance(ax, bool) or not isinstance(ax, (int, np.integer)) or not (
+                0 <= int(ax) < len(shape)
+            ):
+                raise ArgumentError(f"`in_axis` must be an axis of shape {shape}, found {ax!r}")
+            object.__setattr__(self, "in_axis", int(ax))
+            ins = np.asarray(self.in_scale)
+            if ins.dtype != np.float32:
+                raise DtypeError(f"`in_scale` must be float32; found dtype {ins.dtype}")
+            if ins.shape != (shape[int(ax)],):
+                raise ArgumentError(
+                    f"`in_scale` has shape {ins.shape}, expected ({shape[int(ax)]},) (dimension "
+                    f"{ax} of {shape})"
+                )
+            if not (np.isfinite(ins).all() and (ins >= np.finfo(np.float32).tiny).all()):
+                raise ArgumentError("`in_scale` must be finite, positive and not subnormal")
+            arrays.append(("in_scale", ins))
+        for name, a in arrays:
             v = a.view()
             v.flags.writeable = False
             object.__setattr__(self, name, v)
@@ -107,18 +134,23 @@ class QuantizedTensor:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: data + scales + zero points."""
-        return int(self.data.nbytes + self.scale.nbytes + self.zero_point.nbytes)
+        """Bytes held: data + scales + zero points (+ the AWQ input scales)."""
+        extra = 0 if self.in_scale is None else self.in_scale.nbytes
+        return int(self.data.nbytes + self.scale.nbytes + self.zero_point.nbytes + extra)
 
     def dequantize(self, *, out: np.ndarray | None = None) -> np.ndarray:
         """``float32(q - zero_point) * float32(scale)``, as ONNX DequantizeLinear, shape
-        ``self.shape``."""
+        ``self.shape``; with an ``in_scale``, then divided by it along ``in_axis`` (in float32:
+        ``(float32(q - zero_point) * scale) / in_scale``, FORMAT.md section 5)."""
         dt = self.dtype
         q = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
         z = np.ascontiguousarray(self.zero_point, dtype=np.int32)
         axis = 0 if self.axis is None else self.axis
         bs = 0 if self.block_size is None else self.block_size
         s = np.ascontiguousarray(self.scale, dtype=np.float32)
+        extra: tuple[Any, ...] = ()
+        if self.in_scale is not None:
+            extra = (np.ascontiguousarray(self.in_scale), self.in_axis)
         if out is not None:
             if (
                 not isinstance(out, np.ndarray)
@@ -130,9 +162,9 @@ class QuantizedTensor:
                 raise ArgumentError(
                     f"`out` must be a writeable C-contiguous float32 array of shape {self.shape}"
                 )
-            _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out)
+            _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out, *extra)
             return out
-        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs)
+        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, None, *extra)
 
     def __repr__(self) -> str:
         if self.axis is None:
@@ -149,8 +181,9 @@ class QuantizedTensor:
                 f"{self.scale.size} scales in [{float(self.scale.min()):.6g}, "
                 f"{float(self.scale.max()):.6g}]"
             )
+        awq = "" if self.in_axis is None else f", in_scale along axis {self.in_axis}"
         return (
-            f"QuantizedTensor({self.dtype}, shape={self.shape}, {gran}, {params}, "
+            f"QuantizedTensor({self.dtype}, shape={self.shape}, {gran}, {params}{awq}, "
             f"nbytes={self.nbytes})"
         )
 

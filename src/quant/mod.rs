@@ -926,3 +926,69 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
         }
     }
 }
+
+/// Divide `x` (shape `shape`, C order) by a per-input-channel scale along `in_axis`, in place:
+/// `x[.., j, ..] = x[.., j, ..] / in_scale[j]` in f32 (a division, not a multiplication by the
+/// reciprocal). This is the last step of decoding an AWQ-scaled `quant` tensor (FORMAT.md
+/// section 5): `x' = (f32(q - zero_point) * scale) / in_scale`.
+///
+/// numpy: `x / np.expand_dims(in_scale, tuple(i for i in range(x.ndim) if i != in_axis))`.
+///
+/// `in_scale` must hold `shape[in_axis]` values, each finite, positive and normal.
+pub fn divide_in_scale(
+    x: &mut [f32],
+    shape: &[usize],
+    in_axis: usize,
+    in_scale: &[f32],
+) -> Result<()> {
+    if in_axis >= shape.len() {
+        return Err(Error::arg(format!(
+            "`in_axis` {in_axis} is out of range for shape {}",
+            shape_str(shape)
+        )));
+    }
+    let len = shape[in_axis];
+    if in_scale.len() != len {
+        return Err(Error::arg(format!(
+            "`in_scale` has {} values, expected {len} (dimension {in_axis} of shape {})",
+            in_scale.len(),
+            shape_str(shape)
+        )));
+    }
+    check_scales(in_scale, "in_scale")?;
+    let inner: usize = shape[in_axis + 1..].iter().product();
+    let n: usize = shape.iter().product();
+    if x.len() != n {
+        return Err(Error::arg(format!(
+            "`out` has {} elements, expected {n} for shape {}",
+            x.len(),
+            shape_str(shape)
+        )));
+    }
+    let row = len * inner;
+    if row == 0 {
+        return Ok(());
+    }
+    let body = |chunk: &mut [f32]| {
+        for r in chunk.chunks_mut(row) {
+            if inner == 1 {
+                for (v, &s) in r.iter_mut().zip(in_scale) {
+                    *v /= s;
+                }
+            } else {
+                for (run, &s) in r.chunks_mut(inner).zip(in_scale) {
+                    for v in run {
+                        *v /= s;
+                    }
+                }
+            }
+        }
+    };
+    let rows_per_task = MIN_TASK.div_ceil(row).max(1);
+    if parallel::num_threads() <= 1 || n <= MIN_TASK {
+        body(x);
+    } else {
+        parallel::install(|| x.par_chunks_mut(rows_per_task * row).for_each(body));
+    }
+    Ok(())
+}
