@@ -160,6 +160,7 @@ def _scheme(plan: Plan) -> dict[str, Any]:
         "axis": plan.axis,
         "block_size": plan.block_size,
         "symmetric": plan.symmetric,
+        "scale_dtype": plan.scale_dtype,
     }
 
 
@@ -304,10 +305,15 @@ BIT_CANDIDATES: tuple[tuple[int, int | None], ...] = (
 
 
 def scheme_bits(
-    bits: int, block: int | None, symmetric: bool, shape: tuple[int, ...], axis: int | None
+    bits: int,
+    block: int | None,
+    symmetric: bool,
+    shape: tuple[int, ...],
+    axis: int | None,
+    scale_bits: int = 32,
 ) -> float:
-    """Stored bits per weight of a scheme: the values plus a float32 scale (and a uint8 zero
-    point when affine) per group."""
+    """Stored bits per weight of a scheme: the values plus a float32 (``scale_bits=16``:
+    float16) scale (and a uint8 zero point when affine) per group."""
     n = math.prod(shape)
     if n == 0:
         return float(bits)
@@ -317,7 +323,7 @@ def scheme_bits(
         groups = shape[axis]
     else:
         groups = n // shape[axis] * -(-shape[axis] // block)
-    per_group = 32 + (0 if symmetric else 8)
+    per_group = scale_bits + (0 if symmetric else 8)
     return bits + per_group * groups / n
 
 
@@ -412,7 +418,8 @@ def allocate_bits(
         for bits, block in BIT_CANDIDATES:
             axis = out_axis if block is None else in_axis
             p = dataclasses.replace(plan, bits=bits, axis=axis, block_size=block)
-            cost = scheme_bits(bits, block, plan.symmetric, shape, axis)
+            scale_bits = 16 if plan.scale_dtype == "float16" else 32
+            cost = scheme_bits(bits, block, plan.symmetric, shape, axis, scale_bits)
             options.append((cost, error(x, p, tc), p))
         items.append(_Item(name, size, options))
     if not total_size:

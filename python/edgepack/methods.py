@@ -116,6 +116,31 @@ def _scheme(
     return ax, (None if block_size is None else _int(block_size, "block_size"))
 
 
+_SCALE_DTYPES = ("float32", "float16")
+
+
+def _scale_dtype(v: Any) -> str:
+    if v not in _SCALE_DTYPES:
+        raise ArgumentError(f"`scale_dtype` must be one of {_SCALE_DTYPES}, found {v!r}")
+    return str(v)
+
+
+def _stored_scale(scale: np.ndarray, scale_dtype: str) -> np.ndarray:
+    """A refined (continuous) float32 scale as it will be stored: float16 scales are rounded
+    to the nearest float16 (never to 0: at least float16's smallest subnormal); the codes are
+    then chosen on exactly these values."""
+    if scale_dtype == "float32":
+        return scale
+    with np.errstate(over="ignore"):
+        h = np.asarray(scale, dtype=np.float32).astype(np.float16)
+    if not np.isfinite(h).all():
+        raise ArgumentError(
+            "a refined scale exceeds float16's largest value 65504; use scale_dtype='float32'"
+        )
+    h = np.maximum(h, np.float16(2.0**-24))
+    return h.astype(np.float32)
+
+
 def _qrange(bits: int, symmetric: bool) -> tuple[int, int]:
     if symmetric:
         return (-127, 127) if bits == 8 else (-7, 7)
@@ -249,6 +274,7 @@ def gptq(
     layout: str = "out_in",
     block: int = 128,
     return_info: bool = False,
+    scale_dtype: str = "float32",
 ) -> Any:
     """GPTQ (Frantar et al. 2022): quantize ``w`` column by column, each column's rounding
     error compensated on the columns not yet quantized through the inverse Hessian, so that
@@ -260,7 +286,9 @@ def gptq(
     gets ``damp * mean(diag h)`` on its diagonal; if the Cholesky factorisation still fails the
     damping is multiplied by 10 (at most 6 times, then an error). Input channels never active
     in calibration (``h_jj = 0``) are rounded to nearest (not zeroed). ``block``: columns per
-    lazy update. Returns a :class:`~edgepack.QuantizedTensor` of ``w``'s shape, or
+    lazy update. ``scale_dtype``: as :func:`edgepack.quantize` (an HQQ-refined float16 scale is
+    rounded to the nearest float16 before the codes are chosen). Returns a
+    :class:`~edgepack.QuantizedTensor` of ``w``'s shape, or
     ``(QuantizedTensor, {"damp_used": float})`` with ``return_info=True``.
     """
     lay = _layout(layout)
@@ -270,18 +298,23 @@ def gptq(
         raise ArgumentError(f"`grid` must be one of {_GRIDS}, found {grid!r}")
     w_oi = _out_in(wf, lay)
     hh = _hessian(h, w_oi.shape[1])
+    sdt = _scale_dtype(scale_dtype)
     ax, bs = _scheme(2, 1 if lay == "out_in" else 0, b, axis, block_size)
-    qt = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+    qt = quantize(
+        wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, scale_dtype=sdt
+    )
     if wf.size == 0:  # nothing to solve
         return (qt, {"damp_used": float(damp)}) if return_info else qt
     g = _Grid(qt, lay)
     scale, zp = g.scale, g.zero_point
     if grid == "hqq":
         scale, zp = _refine(w_oi, g, 20, 0.7, np.ascontiguousarray(np.diag(hh)))
+        scale = np.ascontiguousarray(_stored_scale(scale, sdt))
     codes, damp_used = _core.gptq(
         w_oi, hh, scale, zp, g.rb, g.cb, g.qmin, g.qmax, float(damp), bool(act_order), int(block)
     )
     ps, pz = g.params(scale, zp) if grid == "hqq" else (qt.scale, qt.zero_point)
+    ps = ps.astype(sdt)
     res = _tensor(codes, g, qt, ps, pz)
     return (res, {"damp_used": float(damp_used)}) if return_info else res
 
@@ -299,6 +332,7 @@ def sparsegpt(
     axis: int | None | Auto = "auto",
     block_size: int | None | Auto = "auto",
     symmetric: bool = True,
+    scale_dtype: str = "float32",
     damp: float = 0.01,
     layout: str = "out_in",
     block: int = 128,
@@ -350,7 +384,10 @@ def sparsegpt(
     if bits is not None:
         b = _bits(bits)
         ax, bs = _scheme(2, 1 if lay == "out_in" else 0, b, axis, block_size)
-        qt = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+        qt = quantize(
+            wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs,
+            scale_dtype=_scale_dtype(scale_dtype),
+        )
     if wf.size == 0:  # nothing to prune
         res0: Any = wf.copy() if qt is None else qt
         keep0 = np.ones(wf.shape, bool)
@@ -395,6 +432,7 @@ def hqq(
     p: float = 0.7,
     col_weight: Any = None,
     layout: str = "out_in",
+    scale_dtype: str = "float32",
 ) -> QuantizedTensor:
     """Half-Quadratic Quantization (Badri & Shaji 2023), data-free: refine the scales and
     (integer) zero points of :func:`edgepack.quantize`'s grid by alternating the codes, an
@@ -405,7 +443,8 @@ def hqq(
     default), the input grid included: never worse than round-to-nearest on that error.
 
     ``w`` may have any rank for the per-tensor / per-channel / per-block schemes of
-    :func:`edgepack.quantize` (``col_weight`` needs a 2-D weight).
+    :func:`edgepack.quantize` (``col_weight`` needs a 2-D weight). ``scale_dtype="float16"``:
+    the refined scales are rounded to the nearest float16 before the codes are chosen.
     """
     lay = _layout(layout)
     wf = _finite(as_f32(w, "w"), "w")
@@ -420,8 +459,11 @@ def hqq(
     if wf.ndim == 0:
         raise ArgumentError("`w` must have at least one dimension")
     in_axis = (1 if lay == "out_in" else 0) if wf.ndim == 2 else (1 if wf.ndim >= 2 else 0)
+    sdt = _scale_dtype(scale_dtype)
     ax, bs = _scheme(wf.ndim, in_axis, b, axis, block_size)
-    qt = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+    qt = quantize(
+        wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, scale_dtype=sdt
+    )
     if wf.size == 0:  # nothing to refine
         return qt
     cw = None
@@ -435,9 +477,10 @@ def hqq(
         ps, pz = g.params(scale, zp)
     else:
         ps, pz = _refine_nd(wf, qt, it, pf)
+    ps = _stored_scale(ps, sdt)
     return QuantizedTensor(
         data=_pack(_encode(wf, ps, pz, qt), b, qt.signed),
-        scale=ps,
+        scale=ps.astype(sdt),
         zero_point=pz,
         axis=qt.axis,
         block_size=qt.block_size,
@@ -528,6 +571,7 @@ def awq(
     max_shrink: float = 0.5,
     search: str = "rtn",
     return_info: bool = False,
+    scale_dtype: str = "float32",
 ) -> Any:
     """AWQ (Lin et al. 2023): scale each input channel ``j`` of ``w`` by
     ``s_j = mean_abs_j ** alpha`` (normalised, see :func:`awq_scales`) before quantizing, so
@@ -554,6 +598,9 @@ def awq(
     result for every candidate, 20 solver runs: with ``"gptq"`` never worse than plain GPTQ
     on the calibration objective, since ``alpha = 0`` is plain GPTQ).
 
+    ``scale_dtype``: as :func:`edgepack.quantize` (the search itself compares candidates on
+    float32 grids; the stored result is quantized on the float16 one).
+
     Returns a :class:`~edgepack.QuantizedTensor` whose ``in_scale`` holds ``s`` (``in_axis``:
     the input dimension of ``w``); its :meth:`~edgepack.QuantizedTensor.dequantize` gives
     ``((q - zp) * scale) / in_scale``. With ``return_info=True``: ``(QuantizedTensor,
@@ -573,8 +620,9 @@ def awq(
     hh = _hessian(h, n_in, diag_ok=solver != "gptq")
     ma = _mean_abs(mean_abs, n_in)
     ng = _int(n_grid, "n_grid")
+    sdt = _scale_dtype(scale_dtype)
     ax, bs = _scheme(2, in_axis, b, axis, block_size)
-    kw: dict[str, Any] = {"calibration": calibration}
+    kw: dict[str, Any] = {"calibration": calibration, "scale_dtype": sdt}
     if percentile is not None:
         kw["percentile"] = percentile
     if solver != "rtn" and (calibration != "minmax" or percentile is not None):
@@ -601,7 +649,9 @@ def awq(
         if clip:
             if solver == "hqq":
                 raise ArgumentError("`clip` goes with solver 'rtn' or 'gptq' (hqq refines its own grid)")
-            qt0 = quantize(ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+            qt0 = quantize(
+                ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, scale_dtype=sdt
+            )
             g = _Grid(qt0, lay)
             if g.rb != 1:
                 raise ArgumentError(
@@ -612,7 +662,9 @@ def awq(
             cs, cz = _core.awq_clip(
                 ws_oi, hs, g.scale, g.zero_point, g.rb, g.cb, g.qmin, g.qmax, 20, float(max_shrink)
             )
+            cs = np.ascontiguousarray(_stored_scale(cs, sdt))
             ps, pz = g.params(cs, cz)
+            ps = ps.astype(sdt)
             if solver == "rtn":
                 qt = QuantizedTensor(
                     data=_pack(_encode(ws, ps, pz, qt0), b, qt0.signed),
@@ -634,7 +686,7 @@ def awq(
             if solver == "gptq":
                 qt, ginfo = gptq(
                     ws, hs, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric), damp=damp,
-                    act_order=act_order, layout=lay, return_info=True,
+                    act_order=act_order, layout=lay, return_info=True, scale_dtype=sdt,
                 )
                 damp_used = ginfo["damp_used"]
             else:
@@ -642,6 +694,7 @@ def awq(
                 qt = hqq(
                     ws, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric),
                     col_weight=np.ascontiguousarray(d / (s64 * s64)), layout=lay,
+                    scale_dtype=sdt,
                 )
         return qt, damp_used
 

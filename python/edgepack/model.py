@@ -240,8 +240,8 @@ def _encode(
         if in_scale is not None:  # AWQ (FORMAT.md version 2); roles stay sorted
             ins = np.ascontiguousarray(in_scale, dtype=np.float32)
             payloads.append(("in_scale", "float32", [int(ins.size)], _u8(ins)))
-        scale = np.asarray(qt.scale, dtype=np.float32)
-        payloads.append(("scale", "float32", scale_shape, _u8(scale)))
+        scale = np.asarray(qt.scale)  # float32, or float16 (scale_dtype="float16")
+        payloads.append(("scale", scale.dtype.name, scale_shape, _u8(scale)))
         if not plan.symmetric:
             zp = np.asarray(qt.zero_point).astype(np.uint8)
             payloads.append(("zero_point", "uint8", scale_shape, _u8(zp)))
@@ -837,7 +837,7 @@ class CompressedModel(Mapping[str, Any]):
         """Write a plain safetensors file (FORMAT.md section 10), tensor by tensor.
 
         For a quantized tensor ``w``: ``w`` holds the integer data (int8 / uint8; 4-bit: two
-        values per byte, low nibble first, flat), ``w.scale`` the float32 scales and
+        values per byte, low nibble first, flat), ``w.scale`` the scales (float32, or float16) and
         ``w.zero_point`` the zero points when affine. Kept and float16 tensors are stored as
         is, sparse tensors dense (float32). With ``dequantize=True`` every float tensor is
         written as float32 and nothing else (for any tool).
@@ -876,7 +876,7 @@ class CompressedModel(Mapping[str, Any]):
             )
         md = None
         if not dequantize:
-            v2 = any("in_axis" in t.get("params", {}) for t in meta_t.values())
+            v2 = any(_needs_v2(self._records[n]) for n in meta_t)
             md = {
                 "format": "edgepack",
                 "edgepack.format_version": "2" if v2 else "1",
@@ -885,6 +885,16 @@ class CompressedModel(Mapping[str, Any]):
                 "edgepack.metadata": _json(self._header["metadata"]),
             }
         write_safetensors(os.fspath(path), items, lambda k: getters[k](), md)
+
+
+def _needs_v2(t: Mapping[str, Any]) -> bool:
+    """Whether a tensor record uses a version-2 feature (FORMAT.md 8): an AWQ ``in_scale``
+    or float16 scales."""
+    if t.get("encoding") != "quant":
+        return False
+    return "in_axis" in t.get("params", {}) or any(
+        p["role"] == "scale" and p["dtype"] == "float16" for p in t.get("payloads", ())
+    )
 
 
 def _check_in_scale(name: str, ins: np.ndarray) -> None:
@@ -998,6 +1008,11 @@ def _from_safetensors(path: str) -> CompressedModel:
                     for role in roles:
                         key = name if role == "data" else f"{name}.{role}"
                         a = src.load(key)
+                        if role == "scale" and a.dtype == np.float16 and version != "2":
+                            raise FormatError(
+                                f"{path}: tensor {name!r} has float16 scales, which need "
+                                f"edgepack.format_version 2, found {version!r}"
+                            )
                         payloads.append((role, a.dtype.name, list(a.shape), _u8(a)))
                     level: int | None = (recipe or {}).get("zstd_level", 1)
                 elif enc == "sparse":

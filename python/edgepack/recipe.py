@@ -54,6 +54,7 @@ _IMPORTANCE = ("magnitude", "provided")
 _DEFAULTS = ("auto", "keep")
 #: How quantized values are chosen: plain rounding, or a calibration-aware method.
 _METHODS = ("rtn", "gptq", "hqq", "awq")
+_SCALE_DTYPES = ("float32", "float16")
 #: Which methods need calibration statistics (``compress(..., calibration=stats)``).
 CALIBRATED_METHODS = ("gptq", "awq")
 CALIBRATED_SPARSITY = ("sparsegpt", "wanda")
@@ -109,6 +110,9 @@ class Rule:
       2023: ``|W_ij| * ||x_j||``, compared within each output row), with ``structure``
       ``"unstructured"`` (default), ``"nm"`` (``n`` of every ``m`` along the input dim) or
       ``"block"`` (``block_shape``).
+    * ``scale_dtype``: ``"float32"`` or ``"float16"`` (half the bytes per scale: 4-bit blocks
+      of 32 cost 4.5 bits per weight instead of 5, 5.25 -> 4.75 affine; each scale is rounded
+      up to a float16, see :func:`edgepack.quantize`). ``None`` (default) takes the recipe's.
     * ``layout``: ``"out_in"`` (PyTorch, the default) or ``"in_out"`` (Keras, ONNX ``MatMul``
       weights). It decides which dimension the activations multiply (calibration), and the
       default quantization axes: per output channel is axis 0 for ``out_in`` and axis 1 for
@@ -140,6 +144,7 @@ class Rule:
     awq: bool = False
     awq_clip: bool = False
     awq_search: str = "rtn"
+    scale_dtype: str | None = None
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ArgumentError:
@@ -169,6 +174,8 @@ class Rule:
             raise bad(f"structure must be one of {_STRUCTURES}, found {self.structure!r}")
         if self.layout is not None and self.layout not in _LAYOUTS:
             raise bad(f"layout must be one of {_LAYOUTS}, found {self.layout!r}")
+        if self.scale_dtype is not None and self.scale_dtype not in _SCALE_DTYPES:
+            raise bad(f"scale_dtype must be one of {_SCALE_DTYPES}, found {self.scale_dtype!r}")
         if isinstance(self.damp, bool) or not (
             isinstance(self.damp, (int, float)) and 0.0 < self.damp <= 1.0
         ):
@@ -216,6 +223,7 @@ class Rule:
             "awq": self.awq,
             "awq_clip": self.awq_clip,
             "awq_search": self.awq_search != "rtn",
+            "scale_dtype": self.scale_dtype is not None,
         }
         if self.action != "quantize":
             set_ = [k for k, v in quant_only.items() if v]
@@ -309,6 +317,7 @@ class Plan:
     awq: bool = False
     awq_clip: bool = False
     awq_search: str = "rtn"
+    scale_dtype: str = "float32"
 
     def needs_hessian(self) -> bool:
         """Whether encoding this tensor needs the full ``X^T X`` of its input."""
@@ -339,6 +348,8 @@ class Recipe:
       statistics; the relative weight error for tensors without them) within the budget.
       Tensors whose rule sets ``bits``, ``granularity`` or ``block_size`` keep their scheme and
       are outside the budget.
+    * ``scale_dtype``: how quantized tensors store their scales (``"float32"`` or
+      ``"float16"``) unless their rule says; ``budget_bits`` counts 16 or 32 bits per scale.
     * ``budget_sparsity``: the fraction of the prunable weights (every 2-D float tensor the
       calibration statistics cover, plus those whose rule asks for sparsity) that the model as
       a whole drops; each tensor's sparsity is chosen within 0.1 of the budget (in steps of
@@ -358,6 +369,7 @@ class Recipe:
     budget_bits: float | None = None
     budget_sparsity: float | None = None
     awq: bool = False
+    scale_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if not isinstance(self.awq, bool):
@@ -368,6 +380,10 @@ class Recipe:
             raise ArgumentError(f"recipe default must be one of {_DEFAULTS}, found {self.default!r}")
         if self.method not in _METHODS:
             raise ArgumentError(f"recipe method must be one of {_METHODS}, found {self.method!r}")
+        if self.scale_dtype not in _SCALE_DTYPES:
+            raise ArgumentError(
+                f"recipe scale_dtype must be one of {_SCALE_DTYPES}, found {self.scale_dtype!r}"
+            )
         b = self.budget_bits
         if b is not None and (
             isinstance(b, bool) or not isinstance(b, (int, float)) or not 2.0 <= b <= 16.0
@@ -415,7 +431,10 @@ class Recipe:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
                 axis = out_axis if len(shape) == 2 else 0
                 m, awq = _method(self.method, self.awq)
-                return Plan("quant", None, bits=8, axis=axis, method=m, layout=lay, awq=awq)
+                return Plan(
+                    "quant", None, bits=8, axis=axis, method=m, layout=lay, awq=awq,
+                    scale_dtype=self.scale_dtype,
+                )
             return Plan("raw", None, layout=lay)
         if not is_float and (r.action != "keep" or r.sparsity):
             raise ArgumentError(
@@ -469,6 +488,7 @@ class Recipe:
             awq=awq,
             awq_clip=r.awq_clip and awq,
             awq_search=r.awq_search,
+            scale_dtype=r.scale_dtype or self.scale_dtype,
         )
 
     def unused_patterns(self, names: list[str]) -> list[str]:
@@ -493,6 +513,8 @@ class Recipe:
             d["budget_sparsity"] = self.budget_sparsity
         if self.awq:
             d["awq"] = True
+        if self.scale_dtype != "float32":
+            d["scale_dtype"] = self.scale_dtype
         return d
 
     @classmethod
@@ -509,6 +531,7 @@ class Recipe:
             "budget_bits",
             "budget_sparsity",
             "awq",
+            "scale_dtype",
         }
         unknown = sorted(set(d) - known)
         if unknown:
@@ -525,6 +548,7 @@ class Recipe:
             budget_bits=d.get("budget_bits"),
             budget_sparsity=d.get("budget_sparsity"),
             awq=d.get("awq", False),
+            scale_dtype=d.get("scale_dtype", "float32"),
         )
 
     def to_json(self) -> str:

@@ -306,6 +306,16 @@ pub fn clip(
     if out == 0 || inp == 0 {
         return Ok((scale, (!symmetric).then_some(zp)));
     }
+    // The range -> (scale, zero point) rule of `edgepack.quantize` (only `symmetric`, the
+    // convention and `scale_f16` matter to `derive`; float16 scales are rounded by the caller).
+    let spec = Spec {
+        bits: 8,
+        symmetric,
+        reduce_range: false,
+        convention: quant::Convention::Onnx,
+        calibration: quant::Calibration::MinMax,
+        scale_f16: false,
+    };
     crate::parallel::install(|| {
         scale
             .par_chunks_mut(cg)
@@ -327,7 +337,7 @@ pub fn clip(
                         } else {
                             ((lo as f64 * f) as f32, (hi as f64 * f) as f32)
                         };
-                        let d = quant::derive(a, b, qmin, qmax, symmetric, quant::Convention::Onnx);
+                        let d = quant::derive(a, b, qmin, qmax, &spec);
                         let e = &mut e[..c1 - c0];
                         for (ev, &x) in e.iter_mut().zip(seg) {
                             let (_, deq) =

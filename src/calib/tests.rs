@@ -1211,6 +1211,7 @@ mod awq_tests {
                 reduce_range: false,
                 convention: Convention::Onnx,
                 calibration: Calibration::MinMax,
+                scale_f16: false,
             },
         }
     }

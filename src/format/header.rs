@@ -656,13 +656,13 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
                             scale.shape
                         )));
                     }
-                    expect_payload(scale, &[Dtype::F32], &scale.shape.clone())?;
+                    expect_payload(scale, SCALE_DTYPES, &scale.shape.clone())?;
                 }
-                (Some(a), None) => expect_payload(scale, &[Dtype::F32], &[r.shape[a]])?,
+                (Some(a), None) => expect_payload(scale, SCALE_DTYPES, &[r.shape[a]])?,
                 (Some(a), Some(b)) => {
                     let mut s = r.shape.clone();
                     s[a] = ceil_div(s[a], b);
-                    expect_payload(scale, &[Dtype::F32], &s)?;
+                    expect_payload(scale, SCALE_DTYPES, &s)?;
                 }
             }
             if let Some(zp) = payload("zero_point") {
@@ -671,6 +671,24 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The dtypes a `quant` scale payload may have (float16 from version 2 on, section 5).
+const SCALE_DTYPES: &[Dtype] = &[Dtype::F32, Dtype::F16];
+
+/// The first version-2 feature a record uses (FORMAT.md section 8), named for an error.
+fn version2_feature(t: &TensorRecord) -> Option<&'static str> {
+    if t.payloads.iter().any(|p| p.role == "in_scale") || t.params.contains_key("in_axis") {
+        Some("payload \"in_scale\" (param \"in_axis\")")
+    } else if t.encoding == Encoding::Quant
+        && t.payloads
+            .iter()
+            .any(|p| p.role == "scale" && p.dtype == Dtype::F16)
+    {
+        Some("a float16 \"scale\" payload")
+    } else {
+        None
+    }
 }
 
 impl Header {
@@ -805,33 +823,27 @@ impl Header {
         Value::Object(m).to_string()
     }
 
-    /// The oldest format version that can hold this header: 2 when a tensor has an
-    /// `in_scale` payload (FORMAT.md section 8), else 1.
+    /// The oldest format version that can hold this header: 2 when a tensor uses a
+    /// version-2 feature (FORMAT.md section 8: an `in_scale` payload, or float16 scales), else 1.
     pub fn min_version(&self) -> u32 {
-        if self.tensors.iter().any(|t| {
-            t.payloads.iter().any(|p| p.role == "in_scale") || t.params.contains_key("in_axis")
-        }) {
-            spec::VERSION_IN_SCALE
+        if self.tensors.iter().any(|t| version2_feature(t).is_some()) {
+            spec::VERSION_2
         } else {
             spec::VERSION
         }
     }
 
     /// Check that a file of format `version` may hold this header: a version-1 file MUST NOT
-    /// use the version-2 role `in_scale` (or its param `in_axis`).
+    /// use a version-2 feature (the role `in_scale` or its param `in_axis`, float16 scales).
     pub fn check_version(&self, version: u32) -> Result<()> {
         if version < self.min_version() {
-            let t = self
+            let (t, what) = self
                 .tensors
                 .iter()
-                .find(|t| {
-                    t.payloads.iter().any(|p| p.role == "in_scale")
-                        || t.params.contains_key("in_axis")
-                })
+                .find_map(|t| version2_feature(t).map(|w| (t, w)))
                 .expect("min_version found one");
             return Err(Error::format(format!(
-                "tensor {:?}: payload \"in_scale\" (param \"in_axis\") needs .epk format version \
-                 2, the file is version {version}",
+                "tensor {:?}: {what} needs .epk format version 2, the file is version {version}",
                 t.name
             )));
         }

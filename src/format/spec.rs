@@ -7,10 +7,11 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"\x89EPK\r\n\x1a\n";
 /// Section 1 / 8: version 1, the base format (what the writer writes when no tensor needs more).
 pub const VERSION: u32 = 1;
-/// Section 8: version 2 = version 1 + the `quant` payload role `in_scale` and param `in_axis`.
-pub const VERSION_IN_SCALE: u32 = 2;
+/// Section 8: version 2 = version 1 + the `quant` payload role `in_scale` and param `in_axis`,
+/// and float16 `quant` scales.
+pub const VERSION_2: u32 = 2;
 /// Section 1: the versions this reader knows.
-pub const VERSIONS: [u32; 2] = [VERSION, VERSION_IN_SCALE];
+pub const VERSIONS: [u32; 2] = [VERSION, VERSION_2];
 /// Section 1: magic + version + flags + header_len.
 pub const PREAMBLE_LEN: u64 = 24;
 /// Payload alignment.

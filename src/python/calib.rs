@@ -367,6 +367,9 @@ fn awq_search<'py>(
             reduce_range: false,
             convention: Convention::Onnx,
             calibration,
+            // the search compares candidates on float32 grids (methods.awq quantizes the
+            // result on the float16 grid when asked)
+            scale_f16: false,
         },
     };
     let hshape = h.shape().to_vec();
