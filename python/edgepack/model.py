@@ -13,12 +13,10 @@ import errno
 import functools
 import json
 import math
-import mmap
 import os
 import stat
 import shutil
 import tempfile
-import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -630,8 +628,6 @@ class CompressedModel(Mapping[str, Any]):
         self._header = h
         self._records = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
-        self._mm: mmap.mmap | None = None
-        self._lock = threading.Lock()
         if _tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, _tmpdir, True)
 
@@ -702,21 +698,12 @@ class CompressedModel(Mapping[str, Any]):
             raise KeyError(f"no tensor named {name!r} in this model") from None
 
     def _payload(self, name: str, t: dict[str, Any], role: str) -> np.ndarray:
-        """The decoded payload. Uncompressed payloads are read-only views of a memory map of
-        the file (no copy; the checksum is verified first); compressed ones are decoded."""
+        """The decoded payload. Uncompressed payloads are read-only views of the reader's memory
+        map of the file it verified (no copy; the checksum is verified first; the path is never
+        re-opened); compressed ones are decoded."""
         p = next(p for p in t["payloads"] if p["role"] == role)
         dt = numpy_dtype(p["dtype"])
-        rng = self._reader.verified_range(name, role)
-        if rng is not None and rng[1] > 0:
-            with self._lock:
-                if self._mm is None:
-                    with open(self.path, "rb") as f:
-                        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            off, n = rng
-            if off + n <= len(self._mm):
-                return np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off).reshape(p["shape"])
-        raw = self._reader.payload(name, role)
-        return raw.view(dt).reshape(p["shape"])
+        return self._reader.payload(name, role).view(dt).reshape(p["shape"])
 
     def _decode(self, name: str, *, float32: bool) -> Any:
         t = self._record(name)
@@ -812,10 +799,8 @@ class CompressedModel(Mapping[str, Any]):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` atomically (a temporary file next to it, fsync, rename):
         an interrupted save never destroys a file already at ``path``."""
-        dest = os.fspath(path)
-        if os.path.exists(dest) and os.path.samefile(dest, self.path):
-            return
-        _core.epk_copy(self.path, dest)
+        # The bytes of the memory map verified at load, whatever is at self.path now.
+        self._reader.save(os.fspath(path))
 
     def to_safetensors(self, path: str | os.PathLike[str], *, dequantize: bool = False) -> None:
         """Write a plain safetensors file (FORMAT.md section 10), tensor by tensor.

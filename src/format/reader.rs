@@ -263,9 +263,10 @@ impl Reader {
         self.parsed.payload(self.bytes(), tensor, role)
     }
 
-    /// For an uncompressed payload: verify its checksum and return its absolute byte range in
-    /// the file, so a caller can map it without copying. `None` for a compressed payload.
-    pub fn verified_range(&self, tensor: &str, role: &str) -> Result<Option<(u64, u64)>> {
+    /// For an uncompressed payload: verify its checksum and return its bytes, borrowed from the
+    /// one memory map this reader validated (so a caller can hand them out without copying).
+    /// `None` for a compressed payload.
+    pub fn verified_bytes(&self, tensor: &str, role: &str) -> Result<Option<&[u8]>> {
         let t = self.parsed.record(tensor)?;
         let p = t
             .payloads
@@ -275,9 +276,13 @@ impl Reader {
         if p.compression != Compression::None {
             return Ok(None);
         }
-        verified_stored(self.bytes(), self.parsed.data_start, t, p)?;
-        // In bounds: checked by verified_stored.
-        Ok(Some((self.parsed.data_start + p.offset, p.length)))
+        verified_stored(self.bytes(), self.parsed.data_start, t, p).map(Some)
+    }
+
+    /// Write the bytes this reader validated to `dest`, atomically. What is at [`Reader::path`]
+    /// now does not matter: the file may have been replaced or deleted since it was opened.
+    pub fn save(&self, dest: &Path) -> Result<()> {
+        super::writer::atomic_write(self.bytes(), dest)
     }
 
     /// Verify every payload's checksum and decoding (reads the whole file).

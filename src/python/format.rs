@@ -1,10 +1,11 @@
 //! Bindings of the `.epk` reader and writer (`src/format/`): `EpkReader`, `EpkWriter`,
-//! `epk_copy`, `epk_validate`. The Python side (`edgepack.model`) builds on these.
+//! `epk_validate`. The Python side (`edgepack.model`) builds on these.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use numpy::ndarray::ArrayView1;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use serde_json::{Map, Value};
@@ -38,26 +39,38 @@ impl EpkReader {
         self.inner.header().to_json()
     }
 
-    /// Verify and decode one payload into a uint8 array of its decoded bytes.
+    /// Verify one payload and return its decoded bytes as a uint8 array: for an uncompressed
+    /// payload a read-only view of this reader's memory map (no copy; the array keeps the
+    /// reader alive), else a fresh decoded array. Never re-opens the path: a file replaced or
+    /// deleted since it was opened does not change what the reader returns.
     fn payload<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         tensor: &str,
         role: &str,
     ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-        let v = py.detach(|| self.inner.payload(tensor, role))?;
+        let py = slf.py();
+        let inner = &slf.get().inner;
+        if let Some(bytes) = py.detach(|| inner.verified_bytes(tensor, role))? {
+            if bytes.is_empty() {
+                return Ok(PyArray1::<u8>::zeros(py, 0, false));
+            }
+            let view = ArrayView1::from(bytes);
+            // SAFETY: `bytes` borrows the reader's memory map, which lives (unmoved, never
+            // unmapped) as long as the `EpkReader` object; that object becomes the array's
+            // base, so it outlives the array and every view of it. The array is made read-only
+            // below before Python sees it (the map is PROT_READ).
+            let arr = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+            arr.getattr("flags")?.setattr("writeable", false)?;
+            return Ok(arr);
+        }
+        let v = py.detach(|| inner.payload(tensor, role))?;
         Ok(v.into_pyarray(py))
     }
 
-    /// For an uncompressed payload: verify its checksum, return `(offset, length)` of its bytes
-    /// in the file (for a zero-copy read-only view); `None` when it is compressed.
-    fn verified_range(
-        &self,
-        py: Python<'_>,
-        tensor: &str,
-        role: &str,
-    ) -> PyResult<Option<(u64, u64)>> {
-        Ok(py.detach(|| self.inner.verified_range(tensor, role))?)
+    /// Write the file's bytes, as validated when it was opened, to `dest` atomically
+    /// (temporary file next to `dest`, fsync, rename).
+    fn save(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.save(&dest))?)
     }
 
     /// Verify every payload (reads the whole file).
@@ -184,12 +197,6 @@ impl EpkWriter {
     }
 }
 
-/// Copy `src` to `dest` atomically (temporary file next to `dest`, fsync, rename).
-#[pyfunction]
-fn epk_copy(py: Python<'_>, src: PathBuf, dest: PathBuf) -> PyResult<()> {
-    Ok(py.detach(|| crate::format::writer::atomic_copy(&src, &dest))?)
-}
-
 /// Validate the bytes of a whole `.epk` file; returns its header as canonical JSON.
 #[pyfunction]
 fn epk_validate(py: Python<'_>, data: &[u8]) -> PyResult<String> {
@@ -214,7 +221,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(error_sums, m)?)?;
     m.add_class::<EpkReader>()?;
     m.add_class::<EpkWriter>()?;
-    m.add_function(wrap_pyfunction!(epk_copy, m)?)?;
     m.add_function(wrap_pyfunction!(epk_validate, m)?)?;
     Ok(())
 }
