@@ -16,6 +16,8 @@ __all__ = [
     "EpkReader",
     "EpkWriter",
     "epk_validate",
+    "safetensors_header",
+    "check_json",
     "error_sums",
     # quantize / dequantize (issue 2)
     "dequantize_linear",
@@ -81,6 +83,10 @@ class EpkWriter:
     def abort(self) -> None: ...
 
 def epk_validate(data: bytes) -> str: ...
+def safetensors_header(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, str] | None, list[tuple[str, str, list[int], int, int]], int, int]: ...
+def check_json(text: str, what: str) -> None: ...
 def error_sums(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
 ) -> tuple[float, float, float, float, float, int]: ...

@@ -440,13 +440,10 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from edgepack.io import atomic_output
+
+    with atomic_output(path, "tmp") as f:
+        f.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
 
 
 def _warn_to_stderr(
@@ -779,17 +776,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     if suffix == ".safetensors":
         model.to_safetensors(str(out), dequantize=not args.quantized)
     else:
-        import numpy as np
+        from edgepack.io import write_npz
 
-        arrays = model.decompress()
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        # Tensor by tensor (memory bounded by the largest), every name as it is.
+        write_npz(str(out), model.names, model.decompress)
     if args.quantized:
         kind = f"{len(model.names)} stored tensors with scales"
     else:

@@ -8,6 +8,7 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import functools
@@ -30,6 +31,8 @@ from edgepack import _core
 from edgepack._errors import ArgumentError, DtypeError, FormatError
 from edgepack.io import (
     FLOAT_NAMES,
+    check_json,
+    clip,
     dtype_name,
     numpy_dtype,
     open_source,
@@ -837,9 +840,9 @@ class CompressedModel(Mapping[str, Any]):
                 p = t["payloads"][0]
                 items.append((name, p["dtype"], shape))
                 getters[name] = functools.partial(self._payload, name, t, "data")
-        names = [i[0] for i in items]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
+        counts = collections.Counter(i[0] for i in items)
+        if len(counts) != len(items):
+            dup = sorted(n for n, c in counts.items() if c > 1)
             raise ArgumentError(f"tensor names {dup} collide with the '.scale' / '.zero_point' names")
         md = None
         if not dequantize:
@@ -901,28 +904,38 @@ def _from_safetensors(path: str) -> CompressedModel:
         )
     if md.get("edgepack.format_version") != "1":
         raise FormatError(
-            f"{path}: unsupported edgepack safetensors version {md.get('edgepack.format_version')!r}"
+            f"{path}: unsupported edgepack safetensors version "
+            f"{clip(repr(md.get('edgepack.format_version')), 80)}"
         )
-    try:
-        tensors = json.loads(md["edgepack.tensors"])
-        recipe = json.loads(md.get("edgepack.recipe", "null"))
-        usermd = json.loads(md.get("edgepack.metadata", "{}"))
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{path}: edgepack metadata is not valid JSON: {e}") from e
+    tensors = check_json(md["edgepack.tensors"], f"{path}: edgepack.tensors")
+    recipe = check_json(md.get("edgepack.recipe", "null"), f"{path}: edgepack.recipe")
+    usermd = check_json(md.get("edgepack.metadata", "{}"), f"{path}: edgepack.metadata")
     if not (isinstance(tensors, dict) and all(isinstance(t, dict) for t in tensors.values())):
         raise FormatError(f"{path}: edgepack.tensors must map tensor names to objects")
-    if not isinstance(usermd, dict):
-        raise FormatError(f"{path}: edgepack.metadata must be a JSON object")
+    if not isinstance(usermd, dict) or not all(isinstance(v, str) for v in usermd.values()):
+        raise FormatError(f"{path}: edgepack.metadata must be a JSON object of strings")
+    if not (recipe is None or isinstance(recipe, dict)):
+        raise FormatError(f"{path}: edgepack.recipe must be null or an object, found {type(recipe).__name__}")
+    for name, t in tensors.items():
+        _check_st_record(path, name, t)
+    level = (recipe or {}).get("zstd_level", 1)
+    if not (type(level) is int and -7 <= level <= 22):
+        raise FormatError(
+            f"{path}: edgepack.recipe \"zstd_level\" must be an int in -7..=22, found {clip(repr(level), 80)}"
+        )
     src = open_source(path)
+    have = set(src.names)
     missing = sorted(
         k
         for n, t in tensors.items()
         for k in ([n] if t.get("encoding") != "quant" else [n, f"{n}.scale"])
-        if k not in src.names
+        if k not in have
     )
     if missing:
         src.close()
-        raise FormatError(f"{path}: edgepack metadata names tensor {missing[0]!r} that the file lacks")
+        raise FormatError(
+            f"{path}: edgepack metadata names tensor {clip(repr(missing[0]), 200)} that the file lacks"
+        )
     tmpdir = tempfile.mkdtemp(prefix="edgepack-")
     epk = os.path.join(tmpdir, "model.epk")
     try:
@@ -938,16 +951,16 @@ def _from_safetensors(path: str) -> CompressedModel:
                         key = name if role == "data" else f"{name}.{role}"
                         a = src.load(key)
                         payloads.append((role, a.dtype.name, list(a.shape), _u8(a)))
-                    level: int | None = (recipe or {}).get("zstd_level", 1)
+                    zlevel: int | None = level
                 elif enc == "sparse":
                     a = src.load(name)
                     payloads.append(("data", "float32", list(a.shape), _u8(a)))
                     enc, t = "raw", {**t, "dtype": "float32", "params": {}}
-                    level = None
+                    zlevel = None
                 else:
                     a = src.load(name)
                     payloads.append(("data", dtype_name(a.dtype, name), list(a.shape), _u8(a)))
-                    level = None
+                    zlevel = None
                 stats = t.get("stats")
                 w.add(
                     name,
@@ -957,19 +970,52 @@ def _from_safetensors(path: str) -> CompressedModel:
                     _json(t["params"]),
                     None if stats is None else _json(stats),
                     payloads,
-                    level,
+                    zlevel,
                 )
             w.finish({str(k): str(v) for k, v in usermd.items()}, None if recipe is None else _json(recipe))
         except BaseException:
             w.abort()
             raise
-    except (KeyError, TypeError, AttributeError, ArgumentError, DtypeError) as e:
+    except FormatError:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    except (KeyError, TypeError, AttributeError, OverflowError, ValueError) as e:
         # Hostile or inconsistent metadata: whatever the writer rejects is a format error here.
         shutil.rmtree(tmpdir, ignore_errors=True)
         what = f"lacks the key {e}" if isinstance(e, KeyError) else str(e)
-        raise FormatError(f"{path}: invalid edgepack metadata: {what}") from e
+        raise FormatError(f"{path}: invalid edgepack metadata: {clip(what)}") from e
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     return CompressedModel(epk, _tmpdir=tmpdir)
 
+
+
+_MAX_JSON_INT = (1 << 53) - 1
+
+
+def _check_st_record(path: str, name: str, t: dict[str, Any]) -> None:
+    """The types of one record of ``edgepack.tensors`` (the writer checks the values): a
+    ``FormatError`` naming the tensor and the field, never a TypeError / OverflowError."""
+    what = f"{path}: edgepack.tensors[{clip(repr(name), 200)}]"
+    for k in ("dtype", "shape", "encoding", "params"):
+        if k not in t:
+            raise FormatError(f"{what} lacks the key {k!r}")
+    for k in ("dtype", "encoding"):
+        if not isinstance(t[k], str):
+            raise FormatError(f"{what}: {k!r} must be a string, found {type(t[k]).__name__}")
+    shape = t["shape"]
+    if not isinstance(shape, list):
+        raise FormatError(f"{what}: 'shape' must be a list, found {type(shape).__name__}")
+    for i, d in enumerate(shape):
+        if type(d) is not int or not 0 <= d <= _MAX_JSON_INT:
+            raise FormatError(
+                f"{what}: shape[{i}] must be an integer in 0..=2^53-1, found {clip(repr(d), 80)}"
+            )
+    if not isinstance(t["params"], dict):
+        raise FormatError(f"{what}: params must be a JSON object, found {type(t['params']).__name__}")
+    if t["encoding"] == "quant" and not isinstance(t["params"].get("symmetric"), bool):
+        raise FormatError(f"{what}: params 'symmetric' must be a boolean")
+    stats = t.get("stats")
+    if stats is not None and not isinstance(stats, dict):
+        raise FormatError(f"{what}: 'stats' must be an object or null, found {type(stats).__name__}")

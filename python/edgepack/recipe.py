@@ -338,14 +338,29 @@ class Recipe:
                     )
                 raise ArgumentError(f"rule {r.pattern!r} is listed twice")
             seen[r.pattern] = r
+        # Matching index: a pattern without glob characters matches only the name it spells,
+        # so those rules are found by a dict lookup; only the glob rules are tried in order
+        # (a CLI recipe with one rule per tensor is linear, not quadratic, in the tensors).
+        exact: dict[str, int] = {}
+        globs: list[tuple[int, Rule]] = []
+        for i, r in enumerate(rules):
+            if any(c in r.pattern for c in "*?["):
+                globs.append((i, r))
+            else:
+                exact.setdefault(r.pattern, i)
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_globs", tuple(globs))
 
     # -- matching ------------------------------------------------------------------------------
     def match(self, name: str) -> Rule | None:
         """The first rule whose pattern matches ``name``, or None."""
-        for r in self.rules:
+        first = self._exact.get(name)  # type: ignore[attr-defined]
+        for i, r in self._globs:  # type: ignore[attr-defined]
+            if first is not None and i > first:
+                break
             if fnmatch.fnmatchcase(name, r.pattern):
                 return r
-        return None
+        return self.rules[first] if first is not None else None
 
     def plan(
         self, name: str, shape: tuple[int, ...], is_float: bool, layout: str | None = None

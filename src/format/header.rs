@@ -100,7 +100,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut m = Map::new();
         while let Some(k) = map.next_key::<String>()? {
             if m.contains_key(&k) {
-                return Err(de::Error::custom(format!("duplicate key {k:?}")));
+                return Err(de::Error::custom(format!("duplicate key {}", clip(&k))));
             }
             let Strict(v) = map.next_value()?;
             m.insert(k, v);
@@ -148,6 +148,34 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<Value> {
         .map_err(|e| Error::format(format!("{what} is not valid JSON: {e}")))
 }
 
+/// Longest text of one value quoted in an error message: a hostile header can hold a name or a
+/// string of many megabytes, and an error must stay a line, not a copy of the file.
+pub const MAX_QUOTED: usize = 160;
+
+/// `s` quoted as `{:?}` would, cut to about [`MAX_QUOTED`] bytes (at a char boundary) with the
+/// full length appended when it is longer.
+pub fn clip(s: &str) -> String {
+    if s.len() <= MAX_QUOTED {
+        return format!("{s:?}");
+    }
+    let mut end = MAX_QUOTED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &s[..end], s.len())
+}
+
+/// A short description of a JSON value for an error message: numbers, booleans and null as
+/// written, strings clipped, arrays and objects by kind and size (never their contents).
+pub fn brief(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("the string {}", clip(s)),
+        Value::Array(a) => format!("an array of {} values", a.len()),
+        Value::Object(m) => format!("an object of {} keys", m.len()),
+        other => other.to_string(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Typed access with messages that name the field.
 
@@ -175,7 +203,7 @@ fn only_keys(
 ) -> Result<()> {
     for k in m.keys() {
         if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
-            return Err(Error::format(format!("{what} has an unknown key {k:?}")));
+            return Err(Error::format(format!("{what} has an unknown key {}", clip(k))));
         }
     }
     for k in required {
@@ -208,7 +236,8 @@ fn uint(v: &Value, what: &str) -> Result<u64> {
             "{what} is {n}, above the largest allowed integer 2^53-1"
         ))),
         None => Err(Error::format(format!(
-            "{what} must be a non-negative integer, found {v}"
+            "{what} must be a non-negative integer, found {}",
+            brief(v)
         ))),
     }
 }
@@ -240,7 +269,8 @@ fn get_shape(m: &Map<String, Value>, what: &str) -> Result<Vec<u64>> {
 
 fn get_dtype(m: &Map<String, Value>, what: &str) -> Result<Dtype> {
     let s = get_str(m, "dtype", what)?;
-    Dtype::parse(s).ok_or_else(|| Error::format(format!("{what} has an unknown dtype {s:?}")))
+    Dtype::parse(s)
+        .ok_or_else(|| Error::format(format!("{what} has an unknown dtype {}", clip(s))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,7 +355,7 @@ fn parse_payload(v: &Value, what: &str) -> Result<Payload> {
         what,
     )?;
     let role = get_str(m, "role", what)?.to_owned();
-    let what = format!("{what} (role {role:?})");
+    let what = format!("{what} (role {})", clip(&role));
     let dtype = get_dtype(m, &what)?;
     let shape = get_shape(m, &what)?;
     let n = spec::numel(&shape, &what)?;
@@ -414,7 +444,7 @@ pub fn parse_record(v: &Value, index: usize) -> Result<TensorRecord> {
     spec::numel(&shape, &what)?;
     let es = get_str(m, "encoding", &what)?;
     let encoding = Encoding::parse(es)
-        .ok_or_else(|| Error::format(format!("{what} has an unknown encoding {es:?}")))?;
+        .ok_or_else(|| Error::format(format!("{what} has an unknown encoding {}", clip(es))))?;
     let params = as_obj(get(m, "params", &what)?, &format!("{what}: params"))?.clone();
     let pv = get(m, "payloads", &what)?;
     let parr = pv.as_array().ok_or_else(|| {
@@ -654,7 +684,8 @@ impl Header {
         for (k, v) in md {
             let s = v.as_str().ok_or_else(|| {
                 Error::format(format!(
-                    "header: metadata value of {k:?} must be a string, found {}",
+                    "header: metadata value of {} must be a string, found {}",
+                    clip(k),
                     kind(v)
                 ))
             })?;

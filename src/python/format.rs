@@ -197,6 +197,34 @@ impl EpkWriter {
     }
 }
 
+/// One tensor of a safetensors header: `(name, dtype, shape, begin, end)`.
+type StTensorTuple = (String, &'static str, Vec<u64>, u64, u64);
+
+/// Read and validate a safetensors file's header (`src/format/safetensors.rs`): returns
+/// `(metadata or None, tensors sorted by name, data_start, file_len)`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn safetensors_header(
+    py: Python<'_>,
+    path: PathBuf,
+) -> PyResult<(Option<BTreeMap<String, String>>, Vec<StTensorTuple>, u64, u64)> {
+    let h = py.detach(|| crate::format::safetensors::read_header(&path))?;
+    let tensors = h
+        .tensors
+        .into_iter()
+        .map(|t| (t.name, t.dtype.name(), t.shape, t.begin, t.end))
+        .collect();
+    Ok((h.metadata, tensors, h.data_start, h.file_len))
+}
+
+/// Check JSON text from an untrusted file with the `.epk` header's limits (node count, depth,
+/// duplicate keys) before Python parses it; a `FormatError` naming `what` otherwise.
+#[pyfunction]
+fn check_json(py: Python<'_>, text: &str, what: &str) -> PyResult<()> {
+    py.detach(|| parse_json(text.as_bytes(), what).map(|_| ()))?;
+    Ok(())
+}
+
 /// Validate the bytes of a whole `.epk` file; returns its header as canonical JSON.
 #[pyfunction]
 fn epk_validate(py: Python<'_>, data: &[u8]) -> PyResult<String> {
@@ -222,5 +250,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EpkReader>()?;
     m.add_class::<EpkWriter>()?;
     m.add_function(wrap_pyfunction!(epk_validate, m)?)?;
+    m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
+    m.add_function(wrap_pyfunction!(check_json, m)?)?;
     Ok(())
 }
