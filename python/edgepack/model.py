@@ -58,6 +58,8 @@ from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
 __all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
 
 _MAGIC = b"\x89EPK\r\n\x1a\n"
+#: Largest recipe (canonical JSON bytes) ``CompressedModel.recipe`` parses (SECURITY.md).
+_MAX_RECIPE_JSON = 16 << 20
 _SPARSE_FORMAT = "edgepack-sparse"
 
 ProgressFn = Callable[[int, int, str], None]
@@ -627,7 +629,9 @@ class CompressedModel(Mapping[str, Any]):
 
     def __init__(self, path: str | os.PathLike[str], *, _tmpdir: str | None = None):
         self._reader = _core.EpkReader(path)
-        h = json.loads(self._reader.header_json())
+        # The recipe is parsed only when asked for (.recipe, to_safetensors): the header's
+        # free-form part is never held as a Python tree next to the tensors' records.
+        h = json.loads(self._reader.header_json(recipe=False))
         self._header = h
         self._records = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
@@ -673,13 +677,25 @@ class CompressedModel(Mapping[str, Any]):
     @property
     def recipe(self) -> Recipe | None:
         """The recipe the model was compressed with (None if the file holds none)."""
-        r = self._header["recipe"]
+        r = self._recipe_dict()
         if r is None:
             return None
         try:
             return Recipe.from_dict(r)
         except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
-            raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
+            raise FormatError(f"{self.path}: the file's recipe is invalid: {clip(str(e))}") from e
+
+    def _recipe_dict(self) -> dict[str, Any] | None:
+        text = self._reader.recipe_json()
+        if len(text) > _MAX_RECIPE_JSON:
+            # A real recipe (one rule per tensor for 100k tensors) is a few MiB; a larger one
+            # is refused before Python builds it (it would cost ~150 bytes per JSON value).
+            raise FormatError(
+                f"{self.path}: the file's recipe is {len(text)} bytes of JSON, above the "
+                f"limit of {_MAX_RECIPE_JSON} bytes this reader interprets"
+            )
+        r: dict[str, Any] | None = json.loads(text)
+        return r
 
     def info(self, name: str) -> TensorInfo:
         """What the header says of tensor ``name``: shape, dtype, encoding, sizes, checksums."""
@@ -850,7 +866,7 @@ class CompressedModel(Mapping[str, Any]):
                 "format": "edgepack",
                 "edgepack.format_version": "1",
                 "edgepack.tensors": _json(meta_t),
-                "edgepack.recipe": json.dumps(self._header["recipe"], sort_keys=True),
+                "edgepack.recipe": json.dumps(self._recipe_dict(), sort_keys=True),
                 "edgepack.metadata": _json(self._header["metadata"]),
             }
         write_safetensors(os.fspath(path), items, lambda k: getters[k](), md)
@@ -1014,8 +1030,6 @@ def _check_st_record(path: str, name: str, t: dict[str, Any]) -> None:
             )
     if not isinstance(t["params"], dict):
         raise FormatError(f"{what}: params must be a JSON object, found {type(t['params']).__name__}")
-    if t["encoding"] == "quant" and not isinstance(t["params"].get("symmetric"), bool):
-        raise FormatError(f"{what}: params 'symmetric' must be a boolean")
     stats = t.get("stats")
     if stats is not None and not isinstance(stats, dict):
         raise FormatError(f"{what}: 'stats' must be an object or null, found {type(stats).__name__}")

@@ -239,7 +239,8 @@ class Rule:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ArgumentError(
-                f"rule {d.get('pattern')!r} has unknown keys {unknown}; known: {sorted(names)}"
+                f"rule {_short(repr(d.get('pattern')))} has unknown keys {_few(unknown)}; "
+                f"known: {sorted(names)}"
             )
         kw = dict(d)
         if "block_shape" in kw:
@@ -467,7 +468,7 @@ class Recipe:
         }
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ArgumentError(f"recipe has unknown keys {unknown}; known: {sorted(known)}")
+            raise ArgumentError(f"recipe has unknown keys {_few(unknown)}; known: {sorted(known)}")
         rules = d.get("rules", [])
         if not isinstance(rules, (list, tuple)):
             raise ArgumentError(f"recipe rules must be a list, found {type(rules).__name__}")
@@ -571,3 +572,13 @@ class Recipe:
             f"`recipe` must be a Recipe, a dict, a JSON string or a .json/.toml path, "
             f"found {type(recipe).__name__}"
         )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    """At most ``n`` keys for an error message (a recipe read from a file may hold millions)."""
+    shown = ", ".join(_short(repr(k), 80) for k in keys[:n])
+    return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > n else ''}]"

@@ -203,7 +203,10 @@ fn only_keys(
 ) -> Result<()> {
     for k in m.keys() {
         if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
-            return Err(Error::format(format!("{what} has an unknown key {}", clip(k))));
+            return Err(Error::format(format!(
+                "{what} has an unknown key {}",
+                clip(k)
+            )));
         }
     }
     for k in required {
@@ -269,8 +272,7 @@ fn get_shape(m: &Map<String, Value>, what: &str) -> Result<Vec<u64>> {
 
 fn get_dtype(m: &Map<String, Value>, what: &str) -> Result<Dtype> {
     let s = get_str(m, "dtype", what)?;
-    Dtype::parse(s)
-        .ok_or_else(|| Error::format(format!("{what} has an unknown dtype {}", clip(s))))
+    Dtype::parse(s).ok_or_else(|| Error::format(format!("{what} has an unknown dtype {}", clip(s))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -676,21 +678,30 @@ impl Header {
     /// Parse and validate a header's JSON bytes (without the layout, see [`Header::check_layout`]).
     pub fn parse(bytes: &[u8]) -> Result<Header> {
         let v = parse_json(bytes, "header")?;
-        let m = as_obj(&v, "header")?;
-        only_keys(m, &["metadata", "recipe", "tensors"], &[], "header")?;
-        let md = as_obj(get(m, "metadata", "header")?, "header: metadata")?;
+        as_obj(&v, "header")?;
+        let Value::Object(mut m) = v else {
+            unreachable!("checked by as_obj")
+        };
+        only_keys(&m, &["metadata", "recipe", "tensors"], &[], "header")?;
+        // The free-form parts are moved out of the parsed tree, never cloned: a hostile header
+        // can make them most of its nodes, and a copy would double the peak memory.
+        let md = m.remove("metadata").unwrap_or(Value::Null);
+        as_obj(&md, "header: metadata")?;
+        let Value::Object(md) = md else {
+            unreachable!("checked by as_obj")
+        };
         let mut metadata = BTreeMap::new();
         let mut md_bytes: usize = 0;
         for (k, v) in md {
-            let s = v.as_str().ok_or_else(|| {
-                Error::format(format!(
+            let Value::String(s) = v else {
+                return Err(Error::format(format!(
                     "header: metadata value of {} must be a string, found {}",
-                    clip(k),
-                    kind(v)
-                ))
-            })?;
+                    clip(&k),
+                    kind(&v)
+                )));
+            };
             md_bytes = md_bytes.saturating_add(k.len()).saturating_add(s.len());
-            metadata.insert(k.clone(), s.to_owned());
+            metadata.insert(k, s);
         }
         if md_bytes > spec::MAX_METADATA_BYTES {
             return Err(Error::format(format!(
@@ -698,14 +709,14 @@ impl Header {
                 spec::MAX_METADATA_BYTES
             )));
         }
-        let recipe = get(m, "recipe", "header")?.clone();
+        let recipe = m.remove("recipe").unwrap_or(Value::Null);
         if !(recipe.is_null() || recipe.is_object()) {
             return Err(Error::format(format!(
                 "header: recipe must be null or an object, found {}",
                 kind(&recipe)
             )));
         }
-        let tv = get(m, "tensors", "header")?;
+        let tv = get(&m, "tensors", "header")?;
         let arr = tv.as_array().ok_or_else(|| {
             Error::format(format!(
                 "header: tensors must be an array, found {}",
@@ -792,17 +803,35 @@ impl Header {
 
     /// The header's canonical JSON (compact, keys sorted).
     pub fn to_json(&self) -> String {
-        let tensors: Vec<Value> = self.tensors.iter().map(record_json).collect();
-        let md: Map<String, Value> = self
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let mut m = Map::new();
-        m.insert("metadata".into(), Value::Object(md));
-        m.insert("recipe".into(), self.recipe.clone());
-        m.insert("tensors".into(), Value::Array(tensors));
-        Value::Object(m).to_string()
+        self.to_json_parts(true)
+    }
+
+    /// [`Header::to_json`], or without the `recipe` key when `recipe` is false (a caller that
+    /// reads the recipe only on demand, see [`Header::recipe_json`]). Written piece by piece,
+    /// never through a cloned tree: a hostile header's free-form parts are never held twice.
+    pub fn to_json_parts(&self, recipe: bool) -> String {
+        // Keys in sorted order, as a serde_json Map would write them.
+        let mut out = String::from("{\"metadata\":");
+        // Serializing a map of strings cannot fail (no non-string keys, no floats).
+        out.push_str(&serde_json::to_string(&self.metadata).unwrap_or_default());
+        if recipe {
+            out.push_str(",\"recipe\":");
+            out.push_str(&self.recipe.to_string());
+        }
+        out.push_str(",\"tensors\":[");
+        for (i, t) in self.tensors.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&record_json(t).to_string());
+        }
+        out.push_str("]}");
+        out
+    }
+
+    /// The recipe as canonical JSON (`null` or an object).
+    pub fn recipe_json(&self) -> String {
+        self.recipe.to_string()
     }
 
     /// The record of `name` (binary search: records are sorted).

@@ -63,20 +63,23 @@ pub struct StHeader {
 
 /// Check the 8-byte length prefix of a file of `file_len` bytes; returns the header length.
 pub fn header_len(prefix: &[u8], file_len: u64) -> Result<u64> {
-    let p: [u8; 8] = prefix.get(..8).and_then(|p| p.try_into().ok()).ok_or_else(|| {
-        Error::format(format!(
-            "too short for a safetensors file ({file_len} bytes)"
-        ))
-    })?;
+    let p: [u8; 8] = prefix
+        .get(..8)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| {
+            Error::format(format!(
+                "too short for a safetensors file ({file_len} bytes)"
+            ))
+        })?;
     let n = u64::from_le_bytes(p);
-    if n > MAX_ST_HEADER_LEN {
-        return Err(Error::format(format!(
-            "safetensors header length {n} is above the limit of {MAX_ST_HEADER_LEN} bytes"
-        )));
-    }
     if n.checked_add(8).is_none_or(|e| e > file_len) {
         return Err(Error::format(format!(
             "safetensors header length {n} is beyond the file ({file_len} bytes)"
+        )));
+    }
+    if n > MAX_ST_HEADER_LEN {
+        return Err(Error::format(format!(
+            "safetensors header length {n} is above the limit of {MAX_ST_HEADER_LEN} bytes"
         )));
     }
     Ok(n)
@@ -84,7 +87,10 @@ pub fn header_len(prefix: &[u8], file_len: u64) -> Result<u64> {
 
 fn st_dtype(v: &Value, what: &str) -> Result<Dtype> {
     let s = v.as_str().ok_or_else(|| {
-        Error::format(format!("{what}: \"dtype\" must be a string, found {}", brief(v)))
+        Error::format(format!(
+            "{what}: \"dtype\" must be a string, found {}",
+            brief(v)
+        ))
     })?;
     ST_DTYPES
         .iter()
@@ -180,7 +186,10 @@ pub fn parse_header(bytes: &[u8], file_len: u64) -> Result<StHeader> {
         })?;
         for k in t.keys() {
             if !matches!(k.as_str(), "dtype" | "shape" | "data_offsets") {
-                return Err(Error::format(format!("{what} has an unknown key {}", clip(k))));
+                return Err(Error::format(format!(
+                    "{what} has an unknown key {}",
+                    clip(k)
+                )));
             }
         }
         let field = |k: &str| {
@@ -374,16 +383,46 @@ mod tests {
     #[test]
     fn hostile_fields_name_the_field() {
         for (h, want) in [
-            (r#"{"a":{"dtype":"F32","shape":["x"],"data_offsets":[0,4]}}"#, "shape\"[0]"),
-            (r#"{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, "shape\"[0]"),
-            (r#"{"a":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}}"#, "shape\"[0]"),
-            (r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, "shape\"[0]"),
-            (r#"{"a":{"dtype":"F32","shape":[1180591620717411303424],"data_offsets":[0,4]}}"#, "shape\"[0]"),
-            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,1e400]}}"#, "not valid JSON"),
-            (r#"{"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}}"#, "\"dtype\""),
-            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#, "data_offsets"),
-            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, "begin > end"),
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, "truncated"),
+            (
+                r#"{"a":{"dtype":"F32","shape":["x"],"data_offsets":[0,4]}}"#,
+                "shape\"[0]",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#,
+                "shape\"[0]",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}}"#,
+                "shape\"[0]",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+                "shape\"[0]",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1180591620717411303424],"data_offsets":[0,4]}}"#,
+                "shape\"[0]",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,1e400]}}"#,
+                "not valid JSON",
+            ),
+            (
+                r#"{"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}}"#,
+                "\"dtype\"",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#,
+                "data_offsets",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
+                "begin > end",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                "truncated",
+            ),
             (r#"{"__metadata__":[1]}"#, "__metadata__"),
             (r#"{"__metadata__":{"k":1}}"#, "__metadata__"),
             (r#"[1]"#, "JSON object"),
@@ -395,9 +434,15 @@ mod tests {
 
     #[test]
     fn messages_stay_short() {
-        let big = format!(r#"{{"a":{{"dtype":"F32","shape":"{}","data_offsets":[0,4]}}}}"#, "x".repeat(1 << 20));
+        let big = format!(
+            r#"{{"a":{{"dtype":"F32","shape":"{}","data_offsets":[0,4]}}}}"#,
+            "x".repeat(1 << 20)
+        );
         assert!(err(&big, 4).len() < 400);
-        let arr = format!(r#"{{"a":{{"dtype":"F32","shape":1,"data_offsets":[{}]}}}}"#, vec!["0.5"; 100_000].join(","));
+        let arr = format!(
+            r#"{{"a":{{"dtype":"F32","shape":1,"data_offsets":[{}]}}}}"#,
+            vec!["0.5"; 100_000].join(",")
+        );
         assert!(err(&arr, 4).len() < 400);
     }
 }

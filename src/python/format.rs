@@ -34,9 +34,16 @@ impl EpkReader {
         self.inner.path().to_path_buf()
     }
 
-    /// The validated header, as canonical JSON.
-    fn header_json(&self) -> String {
-        self.inner.header().to_json()
+    /// The validated header, as canonical JSON; without the `recipe` key when `recipe` is
+    /// false (read it on demand with `recipe_json`).
+    #[pyo3(signature = (recipe=true))]
+    fn header_json(&self, recipe: bool) -> String {
+        self.inner.header().to_json_parts(recipe)
+    }
+
+    /// The file's recipe as canonical JSON (`null` or an object).
+    fn recipe_json(&self) -> String {
+        self.inner.header().recipe_json()
     }
 
     /// Verify one payload and return its decoded bytes as a uint8 array: for an uncompressed
@@ -207,7 +214,12 @@ type StTensorTuple = (String, &'static str, Vec<u64>, u64, u64);
 fn safetensors_header(
     py: Python<'_>,
     path: PathBuf,
-) -> PyResult<(Option<BTreeMap<String, String>>, Vec<StTensorTuple>, u64, u64)> {
+) -> PyResult<(
+    Option<BTreeMap<String, String>>,
+    Vec<StTensorTuple>,
+    u64,
+    u64,
+)> {
     let h = py.detach(|| crate::format::safetensors::read_header(&path))?;
     let tensors = h
         .tensors
