@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use numpy::ndarray::ArrayView1;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
+
+use super::arrays::c_slice;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -155,7 +157,7 @@ impl EpkWriter {
                 role.as_str(),
                 self::dtype(dt, &what)?,
                 shp.as_slice(),
-                arr.as_slice()?,
+                c_slice(arr, "payloads")?,
             ));
         }
         py.detach(|| -> Result<(), Error> {
@@ -252,7 +254,7 @@ fn error_sums(
     x: PyReadonlyArray1<'_, f32>,
     y: PyReadonlyArray1<'_, f32>,
 ) -> PyResult<(f64, f64, f64, f64, f64, u64)> {
-    let (xs, ys) = (x.as_slice()?, y.as_slice()?);
+    let (xs, ys) = (c_slice(&x, "x")?, c_slice(&y, "y")?);
     let s = py.detach(|| crate::model::stats::error_sums(xs, ys))?;
     Ok((s.sxx, s.syy, s.sxy, s.sdd, s.max_abs, s.zeros))
 }
