@@ -171,7 +171,7 @@ def test_bool_bytes_other_than_0_or_1(tmp_path):
     t["dtype"] = "bool"
     t["payloads"][0]["dtype"] = "bool"
     m = edgepack.load(_write(tmp_path, h, d))
-    with pytest.raises(edgepack.FormatError, match="'flags'.*bool.*2 at index 2"):
+    with pytest.raises(edgepack.FormatError, match="[\"']flags[\"'].*bool.*2 at index 2"):
         m["flags"]
 
 

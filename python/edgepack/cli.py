@@ -63,9 +63,27 @@ def _fmt_num(x: float | None, spec: str = ".3g") -> str:
     return format(x, spec)
 
 
+def _term(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (ESC, BEL, CR, ...), format
+    characters (bidi overrides such as U+202E, zero-width joiners) and line / paragraph
+    separators are shown as escapes, so a name or metadata value from a file can neither
+    drive the terminal nor make one line look like another."""
+    import unicodedata
+
+    out = []
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+            o = ord(c)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
-    """A plain aligned text table (columns in ``right`` are right-aligned)."""
-    rows = [list(map(str, r)) for r in rows]
+    """A plain aligned text table (columns in ``right`` are right-aligned); cells are escaped
+    for the terminal (:func:`_term`)."""
+    rows = [[_term(str(c)) for c in r] for r in rows]
     right = set(right)
     widths = [len(h) for h in headers]
     for r in rows:
@@ -703,9 +721,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"file      {path} ({path.stat().st_size:,} bytes)")
     print(f"format    {_format_line(path)}")
     meta = model.metadata
-    print("metadata  " + (", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
+    print("metadata  " + _term(", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
     recipe = model.recipe
-    print("recipe    " + _recipe_line(recipe))
+    print("recipe    " + _term(_recipe_line(recipe)))
     rows = []
     problems: list[str] = []
     for name in model.names:
@@ -735,7 +753,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if problems:
         print(f"{PROG}: {path}: {len(problems)} tensor(s) failed their checks:", file=sys.stderr)
         for p in problems:
-            print(f"  {p}", file=sys.stderr)
+            print(f"  {_term(p)}", file=sys.stderr)
         return 1
     return 0
 
@@ -1146,7 +1164,9 @@ def _describe(e: BaseException) -> str:
     notes = getattr(e, "__notes__", None) or []
     if notes:
         msg += " (" + "; ".join(notes) + ")"
-    return " ".join(msg.split())
+    msg = _term(" ".join(msg.split()))
+    # One line, never a copy of a hostile file's contents.
+    return msg if len(msg) <= 2000 else f"{msg[:2000]}... ({len(msg)} characters)"
 
 
 _EXPECTED = (OSError, ValueError, TypeError, ImportError, MemoryError, EnvironmentProblem)

@@ -187,7 +187,21 @@ def _encode(
             "max_abs_error": 0.0,
         }
         return (name, dt, list(shape), "raw", "{}", _json(stats), payloads, None), stats
-    xf = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        xf = np.asarray(x, dtype=np.float32)
+    if x.dtype == np.float64 and xf.size:
+        over = np.isinf(xf) & np.isfinite(x)
+        if over.any():
+            i = int(np.flatnonzero(over.reshape(-1))[0])
+            raise ArgumentError(
+                f"tensor {name!r} value {float(x.reshape(-1)[i])!r} at index {i} overflows float32 "
+                f"(its rule asks for {plan.encoding}, computed in float32); keep it with "
+                "action='keep'"
+            )
+    if plan.encoding == "quant" and not plan.sparsity and _too_tiny(xf):
+        # Its scales would fall below float32's smallest normal: the kernels use scale 1
+        # there, which would turn every value into 0. Kept as it is (lossless, and tiny).
+        return _encode(name, x, dataclasses.replace(plan, encoding="raw"), importance, level, tc)
     qt_joint = None  # SparseGPT's jointly pruned and quantized tensor
     if plan.sparsity and plan.sparsity_method in CALIBRATED_SPARSITY:
         xp, mask, qt_joint = prune_tensor(xf, plan, tc)
@@ -260,6 +274,22 @@ def _encode(
         stats.update(output_error_stats(xf, np.asarray(decoded, dtype=np.float32), plan, tc))
     clean = _clean_stats(stats)
     return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
+
+
+#: Below this max |x| a float tensor is kept as it is instead of quantized (see _too_tiny).
+_TINY_ABSMAX = 2.0**-100
+
+
+def _too_tiny(xf: np.ndarray) -> bool:
+    """Whether a non-zero tensor is too small to quantize: a unit (tensor, channel, block)
+    whose max |x| is below ~qmax x 2^-126 gets a scale below float32's smallest normal, which
+    the kernels replace by 1, so its values become 0. Below max |x| = 2^-100 that could be the
+    whole tensor; above it, a unit that collapses holds values below 1e-7 of the tensor's
+    largest, far under the quantization noise, so only tensors below the threshold are kept."""
+    if not xf.size:
+        return False
+    m = float(np.max(np.abs(xf)))
+    return 0.0 < m < _TINY_ABSMAX
 
 
 #: Elements dequantized at a time for the report's statistics.
