@@ -100,6 +100,30 @@ def epk_seeds(tmp: str) -> list[bytes]:
     return out
 
 
+def safetensors_seeds(tmp: str) -> list[bytes]:
+    """safetensors files: the edgepack form of .epk seeds (quantized, float16, kept), the
+    dequantized form, and calibration statistics (full and not)."""
+    import edgepack
+
+    rng = np.random.default_rng(2)
+    out: list[bytes] = []
+    for i, epk in enumerate(epk_seeds(tmp)[1:6]):
+        src = os.path.join(tmp, f"st{i}.epk")
+        pathlib.Path(src).write_bytes(epk)
+        m = edgepack.load(src)
+        for deq in (False, True):
+            p = os.path.join(tmp, f"st{i}{deq}.safetensors")
+            m.to_safetensors(p, dequantize=deq)
+            out.append(pathlib.Path(p).read_bytes())
+    for full in (False, True):
+        st = edgepack.CalibrationStats(full=full)
+        st.update(["l1", "l2"], rng.standard_normal((5, 6)).astype(np.float32))
+        p = os.path.join(tmp, f"cal{full}.safetensors")
+        st.save(p)
+        out.append(pathlib.Path(p).read_bytes())
+    return out
+
+
 def write(dir_: pathlib.Path, seeds: list[bytes]) -> int:
     dir_.mkdir(parents=True, exist_ok=True)
     for s in seeds:
@@ -112,7 +136,8 @@ def main(argv: list[str]) -> int:
     n1 = write(root / "sparse_from_bytes", sparse_seeds())
     with tempfile.TemporaryDirectory() as tmp:
         n2 = write(root / "epk_reader", epk_seeds(tmp))
-    print(f"{n1} sparse seeds, {n2} .epk seeds under {root}")
+        n3 = write(root / "safetensors_header", safetensors_seeds(tmp))
+    print(f"{n1} sparse seeds, {n2} .epk seeds, {n3} safetensors seeds under {root}")
     return 0
 
 

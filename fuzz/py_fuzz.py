@@ -28,6 +28,7 @@ import numpy as np
 MAGIC = b"\x89EPK\r\n\x1a\n"
 _DIR = tempfile.mkdtemp(prefix="edgepack-pyfuzz-")
 _PATH = os.path.join(_DIR, "input.epk")
+_ST_PATH = os.path.join(_DIR, "input.safetensors")
 
 
 def target_load(data: bytes) -> None:
@@ -66,7 +67,39 @@ def target_sparse(data: bytes) -> None:
     assert again.to_dense().tobytes() == d.tobytes()
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"load": target_load, "sparse": target_sparse}
+def target_safetensors(data: bytes) -> None:
+    """A safetensors file read by edgepack.load (the edgepack form), CalibrationStats.load and
+    compress(path): only edgepack's own errors may escape (FormatError for the readers; compress
+    may also refuse values, e.g. NonFiniteError for a NaN it must quantize)."""
+    import warnings
+
+    import edgepack
+
+    with open(_ST_PATH, "wb") as f:
+        f.write(data)
+    try:
+        m = edgepack.load(_ST_PATH)
+        for name in m.names:
+            m.decompress(name)
+    except edgepack.FormatError:
+        pass
+    try:
+        edgepack.CalibrationStats.load(_ST_PATH)
+    except edgepack.FormatError:
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            edgepack.compress(_ST_PATH, {"default": "keep", "zstd_level": 1})
+    except edgepack.EdgepackError:
+        pass
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "load": target_load,
+    "sparse": target_sparse,
+    "safetensors": target_safetensors,
+}
 
 
 # -- structure-aware and byte mutations (for the loop driver) ------------------------------------
@@ -147,12 +180,28 @@ def _mutate_epk(b: bytes, rng: np.random.Generator) -> bytes:
     return out + data
 
 
+def _mutate_st(b: bytes, rng: np.random.Generator) -> bytes:
+    """Edit the JSON header of a valid safetensors file (keeping the length prefix right) or
+    its bytes."""
+    if len(b) < 8 or rng.random() < 0.3:
+        return _mutate_bytes(b, rng)
+    (n,) = struct.unpack("<Q", b[:8])
+    try:
+        header = json.loads(b[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError):
+        return _mutate_bytes(b, rng)
+    for _ in range(int(rng.integers(1, 3))):
+        header = _mutate_json(header, rng)
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack("<Q", len(hb)) + hb + b[8 + n :]
+
+
 def mutation_loop(target: str, seeds: list[bytes], runs: int, seed: int = 0) -> int:
     """Run `runs` mutated inputs through a target; returns the number run. Raises on a finding
     (with the input attached as a note)."""
     fn = TARGETS[target]
     rng = np.random.default_rng(seed)
-    mutate = _mutate_epk if target == "load" else _mutate_bytes
+    mutate = {"load": _mutate_epk, "safetensors": _mutate_st}.get(target, _mutate_bytes)
     for i in range(runs):
         base = seeds[int(rng.integers(0, len(seeds)))]
         if i % 50 == 0:
@@ -191,7 +240,10 @@ def main(argv: list[str]) -> int:
         import gen_seeds
 
         with tempfile.TemporaryDirectory() as tmp:
-            seeds = gen_seeds.epk_seeds(tmp) if target == "load" else gen_seeds.sparse_seeds()
+            seeds = {
+                "load": gen_seeds.epk_seeds,
+                "safetensors": gen_seeds.safetensors_seeds,
+            }.get(target, lambda _t: gen_seeds.sparse_seeds())(tmp)
         n = mutation_loop(target, seeds, runs)
         print(f"{n} executions of {target}, no findings")
         return 0

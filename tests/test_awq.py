@@ -319,7 +319,7 @@ def test_hostile_in_scale_values(tmp_path, value):
         None,
     )
     w.finish({}, None)
-    with pytest.raises(edgepack.FormatError, match=r"'w'.*in_scale.*index 5"):
+    with pytest.raises(edgepack.FormatError, match=r"""['"]w['"].*in_scale.*index 5"""):
         edgepack.load(p).decompress("w")
 
 

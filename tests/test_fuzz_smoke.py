@@ -32,24 +32,28 @@ def fz():
 @pytest.fixture(scope="module")
 def seeds(fz, tmp_path_factory):
     g = sys.modules["gen_seeds"]
-    return {"load": g.epk_seeds(str(tmp_path_factory.mktemp("seeds"))), "sparse": g.sparse_seeds()}
+    return {
+        "load": g.epk_seeds(str(tmp_path_factory.mktemp("seeds"))),
+        "sparse": g.sparse_seeds(),
+        "safetensors": g.safetensors_seeds(str(tmp_path_factory.mktemp("st-seeds"))),
+    }
 
 
 RUNS = int(os.environ.get("EDGEPACK_FUZZ_RUNS", "2500"))
 
 
-@pytest.mark.parametrize("target", ["load", "sparse"])
+@pytest.mark.parametrize("target", ["load", "sparse", "safetensors"])
 def test_seeds_are_valid(fz, seeds, target):
     for s in seeds[target]:
         fz.TARGETS[target](s)
 
 
-@pytest.mark.parametrize("target", ["load", "sparse"])
+@pytest.mark.parametrize("target", ["load", "sparse", "safetensors"])
 def test_mutation_smoke(fz, seeds, target):
     assert fz.mutation_loop(target, seeds[target], RUNS, seed=7) == RUNS
 
 
-@pytest.mark.parametrize("target", ["load", "sparse"])
+@pytest.mark.parametrize("target", ["load", "sparse", "safetensors"])
 def test_atheris_smoke(fz, seeds, target, tmp_path):
     pytest.importorskip("atheris")
     corpus = tmp_path / "corpus"

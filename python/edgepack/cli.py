@@ -63,9 +63,27 @@ def _fmt_num(x: float | None, spec: str = ".3g") -> str:
     return format(x, spec)
 
 
+def _term(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (ESC, BEL, CR, ...), format
+    characters (bidi overrides such as U+202E, zero-width joiners) and line / paragraph
+    separators are shown as escapes, so a name or metadata value from a file can neither
+    drive the terminal nor make one line look like another."""
+    import unicodedata
+
+    out = []
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+            o = ord(c)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
-    """A plain aligned text table (columns in ``right`` are right-aligned)."""
-    rows = [list(map(str, r)) for r in rows]
+    """A plain aligned text table (columns in ``right`` are right-aligned); cells are escaped
+    for the terminal (:func:`_term`)."""
+    rows = [[_term(str(c)) for c in r] for r in rows]
     right = set(right)
     widths = [len(h) for h in headers]
     for r in rows:
@@ -448,13 +466,10 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from edgepack.io import atomic_output
+
+    with atomic_output(path, "tmp") as f:
+        f.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
 
 
 def _warn_to_stderr(
@@ -718,9 +733,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"file      {path} ({path.stat().st_size:,} bytes)")
     print(f"format    {_format_line(path)}")
     meta = model.metadata
-    print("metadata  " + (", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
+    print("metadata  " + _term(", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "(none)"))
     recipe = model.recipe
-    print("recipe    " + _recipe_line(recipe))
+    print("recipe    " + _term(_recipe_line(recipe)))
     rows = []
     problems: list[str] = []
     for name in model.names:
@@ -750,7 +765,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if problems:
         print(f"{PROG}: {path}: {len(problems)} tensor(s) failed their checks:", file=sys.stderr)
         for p in problems:
-            print(f"  {p}", file=sys.stderr)
+            print(f"  {_term(p)}", file=sys.stderr)
         return 1
     return 0
 
@@ -791,17 +806,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     if suffix == ".safetensors":
         model.to_safetensors(str(out), dequantize=not args.quantized)
     else:
-        import numpy as np
+        from edgepack.io import write_npz
 
-        arrays = model.decompress()
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        # Tensor by tensor (memory bounded by the largest), every name as it is.
+        write_npz(str(out), model.names, model.decompress)
     if args.quantized:
         kind = f"{len(model.names)} stored tensors with scales"
     else:
@@ -1183,7 +1191,9 @@ def _describe(e: BaseException) -> str:
     notes = getattr(e, "__notes__", None) or []
     if notes:
         msg += " (" + "; ".join(notes) + ")"
-    return " ".join(msg.split())
+    msg = _term(" ".join(msg.split()))
+    # One line, never a copy of a hostile file's contents.
+    return msg if len(msg) <= 2000 else f"{msg[:2000]}... ({len(msg)} characters)"
 
 
 _EXPECTED = (OSError, ValueError, TypeError, ImportError, MemoryError, EnvironmentProblem)

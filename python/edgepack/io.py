@@ -7,16 +7,21 @@ at most a few tensors in memory whatever the size of the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from edgepack._errors import DtypeError, FormatError
+from edgepack import _core
+from edgepack._errors import ArgumentError, DtypeError, FormatError
 
 __all__ = [
     "Source",
@@ -25,6 +30,7 @@ __all__ = [
     "numpy_dtype",
     "read_safetensors_header",
     "write_safetensors",
+    "write_npz",
 ]
 
 _NP_NAMES = {
@@ -171,55 +177,77 @@ def _check_names(names: Iterable[Any], what: str) -> list[str]:
     return out
 
 
-def _no_dups(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    d: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in d:
-            raise FormatError(f"duplicate key {k!r} in a safetensors header")
-        d[k] = v
-    return d
-
-
 def read_safetensors_header(path: str) -> tuple[dict[str, Any], int, int]:
-    """``(header, data_start, file_len)`` of a safetensors file, validated: header size cap,
-    JSON, every tensor's dtype x shape == its byte range, ranges inside the file."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        if len(head) < 8:
-            raise FormatError(f"{path}: too short for a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > ST_MAX_HEADER or 8 + n > size:
-            raise FormatError(f"{path}: safetensors header length {n} is beyond the file ({size} bytes)")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_dups)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: safetensors header is not valid JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise FormatError(f"{path}: safetensors header is not a JSON object")
-    data_start = 8 + n
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dt = ST_CODES[info["dtype"]]
-            shape = [int(d) for d in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as ex:
-            raise FormatError(f"{path}: bad safetensors entry for tensor {name!r}: {info!r}") from ex
-        itemsize = 2 if dt == "bfloat16" else np.dtype(dt).itemsize
-        count = 1
-        for d in shape:
-            if d < 0:
-                raise FormatError(f"{path}: tensor {name!r} has a negative dimension")
-            count *= d
-        if not (0 <= begin <= end and data_start + end <= size and end - begin == count * itemsize):
-            raise FormatError(
-                f"{path}: tensor {name!r} byte range [{begin}, {end}) does not hold {dt} x {shape} "
-                f"inside the file"
-            )
+    """``(header, data_start, file_len)`` of a safetensors file, validated by the Rust core
+    (``src/format/safetensors.rs``): header length checked against the file before it is read,
+    the ``.epk`` header's JSON limits (node count, depth, duplicate keys), every field typed and
+    range-checked, byte ranges tiling the data section. ``header`` maps each tensor name to
+    ``{"dtype": code, "shape": [...], "data_offsets": [begin, end]}`` (sorted by name), plus
+    ``"__metadata__"`` (str -> str) when the file has one."""
+    md, tensors, data_start, size = _core.safetensors_header(path)
+    header: dict[str, Any] = {}
+    if md is not None:
+        header["__metadata__"] = md
+    for name, dt, shape, b, e in tensors:
+        header[name] = {"dtype": ST_NAMES[dt], "shape": shape, "data_offsets": [b, e]}
     return header, data_start, size
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters for an error message (a hostile file can hold
+    megabytes in one field)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_json(text: str, what: str) -> Any:
+    """``json.loads(text)`` of JSON from an untrusted file, after the Rust core checked it with
+    the ``.epk`` header's limits (nodes, depth 128, duplicate keys, numbers in range): a
+    ``FormatError`` naming ``what``, never a RecursionError or a huge message."""
+    _core.check_json(text, what)
+    try:
+        return json.loads(text)
+    except ValueError as e:  # pragma: no cover - the core accepted it
+        raise FormatError(f"{what} is not valid JSON: {clip(str(e))}") from e
+
+
+RESERVED_SAFETENSORS_NAMES = ("__metadata__",)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], suffix: str) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` atomically: a temporary file created exclusively
+    (``O_CREAT | O_EXCL | O_NOFOLLOW``, an unpredictable name) in ``path``'s folder, written,
+    fsynced, then renamed over ``path``; removed on any error. A symlink planted at a
+    temporary name is never followed or overwritten."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    flags = (
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    )
+    for _ in range(64):
+        tmp = os.path.join(
+            d, f".{os.path.basename(path)}.{os.getpid()}-{secrets.token_hex(8)}.{suffix}"
+        )
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name next to the destination", path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _safetensors_source(path: str) -> Source:
@@ -325,26 +353,31 @@ def write_safetensors(
         header["__metadata__"] = metadata
     off = 0
     for name, dt, shape in items:
+        if name in RESERVED_SAFETENSORS_NAMES:
+            raise ArgumentError(
+                f"a tensor named {name!r} cannot be stored in a safetensors file (the name is "
+                "reserved for the file's metadata); rename it, or write .npz / .epk instead"
+            )
         n = int(np.prod(shape, dtype=np.int64)) * numpy_dtype(dt).itemsize
         header[name] = {"dtype": ST_NAMES[dt], "shape": list(shape), "data_offsets": [off, off + n]}
         off += n
     hb = json.dumps(header, separators=(",", ":")).encode()
     hb += b" " * (-len(hb) % 8)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}-{threading.get_ident()}.st-tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(struct.pack("<Q", len(hb)))
-            f.write(hb)
-            for name, dt, shape in items:
-                a = np.ascontiguousarray(get(name), dtype=numpy_dtype(dt)).reshape(shape)
-                f.write(a.reshape(-1).view(np.uint8).data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path, "st-tmp") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for name, dt, shape in items:
+            a = np.ascontiguousarray(get(name), dtype=numpy_dtype(dt)).reshape(shape)
+            f.write(a.reshape(-1).view(np.uint8).data)
+
+
+def write_npz(path: str, names: list[str], get: Callable[[str], np.ndarray]) -> None:
+    """Write an ``.npz`` (what ``np.load`` reads) tensor by tensor, atomically: every name
+    round-trips (``np.savez(**arrays)`` would take ``file`` / ``allow_pickle`` as its own
+    arguments), and memory stays bounded by the largest tensor."""
+    with atomic_output(path, "npz-tmp") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name in names:
+                a = np.asanyarray(get(name))
+                with z.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, a, allow_pickle=False)

@@ -8,17 +8,16 @@ Memory stays near the largest tensor times a small factor, whatever the model's 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import functools
 import json
 import math
-import mmap
 import os
 import stat
 import shutil
 import tempfile
-import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +31,8 @@ from edgepack import _core
 from edgepack._errors import ArgumentError, DtypeError, FormatError
 from edgepack.io import (
     FLOAT_NAMES,
+    check_json,
+    clip,
     dtype_name,
     numpy_dtype,
     open_source,
@@ -57,6 +58,8 @@ from edgepack.report import ErrorAccumulator, Report, ReportRow, tensor_stats
 __all__ = ["compress", "load", "CompressedModel", "TensorInfo"]
 
 _MAGIC = b"\x89EPK\r\n\x1a\n"
+#: Largest recipe (canonical JSON bytes) ``CompressedModel.recipe`` parses (SECURITY.md).
+_MAX_RECIPE_JSON = 16 << 20
 _SPARSE_FORMAT = "edgepack-sparse"
 
 ProgressFn = Callable[[int, int, str], None]
@@ -187,7 +190,21 @@ def _encode(
             "max_abs_error": 0.0,
         }
         return (name, dt, list(shape), "raw", "{}", _json(stats), payloads, None), stats
-    xf = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        xf = np.asarray(x, dtype=np.float32)
+    if x.dtype == np.float64 and xf.size:
+        over = np.isinf(xf) & np.isfinite(x)
+        if over.any():
+            i = int(np.flatnonzero(over.reshape(-1))[0])
+            raise ArgumentError(
+                f"tensor {name!r} value {float(x.reshape(-1)[i])!r} at index {i} overflows float32 "
+                f"(its rule asks for {plan.encoding}, computed in float32); keep it with "
+                "action='keep'"
+            )
+    if plan.encoding == "quant" and not plan.sparsity and _too_tiny(xf):
+        # Its scales would fall below float32's smallest normal: the kernels use scale 1
+        # there, which would turn every value into 0. Kept as it is (lossless, and tiny).
+        return _encode(name, x, dataclasses.replace(plan, encoding="raw"), importance, level, tc)
     qt_joint = None  # SparseGPT's jointly pruned and quantized tensor
     if plan.sparsity and plan.sparsity_method in CALIBRATED_SPARSITY:
         xp, mask, qt_joint = prune_tensor(xf, plan, tc)
@@ -266,6 +283,22 @@ def _encode(
         stats.update(output_error_stats(xf, np.asarray(decoded, dtype=np.float32), plan, tc))
     clean = _clean_stats(stats)
     return (name, dt, list(shape), enc, _json(params), _json(clean), payloads, zstd), stats
+
+
+#: Below this max |x| a float tensor is kept as it is instead of quantized (see _too_tiny).
+_TINY_ABSMAX = 2.0**-100
+
+
+def _too_tiny(xf: np.ndarray) -> bool:
+    """Whether a non-zero tensor is too small to quantize: a unit (tensor, channel, block)
+    whose max |x| is below ~qmax x 2^-126 gets a scale below float32's smallest normal, which
+    the kernels replace by 1, so its values become 0. Below max |x| = 2^-100 that could be the
+    whole tensor; above it, a unit that collapses holds values below 1e-7 of the tensor's
+    largest, far under the quantization noise, so only tensors below the threshold are kept."""
+    if not xf.size:
+        return False
+    m = float(np.max(np.abs(xf)))
+    return 0.0 < m < _TINY_ABSMAX
 
 
 #: Elements dequantized at a time for the report's statistics.
@@ -638,12 +671,12 @@ class CompressedModel(Mapping[str, Any]):
 
     def __init__(self, path: str | os.PathLike[str], *, _tmpdir: str | None = None):
         self._reader = _core.EpkReader(path)
-        h = json.loads(self._reader.header_json())
+        # The recipe is parsed only when asked for (.recipe, to_safetensors): the header's
+        # free-form part is never held as a Python tree next to the tensors' records.
+        h = json.loads(self._reader.header_json(recipe=False))
         self._header = h
         self._records = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
-        self._mm: mmap.mmap | None = None
-        self._lock = threading.Lock()
         if _tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, _tmpdir, True)
 
@@ -686,13 +719,25 @@ class CompressedModel(Mapping[str, Any]):
     @property
     def recipe(self) -> Recipe | None:
         """The recipe the model was compressed with (None if the file holds none)."""
-        r = self._header["recipe"]
+        r = self._recipe_dict()
         if r is None:
             return None
         try:
             return Recipe.from_dict(r)
         except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as e:
-            raise FormatError(f"{self.path}: the file's recipe is invalid: {e}") from e
+            raise FormatError(f"{self.path}: the file's recipe is invalid: {clip(str(e))}") from e
+
+    def _recipe_dict(self) -> dict[str, Any] | None:
+        text = self._reader.recipe_json()
+        if len(text) > _MAX_RECIPE_JSON:
+            # A real recipe (one rule per tensor for 100k tensors) is a few MiB; a larger one
+            # is refused before Python builds it (it would cost ~150 bytes per JSON value).
+            raise FormatError(
+                f"{self.path}: the file's recipe is {len(text)} bytes of JSON, above the "
+                f"limit of {_MAX_RECIPE_JSON} bytes this reader interprets"
+            )
+        r: dict[str, Any] | None = json.loads(text)
+        return r
 
     def info(self, name: str) -> TensorInfo:
         """What the header says of tensor ``name``: shape, dtype, encoding, sizes, checksums."""
@@ -714,21 +759,12 @@ class CompressedModel(Mapping[str, Any]):
             raise KeyError(f"no tensor named {name!r} in this model") from None
 
     def _payload(self, name: str, t: dict[str, Any], role: str) -> np.ndarray:
-        """The decoded payload. Uncompressed payloads are read-only views of a memory map of
-        the file (no copy; the checksum is verified first); compressed ones are decoded."""
+        """The decoded payload. Uncompressed payloads are read-only views of the reader's memory
+        map of the file it verified (no copy; the checksum is verified first; the path is never
+        re-opened); compressed ones are decoded."""
         p = next(p for p in t["payloads"] if p["role"] == role)
         dt = numpy_dtype(p["dtype"])
-        rng = self._reader.verified_range(name, role)
-        if rng is not None and rng[1] > 0:
-            with self._lock:
-                if self._mm is None:
-                    with open(self.path, "rb") as f:
-                        self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            off, n = rng
-            if off + n <= len(self._mm):
-                return np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off).reshape(p["shape"])
-        raw = self._reader.payload(name, role)
-        return raw.view(dt).reshape(p["shape"])
+        return self._reader.payload(name, role).view(dt).reshape(p["shape"])
 
     def _decode(self, name: str, *, float32: bool) -> Any:
         t = self._record(name)
@@ -828,10 +864,8 @@ class CompressedModel(Mapping[str, Any]):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path`` atomically (a temporary file next to it, fsync, rename):
         an interrupted save never destroys a file already at ``path``."""
-        dest = os.fspath(path)
-        if os.path.exists(dest) and os.path.samefile(dest, self.path):
-            return
-        _core.epk_copy(self.path, dest)
+        # The bytes of the memory map verified at load, whatever is at self.path now.
+        self._reader.save(os.fspath(path))
 
     def to_safetensors(self, path: str | os.PathLike[str], *, dequantize: bool = False) -> None:
         """Write a plain safetensors file (FORMAT.md section 10), tensor by tensor.
@@ -868,9 +902,9 @@ class CompressedModel(Mapping[str, Any]):
                 p = t["payloads"][0]
                 items.append((name, p["dtype"], shape))
                 getters[name] = functools.partial(self._payload, name, t, "data")
-        names = [i[0] for i in items]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
+        counts = collections.Counter(i[0] for i in items)
+        if len(counts) != len(items):
+            dup = sorted(n for n, c in counts.items() if c > 1)
             raise ArgumentError(
                 f"tensor names {dup} collide with the '.scale' / '.zero_point' / '.in_scale' names"
             )
@@ -881,7 +915,7 @@ class CompressedModel(Mapping[str, Any]):
                 "format": "edgepack",
                 "edgepack.format_version": "2" if v2 else "1",
                 "edgepack.tensors": _json(meta_t),
-                "edgepack.recipe": json.dumps(self._header["recipe"], sort_keys=True),
+                "edgepack.recipe": json.dumps(self._recipe_dict(), sort_keys=True),
                 "edgepack.metadata": _json(self._header["metadata"]),
             }
         write_safetensors(os.fspath(path), items, lambda k: getters[k](), md)
@@ -958,19 +992,27 @@ def _from_safetensors(path: str) -> CompressedModel:
     version = md.get("edgepack.format_version")
     if version not in ("1", "2"):
         raise FormatError(
-            f"{path}: unsupported edgepack safetensors version {md.get('edgepack.format_version')!r}"
+            f"{path}: unsupported edgepack safetensors version "
+            f"{clip(repr(md.get('edgepack.format_version')), 80)}"
         )
-    try:
-        tensors = json.loads(md["edgepack.tensors"])
-        recipe = json.loads(md.get("edgepack.recipe", "null"))
-        usermd = json.loads(md.get("edgepack.metadata", "{}"))
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{path}: edgepack metadata is not valid JSON: {e}") from e
+    tensors = check_json(md["edgepack.tensors"], f"{path}: edgepack.tensors")
+    recipe = check_json(md.get("edgepack.recipe", "null"), f"{path}: edgepack.recipe")
+    usermd = check_json(md.get("edgepack.metadata", "{}"), f"{path}: edgepack.metadata")
     if not (isinstance(tensors, dict) and all(isinstance(t, dict) for t in tensors.values())):
         raise FormatError(f"{path}: edgepack.tensors must map tensor names to objects")
-    if not isinstance(usermd, dict):
-        raise FormatError(f"{path}: edgepack.metadata must be a JSON object")
+    if not isinstance(usermd, dict) or not all(isinstance(v, str) for v in usermd.values()):
+        raise FormatError(f"{path}: edgepack.metadata must be a JSON object of strings")
+    if not (recipe is None or isinstance(recipe, dict)):
+        raise FormatError(f"{path}: edgepack.recipe must be null or an object, found {type(recipe).__name__}")
+    for name, t in tensors.items():
+        _check_st_record(path, name, t)
+    level = (recipe or {}).get("zstd_level", 1)
+    if not (type(level) is int and -7 <= level <= 22):
+        raise FormatError(
+            f"{path}: edgepack.recipe \"zstd_level\" must be an int in -7..=22, found {clip(repr(level), 80)}"
+        )
     src = open_source(path)
+    have = set(src.names)
     missing = sorted(
         k
         for n, t in tensors.items()
@@ -979,11 +1021,13 @@ def _from_safetensors(path: str) -> CompressedModel:
             if t.get("encoding") != "quant"
             else [n, f"{n}.scale"] + ([f"{n}.in_scale"] if "in_axis" in (t.get("params") or {}) else [])
         )
-        if k not in src.names
+        if k not in have
     )
     if missing:
         src.close()
-        raise FormatError(f"{path}: edgepack metadata names tensor {missing[0]!r} that the file lacks")
+        raise FormatError(
+            f"{path}: edgepack metadata names tensor {clip(repr(missing[0]), 200)} that the file lacks"
+        )
     tmpdir = tempfile.mkdtemp(prefix="edgepack-")
     epk = os.path.join(tmpdir, "model.epk")
     try:
@@ -1014,16 +1058,16 @@ def _from_safetensors(path: str) -> CompressedModel:
                                 f"edgepack.format_version 2, found {version!r}"
                             )
                         payloads.append((role, a.dtype.name, list(a.shape), _u8(a)))
-                    level: int | None = (recipe or {}).get("zstd_level", 1)
+                    zlevel: int | None = level
                 elif enc == "sparse":
                     a = src.load(name)
                     payloads.append(("data", "float32", list(a.shape), _u8(a)))
                     enc, t = "raw", {**t, "dtype": "float32", "params": {}}
-                    level = None
+                    zlevel = None
                 else:
                     a = src.load(name)
                     payloads.append(("data", dtype_name(a.dtype, name), list(a.shape), _u8(a)))
-                    level = None
+                    zlevel = None
                 stats = t.get("stats")
                 w.add(
                     name,
@@ -1033,19 +1077,50 @@ def _from_safetensors(path: str) -> CompressedModel:
                     _json(t["params"]),
                     None if stats is None else _json(stats),
                     payloads,
-                    level,
+                    zlevel,
                 )
             w.finish({str(k): str(v) for k, v in usermd.items()}, None if recipe is None else _json(recipe))
         except BaseException:
             w.abort()
             raise
-    except (KeyError, TypeError, AttributeError, ArgumentError, DtypeError) as e:
+    except FormatError:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    except (KeyError, TypeError, AttributeError, OverflowError, ValueError) as e:
         # Hostile or inconsistent metadata: whatever the writer rejects is a format error here.
         shutil.rmtree(tmpdir, ignore_errors=True)
         what = f"lacks the key {e}" if isinstance(e, KeyError) else str(e)
-        raise FormatError(f"{path}: invalid edgepack metadata: {what}") from e
+        raise FormatError(f"{path}: invalid edgepack metadata: {clip(what)}") from e
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     return CompressedModel(epk, _tmpdir=tmpdir)
 
+
+
+_MAX_JSON_INT = (1 << 53) - 1
+
+
+def _check_st_record(path: str, name: str, t: dict[str, Any]) -> None:
+    """The types of one record of ``edgepack.tensors`` (the writer checks the values): a
+    ``FormatError`` naming the tensor and the field, never a TypeError / OverflowError."""
+    what = f"{path}: edgepack.tensors[{clip(repr(name), 200)}]"
+    for k in ("dtype", "shape", "encoding", "params"):
+        if k not in t:
+            raise FormatError(f"{what} lacks the key {k!r}")
+    for k in ("dtype", "encoding"):
+        if not isinstance(t[k], str):
+            raise FormatError(f"{what}: {k!r} must be a string, found {type(t[k]).__name__}")
+    shape = t["shape"]
+    if not isinstance(shape, list):
+        raise FormatError(f"{what}: 'shape' must be a list, found {type(shape).__name__}")
+    for i, d in enumerate(shape):
+        if type(d) is not int or not 0 <= d <= _MAX_JSON_INT:
+            raise FormatError(
+                f"{what}: shape[{i}] must be an integer in 0..=2^53-1, found {clip(repr(d), 80)}"
+            )
+    if not isinstance(t["params"], dict):
+        raise FormatError(f"{what}: params must be a JSON object, found {type(t['params']).__name__}")
+    stats = t.get("stats")
+    if stats is not None and not isinstance(stats, dict):
+        raise FormatError(f"{what}: 'stats' must be an object or null, found {type(stats).__name__}")

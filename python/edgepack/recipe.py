@@ -282,7 +282,8 @@ class Rule:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ArgumentError(
-                f"rule {d.get('pattern')!r} has unknown keys {unknown}; known: {sorted(names)}"
+                f"rule {_short(repr(d.get('pattern')))} has unknown keys {_few(unknown)}; "
+                f"known: {sorted(names)}"
             )
         kw = dict(d)
         if "block_shape" in kw:
@@ -406,14 +407,29 @@ class Recipe:
                     )
                 raise ArgumentError(f"rule {r.pattern!r} is listed twice")
             seen[r.pattern] = r
+        # Matching index: a pattern without glob characters matches only the name it spells,
+        # so those rules are found by a dict lookup; only the glob rules are tried in order
+        # (a CLI recipe with one rule per tensor is linear, not quadratic, in the tensors).
+        exact: dict[str, int] = {}
+        globs: list[tuple[int, Rule]] = []
+        for i, r in enumerate(rules):
+            if any(c in r.pattern for c in "*?["):
+                globs.append((i, r))
+            else:
+                exact.setdefault(r.pattern, i)
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_globs", tuple(globs))
 
     # -- matching ------------------------------------------------------------------------------
     def match(self, name: str) -> Rule | None:
         """The first rule whose pattern matches ``name``, or None."""
-        for r in self.rules:
+        first = self._exact.get(name)  # type: ignore[attr-defined]
+        for i, r in self._globs:  # type: ignore[attr-defined]
+            if first is not None and i > first:
+                break
             if fnmatch.fnmatchcase(name, r.pattern):
                 return r
-        return None
+        return self.rules[first] if first is not None else None
 
     def plan(
         self, name: str, shape: tuple[int, ...], is_float: bool, layout: str | None = None
@@ -535,7 +551,7 @@ class Recipe:
         }
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ArgumentError(f"recipe has unknown keys {unknown}; known: {sorted(known)}")
+            raise ArgumentError(f"recipe has unknown keys {_few(unknown)}; known: {sorted(known)}")
         rules = d.get("rules", [])
         if not isinstance(rules, (list, tuple)):
             raise ArgumentError(f"recipe rules must be a list, found {type(rules).__name__}")
@@ -641,3 +657,13 @@ class Recipe:
             f"`recipe` must be a Recipe, a dict, a JSON string or a .json/.toml path, "
             f"found {type(recipe).__name__}"
         )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    """At most ``n`` keys for an error message (a recipe read from a file may hold millions)."""
+    shown = ", ".join(_short(repr(k), 80) for k in keys[:n])
+    return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > n else ''}]"

@@ -25,6 +25,7 @@ layer often has a lower weight SNR than plain rounding and a higher output SNR.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -132,11 +133,15 @@ class Report:
             "bits_per_weight": 8 * after / params if params else 0.0,
         }
 
+    @functools.cached_property
+    def _index(self) -> dict[str, ReportRow]:
+        return {r.name: r for r in self.rows}
+
     def __getitem__(self, name: str) -> ReportRow:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(name)
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(name) from None
 
     def __len__(self) -> int:
         return len(self.rows)

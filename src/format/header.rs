@@ -100,7 +100,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut m = Map::new();
         while let Some(k) = map.next_key::<String>()? {
             if m.contains_key(&k) {
-                return Err(de::Error::custom(format!("duplicate key {k:?}")));
+                return Err(de::Error::custom(format!("duplicate key {}", clip(&k))));
             }
             let Strict(v) = map.next_value()?;
             m.insert(k, v);
@@ -148,6 +148,34 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<Value> {
         .map_err(|e| Error::format(format!("{what} is not valid JSON: {e}")))
 }
 
+/// Longest text of one value quoted in an error message: a hostile header can hold a name or a
+/// string of many megabytes, and an error must stay a line, not a copy of the file.
+pub const MAX_QUOTED: usize = 160;
+
+/// `s` quoted as `{:?}` would, cut to about [`MAX_QUOTED`] bytes (at a char boundary) with the
+/// full length appended when it is longer.
+pub fn clip(s: &str) -> String {
+    if s.len() <= MAX_QUOTED {
+        return format!("{s:?}");
+    }
+    let mut end = MAX_QUOTED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &s[..end], s.len())
+}
+
+/// A short description of a JSON value for an error message: numbers, booleans and null as
+/// written, strings clipped, arrays and objects by kind and size (never their contents).
+pub fn brief(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("the string {}", clip(s)),
+        Value::Array(a) => format!("an array of {} values", a.len()),
+        Value::Object(m) => format!("an object of {} keys", m.len()),
+        other => other.to_string(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Typed access with messages that name the field.
 
@@ -175,7 +203,10 @@ fn only_keys(
 ) -> Result<()> {
     for k in m.keys() {
         if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
-            return Err(Error::format(format!("{what} has an unknown key {k:?}")));
+            return Err(Error::format(format!(
+                "{what} has an unknown key {}",
+                clip(k)
+            )));
         }
     }
     for k in required {
@@ -208,7 +239,8 @@ fn uint(v: &Value, what: &str) -> Result<u64> {
             "{what} is {n}, above the largest allowed integer 2^53-1"
         ))),
         None => Err(Error::format(format!(
-            "{what} must be a non-negative integer, found {v}"
+            "{what} must be a non-negative integer, found {}",
+            brief(v)
         ))),
     }
 }
@@ -240,7 +272,7 @@ fn get_shape(m: &Map<String, Value>, what: &str) -> Result<Vec<u64>> {
 
 fn get_dtype(m: &Map<String, Value>, what: &str) -> Result<Dtype> {
     let s = get_str(m, "dtype", what)?;
-    Dtype::parse(s).ok_or_else(|| Error::format(format!("{what} has an unknown dtype {s:?}")))
+    Dtype::parse(s).ok_or_else(|| Error::format(format!("{what} has an unknown dtype {}", clip(s))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,7 +366,7 @@ fn parse_payload(v: &Value, what: &str) -> Result<Payload> {
         what,
     )?;
     let role = get_str(m, "role", what)?.to_owned();
-    let what = format!("{what} (role {role:?})");
+    let what = format!("{what} (role {})", clip(&role));
     let dtype = get_dtype(m, &what)?;
     let shape = get_shape(m, &what)?;
     let n = spec::numel(&shape, &what)?;
@@ -423,7 +455,7 @@ pub fn parse_record(v: &Value, index: usize) -> Result<TensorRecord> {
     spec::numel(&shape, &what)?;
     let es = get_str(m, "encoding", &what)?;
     let encoding = Encoding::parse(es)
-        .ok_or_else(|| Error::format(format!("{what} has an unknown encoding {es:?}")))?;
+        .ok_or_else(|| Error::format(format!("{what} has an unknown encoding {}", clip(es))))?;
     let params = as_obj(get(m, "params", &what)?, &format!("{what}: params"))?.clone();
     let pv = get(m, "payloads", &what)?;
     let parr = pv.as_array().ok_or_else(|| {
@@ -695,20 +727,30 @@ impl Header {
     /// Parse and validate a header's JSON bytes (without the layout, see [`Header::check_layout`]).
     pub fn parse(bytes: &[u8]) -> Result<Header> {
         let v = parse_json(bytes, "header")?;
-        let m = as_obj(&v, "header")?;
-        only_keys(m, &["metadata", "recipe", "tensors"], &[], "header")?;
-        let md = as_obj(get(m, "metadata", "header")?, "header: metadata")?;
+        as_obj(&v, "header")?;
+        let Value::Object(mut m) = v else {
+            unreachable!("checked by as_obj")
+        };
+        only_keys(&m, &["metadata", "recipe", "tensors"], &[], "header")?;
+        // The free-form parts are moved out of the parsed tree, never cloned: a hostile header
+        // can make them most of its nodes, and a copy would double the peak memory.
+        let md = m.remove("metadata").unwrap_or(Value::Null);
+        as_obj(&md, "header: metadata")?;
+        let Value::Object(md) = md else {
+            unreachable!("checked by as_obj")
+        };
         let mut metadata = BTreeMap::new();
         let mut md_bytes: usize = 0;
         for (k, v) in md {
-            let s = v.as_str().ok_or_else(|| {
-                Error::format(format!(
-                    "header: metadata value of {k:?} must be a string, found {}",
-                    kind(v)
-                ))
-            })?;
+            let Value::String(s) = v else {
+                return Err(Error::format(format!(
+                    "header: metadata value of {} must be a string, found {}",
+                    clip(&k),
+                    kind(&v)
+                )));
+            };
             md_bytes = md_bytes.saturating_add(k.len()).saturating_add(s.len());
-            metadata.insert(k.clone(), s.to_owned());
+            metadata.insert(k, s);
         }
         if md_bytes > spec::MAX_METADATA_BYTES {
             return Err(Error::format(format!(
@@ -716,14 +758,14 @@ impl Header {
                 spec::MAX_METADATA_BYTES
             )));
         }
-        let recipe = get(m, "recipe", "header")?.clone();
+        let recipe = m.remove("recipe").unwrap_or(Value::Null);
         if !(recipe.is_null() || recipe.is_object()) {
             return Err(Error::format(format!(
                 "header: recipe must be null or an object, found {}",
                 kind(&recipe)
             )));
         }
-        let tv = get(m, "tensors", "header")?;
+        let tv = get(&m, "tensors", "header")?;
         let arr = tv.as_array().ok_or_else(|| {
             Error::format(format!(
                 "header: tensors must be an array, found {}",
@@ -810,17 +852,35 @@ impl Header {
 
     /// The header's canonical JSON (compact, keys sorted).
     pub fn to_json(&self) -> String {
-        let tensors: Vec<Value> = self.tensors.iter().map(record_json).collect();
-        let md: Map<String, Value> = self
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let mut m = Map::new();
-        m.insert("metadata".into(), Value::Object(md));
-        m.insert("recipe".into(), self.recipe.clone());
-        m.insert("tensors".into(), Value::Array(tensors));
-        Value::Object(m).to_string()
+        self.to_json_parts(true)
+    }
+
+    /// [`Header::to_json`], or without the `recipe` key when `recipe` is false (a caller that
+    /// reads the recipe only on demand, see [`Header::recipe_json`]). Written piece by piece,
+    /// never through a cloned tree: a hostile header's free-form parts are never held twice.
+    pub fn to_json_parts(&self, recipe: bool) -> String {
+        // Keys in sorted order, as a serde_json Map would write them.
+        let mut out = String::from("{\"metadata\":");
+        // Serializing a map of strings cannot fail (no non-string keys, no floats).
+        out.push_str(&serde_json::to_string(&self.metadata).unwrap_or_default());
+        if recipe {
+            out.push_str(",\"recipe\":");
+            out.push_str(&self.recipe.to_string());
+        }
+        out.push_str(",\"tensors\":[");
+        for (i, t) in self.tensors.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&record_json(t).to_string());
+        }
+        out.push_str("]}");
+        out
+    }
+
+    /// The recipe as canonical JSON (`null` or an object).
+    pub fn recipe_json(&self) -> String {
+        self.recipe.to_string()
     }
 
     /// The oldest format version that can hold this header: 2 when a tensor uses a

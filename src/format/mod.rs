@@ -5,6 +5,7 @@
 
 pub mod header;
 pub mod reader;
+pub mod safetensors;
 pub mod spec;
 pub mod writer;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::header::{parse_preamble_version, Header, Payload, TensorRecord};
-use super::spec::{self, Compression};
+use super::spec::{self, Compression, Dtype, Encoding};
 use crate::error::{Error, Result};
 
 /// A validated view of an `.epk` file's bytes (any byte source: a memory map, a buffer).
@@ -61,7 +61,9 @@ impl Parsed {
             .iter()
             .find(|p| p.role == role)
             .ok_or_else(|| Error::arg(format!("tensor {tensor:?} has no payload {role:?}")))?;
-        decode_payload(bytes, self.data_start, t, p)
+        let v = decode_payload(bytes, self.data_start, t, p)?;
+        check_decoded(t, p, &v)?;
+        Ok(v)
     }
 
     /// The record of a tensor, or an error naming it.
@@ -85,6 +87,65 @@ fn check_zero(bytes: &[u8], from: u64, to: u64, what: &str) -> Result<()> {
             "non-zero byte in the {what} at byte {}",
             from as usize + i
         )));
+    }
+    Ok(())
+}
+
+/// The section 5 rules that need a payload's decoded bytes: a quant `scale` (float32, or
+/// float16 widened to float32) and an AWQ `in_scale` hold normal, positive float32 values (what the dequantize kernels accept: no zero, subnormal, NaN or
+/// infinity), a 4-bit `data` payload of an odd count has a zero padding nibble, and a raw
+/// `bool` tensor's bytes are 0 or 1. Checked on every access and by [`Reader::verify`], so
+/// `verify` accepts exactly what decoding accepts.
+pub fn check_decoded(t: &TensorRecord, p: &Payload, bytes: &[u8]) -> Result<()> {
+    match (t.encoding, p.role.as_str()) {
+        (Encoding::Quant, role @ ("scale" | "in_scale")) => {
+            // float32, or (version 2) float16 scales, widened exactly to float32
+            let bad = if p.dtype == Dtype::F16 {
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .enumerate()
+                    .find(|&(_, v)| !(v.is_normal() && v > 0.0))
+            } else {
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .enumerate()
+                    .find(|&(_, v)| !(v.is_normal() && v > 0.0))
+            };
+            if let Some((i, v)) = bad {
+                return Err(Error::format(format!(
+                    "tensor {:?}: {role} holds a value that is not finite and > 0 and normal \
+                     ({v:e} at index {i}; scales must be at least 2^-126)",
+                    t.name
+                )));
+            }
+        }
+        (Encoding::Quant, "data") if t.params.get("bits").and_then(|b| b.as_u64()) == Some(4) => {
+            let n: u64 = t.shape.iter().product();
+            if n % 2 == 1 {
+                if let Some(&last) = bytes.last() {
+                    if last >> 4 != 0 {
+                        return Err(Error::format(format!(
+                            "tensor {:?}: the padding nibble of 4-bit data (the high nibble of \
+                             the last byte, {} values) is {:#x}, must be 0",
+                            t.name,
+                            n,
+                            last >> 4
+                        )));
+                    }
+                }
+            }
+        }
+        (Encoding::Raw, "data") if t.dtype == Dtype::Bool => {
+            if let Some(i) = bytes.iter().position(|&b| b > 1) {
+                return Err(Error::format(format!(
+                    "tensor {:?}: bool byte {} at index {i} (bool bytes are 0 or 1)",
+                    t.name, bytes[i]
+                )));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -264,9 +325,10 @@ impl Reader {
         self.parsed.payload(self.bytes(), tensor, role)
     }
 
-    /// For an uncompressed payload: verify its checksum and return its absolute byte range in
-    /// the file, so a caller can map it without copying. `None` for a compressed payload.
-    pub fn verified_range(&self, tensor: &str, role: &str) -> Result<Option<(u64, u64)>> {
+    /// For an uncompressed payload: verify its checksum and return its bytes, borrowed from the
+    /// one memory map this reader validated (so a caller can hand them out without copying).
+    /// `None` for a compressed payload.
+    pub fn verified_bytes(&self, tensor: &str, role: &str) -> Result<Option<&[u8]>> {
         let t = self.parsed.record(tensor)?;
         let p = t
             .payloads
@@ -276,16 +338,23 @@ impl Reader {
         if p.compression != Compression::None {
             return Ok(None);
         }
-        verified_stored(self.bytes(), self.parsed.data_start, t, p)?;
-        // In bounds: checked by verified_stored.
-        Ok(Some((self.parsed.data_start + p.offset, p.length)))
+        let b = verified_stored(self.bytes(), self.parsed.data_start, t, p)?;
+        check_decoded(t, p, b)?;
+        Ok(Some(b))
+    }
+
+    /// Write the bytes this reader validated to `dest`, atomically. What is at [`Reader::path`]
+    /// now does not matter: the file may have been replaced or deleted since it was opened.
+    pub fn save(&self, dest: &Path) -> Result<()> {
+        super::writer::atomic_write(self.bytes(), dest)
     }
 
     /// Verify every payload's checksum and decoding (reads the whole file).
     pub fn verify(&self) -> Result<()> {
         for t in &self.parsed.header.tensors {
             for p in &t.payloads {
-                decode_payload(self.bytes(), self.parsed.data_start, t, p)?;
+                let v = decode_payload(self.bytes(), self.parsed.data_start, t, p)?;
+                check_decoded(t, p, &v)?;
             }
         }
         Ok(())

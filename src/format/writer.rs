@@ -351,17 +351,25 @@ fn sync_dir(dest: &Path) {
     }
 }
 
-/// Copy `src` to `dest` atomically (temporary file in `dest`'s folder, fsync, rename).
-pub fn atomic_copy(src: &Path, dest: &Path) -> Result<()> {
+/// Write `bytes` to `dest` atomically (temporary file created exclusively next to `dest`,
+/// fsync, rename). `CompressedModel.save` writes the bytes of the memory map it verified this
+/// way, so replacing or deleting the file it was opened from never changes what it saves.
+pub fn atomic_write(bytes: &[u8], dest: &Path) -> Result<()> {
+    atomic_write_with(dest, |out| out.write_all(bytes))
+}
+
+fn atomic_write_with(
+    dest: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
     if dest.is_dir() {
         return Err(Error::io(
             dest,
             std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
         ));
     }
-    let mut input = File::open(src).map_err(|e| Error::io(src, e))?;
     let (mut out, mut tmp) = TempFile::create(temp_path(dest, "epk-tmp"), dest)?;
-    std::io::copy(&mut input, &mut out).map_err(|e| Error::io(dest, e))?;
+    fill(&mut out).map_err(|e| Error::io(dest, e))?;
     out.sync_all().map_err(|e| Error::io(dest, e))?;
     drop(out);
     fs::rename(&tmp.path, dest).map_err(|e| Error::io(dest, e))?;

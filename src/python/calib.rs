@@ -10,6 +10,8 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::arrays::c_slice;
+
 use crate::calib::awq::{self, Scheme};
 use crate::calib::gptq::GptqOptions;
 use crate::calib::grid::Grid;
@@ -24,17 +26,6 @@ use crate::quant::{Calibration, Convention, Spec};
 fn dims<T: numpy::Element>(a: &PyReadonlyArray2<'_, T>) -> (usize, usize) {
     let s = a.shape();
     (s[0], s[1])
-}
-
-/// The elements of `a` in C order (a Fortran-ordered array is refused, not read transposed).
-fn c_slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
-    a: &'a numpy::PyReadonlyArray<'_, T, D>,
-    name: &str,
-) -> PyResult<&'a [T]> {
-    if !a.is_c_contiguous() {
-        return Err(Error::arg(format!("`{name}` must be a C-contiguous array")).into());
-    }
-    Ok(a.as_slice()?)
 }
 
 /// Check that `h` is `(n, n)`.

@@ -8,6 +8,8 @@ use numpy::{
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
+
+use super::arrays::c_slice;
 use pyo3::types::PyDict;
 
 use crate::calib::stats::{ChannelSums, EntryParts, Layout, Rows, StatsSet};
@@ -67,12 +69,12 @@ impl PyCalibStats {
         let set = &self.inner;
         if let Ok(a) = x.cast::<PyArray2<f32>>() {
             let r = a.readonly();
-            let s = r.as_slice()?;
+            let s = c_slice(&r, "x")?;
             return Ok(py.detach(|| set.update(&names, ls.as_deref(), Rows::F32(s), rows, cols))?);
         }
         if let Ok(a) = x.cast::<PyArray2<f64>>() {
             let r = a.readonly();
-            let s = r.as_slice()?;
+            let s = c_slice(&r, "x")?;
             return Ok(py.detach(|| set.update(&names, ls.as_deref(), Rows::F64(s), rows, cols))?);
         }
         Err(Error::dtype(format!(
@@ -187,13 +189,13 @@ impl PyCalibStats {
             .map(|s| Layout::parse(s).map_err(|e| Error::format(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let sums = ChannelSums {
-            sum: sum.as_slice()?.to_vec(),
-            sum_abs: sum_abs.as_slice()?.to_vec(),
-            sum_sq: sum_sq.as_slice()?.to_vec(),
-            max_abs: max_abs.as_slice()?.to_vec(),
+            sum: c_slice(&sum, "sum")?.to_vec(),
+            sum_abs: c_slice(&sum_abs, "sum_abs")?.to_vec(),
+            sum_sq: c_slice(&sum_sq, "sum_sq")?.to_vec(),
+            max_abs: c_slice(&max_abs, "max_abs")?.to_vec(),
         };
         let xtx = match &xtx_packed {
-            Some(a) => Some(a.as_slice()?),
+            Some(a) => Some(c_slice(a, "xtx_packed")?),
             None => None,
         };
         py.detach(|| {

@@ -1,12 +1,15 @@
 //! Bindings of the `.epk` reader and writer (`src/format/`): `EpkReader`, `EpkWriter`,
-//! `epk_copy`, `epk_validate`. The Python side (`edgepack.model`) builds on these.
+//! `epk_validate`. The Python side (`edgepack.model`) builds on these.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use numpy::ndarray::ArrayView1;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
+
+use super::arrays::c_slice;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -33,31 +36,50 @@ impl EpkReader {
         self.inner.path().to_path_buf()
     }
 
-    /// The validated header, as canonical JSON.
-    fn header_json(&self) -> String {
-        self.inner.header().to_json()
+    /// The validated header, as canonical JSON; without the `recipe` key when `recipe` is
+    /// false (read it on demand with `recipe_json`).
+    #[pyo3(signature = (recipe=true))]
+    fn header_json(&self, recipe: bool) -> String {
+        self.inner.header().to_json_parts(recipe)
     }
 
-    /// Verify and decode one payload into a uint8 array of its decoded bytes.
+    /// The file's recipe as canonical JSON (`null` or an object).
+    fn recipe_json(&self) -> String {
+        self.inner.header().recipe_json()
+    }
+
+    /// Verify one payload and return its decoded bytes as a uint8 array: for an uncompressed
+    /// payload a read-only view of this reader's memory map (no copy; the array keeps the
+    /// reader alive), else a fresh decoded array. Never re-opens the path: a file replaced or
+    /// deleted since it was opened does not change what the reader returns.
     fn payload<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         tensor: &str,
         role: &str,
     ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-        let v = py.detach(|| self.inner.payload(tensor, role))?;
+        let py = slf.py();
+        let inner = &slf.get().inner;
+        if let Some(bytes) = py.detach(|| inner.verified_bytes(tensor, role))? {
+            if bytes.is_empty() {
+                return Ok(PyArray1::<u8>::zeros(py, 0, false));
+            }
+            let view = ArrayView1::from(bytes);
+            // SAFETY: `bytes` borrows the reader's memory map, which lives (unmoved, never
+            // unmapped) as long as the `EpkReader` object; that object becomes the array's
+            // base, so it outlives the array and every view of it. The array is made read-only
+            // below before Python sees it (the map is PROT_READ).
+            let arr = unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) };
+            arr.getattr("flags")?.setattr("writeable", false)?;
+            return Ok(arr);
+        }
+        let v = py.detach(|| inner.payload(tensor, role))?;
         Ok(v.into_pyarray(py))
     }
 
-    /// For an uncompressed payload: verify its checksum, return `(offset, length)` of its bytes
-    /// in the file (for a zero-copy read-only view); `None` when it is compressed.
-    fn verified_range(
-        &self,
-        py: Python<'_>,
-        tensor: &str,
-        role: &str,
-    ) -> PyResult<Option<(u64, u64)>> {
-        Ok(py.detach(|| self.inner.verified_range(tensor, role))?)
+    /// Write the file's bytes, as validated when it was opened, to `dest` atomically
+    /// (temporary file next to `dest`, fsync, rename).
+    fn save(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.save(&dest))?)
     }
 
     /// Verify every payload (reads the whole file).
@@ -135,7 +157,7 @@ impl EpkWriter {
                 role.as_str(),
                 self::dtype(dt, &what)?,
                 shp.as_slice(),
-                arr.as_slice()?,
+                c_slice(arr, "payloads")?,
             ));
         }
         py.detach(|| -> Result<(), Error> {
@@ -184,10 +206,37 @@ impl EpkWriter {
     }
 }
 
-/// Copy `src` to `dest` atomically (temporary file next to `dest`, fsync, rename).
+/// One tensor of a safetensors header: `(name, dtype, shape, begin, end)`.
+type StTensorTuple = (String, &'static str, Vec<u64>, u64, u64);
+
+/// Read and validate a safetensors file's header (`src/format/safetensors.rs`): returns
+/// `(metadata or None, tensors sorted by name, data_start, file_len)`.
 #[pyfunction]
-fn epk_copy(py: Python<'_>, src: PathBuf, dest: PathBuf) -> PyResult<()> {
-    Ok(py.detach(|| crate::format::writer::atomic_copy(&src, &dest))?)
+#[allow(clippy::type_complexity)]
+fn safetensors_header(
+    py: Python<'_>,
+    path: PathBuf,
+) -> PyResult<(
+    Option<BTreeMap<String, String>>,
+    Vec<StTensorTuple>,
+    u64,
+    u64,
+)> {
+    let h = py.detach(|| crate::format::safetensors::read_header(&path))?;
+    let tensors = h
+        .tensors
+        .into_iter()
+        .map(|t| (t.name, t.dtype.name(), t.shape, t.begin, t.end))
+        .collect();
+    Ok((h.metadata, tensors, h.data_start, h.file_len))
+}
+
+/// Check JSON text from an untrusted file with the `.epk` header's limits (node count, depth,
+/// duplicate keys) before Python parses it; a `FormatError` naming `what` otherwise.
+#[pyfunction]
+fn check_json(py: Python<'_>, text: &str, what: &str) -> PyResult<()> {
+    py.detach(|| parse_json(text.as_bytes(), what).map(|_| ()))?;
+    Ok(())
 }
 
 /// Validate the bytes of a whole `.epk` file; returns its header as canonical JSON.
@@ -205,7 +254,7 @@ fn error_sums(
     x: PyReadonlyArray1<'_, f32>,
     y: PyReadonlyArray1<'_, f32>,
 ) -> PyResult<(f64, f64, f64, f64, f64, u64)> {
-    let (xs, ys) = (x.as_slice()?, y.as_slice()?);
+    let (xs, ys) = (c_slice(&x, "x")?, c_slice(&y, "y")?);
     let s = py.detach(|| crate::model::stats::error_sums(xs, ys))?;
     Ok((s.sxx, s.syy, s.sxy, s.sdd, s.max_abs, s.zeros))
 }
@@ -214,7 +263,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(error_sums, m)?)?;
     m.add_class::<EpkReader>()?;
     m.add_class::<EpkWriter>()?;
-    m.add_function(wrap_pyfunction!(epk_copy, m)?)?;
     m.add_function(wrap_pyfunction!(epk_validate, m)?)?;
+    m.add_function(wrap_pyfunction!(safetensors_header, m)?)?;
+    m.add_function(wrap_pyfunction!(check_json, m)?)?;
     Ok(())
 }

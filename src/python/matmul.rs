@@ -10,6 +10,8 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::arrays::{c_slice, c_slice_mut};
+
 use super::buffers::result_array;
 
 use crate::kernels::matmul::{self, linear, Dtype, Lhs};
@@ -76,8 +78,8 @@ fn _pack_matrix(
     b_zero_point: PyReadonlyArray1<'_, i64>,
 ) -> PyResult<PyPackedMatrix> {
     let (k, n) = (b.shape()[0], b.shape()[1]);
-    let data = b.as_slice()?;
-    let zp = b_zero_point.as_slice()?;
+    let data = c_slice(&b, "b")?;
+    let zp = c_slice(&b_zero_point, "b_zero_point")?;
     let packed = py.detach(|| matmul::PackedMatrix::pack(data, k, n, dtype(b_signed), zp))?;
     Ok(PyPackedMatrix {
         inner: Arc::new(packed),
@@ -97,8 +99,8 @@ fn _matmul_integer<'py>(
     out: Option<Bound<'py, PyArray2<i32>>>,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
     let (m, k) = (a.shape()[0], a.shape()[1]);
-    let data = a.as_slice()?;
-    let zp = a_zero_point.as_slice()?;
+    let data = c_slice(&a, "a")?;
+    let zp = c_slice(&a_zero_point, "a_zero_point")?;
     let packed = b.get().inner.clone();
     let lhs = Lhs {
         data,
@@ -110,7 +112,7 @@ fn _matmul_integer<'py>(
         Some(arr) => {
             {
                 let mut rw = arr.try_readwrite()?;
-                let o = rw.as_slice_mut()?;
+                let o = c_slice_mut(&mut rw, "out")?;
                 py.detach(|| matmul::matmul_integer_into(&lhs, zp, &packed, o))?;
             }
             Ok(arr)
@@ -120,7 +122,7 @@ fn _matmul_integer<'py>(
             let arr = result_array::<i32>(py, &[m, packed.n()])?.cast_into::<PyArray2<i32>>()?;
             {
                 let mut rw = arr.try_readwrite()?;
-                let o = rw.as_slice_mut()?;
+                let o = c_slice_mut(&mut rw, "out")?;
                 py.detach(|| matmul::matmul_integer_into(&lhs, zp, &packed, o))?;
             }
             Ok(arr)
@@ -146,10 +148,10 @@ fn _matmul_integer_b<'py>(
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
     let (m, k) = (a.shape()[0], a.shape()[1]);
     let (kb, n) = (b.shape()[0], b.shape()[1]);
-    let data = a.as_slice()?;
-    let zp = a_zero_point.as_slice()?;
-    let bd = b.as_slice()?;
-    let bzp = b_zero_point.as_slice()?;
+    let data = c_slice(&a, "a")?;
+    let zp = c_slice(&a_zero_point, "a_zero_point")?;
+    let bd = c_slice(&b, "b")?;
+    let bzp = c_slice(&b_zero_point, "b_zero_point")?;
     let lhs = Lhs {
         data,
         rows: m,
@@ -163,7 +165,7 @@ fn _matmul_integer_b<'py>(
     };
     {
         let mut rw = arr.try_readwrite()?;
-        let o = rw.as_slice_mut()?;
+        let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
             matmul::matmul_integer_unpacked_into(&lhs, zp, bd, kb, n, dtype(b_signed), bzp, o)
         })?;
@@ -188,9 +190,9 @@ fn _qlinear_matmul<'py>(
     y_signed: bool,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let (m, k) = (a.shape()[0], a.shape()[1]);
-    let data = a.as_slice()?;
-    let zp = a_zero_point.as_slice()?;
-    let bs = b_scale.as_slice()?;
+    let data = c_slice(&a, "a")?;
+    let zp = c_slice(&a_zero_point, "a_zero_point")?;
+    let bs = c_slice(&b_scale, "b_scale")?;
     let packed = b.get().inner.clone();
     let lhs = Lhs {
         data,
@@ -202,7 +204,7 @@ fn _qlinear_matmul<'py>(
     let arr = result_array::<u8>(py, &[m, packed.n()])?.cast_into::<PyArray2<u8>>()?;
     {
         let mut rw = arr.try_readwrite()?;
-        let o = rw.as_slice_mut()?;
+        let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
             matmul::qlinear_matmul_into(
                 &lhs,
@@ -250,17 +252,17 @@ fn _linear_forward<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let rows = x.shape()[0];
     let act = activations(activations_mode, input_scale, input_zero_point)?;
-    let xs = x.as_slice()?;
-    let ws = w_scale.as_slice()?;
+    let xs = c_slice(&x, "x")?;
+    let ws = c_slice(&w_scale, "w_scale")?;
     let bs = match &bias {
-        Some(b) => Some(b.as_slice()?),
+        Some(b) => Some(c_slice(b, "bias")?),
         None => None,
     };
     let packed = b.get().inner.clone();
     let arr = result_array::<f32>(py, &[rows, packed.n()])?.cast_into::<PyArray2<f32>>()?;
     {
         let mut rw = arr.try_readwrite()?;
-        let o = rw.as_slice_mut()?;
+        let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
             linear::linear_f32_into_with(
                 crate::kernels::isa::active(),
@@ -294,17 +296,17 @@ fn _linear_forward_q8<'py>(
     output_signed: bool,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let rows = x.shape()[0];
-    let xs = x.as_slice()?;
-    let ws = w_scale.as_slice()?;
+    let xs = c_slice(&x, "x")?;
+    let ws = c_slice(&w_scale, "w_scale")?;
     let bs = match &bias {
-        Some(b) => Some(b.as_slice()?),
+        Some(b) => Some(c_slice(b, "bias")?),
         None => None,
     };
     let packed = b.get().inner.clone();
     let arr = result_array::<u8>(py, &[rows, packed.n()])?.cast_into::<PyArray2<u8>>()?;
     {
         let mut rw = arr.try_readwrite()?;
-        let o = rw.as_slice_mut()?;
+        let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
             linear::linear_q8_into_with(
                 crate::kernels::isa::active(),

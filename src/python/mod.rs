@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod arrays;
 mod buffers;
 mod calib; // calibration solvers: GPTQ, SparseGPT, HQQ, SmoothQuant, objective
 mod calib_stats; // CalibrationStats (activation statistics)

@@ -3,6 +3,8 @@
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+use super::arrays::c_slice;
+
 use crate::error::Error;
 use crate::prune::{self, Norm};
 
@@ -16,9 +18,9 @@ fn prune_magnitude_mask<'py>(
     sparsity: f64,
     importance: Option<PyReadonlyArrayDyn<'py, f32>>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
-    let xs = x.as_slice()?;
+    let xs = c_slice(&x, "x")?;
     let imp = match &importance {
-        Some(a) => Some(a.as_slice()?),
+        Some(a) => Some(c_slice(a, "importance")?),
         None => None,
     };
     let keep = py.detach(|| prune::magnitude_mask(xs, groups, imp, sparsity))?;
@@ -43,7 +45,7 @@ fn prune_nm_mask<'py>(
         .into());
     }
     let (outer, len, inner) = crate::sparse::split_axis(&shape, axis);
-    let xs = x.as_slice()?;
+    let xs = c_slice(&x, "x")?;
     let keep = py.detach(|| prune::nm_mask(xs, outer, len, inner, n, m))?;
     Ok(keep.into_pyarray(py))
 }
@@ -57,7 +59,7 @@ fn prune_block_mask<'py>(
     sparsity: f64,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let shape = x.shape().to_vec();
-    let xs = x.as_slice()?;
+    let xs = c_slice(&x, "x")?;
     let keep = py.detach(|| prune::block_mask(xs, &shape, &block, sparsity))?;
     Ok(keep.into_pyarray(py))
 }
@@ -79,7 +81,7 @@ fn prune_channel_mask<'py>(
             return Err(Error::arg(format!("`norm` must be 1, 2 or inf, found {other}")).into())
         }
     };
-    let xs = x.as_slice()?;
+    let xs = c_slice(&x, "x")?;
     let keep = py.detach(|| prune::channel_mask(xs, channels, norm, sparsity))?;
     Ok(keep.into_pyarray(py))
 }

@@ -8,6 +8,8 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use super::arrays::{c_slice, c_slice_mut};
+
 use super::buffers::result_array;
 use crate::error::Error;
 use crate::quant::{self, Calibration, Convention, QType, Spec};
@@ -34,7 +36,7 @@ fn fill<'py, T: numpy::Element, R: Send>(
         let mut w = a
             .try_readwrite()
             .map_err(|e| Error::arg(format!("`out` is not writeable: {e}")))?;
-        let os = w.as_slice_mut()?;
+        let os = c_slice_mut(&mut w, "out")?;
         py.detach(|| f(os))?
     };
     Ok((a, r))
@@ -45,7 +47,7 @@ fn zero_point_parts<'a>(
     z: &'a Option<PyReadonlyArrayDyn<'_, i32>>,
 ) -> PyResult<Option<(&'a [i32], Vec<usize>)>> {
     z.as_ref()
-        .map(|z| Ok((z.as_slice()?, z.shape().to_vec())))
+        .map(|z| Ok((c_slice(z, "zero_point")?, z.shape().to_vec())))
         .transpose()
 }
 
@@ -65,7 +67,11 @@ fn quantize_linear<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let qtype = QType::parse(dtype)?;
     let shape = x.shape().to_vec();
-    let (xs, ss, sshape) = (x.as_slice()?, scale.as_slice()?, scale.shape().to_vec());
+    let (xs, ss, sshape) = (
+        c_slice(&x, "x")?,
+        c_slice(&scale, "scale")?,
+        scale.shape().to_vec(),
+    );
     let zp = zero_point_parts(&zero_point)?;
     let zp = zp.as_ref().map(|(v, s)| (*v, s.as_slice()));
     let n: usize = shape.iter().product();
@@ -109,11 +115,15 @@ fn dequantize_linear<'py>(
                 ))
                 .into());
             }
-            Some(a.as_slice()?)
+            Some(c_slice(a, "in_scale")?)
         }
         None => None,
     };
-    let (qs, ss, sshape) = (q.as_slice()?, scale.as_slice()?, scale.shape().to_vec());
+    let (qs, ss, sshape) = (
+        c_slice(&q, "q")?,
+        c_slice(&scale, "scale")?,
+        scale.shape().to_vec(),
+    );
     let zp = zero_point_parts(&zero_point)?;
     let zp = zp.as_ref().map(|(v, s)| (*v, s.as_slice()));
     if out.is_none() {
@@ -152,7 +162,7 @@ fn dynamic_quantize_linear<'py>(
     out: Option<Bound<'py, PyArrayDyn<u8>>>,
 ) -> PyResult<(Bound<'py, PyAny>, f32, u8)> {
     let shape = x.shape().to_vec();
-    let xs = x.as_slice()?;
+    let xs = c_slice(&x, "x")?;
     let (a, (s, z)) = fill(py, out, &shape, |os| quant::dynamic_quantize_linear(xs, os))?;
     Ok((a.into_any(), s, z))
 }
@@ -219,7 +229,7 @@ fn quantize<'py>(
         scale_f16,
     };
     let shape = x.shape().to_vec();
-    let xs = x.as_slice()?;
+    let xs = c_slice(&x, "x")?;
     let out = out.map(|o| o.to_dyn().clone());
     let (data, d) = fill(py, out, &[spec.qtype().storage_len(xs.len())], |os| {
         quant::quantize_into(xs, &shape, axis, block_size, &spec, os)

@@ -4,6 +4,8 @@ use numpy::{
     IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
+
+use super::arrays::{c_slice, c_slice_mut};
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::error::Error;
@@ -41,15 +43,15 @@ fn with_dense<R>(
     let shape = x.shape().to_vec();
     if let Ok(a) = x.cast::<PyArrayDyn<u8>>() {
         let r = a.readonly();
-        return f(shape, Dense::U8(r.as_slice()?));
+        return f(shape, Dense::U8(c_slice(&r, "x")?));
     }
     if let Ok(a) = x.cast::<PyArrayDyn<u16>>() {
         let r = a.readonly();
-        return f(shape, Dense::U16(r.as_slice()?));
+        return f(shape, Dense::U16(c_slice(&r, "x")?));
     }
     if let Ok(a) = x.cast::<PyArrayDyn<u32>>() {
         let r = a.readonly();
-        return f(shape, Dense::U32(r.as_slice()?));
+        return f(shape, Dense::U32(c_slice(&r, "x")?));
     }
     Err(Error::dtype(format!(
         "`x` must be viewed as uint8, uint16 or uint32, found {}",
@@ -72,7 +74,7 @@ impl PySparse {
     ) -> PyResult<Self> {
         let dtype = DType::from_name(dtype)?;
         let m = match &mask {
-            Some(a) => Some(a.as_slice()?),
+            Some(a) => Some(c_slice(a, "mask")?),
             None => None,
         };
         with_dense(x, |shape, d| {
@@ -140,17 +142,17 @@ impl PySparse {
     fn to_dense_into(&self, py: Python<'_>, out: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
         if let Ok(a) = out.cast::<PyArrayDyn<u8>>() {
             let mut w = a.try_readwrite()?;
-            let o = w.as_slice_mut()?;
+            let o = c_slice_mut(&mut w, "out")?;
             return Ok(py.detach(|| self.inner.to_dense_into(DenseMut::U8(o)))?);
         }
         if let Ok(a) = out.cast::<PyArrayDyn<u16>>() {
             let mut w = a.try_readwrite()?;
-            let o = w.as_slice_mut()?;
+            let o = c_slice_mut(&mut w, "out")?;
             return Ok(py.detach(|| self.inner.to_dense_into(DenseMut::U16(o)))?);
         }
         if let Ok(a) = out.cast::<PyArrayDyn<u32>>() {
             let mut w = a.try_readwrite()?;
-            let o = w.as_slice_mut()?;
+            let o = c_slice_mut(&mut w, "out")?;
             return Ok(py.detach(|| self.inner.to_dense_into(DenseMut::U32(o)))?);
         }
         Err(Error::dtype(format!(
