@@ -463,6 +463,21 @@ def calibrated_variants(
     def oneshot(lin_rule: dict[str, Any], top: dict[str, Any]):
         def run() -> tuple[dict[str, np.ndarray], float, str, dict]:
             S, how = E.stats()
+            if top.get("whole"):
+                # One file, every table and linear under the recipe (a budget, when given,
+                # decides the embedding tables too: their rules leave the scheme open).
+                kw = {k: v for k, v in top.items() if k not in ("whole", "emb_rule")}
+                rules = [dict({"pattern": _glob_escape(n)}, **top.get("emb_rule", {}))
+                         for n in E.emb]
+                rules += [dict({"pattern": _glob_escape(n)}, **lin_rule) for n in E.lin]
+                rec = dict({"default": "keep", "rules": rules}, **kw)
+                dec, nbytes, cm = E.compress(E.W, rec, calibration=S)
+                chosen = {}
+                for n in E.emb + E.lin:
+                    info = cm.info(n)
+                    chosen[n] = {k: info.params.get(k) for k in ("bits", "block_size", "axis")}
+                return dec, nbytes / E.float_bytes, "epk", {
+                    "stats": how, "rule": lin_rule, **kw, "chosen": chosen}
             if "budget_bits" not in top:
                 dec, nbytes, cm = E.compress(E.W, E.recipe(lin_rule, **top), calibration=S)
                 extra = {"stats": how, "rule": lin_rule, **top}
@@ -556,7 +571,18 @@ def calibrated_variants(
                      awq_search="solver", damp=d), {"awq", "gptq"})
     add("int4", "hqq int4 block 32 affine (data-free)",
         dict(lay, bits=4, block_size=32, symmetric=False, method="hqq"), {"hqq"}, seq_ok=False)
+    f16 = {"scale_dtype": "float16"}
+    for d in damps:
+        add("int4", f"int4 block 32 everywhere (embeddings too), float16 scales, gptq affine "
+            f"(damp {d})", dict(lay, bits=4, block_size=32, symmetric=False, method="gptq",
+                                damp=d), {"gptq"}, whole=True, **f16,
+            emb_rule={"bits": 4, "block_size": 32, "symmetric": False})
     for bb in budgets:
+        for d in damps:
+            add("int4", f"budget_bits={bb} over the whole model (embeddings too), float16 "
+                f"scales, gptq affine (damp {d})",
+                dict(lay, method="gptq", symmetric=False, damp=d), {"gptq"}, budget_bits=bb,
+                whole=True, emb_rule={"symmetric": False}, **f16)
         for d in damps:
             add("int4", f"budget_bits={bb} over the linears, gptq symmetric (damp {d})",
                 dict(lay, method="gptq", damp=d), {"gptq"}, budget_bits=bb)
@@ -1243,9 +1269,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"int{c['bits']}" + (f"/b{c['block_size']}" if c.get("block_size") else "")
                     for c in r.extra["chosen"].values()
                 )
-                lb, lf = r.extra["linear_bytes"], r.extra["linear_float_bytes"]
-                print(f"      chosen per layer: {dict(cnt)}; linear weights {lb} bytes = "
-                      f"{lb / lf * 100:.1f}% of their float32", flush=True)
+                if "linear_bytes" in r.extra:
+                    lb, lf = r.extra["linear_bytes"], r.extra["linear_float_bytes"]
+                    tail = f"; linear weights {lb} bytes = {lb / lf * 100:.1f}% of their float32"
+                else:
+                    tail = ""
+                print(f"      chosen per tensor: {dict(cnt)}{tail}", flush=True)
     if "digits" in rows:
         dr, sk = digits_results(args.sequential, cols, [float(x) for x in args.damp.split(",")],
                                 args.digits_prune_head)
