@@ -243,7 +243,7 @@ pub(crate) fn solve_with<F: Work, S: Sync, T: Send>(
 #[inline]
 pub(crate) fn spread<F: Work>(row: &mut [F], urow: &[F], err: F) {
     for (x, &u) in row.iter_mut().zip(urow) {
-        *x = *x - err * u;
+        *x -= err * u;
     }
 }
 

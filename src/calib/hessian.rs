@@ -80,6 +80,7 @@ pub trait Work:
     + PartialEq
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
+    + std::ops::SubAssign
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
     + std::ops::Neg<Output = Self>

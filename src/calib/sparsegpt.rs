@@ -475,7 +475,7 @@ impl<F: Work> Solve<'_, F> {
             let ecol = &*ecol;
             for (col, &c) in tail.iter_mut().zip(urow) {
                 for (x, &ev) in col.iter_mut().zip(ecol) {
-                    *x = *x - ev * c;
+                    *x -= ev * c;
                 }
             }
         }
