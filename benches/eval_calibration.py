@@ -44,7 +44,7 @@ What is measured, and how it is kept honest:
   calibration on scikit-learn's digits training split (the split ``scripts/make_demo_model.py``
   used: ``train_test_split(test_size=0.2, random_state=0, stratify=y)``), never on the 360.
 
-Calibrated edgepack methods (gptq, sparsegpt, wanda, hqq, budgets, smoothquant) are run when
+Calibrated edgepack methods (gptq, awq, sparsegpt, wanda, hqq, budgets, smoothquant) are run when
 the installed edgepack has them; missing ones are listed as not run, with the reason.
 """
 
@@ -535,6 +535,25 @@ def calibrated_variants(
             s = "symmetric" if sym else "affine"
             add("int4", f"gptq int4 block 32 {s} (damp {d})",
                 dict(lay, bits=4, block_size=32, symmetric=sym, method="gptq", damp=d), {"gptq"})
+    # AWQ (scale search on mean |x|, stored as the tensors' in_scale), alone and before GPTQ
+    for sym in (True, False):
+        s = "symmetric" if sym else "affine"
+        add("int4", f"awq int4 block 32 {s}",
+            dict(lay, bits=4, block_size=32, symmetric=sym, method="awq"), {"awq"})
+        for d in damps:
+            add("int4", f"awq+gptq int4 block 32 {s} (damp {d})",
+                dict(lay, bits=4, block_size=32, symmetric=sym, method="gptq", awq=True, damp=d),
+                {"awq", "gptq"})
+        add("int4", f"awq+clip int4 block 32 {s}",
+            dict(lay, bits=4, block_size=32, symmetric=sym, method="awq", awq_clip=True), {"awq"})
+        for d in damps:
+            add("int4", f"awq+clip+gptq int4 block 32 {s} (damp {d})",
+                dict(lay, bits=4, block_size=32, symmetric=sym, method="gptq", awq=True,
+                     awq_clip=True, damp=d), {"awq", "gptq"})
+        for d in damps:
+            add("int4", f"awq+gptq int4 block 32 {s}, alpha searched by gptq (damp {d})",
+                dict(lay, bits=4, block_size=32, symmetric=sym, method="gptq", awq=True,
+                     awq_search="solver", damp=d), {"awq", "gptq"})
     add("int4", "hqq int4 block 32 affine (data-free)",
         dict(lay, bits=4, block_size=32, symmetric=False, method="hqq"), {"hqq"}, seq_ok=False)
     for bb in budgets:
@@ -1200,7 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
             variants += ref_variants(E, enc_rows, args.sequential, damps)
         if "calibrated" in cols:
             cv, sk = calibrated_variants(E, enc_rows, args.sequential, args.quick, damps,
-                                         [float(x) for x in args.budget_bits.split(",")])
+                                         [float(x) for x in args.budget_bits.split(",") if x])
             variants += cv
             skipped += sk
         wv, sk = w8a8_variants(E, enc_rows)

@@ -74,8 +74,17 @@ def qrange(bits, symmetric, reduce_range):
     return (-7, 7) if symmetric else (0, 15)
 
 
-def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric):
-    """ONNX Runtime quantization tool's compute_scale_zp (float64 math, float32 scale)."""
+def f16_ceil(v):
+    """The smallest float16 >= v (v >= 0), as float64 (inf above float16's largest value)."""
+    h = np.float16(v)  # nearest, ties to even
+    if np.float64(h) < v:
+        h = np.nextafter(h, np.float16(np.inf))
+    return np.float64(h)
+
+
+def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric, f16=False):
+    """ONNX Runtime quantization tool's compute_scale_zp (float64 math, float32 scale).
+    ``f16``: the scale is rounded up to a float16 before the zero point is derived."""
     rmin = np.minimum(np.float32(rmin), np.float32(0))
     rmax = np.maximum(np.float32(rmax), np.float32(0))
     if symmetric:
@@ -85,6 +94,8 @@ def compute_scale_zp(rmin, rmax, qmin, qmax, symmetric):
     scale = dr / (np.float64(qmax) - np.float64(qmin))
     if scale < np.finfo(np.float32).tiny:
         return np.float32(1.0), 0
+    if f16:
+        scale = f16_ceil(scale)
     if symmetric:
         zp = int(np.round((qmin + qmax) / 2.0))
     else:
@@ -669,3 +680,97 @@ def calib_stats_ref_batches(batches):
 def onnx_matmul_ref(x, w):
     """``x @ w`` in float64 (numpy reference of an ONNX MatMul / Gemm activation path)."""
     return np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+
+
+def rtn_ref(w, bits, symmetric, axis=None, block_size=None):
+    """Round to nearest on the min-max grid of ONNX Runtime's quantization tool (the scheme of
+    edgepack.quantize): ``(codes int64, scale f32 (param shape), zp int64, dequantized f32)``."""
+    w = np.asarray(w, np.float32)
+    qmin, qmax = qrange(bits, symmetric, False)
+    mins, maxs = unit_ranges(w, axis, block_size)
+    mins, maxs = np.atleast_1d(mins), np.atleast_1d(maxs)
+    pairs = [compute_scale_zp(a, b, qmin, qmax, symmetric) for a, b in zip(mins.reshape(-1), maxs.reshape(-1))]
+    scale = np.array([p[0] for p in pairs], np.float32).reshape(mins.shape)
+    zp = np.array([p[1] for p in pairs], np.int64).reshape(mins.shape)
+    if axis is None:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    s = broadcast_params(w.shape, scale, axis, block_size)
+    z = broadcast_params(w.shape, zp, axis, block_size)
+    q = quantize_onnx(w, s, z, qmin, qmax)
+    return q, scale, zp, dequantize_linear(q, s, z)
+
+
+def awq_scales_ref(mean_abs, alpha):
+    """AWQ (Lin et al. 2023, reference auto_scale.py): ``s = x_mean_abs ** alpha`` clamped to
+    >= 1e-4, divided by ``sqrt(max(s) * min(s))``; edgepack's guards: channels with mean |x| = 0
+    get 1 and are left out of the max / min, the result is clipped to [1e-4, 1e4]."""
+    m = np.asarray(mean_abs, np.float64)
+    live = m > 0
+    s = np.ones(m.shape, np.float32)
+    if live.any():
+        p = np.maximum(m[live] ** alpha, 1e-4)
+        s[live] = np.clip(p / np.sqrt(p.max() * p.min()), 1e-4, 1e4).astype(np.float32)
+    return s
+
+
+def awq_dequantize_ref(deq, in_scale, in_axis):
+    """FORMAT.md 5, version 2: ``(float32(q - zp) * scale) / in_scale`` along ``in_axis``."""
+    shape = [1] * deq.ndim
+    shape[in_axis] = -1
+    return (np.asarray(deq, np.float32) / np.asarray(in_scale, np.float32).reshape(shape)).astype(np.float32)
+
+
+def awq_ref(w, mean_abs, h, *, bits, symmetric, axis, block_size, n_grid=20):
+    """AWQ's grid search on a PyTorch ``(out, in)`` weight: for ``alpha = g / n_grid`` scale
+    the input channels by ``s``, round to nearest on the grid of ``W * s``, divide back, and keep
+    the ``s`` with the smallest output error ``tr(E H E^T)`` (first one on ties).
+    Returns dict(scale, alpha, error, errors, codes)."""
+    w = np.asarray(w, np.float32)
+    best = None
+    errors = []
+    for g in range(n_grid):
+        alpha = g / n_grid
+        s = awq_scales_ref(mean_abs, alpha)
+        ws = (w * s[None, :]).astype(np.float32)
+        q, _, _, deq = rtn_ref(ws, bits, symmetric, axis, block_size)
+        w_hat = awq_dequantize_ref(deq, s, 1)
+        err = output_error_ref(w, w_hat, h)
+        errors.append(err)
+        if best is None or err < best["error"]:
+            best = dict(scale=s, alpha=alpha, error=err, codes=q, w_hat=w_hat)
+    best["errors"] = np.array(errors)
+    return best
+
+
+def awq_clip_ref(w, h, *, bits, symmetric, block_size=None, n_grid=20, max_shrink=0.5):
+    """AWQ's weight clipping search (reference auto_clip) on an ``(out, in)`` weight, groups
+    of ``block_size`` input channels per output row (the whole row when None): the group's
+    range [min, max] times ``f = 1 - max_shrink * k / n_grid`` (k = 0 unclipped), the min-max
+    scale / zero point of that range, and the ``f`` with the smallest ``e^T H_gg e`` (``e``:
+    the group's rounding error; a 1-D ``h`` is a diagonal). Returns (scale, zp) (out, groups)."""
+    w = np.asarray(w, np.float32)
+    h = np.asarray(h, np.float64)
+    out, inp = w.shape
+    b = inp if block_size is None else block_size
+    qmin, qmax = qrange(bits, symmetric, False)
+    ng = -(-inp // b)
+    scale = np.zeros((out, ng), np.float32)
+    zp = np.zeros((out, ng), np.int64)
+    for r in range(out):
+        for g in range(ng):
+            c0, c1 = g * b, min(inp, (g + 1) * b)
+            seg = w[r, c0:c1]
+            hg = np.diag(h[c0:c1]) if h.ndim == 1 else h[c0:c1, c0:c1]
+            lo, hi = seg.min(), seg.max()
+            best = None
+            for k in range(n_grid):
+                f = 1.0 - max_shrink * k / n_grid
+                a, bb = (lo, hi) if k == 0 else (np.float32(np.float64(lo) * f), np.float32(np.float64(hi) * f))
+                s, z = compute_scale_zp(a, bb, qmin, qmax, symmetric)
+                q = quantize_onnx(seg, s, z, qmin, qmax)
+                e = seg.astype(np.float64) - dequantize_linear(q, s, z).astype(np.float64)
+                err = float(e @ hg @ e)
+                if best is None or err < best[0]:
+                    best = (err, s, z)
+            scale[r, g], zp[r, g] = best[1], best[2]
+    return scale, zp

@@ -337,6 +337,37 @@ def test_budget_bits_stays_within_budget_and_beats_uniform(rng):
         assert total_err <= e * (1 + 1e-9)
 
 
+def test_budget_bits_counts_float16_scales(rng, tmp_path):
+    """scale_dtype="float16": every scale is stored as a float16 and the budget counts 16 bits
+    per scale, so a 4.5-bit budget fits int4 blocks of 32 (4 + 16 / 32) where float32 scales
+    (5 bits) do not."""
+    weights, stats = _mixed_model(rng)
+    rec = Recipe(budget_bits=4.5, method="gptq", scale_dtype="float16")
+    model = ep.compress(weights, rec, calibration=stats)
+    n = sum(w.size for w in weights.values())
+    stored_bits = 0.0
+    for name, w in weights.items():
+        qt = model[name]
+        assert qt.scale.dtype == np.float16, name
+        groups = np.asarray(qt.scale).size
+        stored_bits += qt.bits * w.size + 16 * groups
+        # the codes are GPTQ's on the float16 grid: decoding is float32(q) * float32(scale)
+        want = ref.epk_dequantize(
+            qt.data, qt.scale.astype(np.float32), qt.zero_point, bits=qt.bits, axis=qt.axis,
+            block_size=qt.block_size, shape=qt.shape, symmetric=qt.signed,
+        )
+        assert np.array_equal(qt.dequantize(), want)
+    assert stored_bits / n <= 4.5 + 1e-9
+    chosen = {(model[k].bits, model[k].block_size) for k in weights}
+    assert any(b == 4 and bs is not None and bs <= 32 for b, bs in chosen), chosen
+    path = tmp_path / "m.epk"
+    model.save(path)
+    back = ep.load(path)
+    for name in weights:
+        assert back[name].scale.dtype == np.float16
+        assert np.array_equal(back[name].dequantize(), model[name].dequantize())
+
+
 def test_budget_bits_below_cheapest_is_an_error(rng):
     weights, stats = _mixed_model(rng)
     with pytest.raises(ep.ArgumentError, match="budget_bits=3"):

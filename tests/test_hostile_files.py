@@ -101,7 +101,7 @@ def test_not_an_epk_file(tmp_path, good):
 def test_unknown_version_says_which(tmp_path, good):
     b = bytearray(good)
     b[8:12] = struct.pack("<I", 7)
-    _fails(tmp_path, bytes(b), r"version 7 \(this reader supports version 1\)")
+    _fails(tmp_path, bytes(b), r"version 7 \(this reader supports versions 1 and 2\)")
 
 
 def test_nonzero_flags(tmp_path, good):

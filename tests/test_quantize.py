@@ -24,6 +24,7 @@ def oracle(
     convention="onnx",
     reduce_range=False,
     ranges=None,
+    f16=False,
 ):
     """Expected (q, scale, zp) from reference.py: ranges per unit, ORT's compute_scale_zp, the
     convention's rounding."""
@@ -32,7 +33,7 @@ def oracle(
     rmin, rmax = ranges if ranges is not None else ref.unit_ranges(x, axis, block_size)
     rmin, rmax = np.atleast_1d(rmin), np.atleast_1d(rmax)
     sz = [
-        ref.compute_scale_zp(a, b, qmin, qmax, symmetric)
+        ref.compute_scale_zp(a, b, qmin, qmax, symmetric, f16)
         for a, b in zip(rmin.reshape(-1), rmax.reshape(-1), strict=True)
     ]
     scale = np.array([s for s, _ in sz], np.float32).reshape(
@@ -154,6 +155,50 @@ def test_matches_oracle(rng, heavy, gran, bits, symmetric, convention):
             )
             assert np.array_equal(d, want)
             assert np.array_equal(ep.dequantize(qt), d)
+
+
+@pytest.mark.parametrize("gran", GRANULARITIES, ids=str)
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("convention", ["onnx", "torch"])
+def test_float16_scales_match_oracle(rng, heavy, gran, bits, symmetric, convention):
+    """scale_dtype="float16": each scale rounded up to a float16, the zero point and the codes
+    derived from it (reference.compute_scale_zp with f16=True)."""
+    for shape in [(7, 37), (3, 5, 9), (64, 33)]:
+        for x in (heavy(rng, shape), rng.standard_normal(shape).astype(np.float32) * 1e-3):
+            qt = ep.quantize(x, bits=bits, symmetric=symmetric, convention=convention,
+                             scale_dtype="float16", **gran)
+            q, s, z = oracle(x, bits=bits, symmetric=symmetric, convention=convention,
+                             f16=True, **gran)
+            assert qt.scale.dtype == np.float16 and qt.scale_dtype == "float16"
+            assert np.array_equal(qt.scale.astype(np.float64), s.astype(np.float64))
+            assert np.array_equal(qt.zero_point.astype(np.int64), z)
+            assert np.array_equal(values(qt), q), (shape, gran)
+            d = qt.dequantize()
+            want = ref.dequantize_linear(
+                q,
+                ref.broadcast_params(shape, s, gran["axis"], gran.get("block_size")),
+                ref.broadcast_params(shape, z, gran["axis"], gran.get("block_size")),
+            )
+            assert np.array_equal(d, want)
+            f32 = ep.quantize(x, bits=bits, symmetric=symmetric, convention=convention, **gran)
+            assert qt.nbytes == f32.nbytes - f32.scale.size * 2
+            # the float16 scale is never below the float32 one: nothing more is clipped
+            assert np.all(qt.scale.astype(np.float32) >= f32.scale)
+
+
+def test_float16_scales_bad_input(rng, heavy):
+    x = heavy(rng, (8, 32))
+    with pytest.raises(ep.ArgumentError, match="scale_dtype"):
+        ep.quantize(x, scale_dtype="bfloat16")
+    with pytest.raises(ep.ArgumentError, match="tflite"):
+        ep.quantize(x, convention="tflite", scale_dtype="float16")
+    big = x.copy()
+    big[3, 5] = 3e6  # int4 symmetric scale 3e6 / 7 > 65504
+    with pytest.raises(ep.ArgumentError, match=r"65504.*float32"):
+        ep.quantize(big, bits=4, axis=1, block_size=16, scale_dtype="float16")
+    qt = ep.quantize(big, bits=4, axis=1, block_size=16)  # float32 scales take it
+    assert qt.scale.dtype == np.float32
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

@@ -27,7 +27,7 @@ from edgepack.kernels import (
     quantize_linear,
 )
 from edgepack.linear import QuantizedLinear
-from edgepack.methods import gptq, hqq, output_error, smoothquant_scales, sparsegpt
+from edgepack.methods import awq, gptq, hqq, output_error, smoothquant_scales, sparsegpt
 from edgepack.model import CompressedModel, compress, load
 from edgepack.quantize import QuantizedTensor, dequantize, quantize
 from edgepack.recipe import Recipe, Rule
@@ -117,6 +117,7 @@ __all__ = [
     "collect_onnx",
     "collect_torch",
     "gptq",
+    "awq",
     "sparsegpt",
     "hqq",
     "output_error",

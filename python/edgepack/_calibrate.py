@@ -59,6 +59,10 @@ class TensorCalibration:
         """``mean(x_j^2)`` per input channel (the diagonal of ``H``), float64 ``(in,)``."""
         return np.asarray(self._stats.channel_stats(self.name)["mean_sq"], dtype=np.float64)
 
+    def mean_abs(self) -> np.ndarray:
+        """``mean(|x_j|)`` per input channel, float64 ``(in,)`` (AWQ's activation scale)."""
+        return np.asarray(self._stats.channel_stats(self.name)["mean_abs"], dtype=np.float64)
+
     def h(self) -> np.ndarray:
         """The full ``H`` when recorded, else its diagonal (the objective accepts both)."""
         return self.hessian() if self.full else self.diag()
@@ -138,7 +142,9 @@ def check_tensor(
 
 def what_needs(plan: Plan) -> str:
     if plan.encoding == "quant" and plan.method == "gptq":
-        return "method 'gptq'"
+        return "method 'gptq'" + (" with awq" if plan.awq else "")
+    if plan.encoding == "quant" and plan.awq:
+        return "awq" if plan.method == "rtn" else f"method {plan.method!r} with awq"
     if plan.sparsity and plan.sparsity_method in ("sparsegpt", "wanda"):
         return f"sparsity_method {plan.sparsity_method!r}"
     return "calibrated compression"
@@ -154,6 +160,7 @@ def _scheme(plan: Plan) -> dict[str, Any]:
         "axis": plan.axis,
         "block_size": plan.block_size,
         "symmetric": plan.symmetric,
+        "scale_dtype": plan.scale_dtype,
     }
 
 
@@ -162,8 +169,25 @@ def quantize_tensor(x: np.ndarray, plan: Plan, tc: TensorCalibration | None) -> 
     from edgepack.quantize import quantize
 
     rule = plan.rule
-    if plan.method in ("gptq", "hqq"):
+    if plan.method in ("gptq", "hqq") or plan.awq:
         from edgepack import methods
+    if plan.awq and tc is not None and x.ndim == 2:
+        kw_awq: dict[str, Any] = {}
+        if plan.method == "rtn":
+            kw_awq = {"calibration": plan.calibration, "percentile": plan.percentile}
+        return methods.awq(
+            x,
+            tc.mean_abs(),
+            tc.h(),
+            solver=plan.method,
+            damp=rule.damp if rule is not None else 0.01,
+            act_order=rule.act_order if rule is not None else True,
+            layout=plan.layout,
+            clip=plan.awq_clip,
+            search=plan.awq_search,
+            **kw_awq,
+            **_scheme(plan),
+        )
     if plan.method == "gptq":
         assert tc is not None
         return methods.gptq(
@@ -242,7 +266,7 @@ def prune_tensor(
             "method 'gptq' with sparsity_method 'wanda' would refill the pruned weights; use "
             "sparsity_method 'sparsegpt' (prunes and quantizes jointly)"
         )
-    return xp, keep, quantize_tensor(xp, plan, None)
+    return xp, keep, quantize_tensor(xp, plan, tc if plan.awq else None)
 
 
 def output_error_stats(
@@ -281,10 +305,15 @@ BIT_CANDIDATES: tuple[tuple[int, int | None], ...] = (
 
 
 def scheme_bits(
-    bits: int, block: int | None, symmetric: bool, shape: tuple[int, ...], axis: int | None
+    bits: int,
+    block: int | None,
+    symmetric: bool,
+    shape: tuple[int, ...],
+    axis: int | None,
+    scale_bits: int = 32,
 ) -> float:
-    """Stored bits per weight of a scheme: the values plus a float32 scale (and a uint8 zero
-    point when affine) per group."""
+    """Stored bits per weight of a scheme: the values plus a float32 (``scale_bits=16``:
+    float16) scale (and a uint8 zero point when affine) per group."""
     n = math.prod(shape)
     if n == 0:
         return float(bits)
@@ -294,7 +323,7 @@ def scheme_bits(
         groups = shape[axis]
     else:
         groups = n // shape[axis] * -(-shape[axis] // block)
-    per_group = 32 + (0 if symmetric else 8)
+    per_group = scale_bits + (0 if symmetric else 8)
     return bits + per_group * groups / n
 
 
@@ -389,7 +418,8 @@ def allocate_bits(
         for bits, block in BIT_CANDIDATES:
             axis = out_axis if block is None else in_axis
             p = dataclasses.replace(plan, bits=bits, axis=axis, block_size=block)
-            cost = scheme_bits(bits, block, plan.symmetric, shape, axis)
+            scale_bits = 16 if plan.scale_dtype == "float16" else 32
+            cost = scheme_bits(bits, block, plan.symmetric, shape, axis, scale_bits)
             options.append((cost, error(x, p, tc), p))
         items.append(_Item(name, size, options))
     if not total_size:

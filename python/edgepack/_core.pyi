@@ -45,6 +45,9 @@ __all__ = [
     "calib_objective",
     "hqq",
     "smoothquant_scales",
+    "awq_search",
+    "awq_scales",
+    "awq_clip",
 ]
 
 def build_info() -> dict[str, object]: ...
@@ -105,6 +108,8 @@ def dequantize_linear(
     axis: int,
     block_size: int,
     out: npt.NDArray[np.float32] | None = None,
+    in_scale: npt.NDArray[np.float32] | None = None,
+    in_axis: int = 0,
 ) -> npt.NDArray[np.float32]: ...
 def dynamic_quantize_linear(
     x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8] | None = None
@@ -120,6 +125,7 @@ def quantize(
     calibration: str,
     percentile: float | None,
     out: npt.NDArray[np.uint8] | None = None,
+    scale_dtype: str = "float32",
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 def release_buffers() -> int: ...
 
@@ -331,3 +337,29 @@ def hqq(
 def smoothquant_scales(
     act_max: npt.NDArray[np.float64], w: npt.NDArray[np.float32], alpha: float = 0.5
 ) -> npt.NDArray[np.float32]: ...
+def awq_search(
+    w: npt.NDArray[np.float32],
+    in_axis: int,
+    h: npt.NDArray[np.float64],
+    mean_abs: npt.NDArray[np.float64],
+    bits: int,
+    symmetric: bool,
+    axis: int | None,
+    block_size: int | None,
+    calibration: str = "minmax",
+    percentile: float | None = None,
+    n_grid: int = 20,
+) -> tuple[npt.NDArray[np.float32], float, float, npt.NDArray[np.float64]]: ...
+def awq_scales(mean_abs: npt.NDArray[np.float64], alpha: float) -> npt.NDArray[np.float32]: ...
+def awq_clip(
+    w: npt.NDArray[np.float32],
+    h: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float32],
+    zero_point: npt.NDArray[np.int32] | None,
+    row_block: int,
+    col_block: int,
+    qmin: int,
+    qmax: int,
+    n_grid: int = 20,
+    max_shrink: float = 0.5,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32] | None]: ...

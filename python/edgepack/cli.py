@@ -196,7 +196,9 @@ def _positive_int(text: str) -> int:
 
 _RECIPE_FLAGS = ("bits", "granularity", "block_size", "affine", "sparsity", "pattern")
 #: Recipe-level options (Recipe fields): they combine with the per-tensor flags above.
-_RECIPE_LEVEL = ("method", "budget_bits", "budget_sparsity", "sparsity_method")
+_RECIPE_LEVEL = (
+    "method", "budget_bits", "budget_sparsity", "sparsity_method", "awq", "scale_dtype"
+)
 
 
 def _default_output(path: Path) -> Path:
@@ -286,8 +288,10 @@ def _check_recipe_options(args: argparse.Namespace) -> list[str]:
         raise UsageError("--sparsity-method goes with --sparsity S")
     if getattr(args, "calibration", None) is None:
         needs = []
-        if getattr(args, "method", None) == "gptq":
-            needs.append("--method gptq")
+        if getattr(args, "method", None) in ("gptq", "awq"):
+            needs.append(f"--method {args.method}")
+        if getattr(args, "awq", None):
+            needs.append("--awq")
         if sm in ("sparsegpt", "wanda"):
             needs.append(f"--sparsity-method {sm}")
         if getattr(args, "budget_sparsity", None) is not None:
@@ -329,10 +333,14 @@ def _recipe_from_args(args: argparse.Namespace, index: Sequence[TensorEntry]) ->
     top: dict[str, Any] = {}
     if getattr(args, "method", None) is not None:
         top["method"] = args.method
+    if getattr(args, "awq", None):
+        top["awq"] = True
     if getattr(args, "budget_bits", None) is not None:
         top["budget_bits"] = args.budget_bits
     if getattr(args, "budget_sparsity", None) is not None:
         top["budget_sparsity"] = args.budget_sparsity
+    if getattr(args, "scale_dtype", None) is not None:
+        top["scale_dtype"] = args.scale_dtype
     if not given:
         return edgepack.Recipe(rules=tuple(keep), **top) if keep or top else None
     settings: dict[str, Any] = {"bits": args.bits or 8, "symmetric": not args.affine}
@@ -678,7 +686,11 @@ def _format_line(path: Path) -> str:
         head = f.read(12)
     if head[:8] == b"\x89EPK\r\n\x1a\n" and len(head) == 12:
         return f".epk version {struct.unpack('<I', head[8:12])[0]}"
-    return "safetensors form of an .epk file (FORMAT.md section 10), version 1"
+    from edgepack.io import read_safetensors_header
+
+    md = read_safetensors_header(str(path))[0].get("__metadata__") or {}
+    version = md.get("edgepack.format_version", "1")
+    return f"safetensors form of an .epk file (FORMAT.md section 10), version {version}"
 
 
 def _recipe_line(recipe: Any, limit: int = 400) -> str:
@@ -1012,6 +1024,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="asymmetric quantization with a zero point (default symmetric)",
     )
     p.add_argument(
+        "--scale-dtype",
+        choices=("float32", "float16"),
+        help="how scales are stored (default float32); float16 halves their bytes: 4-bit "
+        "blocks of 32 cost 4.5 bits per weight instead of 5",
+    )
+    p.add_argument(
         "--sparsity",
         type=_sparsity,
         metavar="S",
@@ -1034,9 +1052,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        choices=("rtn", "gptq", "hqq"),
+        choices=("rtn", "gptq", "hqq", "awq"),
         help="how quantized values are chosen: rtn (round to nearest, default), gptq "
-        "(needs --calibration), hqq (data-free)",
+        "(needs --calibration), hqq (data-free), awq (rtn after AWQ scaling; needs "
+        "--calibration)",
+    )
+    p.add_argument(
+        "--awq",
+        action="store_true",
+        default=None,
+        help="AWQ: scale each input channel by its searched mean|x|^alpha before the method "
+        "quantizes (e.g. --method gptq --awq); the file stores the scale (format version 2); "
+        "needs --calibration",
     )
     p.add_argument(
         "--budget-bits",

@@ -45,6 +45,20 @@ def _quantize_weight(
     )
 
 
+def _in_scale(qt: Any) -> np.ndarray | None:
+    """An AWQ QuantizedTensor's ``in_scale`` (along the input axis 1 of ``(out, in)``)."""
+    ins = getattr(qt, "in_scale", None)
+    if ins is None:
+        return None
+    if getattr(qt, "in_axis", None) != 1:
+        raise ArgumentError(
+            "QuantizedTensor weight has its in_scale along axis "
+            f"{getattr(qt, 'in_axis', None)}; QuantizedLinear takes (out_features, in_features) "
+            "weights, whose input axis is 1"
+        )
+    return np.ascontiguousarray(ins, dtype=np.float32)
+
+
 def _from_quantized_tensor(qt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     data = np.asarray(qt.data)
     bits = getattr(qt, "bits", 8)
@@ -125,6 +139,37 @@ def _smoothquant(
     act_max = np.asarray(stats.channel_stats(entry)["max_abs"], dtype=np.float64)
     s = np.asarray(methods.smoothquant_scales(act_max, w32, alpha), dtype=np.float32)
     return w32 * s[None, :], s
+
+
+def _awq_weight(weight: Any, stats: Any, name: str | None, per_channel: bool) -> Any:
+    """The AWQ int8 QuantizedTensor of a float ``(out, in)`` weight from the layer's stats."""
+    if hasattr(weight, "scale") and not isinstance(weight, np.ndarray):
+        raise ArgumentError("`awq=True` needs the float weight, found a QuantizedTensor")
+    entry = _entry(stats, name)
+    w = np.asarray(weight)
+    if not np.issubdtype(w.dtype, np.floating) or w.ndim != 2:
+        raise ArgumentError(
+            f"`weight` must be a float array of shape (out_features, in_features), found "
+            f"{w.dtype} {w.shape}"
+        )
+    width = int(stats.in_features(entry))
+    if width != w.shape[1]:
+        raise ArgumentError(
+            f"`weight` has {w.shape[1]} input features, but the statistics of {entry!r} have "
+            f"{width}"
+        )
+    from edgepack import methods
+
+    h = stats.hessian(entry) if stats.full else stats.channel_stats(entry)["mean_sq"]
+    return methods.awq(
+        w,
+        stats.channel_stats(entry)["mean_abs"],
+        h,
+        bits=8,
+        symmetric=True,
+        axis=0 if per_channel else None,
+        block_size=None,
+    )
 
 
 class QuantizedLinear:
@@ -231,6 +276,7 @@ class QuantizedLinear:
         output_scale: float | None = None,
         output_zero_point: int | None = None,
         output_dtype: Any = None,
+        awq: bool = False,
     ) -> QuantizedLinear:
         """Quantize a float ``(out_features, in_features)`` weight (as PyTorch stores it) to int8,
         symmetric per output channel (``per_channel=True``) or per tensor, or take a
@@ -253,12 +299,25 @@ class QuantizedLinear:
           ``input_scale`` / ``input_zero_point`` are derived from its range like
           ``DynamicQuantizeLinear``.
 
+        ``awq=True`` (with ``calibration`` statistics, instead of SmoothQuant): the weight is
+        quantized by :func:`edgepack.methods.awq` (int8 symmetric, per output channel or per
+        tensor, the AWQ scale ``s`` searched on the statistics' output error), and the layer
+        divides its input by ``s``: ``y = (x / s) @ Q.T``, i.e. ``x @ dequant(W).T``. A
+        QuantizedTensor with an ``in_scale`` (AWQ) is run the same way.
+
         For ``activations="static"`` give ``input_scale`` / ``input_zero_point``, or
         ``calibration``.
         """
         smooth = None
+        if awq:
+            if calibration is None or not _is_stats(calibration):
+                raise ArgumentError("`awq=True` needs `calibration` statistics (CalibrationStats)")
+            weight = _awq_weight(weight, calibration, name, per_channel)
+            alpha = None
+        smooth = _in_scale(weight) if hasattr(weight, "scale") else None
         if calibration is not None and _is_stats(calibration):
-            weight, smooth = _smoothquant(weight, calibration, name, alpha)
+            weight, sq = _smoothquant(weight, calibration, name, alpha)
+            smooth = sq if sq is not None else smooth
             if activations == "static" and input_scale is None:
                 mx = np.asarray(calibration.channel_stats(_entry(calibration, name))["max_abs"])
                 if smooth is not None:
@@ -292,6 +351,16 @@ class QuantizedLinear:
         )
         layer.input_smoothing = smooth
         return layer
+
+    @classmethod
+    def from_quantized(cls, q: Any, bias: np.ndarray | None = None, **kwargs: Any) -> QuantizedLinear:
+        """The layer of a QuantizedTensor ``q`` (int8 / uint8, ``(out_features, in_features)``,
+        per tensor or per output channel) as it is: ``from_float(q, bias, **kwargs)``. An AWQ
+        tensor (``q.in_scale`` along axis 1) divides the input by its ``in_scale`` first, so
+        the layer computes ``x @ q.dequantize().T + bias`` (up to the activation rounding)."""
+        if not hasattr(q, "scale") or isinstance(q, np.ndarray):
+            raise DtypeError(f"`q` must be a QuantizedTensor, found {type(q).__name__}")
+        return cls.from_float(q, bias, **kwargs)
 
     @property
     def in_features(self) -> int:

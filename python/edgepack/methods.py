@@ -20,6 +20,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -30,11 +31,12 @@ from edgepack._coerce import as_f32
 from edgepack._errors import ArgumentError, DtypeError, NonFiniteError
 from edgepack.quantize import QuantizedTensor, quantize
 
-__all__ = ["gptq", "sparsegpt", "hqq", "output_error", "smoothquant_scales"]
+__all__ = ["gptq", "sparsegpt", "hqq", "awq", "awq_scales", "output_error", "smoothquant_scales"]
 
 _LAYOUTS = ("out_in", "in_out")
 _STRUCTURES = ("unstructured", "nm", "block")
 _GRIDS = ("rtn", "hqq")
+_AWQ_SOLVERS = ("rtn", "gptq", "hqq")
 Auto = Literal["auto"]
 
 
@@ -112,6 +114,31 @@ def _scheme(
         norm = None if ax is None else ax % max(ndim, 1)
         return ax, (32 if bits == 4 and norm == in_axis else None)
     return ax, (None if block_size is None else _int(block_size, "block_size"))
+
+
+_SCALE_DTYPES = ("float32", "float16")
+
+
+def _scale_dtype(v: Any) -> str:
+    if v not in _SCALE_DTYPES:
+        raise ArgumentError(f"`scale_dtype` must be one of {_SCALE_DTYPES}, found {v!r}")
+    return str(v)
+
+
+def _stored_scale(scale: np.ndarray, scale_dtype: str) -> np.ndarray:
+    """A refined (continuous) float32 scale as it will be stored: float16 scales are rounded
+    to the nearest float16 (never to 0: at least float16's smallest subnormal); the codes are
+    then chosen on exactly these values."""
+    if scale_dtype == "float32":
+        return scale
+    with np.errstate(over="ignore"):
+        h = np.asarray(scale, dtype=np.float32).astype(np.float16)
+    if not np.isfinite(h).all():
+        raise ArgumentError(
+            "a refined scale exceeds float16's largest value 65504; use scale_dtype='float32'"
+        )
+    h = np.maximum(h, np.float16(2.0**-24))
+    return h.astype(np.float32)
 
 
 def _qrange(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -257,6 +284,7 @@ def gptq(
     block: int = 128,
     precision: str = "float32",
     return_info: bool = False,
+    scale_dtype: str = "float32",
 ) -> Any:
     """GPTQ (Frantar et al. 2022): quantize ``w`` column by column, each column's rounding
     error compensated on the columns not yet quantized through the inverse Hessian, so that
@@ -270,9 +298,11 @@ def gptq(
     in calibration (``h_jj = 0``) are rounded to nearest (not zeroed). ``block``: columns per
     lazy update. ``precision``: ``"float32"`` (default) carries the weight updates, the
     errors and the inverse Hessian factor in float32, as the papers' PyTorch code does
-    (``h`` is damped and checked in float64); ``"float64"`` does every step in float64 (about
-    twice as slow, the same output error within noise). The rounding is float32 either way.
-    Returns a :class:`~edgepack.QuantizedTensor` of ``w``'s shape, or
+    (``h`` is damped, checked and factorised in float64); ``"float64"`` does every step in
+    float64 (slower, the same output error within noise). The rounding is float32 either way.
+    ``scale_dtype``: as :func:`edgepack.quantize` (an HQQ-refined float16 scale is
+    rounded to the nearest float16 before the codes are chosen). Returns a
+    :class:`~edgepack.QuantizedTensor` of ``w``'s shape, or
     ``(QuantizedTensor, {"damp_used": float})`` with ``return_info=True``.
     """
     lay = _layout(layout)
@@ -283,19 +313,24 @@ def gptq(
     prec = _precision(precision)
     w_oi = _out_in(wf, lay)
     hh = _hessian(h, w_oi.shape[1])
+    sdt = _scale_dtype(scale_dtype)
     ax, bs = _scheme(2, 1 if lay == "out_in" else 0, b, axis, block_size)
-    qt = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+    qt = quantize(
+        wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, scale_dtype=sdt
+    )
     if wf.size == 0:  # nothing to solve
         return (qt, {"damp_used": float(damp)}) if return_info else qt
     g = _Grid(qt, lay)
     scale, zp = g.scale, g.zero_point
     if grid == "hqq":
         scale, zp = _refine(w_oi, g, 20, 0.7, np.ascontiguousarray(np.diag(hh)))
+        scale = np.ascontiguousarray(_stored_scale(scale, sdt))
     codes, damp_used = _core.gptq(
         w_oi, hh, scale, zp, g.rb, g.cb, g.qmin, g.qmax, float(damp), bool(act_order), int(block),
         precision=prec,
     )
     ps, pz = g.params(scale, zp) if grid == "hqq" else (qt.scale, qt.zero_point)
+    ps = ps.astype(sdt)
     res = _tensor(codes, g, qt, ps, pz)
     return (res, {"damp_used": float(damp_used)}) if return_info else res
 
@@ -313,6 +348,7 @@ def sparsegpt(
     axis: int | None | Auto = "auto",
     block_size: int | None | Auto = "auto",
     symmetric: bool = True,
+    scale_dtype: str = "float32",
     damp: float = 0.01,
     layout: str = "out_in",
     block: int = 128,
@@ -367,7 +403,10 @@ def sparsegpt(
     if bits is not None:
         b = _bits(bits)
         ax, bs = _scheme(2, 1 if lay == "out_in" else 0, b, axis, block_size)
-        qt = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+        qt = quantize(
+            wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs,
+            scale_dtype=_scale_dtype(scale_dtype),
+        )
     if wf.size == 0:  # nothing to prune
         res0: Any = wf.copy() if qt is None else qt
         keep0 = np.ones(wf.shape, bool)
@@ -413,6 +452,7 @@ def hqq(
     p: float = 0.7,
     col_weight: Any = None,
     layout: str = "out_in",
+    scale_dtype: str = "float32",
 ) -> QuantizedTensor:
     """Half-Quadratic Quantization (Badri & Shaji 2023), data-free: refine the scales and
     (integer) zero points of :func:`edgepack.quantize`'s grid by alternating the codes, an
@@ -423,7 +463,8 @@ def hqq(
     default), the input grid included: never worse than round-to-nearest on that error.
 
     ``w`` may have any rank for the per-tensor / per-channel / per-block schemes of
-    :func:`edgepack.quantize` (``col_weight`` needs a 2-D weight).
+    :func:`edgepack.quantize` (``col_weight`` needs a 2-D weight). ``scale_dtype="float16"``:
+    the refined scales are rounded to the nearest float16 before the codes are chosen.
     """
     lay = _layout(layout)
     wf = _finite(as_f32(w, "w"), "w")
@@ -438,8 +479,11 @@ def hqq(
     if wf.ndim == 0:
         raise ArgumentError("`w` must have at least one dimension")
     in_axis = (1 if lay == "out_in" else 0) if wf.ndim == 2 else (1 if wf.ndim >= 2 else 0)
+    sdt = _scale_dtype(scale_dtype)
     ax, bs = _scheme(wf.ndim, in_axis, b, axis, block_size)
-    qt = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs)
+    qt = quantize(
+        wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, scale_dtype=sdt
+    )
     if wf.size == 0:  # nothing to refine
         return qt
     cw = None
@@ -453,9 +497,10 @@ def hqq(
         ps, pz = g.params(scale, zp)
     else:
         ps, pz = _refine_nd(wf, qt, it, pf)
+    ps = _stored_scale(ps, sdt)
     return QuantizedTensor(
         data=_pack(_encode(wf, ps, pz, qt), b, qt.signed),
-        scale=ps,
+        scale=ps.astype(sdt),
         zero_point=pz,
         axis=qt.axis,
         block_size=qt.block_size,
@@ -506,6 +551,203 @@ def _refine_nd(
     zdt = np.int8 if qt.signed else np.uint8
     pz = np.zeros(s.shape, zdt) if rz is None else np.ascontiguousarray(rz).reshape(s.shape)
     return ps, np.array(pz, dtype=zdt, order="C")
+
+
+def _mean_abs(mean_abs: Any, n: int) -> np.ndarray:
+    a = np.asarray(mean_abs)
+    if a.dtype.kind not in "fiu":
+        raise DtypeError(f"`mean_abs` must be a real array, found dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.shape != (n,):
+        raise ArgumentError(f"`mean_abs` has shape {a.shape}, expected ({n},) (one per input channel)")
+    return a
+
+
+def awq_scales(mean_abs: Any, alpha: float) -> np.ndarray:
+    """AWQ's candidate scales for one ``alpha`` (float32 ``(in,)``): for the channels with
+    ``mean_abs > 0``, ``p = max(mean_abs ** alpha, 1e-4)`` and ``s = clip(p / sqrt(max(p) *
+    min(p)), 1e-4, 1e4)``; ``s = 1`` for channels never active (``mean_abs = 0``)."""
+    a = np.asarray(mean_abs)
+    return _core.awq_scales(_mean_abs(a, a.shape[0] if a.ndim == 1 else -1), float(alpha))
+
+
+def awq(
+    w: Any,
+    mean_abs: Any,
+    h: Any,
+    *,
+    bits: int = 4,
+    axis: int | None | Auto = "auto",
+    block_size: int | None | Auto = "auto",
+    symmetric: bool = True,
+    n_grid: int = 20,
+    solver: str = "rtn",
+    damp: float = 0.01,
+    act_order: bool = True,
+    calibration: str = "minmax",
+    percentile: float | None = None,
+    layout: str = "out_in",
+    clip: bool = False,
+    max_shrink: float = 0.5,
+    search: str = "rtn",
+    return_info: bool = False,
+    scale_dtype: str = "float32",
+) -> Any:
+    """AWQ (Lin et al. 2023): scale each input channel ``j`` of ``w`` by
+    ``s_j = mean_abs_j ** alpha`` (normalised, see :func:`awq_scales`) before quantizing, so
+    that the channels carrying large activations lose less to rounding, and divide by ``s``
+    when decoding. ``alpha`` is searched over ``g / n_grid`` (``g = 0 .. n_grid - 1``; 0 is
+    plain round to nearest) for the smallest calibrated output error
+    ``tr((W - W') H (W - W')^T)`` (``h``: the full ``X^T X / tokens`` or its diagonal), with
+    the grid of :func:`edgepack.quantize` derived from ``W * s`` for each candidate: never
+    worse than round to nearest on that objective.
+
+    ``solver``: how the scaled weight ``W * s`` is then quantized: ``"rtn"`` (the searched
+    result itself), ``"gptq"`` (GPTQ on ``W * s`` with ``H' = diag(1/s) H diag(1/s)``, the
+    second moment of the scaled-down activations ``x / s``; needs the full ``h``) or
+    ``"hqq"`` (the grid of ``W * s`` refined by :func:`hqq`, columns weighted by ``diag(H')``).
+
+    ``clip``: AWQ's weight clipping search after the scale search: per group (one output row
+    of a block along the input dimension, or the whole row per output channel) the range is
+    shrunk by ``f = 1 - max_shrink * k / 20``, ``k = 0 .. 19``, and the ``f`` with the smallest
+    error of the group's own output contribution ``e^T H'_gg e`` is kept (``f = 1`` unless
+    clipping helps); the grid is then fixed for the solver (``"rtn"`` or ``"gptq"``).
+
+    ``search``: what ``alpha`` minimises: ``"rtn"`` (the paper: round to nearest of each
+    candidate, searched in Rust, then the solver runs once) or ``"solver"`` (the solver's own
+    result for every candidate, 20 solver runs: with ``"gptq"`` never worse than plain GPTQ
+    on the calibration objective, since ``alpha = 0`` is plain GPTQ).
+
+    ``scale_dtype``: as :func:`edgepack.quantize` (the search itself compares candidates on
+    float32 grids; the stored result is quantized on the float16 one).
+
+    Returns a :class:`~edgepack.QuantizedTensor` whose ``in_scale`` holds ``s`` (``in_axis``:
+    the input dimension of ``w``); its :meth:`~edgepack.QuantizedTensor.dequantize` gives
+    ``((q - zp) * scale) / in_scale``. With ``return_info=True``: ``(QuantizedTensor,
+    {"alpha", "error", "rtn_error", "errors", "damp_used"})`` (``error``: the searched
+    objective, of round to nearest or of the solver; ``errors``: every candidate's;
+    ``rtn_error``: ``errors[0]``, no scaling).
+    """
+    lay = _layout(layout)
+    wf = _weight(w)
+    b = _bits(bits)
+    if solver not in _AWQ_SOLVERS:
+        raise ArgumentError(f"`solver` must be one of {_AWQ_SOLVERS}, found {solver!r}")
+    if search not in ("rtn", "solver"):
+        raise ArgumentError(f"`search` must be 'rtn' or 'solver', found {search!r}")
+    in_axis = 1 if lay == "out_in" else 0
+    n_in = wf.shape[in_axis]
+    hh = _hessian(h, n_in, diag_ok=solver != "gptq")
+    ma = _mean_abs(mean_abs, n_in)
+    ng = _int(n_grid, "n_grid")
+    sdt = _scale_dtype(scale_dtype)
+    ax, bs = _scheme(2, in_axis, b, axis, block_size)
+    kw: dict[str, Any] = {"calibration": calibration, "scale_dtype": sdt}
+    if percentile is not None:
+        kw["percentile"] = percentile
+    if solver != "rtn" and (calibration != "minmax" or percentile is not None):
+        raise ArgumentError(f"solver {solver!r} takes the min-max grid; found calibration {calibration!r}")
+    if wf.size == 0:
+        qt0 = quantize(wf, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, **kw)
+        info0 = {"alpha": 0.0, "error": 0.0, "rtn_error": 0.0, "errors": np.zeros(ng)}
+        return (qt0, info0) if return_info else qt0
+    by_solver = search == "solver" and solver != "rtn"
+    if not by_solver:
+        s, alpha, err, errors = _core.awq_search(
+            wf, in_axis, hh, ma, b, bool(symmetric), ax, bs, calibration, percentile, ng
+        )
+
+    def solve(s: np.ndarray) -> tuple[QuantizedTensor, float | None]:
+        """The QuantizedTensor of ``W * s`` by the solver (and the clipping search)."""
+        ws = wf * (s[None, :] if in_axis == 1 else s[:, None])
+        damp_used = None
+        s64 = s.astype(np.float64)
+        if hh.ndim == 2:
+            hs = hh / np.outer(s64, s64)
+        else:
+            hs = hh / (s64 * s64)
+        if clip:
+            if solver == "hqq":
+                raise ArgumentError("`clip` goes with solver 'rtn' or 'gptq' (hqq refines its own grid)")
+            qt0 = quantize(
+                ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, scale_dtype=sdt
+            )
+            g = _Grid(qt0, lay)
+            if g.rb != 1:
+                raise ArgumentError(
+                    "`clip` needs groups within one output row (per output channel, or blocks along "
+                    f"the input dimension), found axis={ax} block_size={bs}"
+                )
+            ws_oi = _out_in(ws, lay)
+            cs, cz = _core.awq_clip(
+                ws_oi, hs, g.scale, g.zero_point, g.rb, g.cb, g.qmin, g.qmax, 20, float(max_shrink)
+            )
+            cs = np.ascontiguousarray(_stored_scale(cs, sdt))
+            ps, pz = g.params(cs, cz)
+            ps = ps.astype(sdt)
+            if solver == "rtn":
+                qt = QuantizedTensor(
+                    data=_pack(_encode(ws, ps, pz, qt0), b, qt0.signed),
+                    scale=ps,
+                    zero_point=pz,
+                    axis=qt0.axis,
+                    block_size=qt0.block_size,
+                    bits=b,
+                    shape=qt0.shape,
+                )
+            else:
+                codes, damp_used = _core.gptq(
+                    ws_oi, hs, cs, cz, g.rb, g.cb, g.qmin, g.qmax, float(damp), bool(act_order), 128
+                )
+                qt = _tensor(codes, g, qt0, ps, pz)
+        elif solver == "rtn":
+            qt = quantize(ws, bits=b, symmetric=bool(symmetric), axis=ax, block_size=bs, **kw)
+        else:
+            if solver == "gptq":
+                qt, ginfo = gptq(
+                    ws, hs, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric), damp=damp,
+                    act_order=act_order, layout=lay, return_info=True, scale_dtype=sdt,
+                )
+                damp_used = ginfo["damp_used"]
+            else:
+                d = np.diag(hh) if hh.ndim == 2 else hh
+                qt = hqq(
+                    ws, bits=b, axis=ax, block_size=bs, symmetric=bool(symmetric),
+                    col_weight=np.ascontiguousarray(d / (s64 * s64)), layout=lay,
+                    scale_dtype=sdt,
+                )
+        return qt, damp_used
+
+    if by_solver:
+        # alpha chosen by the solver's own result (alpha = 0 first: plain solver on ties)
+        best: tuple[float, float, np.ndarray, QuantizedTensor, float | None] | None = None
+        errs = []
+        w_oi = _out_in(wf, lay)
+        for g_ in range(ng):
+            a_ = g_ / ng
+            s_ = _core.awq_scales(ma, a_)
+            q_, d_ = solve(s_)
+            y_ = _out_in(dataclasses.replace(q_, in_scale=s_, in_axis=in_axis).dequantize(), lay)
+            e_ = float(_core.calib_objective(w_oi, y_, hh))
+            errs.append(e_)
+            if best is None or e_ < best[0]:
+                best = (e_, a_, s_, q_, d_)
+        assert best is not None
+        err, alpha, s, qt, damp_used = best
+        errors = np.asarray(errs)
+    else:
+        qt, damp_used = solve(s)
+    res = dataclasses.replace(qt, in_scale=s, in_axis=in_axis)
+    if return_info:
+        info = {
+            "alpha": float(alpha),
+            "error": float(err),
+            "rtn_error": float(errors[0]),
+            "errors": errors,
+            "damp_used": damp_used,
+        }
+        return res, info
+    return res
 
 
 def output_error(w: Any, w_hat: Any, h: Any, *, layout: str = "out_in") -> float:

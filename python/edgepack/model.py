@@ -87,6 +87,7 @@ def _quantized_from_parts(
     zero_point: np.ndarray | None,
     params: dict[str, Any],
     shape: tuple[int, ...],
+    in_scale: np.ndarray | None = None,
 ) -> Any:
     from edgepack.quantize import QuantizedTensor  # issue 2
 
@@ -105,6 +106,8 @@ def _quantized_from_parts(
         block_size=params["block_size"],
         bits=int(params["bits"]),
         shape=shape,
+        in_scale=in_scale,
+        in_axis=None if in_scale is None else int(params["in_axis"]),
     )
 
 
@@ -233,8 +236,12 @@ def _encode(
         scale_shape = _scale_shape(shape, plan.axis, plan.block_size)
         data_shape = list(data.shape) if plan.bits == 8 else [int(data.size)]
         payloads.append(("data", data.dtype.name, data_shape, _u8(data)))
-        scale = np.asarray(qt.scale, dtype=np.float32)
-        payloads.append(("scale", "float32", scale_shape, _u8(scale)))
+        in_scale = getattr(qt, "in_scale", None)
+        if in_scale is not None:  # AWQ (FORMAT.md version 2); roles stay sorted
+            ins = np.ascontiguousarray(in_scale, dtype=np.float32)
+            payloads.append(("in_scale", "float32", [int(ins.size)], _u8(ins)))
+        scale = np.asarray(qt.scale)  # float32, or float16 (scale_dtype="float16")
+        payloads.append(("scale", scale.dtype.name, scale_shape, _u8(scale)))
         if not plan.symmetric:
             zp = np.asarray(qt.zero_point).astype(np.uint8)
             payloads.append(("zero_point", "uint8", scale_shape, _u8(zp)))
@@ -246,6 +253,8 @@ def _encode(
             "convention": "onnx",
             "sparsity": float(plan.sparsity),
         }
+        if in_scale is not None:
+            params["in_axis"] = int(qt.in_axis)
         enc = "quant"
         zstd = level
         stats = _quant_stats(xf, qt, plan)
@@ -299,8 +308,12 @@ def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]
             s, z = scale[r0 // b : -(-r1 // b)], zp[r0 // b : -(-r1 // b)]
         else:  # per channel along axis 0, or blocks along a later axis: rows of the scales
             s, z = scale[r0:r1], zp[r0:r1]
+        ins = qt.in_scale
+        if ins is not None and qt.in_axis == 0:
+            ins = ins[r0:r1]
         sub = QuantizedTensor(
-            data=d, scale=s, zero_point=z, axis=plan.axis, block_size=b, bits=plan.bits, shape=sub_shape
+            data=d, scale=s, zero_point=z, axis=plan.axis, block_size=b, bits=plan.bits,
+            shape=sub_shape, in_scale=ins, in_axis=qt.in_axis,
         )
         y = sub.dequantize(out=buf[: (r1 - r0) * inner].reshape(sub_shape))
         acc.add(xf[r0:r1], y)
@@ -327,13 +340,10 @@ def _plan(rec: Recipe, cal: Calibration | None, name: str, x: np.ndarray) -> Pla
     is rounded to nearest; a rule that names ``method="gptq"`` itself still needs them."""
     layout = cal.layout(name) if cal is not None else None
     plan = rec.plan(name, tuple(x.shape), x.dtype.name in FLOAT_NAMES, layout=layout)
-    if (
-        plan.method == "gptq"
-        and (plan.rule is None or plan.rule.method is None)
-        and cal is not None
-        and cal.get(name) is None
-    ):
-        plan = dataclasses.replace(plan, method="rtn")
+    defaulted = plan.rule is None or (plan.rule.method is None and not plan.rule.awq)
+    # A recipe-level method / awq is a default: tensors the statistics miss are rounded.
+    if (plan.method == "gptq" or plan.awq) and defaulted and cal is not None and cal.get(name) is None:
+        plan = dataclasses.replace(plan, method="rtn", awq=False)
     return plan
 
 
@@ -342,10 +352,12 @@ def _needs_prepass(rec: Recipe, cal: Calibration | None) -> bool:
     rules against the statistics, or to allocate a budget."""
     if cal is not None or rec.budget_bits is not None or rec.budget_sparsity is not None:
         return True
-    if rec.method == "gptq":
+    if rec.method in ("gptq", "awq") or rec.awq:
         return True
     return any(
-        r.method == "gptq" or (r.sparsity and r.sparsity_method in CALIBRATED_SPARSITY)
+        r.method in ("gptq", "awq")
+        or r.awq
+        or (r.sparsity and r.sparsity_method in CALIBRATED_SPARSITY)
         for r in rec.rules
     )
 
@@ -383,14 +395,14 @@ def _calibration_plans(source: Any, rec: Recipe, cal: Calibration | None) -> dic
             )
         check_tensor(name, tuple(x.shape), plan, tc)
         defaulted = plan.rule is None or plan.rule.method is None
-        if plan.encoding == "quant" and defaulted and rec.method == "gptq" and tc is None:
+        if plan.encoding == "quant" and defaulted and (rec.method in ("gptq", "awq") or rec.awq) and tc is None:
             uncovered.append(name)
         if tc is not None and plan.needs_hessian() and tc.tokens < tc.in_features:
             few.append(f"{name!r} ({tc.tokens} tokens, {tc.in_features} inputs)")
         plans[name] = plan
     if uncovered:
         warnings.warn(
-            f"recipe method 'gptq': {len(uncovered)} quantized tensor(s) have no calibration "
+            f"recipe method {rec.method!r}: {len(uncovered)} quantized tensor(s) have no calibration "
             f"statistics and are rounded to nearest: {', '.join(map(repr, uncovered[:3]))}"
             f"{', ...' if len(uncovered) > 3 else ''} (embedding tables and other tensors that "
             "are not a MatMul's weight have none)",
@@ -754,7 +766,11 @@ class CompressedModel(Mapping[str, Any]):
                 zp = self._payload(name, t, "zero_point") if not t["params"]["symmetric"] else None
                 if not np.all(np.isfinite(scale) & (scale > 0)):
                     raise FormatError(f"tensor {name!r}: scale holds a value that is not finite and > 0")
-                qt = _quantized_from_parts(data, scale, zp, t["params"], shape)
+                ins = None
+                if "in_axis" in t["params"]:
+                    ins = self._payload(name, t, "in_scale")
+                    _check_in_scale(name, ins)
+                qt = _quantized_from_parts(data, scale, zp, t["params"], shape, ins)
                 if float32:
                     import edgepack
 
@@ -821,7 +837,7 @@ class CompressedModel(Mapping[str, Any]):
         """Write a plain safetensors file (FORMAT.md section 10), tensor by tensor.
 
         For a quantized tensor ``w``: ``w`` holds the integer data (int8 / uint8; 4-bit: two
-        values per byte, low nibble first, flat), ``w.scale`` the float32 scales and
+        values per byte, low nibble first, flat), ``w.scale`` the scales (float32, or float16) and
         ``w.zero_point`` the zero points when affine. Kept and float16 tensors are stored as
         is, sparse tensors dense (float32). With ``dequantize=True`` every float tensor is
         written as float32 and nothing else (for any tool).
@@ -855,17 +871,41 @@ class CompressedModel(Mapping[str, Any]):
         names = [i[0] for i in items]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
-            raise ArgumentError(f"tensor names {dup} collide with the '.scale' / '.zero_point' names")
+            raise ArgumentError(
+                f"tensor names {dup} collide with the '.scale' / '.zero_point' / '.in_scale' names"
+            )
         md = None
         if not dequantize:
+            v2 = any(_needs_v2(self._records[n]) for n in meta_t)
             md = {
                 "format": "edgepack",
-                "edgepack.format_version": "1",
+                "edgepack.format_version": "2" if v2 else "1",
                 "edgepack.tensors": _json(meta_t),
                 "edgepack.recipe": json.dumps(self._header["recipe"], sort_keys=True),
                 "edgepack.metadata": _json(self._header["metadata"]),
             }
         write_safetensors(os.fspath(path), items, lambda k: getters[k](), md)
+
+
+def _needs_v2(t: Mapping[str, Any]) -> bool:
+    """Whether a tensor record uses a version-2 feature (FORMAT.md 8): an AWQ ``in_scale``
+    or float16 scales."""
+    if t.get("encoding") != "quant":
+        return False
+    return "in_axis" in t.get("params", {}) or any(
+        p["role"] == "scale" and p["dtype"] == "float16" for p in t.get("payloads", ())
+    )
+
+
+def _check_in_scale(name: str, ins: np.ndarray) -> None:
+    """FORMAT.md 5 (version 2): every ``in_scale`` value finite, positive and normal."""
+    bad = ~(np.isfinite(ins) & (ins >= np.finfo(np.float32).tiny))
+    if bad.any():
+        i = int(np.argmax(bad.reshape(-1)))
+        raise FormatError(
+            f"tensor {name!r}: in_scale holds {float(ins.reshape(-1)[i])!r} at index {i}, "
+            "expected a finite, positive, normal float32"
+        )
 
 
 def _describe(t: dict[str, Any]) -> str:
@@ -880,7 +920,8 @@ def _describe(t: dict[str, Any]) -> str:
         g = f"axis {p['axis']}"
     else:
         g = f"block {p['block_size']} axis {p['axis']}"
-    return f"{kind}{p['bits']} {g}"
+    awq = " awq" if "in_axis" in p else ""
+    return f"{kind}{p['bits']} {g}{awq}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -914,7 +955,8 @@ def _from_safetensors(path: str) -> CompressedModel:
             f"{path}: a safetensors file without edgepack metadata; compress it with "
             "edgepack.compress(path) instead"
         )
-    if md.get("edgepack.format_version") != "1":
+    version = md.get("edgepack.format_version")
+    if version not in ("1", "2"):
         raise FormatError(
             f"{path}: unsupported edgepack safetensors version {md.get('edgepack.format_version')!r}"
         )
@@ -932,7 +974,11 @@ def _from_safetensors(path: str) -> CompressedModel:
     missing = sorted(
         k
         for n, t in tensors.items()
-        for k in ([n] if t.get("encoding") != "quant" else [n, f"{n}.scale"])
+        for k in (
+            [n]
+            if t.get("encoding") != "quant"
+            else [n, f"{n}.scale"] + ([f"{n}.in_scale"] if "in_axis" in (t.get("params") or {}) else [])
+        )
         if k not in src.names
     )
     if missing:
@@ -948,10 +994,25 @@ def _from_safetensors(path: str) -> CompressedModel:
                 enc = t["encoding"]
                 payloads = []
                 if enc == "quant":
-                    roles = ["data", "scale"] + ([] if t["params"]["symmetric"] else ["zero_point"])
+                    if "in_axis" in t["params"] and version != "2":
+                        raise FormatError(
+                            f"{path}: tensor {name!r} has an in_scale (param in_axis), which needs "
+                            f"edgepack.format_version 2, found {version!r}"
+                        )
+                    roles = (
+                        ["data"]
+                        + (["in_scale"] if "in_axis" in t["params"] else [])
+                        + ["scale"]
+                        + ([] if t["params"]["symmetric"] else ["zero_point"])
+                    )
                     for role in roles:
                         key = name if role == "data" else f"{name}.{role}"
                         a = src.load(key)
+                        if role == "scale" and a.dtype == np.float16 and version != "2":
+                            raise FormatError(
+                                f"{path}: tensor {name!r} has float16 scales, which need "
+                                f"edgepack.format_version 2, found {version!r}"
+                            )
                         payloads.append((role, a.dtype.name, list(a.shape), _u8(a)))
                     level: int | None = (recipe or {}).get("zstd_level", 1)
                 elif enc == "sparse":

@@ -3,7 +3,7 @@
 Parameters follow ONNX Runtime's quantization tool: the range always includes 0; symmetric
 quantization is signed (int8 in [-127, 127], int4 in [-7, 7]) with zero point 0 and
 ``scale = absmax / qmax`` (computed in float64, stored as float32: the TFLite int8 weight
-rule); affine quantization is unsigned over the full range (uint8 [0, 255], uint4 [0, 15])
+rule; ``scale_dtype="float16"`` rounds each scale up to the nearest float16 instead); affine quantization is unsigned over the full range (uint8 [0, 255], uint4 [0, 15])
 with ``zp = round(qmin - rmin / scale)``; ``reduce_range`` gives [-64, 64] / [0, 127]; an
 all-zero tensor / channel / block gets scale 1.0 and zero point 0.
 """
@@ -33,13 +33,17 @@ class QuantizedTensor:
     * ``data``: int8 / uint8 array of ``shape`` (8 bits), or the 4-bit values packed two per
       byte in a flat uint8 array of ``ceil(size / 2)`` bytes, first element in the low nibble
       (ONNX layout);
-    * ``scale``: float32, shape ``()`` per tensor, ``(shape[axis],)`` per channel, or ``shape``
+    * ``scale``: float32 (or float16), shape ``()`` per tensor, ``(shape[axis],)`` per channel, or ``shape``
       with ``ceil(shape[axis] / block_size)`` along ``axis`` per block;
     * ``zero_point``: int8 (signed types) or uint8 (unsigned), the shape of ``scale``;
     * ``axis`` (non-negative, or None per tensor), ``block_size`` (or None), ``bits`` (8 or 4),
-      ``shape`` (of the original array).
+      ``shape`` (of the original array);
+    * ``in_scale`` / ``in_axis`` (AWQ, :func:`edgepack.methods.awq`; both None otherwise): a
+      float32 scale per index along ``in_axis`` (the weight's input dimension) that the
+      values were multiplied by before rounding, so decoding divides by it.
 
-    ``x ~= (q - zero_point) * scale``: see :meth:`dequantize`.
+    ``x ~= (q - zero_point) * scale`` (``((q - zero_point) * scale) / in_scale`` with an
+    ``in_scale``): see :meth:`dequantize`.
     """
 
     data: np.ndarray
@@ -49,6 +53,8 @@ class QuantizedTensor:
     block_size: int | None
     bits: int
     shape: tuple[int, ...]
+    in_scale: np.ndarray | None = None
+    in_axis: int | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.shape)
@@ -59,8 +65,8 @@ class QuantizedTensor:
         if zp.dtype not in (np.int8, np.uint8):
             raise DtypeError(f"`zero_point` must be int8 or uint8; found dtype {zp.dtype}")
         scale = np.asarray(self.scale)
-        if scale.dtype != np.float32:
-            raise DtypeError(f"`scale` must be float32; found dtype {scale.dtype}")
+        if scale.dtype not in (np.float32, np.float16):
+            raise DtypeError(f"`scale` must be float32 or float16; found dtype {scale.dtype}")
         if zp.shape != scale.shape:
             raise ArgumentError(
                 f"`zero_point` has shape {zp.shape}, expected {scale.shape} (the shape of `scale`)"
@@ -80,7 +86,28 @@ class QuantizedTensor:
             )
         if self.block_size is not None and self.axis is None:
             raise ArgumentError("`block_size` needs an `axis`")
-        for name, a in (("data", data), ("scale", scale), ("zero_point", zp)):
+        arrays = [("data", data), ("scale", scale), ("zero_point", zp)]
+        if (self.in_scale is None) != (self.in_axis is None):
+            raise ArgumentError("`in_scale` and `in_axis` go together (both or neither)")
+        if self.in_scale is not None:
+            ax = self.in_axis
+            if isinstance(ax, bool) or not isinstance(ax, (int, np.integer)) or not (
+                0 <= int(ax) < len(shape)
+            ):
+                raise ArgumentError(f"`in_axis` must be an axis of shape {shape}, found {ax!r}")
+            object.__setattr__(self, "in_axis", int(ax))
+            ins = np.asarray(self.in_scale)
+            if ins.dtype != np.float32:
+                raise DtypeError(f"`in_scale` must be float32; found dtype {ins.dtype}")
+            if ins.shape != (shape[int(ax)],):
+                raise ArgumentError(
+                    f"`in_scale` has shape {ins.shape}, expected ({shape[int(ax)]},) (dimension "
+                    f"{ax} of {shape})"
+                )
+            if not (np.isfinite(ins).all() and (ins >= np.finfo(np.float32).tiny).all()):
+                raise ArgumentError("`in_scale` must be finite, positive and not subnormal")
+            arrays.append(("in_scale", ins))
+        for name, a in arrays:
             v = a.view()
             v.flags.writeable = False
             object.__setattr__(self, name, v)
@@ -96,23 +123,34 @@ class QuantizedTensor:
         return ("int" if self.signed else "uint") + str(self.bits)
 
     @property
+    def scale_dtype(self) -> str:
+        """``"float32"`` or ``"float16"``: how the scales are stored."""
+        return str(self.scale.dtype)
+
+    @property
     def size(self) -> int:
         """Number of quantized elements."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: data + scales + zero points."""
-        return int(self.data.nbytes + self.scale.nbytes + self.zero_point.nbytes)
+        """Bytes held: data + scales + zero points (+ the AWQ input scales)."""
+        extra = 0 if self.in_scale is None else self.in_scale.nbytes
+        return int(self.data.nbytes + self.scale.nbytes + self.zero_point.nbytes + extra)
 
     def dequantize(self, *, out: np.ndarray | None = None) -> np.ndarray:
-        """``float32(q - zero_point) * scale``, as ONNX DequantizeLinear, shape ``self.shape``."""
+        """``float32(q - zero_point) * float32(scale)``, as ONNX DequantizeLinear, shape
+        ``self.shape``; with an ``in_scale``, then divided by it along ``in_axis`` (in float32:
+        ``(float32(q - zero_point) * scale) / in_scale``, FORMAT.md section 5)."""
         dt = self.dtype
         q = np.ascontiguousarray(self.data).view(np.uint8).reshape(-1)
         z = np.ascontiguousarray(self.zero_point, dtype=np.int32)
         axis = 0 if self.axis is None else self.axis
         bs = 0 if self.block_size is None else self.block_size
-        s = np.ascontiguousarray(self.scale)
+        s = np.ascontiguousarray(self.scale, dtype=np.float32)
+        extra: tuple[Any, ...] = ()
+        if self.in_scale is not None:
+            extra = (np.ascontiguousarray(self.in_scale), self.in_axis)
         if out is not None:
             if (
                 not isinstance(out, np.ndarray)
@@ -124,9 +162,9 @@ class QuantizedTensor:
                 raise ArgumentError(
                     f"`out` must be a writeable C-contiguous float32 array of shape {self.shape}"
                 )
-            _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out)
+            _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, out, *extra)
             return out
-        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs)
+        return _core.dequantize_linear(q, dt, list(self.shape), s, z, axis, bs, None, *extra)
 
     def __repr__(self) -> str:
         if self.axis is None:
@@ -143,8 +181,9 @@ class QuantizedTensor:
                 f"{self.scale.size} scales in [{float(self.scale.min()):.6g}, "
                 f"{float(self.scale.max()):.6g}]"
             )
+        awq = "" if self.in_axis is None else f", in_scale along axis {self.in_axis}"
         return (
-            f"QuantizedTensor({self.dtype}, shape={self.shape}, {gran}, {params}, "
+            f"QuantizedTensor({self.dtype}, shape={self.shape}, {gran}, {params}{awq}, "
             f"nbytes={self.nbytes})"
         )
 
@@ -160,6 +199,7 @@ def quantize(
     reduce_range: bool = False,
     calibration: str = "minmax",
     percentile: float | None = None,
+    scale_dtype: str = "float32",
 ) -> QuantizedTensor:
     """Derive scale and zero point from ``x`` and quantize it.
 
@@ -171,7 +211,11 @@ def quantize(
     ``x * (qmax / absmax)``, symmetric only). ``calibration``: ``"minmax"``, ``"percentile"``
     (exact percentile of ``|x|``, symmetric, or of both tails, affine; default 99.999) or
     ``"mse"`` (the clipping threshold ``f * range``, ``f`` in 1.00, 0.99, .., 0.20, that
-    minimises the squared reconstruction error, per unit).
+    minimises the squared reconstruction error, per unit). ``scale_dtype``: ``"float32"`` or
+    ``"float16"`` (half the bytes per scale, as llama.cpp's blocks: 4-bit blocks of 32 cost 4.5
+    bits per weight instead of 5; each scale is rounded *up* to the nearest float16, so the
+    range it covers only grows, then the zero point and the codes are derived from it; not with
+    ``convention="tflite"``, whose rule multiplies by ``qmax / absmax``).
 
     NaN or infinity in ``x`` raises :class:`edgepack.NonFiniteError` naming the first index.
     """
@@ -207,7 +251,10 @@ def quantize(
         bool(reduce_range),
         calibration,
         pct,
+        scale_dtype=scale_dtype,
     )
+    if scale_dtype == "float16":
+        scale = scale.astype(np.float16)  # exact: the core rounded every scale to a float16
     zdt = np.int8 if symmetric else np.uint8
     if bits == 8:
         data = data.view(zdt).reshape(xf.shape)

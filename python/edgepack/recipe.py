@@ -53,9 +53,10 @@ _SPARSITY_METHODS = ("magnitude", "nm", "block", "sparsegpt", "wanda")
 _IMPORTANCE = ("magnitude", "provided")
 _DEFAULTS = ("auto", "keep")
 #: How quantized values are chosen: plain rounding, or a calibration-aware method.
-_METHODS = ("rtn", "gptq", "hqq")
+_METHODS = ("rtn", "gptq", "hqq", "awq")
+_SCALE_DTYPES = ("float32", "float16")
 #: Which methods need calibration statistics (``compress(..., calibration=stats)``).
-CALIBRATED_METHODS = ("gptq",)
+CALIBRATED_METHODS = ("gptq", "awq")
 CALIBRATED_SPARSITY = ("sparsegpt", "wanda")
 _STRUCTURES = ("unstructured", "nm", "block")
 _LAYOUTS = ("out_in", "in_out")
@@ -89,14 +90,29 @@ class Rule:
       default), ``"gptq"`` (Frantar et al. 2022: column by column, the rounding error of each
       column is compensated on the columns not yet quantized, weighted by ``H = X^T X``; with
       ``damp`` (fraction of the mean diagonal added to ``H``, default 0.01) and ``act_order``
-      (columns in descending ``diag(H)`` order, default True)), or ``"hqq"`` (Badri & Shaji
-      2023, data-free: scales and zero points refined by half-quadratic optimisation).
-      ``None`` (default) takes the recipe's ``method``.
+      (columns in descending ``diag(H)`` order, default True)), ``"hqq"`` (Badri & Shaji
+      2023, data-free: scales and zero points refined by half-quadratic optimisation) or
+      ``"awq"`` (Lin et al. 2023: round to nearest after AWQ's per-input-channel scaling,
+      the same as ``method="rtn", awq=True``). ``None`` (default) takes the recipe's ``method``.
+    * ``awq``: scale the weight's input channels by AWQ's searched ``s = mean|x| ** alpha``
+      (20 alphas, the smallest calibrated output error) before the method quantizes it
+      (``"gptq"`` then runs on ``W * s`` with ``H / (s s^T)``); the file stores ``s`` as the
+      tensor's ``in_scale`` (FORMAT.md version 2) and decoding divides by it. Needs the
+      calibration statistics of the tensor (its ``X^T X`` or only the per-channel vectors).
+    * ``awq_clip``: AWQ's weight clipping search too (per group, the range shrunk by up to
+      half where that lowers the group's output error); per output channel or blocks along
+      the input dimension only.
+    * ``awq_search``: ``"rtn"`` (default; the paper: alpha chosen by round to nearest, then the
+      method runs once) or ``"solver"`` (alpha chosen by the method's own result, 20 runs of
+      it; with ``"gptq"`` never worse than plain GPTQ on the calibration data).
     * ``sparsity_method = "sparsegpt"`` (Frantar & Alistarh 2023: the mask and the kept
       weights chosen together from ``H``; jointly with quantization) or ``"wanda"`` (Sun et al.
       2023: ``|W_ij| * ||x_j||``, compared within each output row), with ``structure``
       ``"unstructured"`` (default), ``"nm"`` (``n`` of every ``m`` along the input dim) or
       ``"block"`` (``block_shape``).
+    * ``scale_dtype``: ``"float32"`` or ``"float16"`` (half the bytes per scale: 4-bit blocks
+      of 32 cost 4.5 bits per weight instead of 5, 5.25 -> 4.75 affine; each scale is rounded
+      up to a float16, see :func:`edgepack.quantize`). ``None`` (default) takes the recipe's.
     * ``layout``: ``"out_in"`` (PyTorch, the default) or ``"in_out"`` (Keras, ONNX ``MatMul``
       weights). It decides which dimension the activations multiply (calibration), and the
       default quantization axes: per output channel is axis 0 for ``out_in`` and axis 1 for
@@ -125,6 +141,10 @@ class Rule:
     act_order: bool = True
     structure: str = "unstructured"
     layout: str | None = None
+    awq: bool = False
+    awq_clip: bool = False
+    awq_search: str = "rtn"
+    scale_dtype: str | None = None
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ArgumentError:
@@ -154,12 +174,31 @@ class Rule:
             raise bad(f"structure must be one of {_STRUCTURES}, found {self.structure!r}")
         if self.layout is not None and self.layout not in _LAYOUTS:
             raise bad(f"layout must be one of {_LAYOUTS}, found {self.layout!r}")
+        if self.scale_dtype is not None and self.scale_dtype not in _SCALE_DTYPES:
+            raise bad(f"scale_dtype must be one of {_SCALE_DTYPES}, found {self.scale_dtype!r}")
         if isinstance(self.damp, bool) or not (
             isinstance(self.damp, (int, float)) and 0.0 < self.damp <= 1.0
         ):
             raise bad(f"damp must be a number in (0, 1], found {self.damp!r}")
         if not isinstance(self.act_order, bool):
             raise bad(f"act_order must be true or false, found {self.act_order!r}")
+        if not isinstance(self.awq, bool):
+            raise bad(f"awq must be true or false, found {self.awq!r}")
+        if not isinstance(self.awq_clip, bool):
+            raise bad(f"awq_clip must be true or false, found {self.awq_clip!r}")
+        if self.awq_clip and not (self.awq or self.method == "awq"):
+            raise bad("awq_clip goes with awq=True or method 'awq'")
+        if self.awq_search not in ("rtn", "solver"):
+            raise bad(f"awq_search must be 'rtn' or 'solver', found {self.awq_search!r}")
+        if self.awq_search != "rtn" and not self.awq:
+            raise bad("awq_search goes with awq=True (and method 'gptq' or 'hqq')")
+        if self.awq_clip and self.method == "hqq":
+            raise bad("awq_clip goes with method 'awq' or 'gptq' (hqq refines its own grid)")
+        if (self.awq or self.method == "awq") and self.sparsity and self.sparsity_method == "sparsegpt":
+            raise bad(
+                "awq with sparsity_method 'sparsegpt' is not supported (SparseGPT prunes and "
+                "quantizes jointly on the unscaled weight); use sparsity_method 'wanda'"
+            )
         if self.sparsity and self.sparsity_method == "wanda" and self.method == "gptq":
             raise bad(
                 "method 'gptq' with sparsity_method 'wanda' would refill the pruned weights; use "
@@ -181,6 +220,10 @@ class Rule:
             "calibration": self.calibration != "minmax",
             "percentile": self.percentile is not None,
             "method": self.method is not None,
+            "awq": self.awq,
+            "awq_clip": self.awq_clip,
+            "awq_search": self.awq_search != "rtn",
+            "scale_dtype": self.scale_dtype is not None,
         }
         if self.action != "quantize":
             set_ = [k for k, v in quant_only.items() if v]
@@ -195,7 +238,7 @@ class Rule:
             raise bad("granularity 'tensor' conflicts with an axis")
         if (self.calibration == "percentile") != (self.percentile is not None):
             raise bad("calibration 'percentile' and a percentile value go together")
-        if self.method in ("gptq", "hqq") and self.calibration != "minmax":
+        if (self.method in ("gptq", "hqq") or (self.awq and self.method is not None and self.method != "rtn")) and self.calibration != "minmax":
             raise bad(
                 f"method {self.method!r} chooses its own grid; calibration "
                 f"{self.calibration!r} applies to method 'rtn' only"
@@ -247,6 +290,13 @@ class Rule:
         return cls(**kw)
 
 
+def _method(method: str, awq: bool) -> tuple[str, bool]:
+    """A plan's ``(method, awq)``: method ``"awq"`` is round to nearest after AWQ scaling."""
+    if method == "awq":
+        return "rtn", True
+    return method, bool(awq)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What happens to one tensor (a resolved rule)."""
@@ -264,6 +314,10 @@ class Plan:
     layout: str = "out_in"
     sparsity_method: str = "magnitude"
     structure: str = "unstructured"
+    awq: bool = False
+    awq_clip: bool = False
+    awq_search: str = "rtn"
+    scale_dtype: str = "float32"
 
     def needs_hessian(self) -> bool:
         """Whether encoding this tensor needs the full ``X^T X`` of its input."""
@@ -273,8 +327,10 @@ class Plan:
 
     def needs_stats(self) -> bool:
         """Whether encoding this tensor needs calibration statistics at all."""
-        return self.needs_hessian() or (
-            bool(self.sparsity) and self.sparsity_method == "wanda"
+        return (
+            self.needs_hessian()
+            or (bool(self.sparsity) and self.sparsity_method == "wanda")
+            or (self.encoding == "quant" and self.awq)
         )
 
 
@@ -292,6 +348,8 @@ class Recipe:
       statistics; the relative weight error for tensors without them) within the budget.
       Tensors whose rule sets ``bits``, ``granularity`` or ``block_size`` keep their scheme and
       are outside the budget.
+    * ``scale_dtype``: how quantized tensors store their scales (``"float32"`` or
+      ``"float16"``) unless their rule says; ``budget_bits`` counts 16 or 32 bits per scale.
     * ``budget_sparsity``: the fraction of the prunable weights (every 2-D float tensor the
       calibration statistics cover, plus those whose rule asks for sparsity) that the model as
       a whole drops; each tensor's sparsity is chosen within 0.1 of the budget (in steps of
@@ -299,6 +357,8 @@ class Recipe:
       on the calibration data).
       Pruning follows each tensor's rule's method (``"sparsegpt"`` when the statistics hold
       ``X^T X``, else ``"wanda"``, for tensors without a pruning rule).
+    * ``awq``: AWQ scaling (see :class:`Rule`) for every quantized tensor the calibration
+      statistics cover, before its method (``method="gptq", awq=True``: AWQ then GPTQ).
     """
 
     rules: tuple[Rule, ...] = ()
@@ -308,14 +368,22 @@ class Recipe:
     method: str = "rtn"
     budget_bits: float | None = None
     budget_sparsity: float | None = None
+    awq: bool = False
+    scale_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.awq, bool):
+            raise ArgumentError(f"recipe awq must be true or false, found {self.awq!r}")
         rules = tuple(r if isinstance(r, Rule) else Rule.from_dict(r) for r in self.rules)
         object.__setattr__(self, "rules", rules)
         if self.default not in _DEFAULTS:
             raise ArgumentError(f"recipe default must be one of {_DEFAULTS}, found {self.default!r}")
         if self.method not in _METHODS:
             raise ArgumentError(f"recipe method must be one of {_METHODS}, found {self.method!r}")
+        if self.scale_dtype not in _SCALE_DTYPES:
+            raise ArgumentError(
+                f"recipe scale_dtype must be one of {_SCALE_DTYPES}, found {self.scale_dtype!r}"
+            )
         b = self.budget_bits
         if b is not None and (
             isinstance(b, bool) or not isinstance(b, (int, float)) or not 2.0 <= b <= 16.0
@@ -362,7 +430,11 @@ class Recipe:
         if r is None:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
                 axis = out_axis if len(shape) == 2 else 0
-                return Plan("quant", None, bits=8, axis=axis, method=self.method, layout=lay)
+                m, awq = _method(self.method, self.awq)
+                return Plan(
+                    "quant", None, bits=8, axis=axis, method=m, layout=lay, awq=awq,
+                    scale_dtype=self.scale_dtype,
+                )
             return Plan("raw", None, layout=lay)
         if not is_float and (r.action != "keep" or r.sparsity):
             raise ArgumentError(
@@ -398,6 +470,7 @@ class Recipe:
                     f"shape {shape}"
                 )
             axis %= rank
+        method, awq = _method(r.method or self.method, r.awq or self.awq)
         return Plan(
             "quant",
             r,
@@ -408,10 +481,14 @@ class Recipe:
             calibration=r.calibration,
             percentile=r.percentile,
             sparsity=r.sparsity,
-            method=r.method or self.method,
+            method=method,
             layout=lay,
             sparsity_method=r.sparsity_method,
             structure=r.structure,
+            awq=awq,
+            awq_clip=r.awq_clip and awq,
+            awq_search=r.awq_search,
+            scale_dtype=r.scale_dtype or self.scale_dtype,
         )
 
     def unused_patterns(self, names: list[str]) -> list[str]:
@@ -434,6 +511,10 @@ class Recipe:
             d["budget_bits"] = self.budget_bits
         if self.budget_sparsity is not None:
             d["budget_sparsity"] = self.budget_sparsity
+        if self.awq:
+            d["awq"] = True
+        if self.scale_dtype != "float32":
+            d["scale_dtype"] = self.scale_dtype
         return d
 
     @classmethod
@@ -449,6 +530,8 @@ class Recipe:
             "method",
             "budget_bits",
             "budget_sparsity",
+            "awq",
+            "scale_dtype",
         }
         unknown = sorted(set(d) - known)
         if unknown:
@@ -464,6 +547,8 @@ class Recipe:
             method=d.get("method", "rtn"),
             budget_bits=d.get("budget_bits"),
             budget_sparsity=d.get("budget_sparsity"),
+            awq=d.get("awq", False),
+            scale_dtype=d.get("scale_dtype", "float32"),
         )
 
     def to_json(self) -> str:

@@ -11,9 +11,11 @@
 //! * [`objective`]: the calibrated output error `tr((W - Q) H (W - Q)^T)`.
 //! * [`hqq`]: data-free half-quadratic refinement of scales and zero points.
 //! * [`smooth`]: SmoothQuant per-input-channel migration scales.
+//! * [`awq`]: AWQ per-input-channel scale search (activation-aware weight quantization).
 //!
 //! Weights are `(out, in)` row-major `f32`; `H` is `(in, in)` row-major `f64`.
 
+pub mod awq;
 pub mod gptq;
 pub mod grid;
 pub mod hessian;

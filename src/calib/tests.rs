@@ -1318,3 +1318,146 @@ fn float32_mode_falls_back_to_float64_outside_its_range() {
         "`precision`"
     ));
 }
+
+mod awq_tests {
+    use super::Rng;
+    use crate::calib::awq::{awq, awq_scales, rtn_scaled, Scheme};
+    use crate::calib::objective::Hessian;
+    use crate::quant::{Calibration, Convention, Spec};
+
+    fn scheme(bits: u8, symmetric: bool, axis: Option<i64>, block: Option<i64>) -> Scheme {
+        Scheme {
+            axis,
+            block_size: block,
+            spec: Spec {
+                bits,
+                symmetric,
+                reduce_range: false,
+                convention: Convention::Onnx,
+                calibration: Calibration::MinMax,
+                scale_f16: false,
+            },
+        }
+    }
+
+    /// `(w (out, inp), H, mean_abs)` with activation outliers on two channels and channel 1 dead.
+    fn case(out: usize, inp: usize) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
+        let mut rng = Rng(7);
+        let w: Vec<f32> = (0..out * inp)
+            .map(|_| (0.05 * rng.student(3)) as f32)
+            .collect();
+        let tokens = 200;
+        let mut x = vec![0f64; tokens * inp];
+        for t in 0..tokens {
+            for j in 0..inp {
+                let f = if j == 2 || j == inp - 1 { 30.0 } else { 1.0 };
+                x[t * inp + j] = if j == 1 { 0.0 } else { f * rng.student(3) };
+            }
+        }
+        let mut h = vec![0f64; inp * inp];
+        let mut ma = vec![0f64; inp];
+        for t in 0..tokens {
+            let r = &x[t * inp..(t + 1) * inp];
+            for i in 0..inp {
+                ma[i] += r[i].abs() / tokens as f64;
+                for j in 0..inp {
+                    h[i * inp + j] += r[i] * r[j] / tokens as f64;
+                }
+            }
+        }
+        (w, h, ma)
+    }
+
+    #[test]
+    fn alpha_zero_is_rtn_and_dead_channels_get_one() {
+        let (_, _, ma) = case(4, 40);
+        assert!(awq_scales(&ma, 0.0).unwrap().iter().all(|&s| s == 1.0));
+        let s = awq_scales(&ma, 0.5).unwrap();
+        assert_eq!(s[1], 1.0);
+        assert!(s[2] > s[0]);
+        assert!(awq_scales(&[0.0; 5], 0.7)
+            .unwrap()
+            .iter()
+            .all(|&s| s == 1.0));
+        assert!(awq_scales(&ma, 1.5).is_err());
+        assert!(awq_scales(&[-1.0], 0.5).is_err());
+        assert!(awq_scales(&[f64::NAN], 0.5).is_err());
+    }
+
+    #[test]
+    fn never_worse_than_rtn_in_both_layouts() {
+        let (out, inp) = (12, 40);
+        let (w, h, ma) = case(out, inp);
+        let sc = scheme(4, true, Some(1), Some(16));
+        let r = awq(&w, [out, inp], 1, Hessian::Full(&h), &ma, &sc, 20).unwrap();
+        assert_eq!(r.errors.len(), 20);
+        assert!(r.error <= r.errors[0]);
+        assert!(
+            r.error < 0.5 * r.errors[0],
+            "{} vs {}",
+            r.error,
+            r.errors[0]
+        );
+        // the same weight in (in, out) layout, blocks along axis 0: the same answer
+        let mut wt = vec![0f32; w.len()];
+        for i in 0..out {
+            for j in 0..inp {
+                wt[j * out + i] = w[i * inp + j];
+            }
+        }
+        let sc0 = scheme(4, true, Some(0), Some(16));
+        let r0 = awq(&wt, [inp, out], 0, Hessian::Full(&h), &ma, &sc0, 20).unwrap();
+        assert_eq!(r0.scale, r.scale);
+        assert_eq!(r0.alpha, r.alpha);
+        let a = rtn_scaled(&w, [out, inp], 1, &r.scale, &sc).unwrap();
+        let b = rtn_scaled(&wt, [inp, out], 0, &r.scale, &sc0).unwrap();
+        for i in 0..out {
+            for j in 0..inp {
+                assert_eq!(a[i * inp + j].to_bits(), b[j * out + i].to_bits());
+            }
+        }
+        // diagonal H works too, and bad arguments are errors, not panics
+        let d: Vec<f64> = (0..inp).map(|j| h[j * inp + j]).collect();
+        let rd = awq(&w, [out, inp], 1, Hessian::Diag(&d), &ma, &sc, 20).unwrap();
+        assert!(rd.error <= rd.errors[0]);
+        assert!(awq(&w, [out, inp], 1, Hessian::Diag(&d), &ma[1..], &sc, 20).is_err());
+        assert!(awq(&w, [out, inp], 2, Hessian::Diag(&d), &ma, &sc, 20).is_err());
+        assert!(awq(&w, [out, inp], 1, Hessian::Diag(&d), &ma, &sc, 0).is_err());
+    }
+
+    #[test]
+    fn clip_without_shrink_is_the_rtn_grid_and_shrinking_never_hurts_a_group() {
+        use crate::calib::awq::clip;
+        use crate::calib::grid::Grid;
+        let (out, inp, b) = (6, 40, 16);
+        let (w, h, _) = case(out, inp);
+        let q = crate::quant::quantize(
+            &w,
+            &[out, inp],
+            Some(1),
+            Some(b as i64),
+            &scheme(4, false, None, None).spec,
+        )
+        .unwrap();
+        let cg = inp.div_ceil(b);
+        let g = Grid::new(
+            &q.scale,
+            (out, cg),
+            Some((&q.zero_point, (out, cg))),
+            1,
+            b,
+            0,
+            15,
+            out,
+            inp,
+        )
+        .unwrap();
+        let (s0, z0) = clip(&w, out, inp, Hessian::Full(&h), &g, 20, 0.0).unwrap();
+        assert_eq!(s0, q.scale);
+        assert_eq!(z0.unwrap(), q.zero_point);
+        let (s1, _) = clip(&w, out, inp, Hessian::Full(&h), &g, 20, 0.5).unwrap();
+        assert!(s1.iter().zip(&q.scale).all(|(a, b)| a <= b));
+        assert!(clip(&w, out, inp, Hessian::Full(&h), &g, 20, 1.5).is_err());
+        assert!(clip(&w, out, inp, Hessian::Diag(&h[..3]), &g, 20, 0.5).is_err());
+    }
+}

@@ -247,8 +247,13 @@ fn get_dtype(m: &Map<String, Value>, what: &str) -> Result<Dtype> {
 // Preamble (section 1).
 
 /// Parse the 24-byte preamble of a file of `file_len` bytes; returns `header_len`, checked
-/// against the limit and the file's length.
+/// against the limit and the file's length. See [`parse_preamble_version`] for the version.
 pub fn parse_preamble(pre: &[u8], file_len: u64) -> Result<u64> {
+    parse_preamble_version(pre, file_len).map(|(_, n)| n)
+}
+
+/// [`parse_preamble`], also returning the format version (one of [`spec::VERSIONS`]).
+pub fn parse_preamble_version(pre: &[u8], file_len: u64) -> Result<(u32, u64)> {
     if pre.len() < spec::PREAMBLE_LEN as usize || file_len < spec::PREAMBLE_LEN {
         return Err(Error::format(format!(
             "file of {file_len} bytes is too short for an .epk preamble ({} bytes): truncated or not an .epk file",
@@ -262,16 +267,15 @@ pub fn parse_preamble(pre: &[u8], file_len: u64) -> Result<u64> {
     }
     let word = |a: usize| u32::from_le_bytes([pre[a], pre[a + 1], pre[a + 2], pre[a + 3]]);
     let version = word(8);
-    if version != spec::VERSION {
+    if !spec::VERSIONS.contains(&version) {
         return Err(Error::format(format!(
-            "unsupported .epk format version {version} (this reader supports version {})",
-            spec::VERSION
+            "unsupported .epk format version {version} (this reader supports versions 1 and 2)"
         )));
     }
     let flags = word(12);
     if flags != 0 {
         return Err(Error::format(format!(
-            "preamble flags are {flags:#x}, expected 0 in version 1"
+            "preamble flags are {flags:#x}, expected 0 in version {version}"
         )));
     }
     let mut b = [0u8; 8];
@@ -292,14 +296,19 @@ pub fn parse_preamble(pre: &[u8], file_len: u64) -> Result<u64> {
             "header length {header_len} runs past the end of the file ({file_len} bytes): truncated file"
         )));
     }
-    Ok(header_len)
+    Ok((version, header_len))
 }
 
-/// The 24-byte preamble for a header of `header_len` bytes.
+/// The 24-byte version-1 preamble for a header of `header_len` bytes.
 pub fn preamble(header_len: u64) -> [u8; 24] {
+    preamble_version(header_len, spec::VERSION)
+}
+
+/// The 24-byte preamble of format `version` for a header of `header_len` bytes.
+pub fn preamble_version(header_len: u64, version: u32) -> [u8; 24] {
     let mut p = [0u8; 24];
     p[0..8].copy_from_slice(&spec::MAGIC);
-    p[8..12].copy_from_slice(&spec::VERSION.to_le_bytes());
+    p[8..12].copy_from_slice(&version.to_le_bytes());
     p[16..24].copy_from_slice(&header_len.to_le_bytes());
     p
 }
@@ -550,7 +559,7 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
                     "convention",
                     "sparsity",
                 ],
-                &[],
+                &["in_axis"],
                 &pwhat,
             )?;
             let bits = get_uint(&r.params, "bits", &pwhat)?;
@@ -599,10 +608,32 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
                     Some(b)
                 }
             };
-            if symmetric {
-                expect_roles(&["data", "scale"])?;
-            } else {
-                expect_roles(&["data", "scale", "zero_point"])?;
+            // Version 2: an AWQ per-input-channel scale, `in_scale`, along `in_axis`.
+            let in_axis = match r.params.get("in_axis") {
+                None => None,
+                Some(v) => {
+                    let a = uint(v, &format!("{pwhat}: in_axis"))?;
+                    if a >= r.shape.len() as u64 {
+                        return Err(Error::format(format!(
+                            "{pwhat}: in_axis {a} is out of range for rank {}",
+                            r.shape.len()
+                        )));
+                    }
+                    Some(a as usize)
+                }
+            };
+            let mut want = vec!["data"];
+            if in_axis.is_some() {
+                want.push("in_scale");
+            }
+            want.push("scale");
+            if !symmetric {
+                want.push("zero_point");
+            }
+            expect_roles(&want)?;
+            if let Some(a) = in_axis {
+                let p = payload("in_scale").expect("role checked");
+                expect_payload(p, &[Dtype::F32], &[r.shape[a]])?;
             }
             let data = payload("data").expect("role checked");
             let data_shape = if bits == 8 {
@@ -625,13 +656,13 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
                             scale.shape
                         )));
                     }
-                    expect_payload(scale, &[Dtype::F32], &scale.shape.clone())?;
+                    expect_payload(scale, SCALE_DTYPES, &scale.shape.clone())?;
                 }
-                (Some(a), None) => expect_payload(scale, &[Dtype::F32], &[r.shape[a]])?,
+                (Some(a), None) => expect_payload(scale, SCALE_DTYPES, &[r.shape[a]])?,
                 (Some(a), Some(b)) => {
                     let mut s = r.shape.clone();
                     s[a] = ceil_div(s[a], b);
-                    expect_payload(scale, &[Dtype::F32], &s)?;
+                    expect_payload(scale, SCALE_DTYPES, &s)?;
                 }
             }
             if let Some(zp) = payload("zero_point") {
@@ -640,6 +671,24 @@ fn check_encoding(r: &TensorRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The dtypes a `quant` scale payload may have (float16 from version 2 on, section 5).
+const SCALE_DTYPES: &[Dtype] = &[Dtype::F32, Dtype::F16];
+
+/// The first version-2 feature a record uses (FORMAT.md section 8), named for an error.
+fn version2_feature(t: &TensorRecord) -> Option<&'static str> {
+    if t.payloads.iter().any(|p| p.role == "in_scale") || t.params.contains_key("in_axis") {
+        Some("payload \"in_scale\" (param \"in_axis\")")
+    } else if t.encoding == Encoding::Quant
+        && t.payloads
+            .iter()
+            .any(|p| p.role == "scale" && p.dtype == Dtype::F16)
+    {
+        Some("a float16 \"scale\" payload")
+    } else {
+        None
+    }
 }
 
 impl Header {
@@ -772,6 +821,33 @@ impl Header {
         m.insert("recipe".into(), self.recipe.clone());
         m.insert("tensors".into(), Value::Array(tensors));
         Value::Object(m).to_string()
+    }
+
+    /// The oldest format version that can hold this header: 2 when a tensor uses a
+    /// version-2 feature (FORMAT.md section 8: an `in_scale` payload, or float16 scales), else 1.
+    pub fn min_version(&self) -> u32 {
+        if self.tensors.iter().any(|t| version2_feature(t).is_some()) {
+            spec::VERSION_2
+        } else {
+            spec::VERSION
+        }
+    }
+
+    /// Check that a file of format `version` may hold this header: a version-1 file MUST NOT
+    /// use a version-2 feature (the role `in_scale` or its param `in_axis`, float16 scales).
+    pub fn check_version(&self, version: u32) -> Result<()> {
+        if version < self.min_version() {
+            let (t, what) = self
+                .tensors
+                .iter()
+                .find_map(|t| version2_feature(t).map(|w| (t, w)))
+                .expect("min_version found one");
+            return Err(Error::format(format!(
+                "tensor {:?}: {what} needs .epk format version 2, the file is version {version}",
+                t.name
+            )));
+        }
+        Ok(())
     }
 
     /// The record of `name` (binary search: records are sorted).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::header::{parse_preamble, Header, Payload, TensorRecord};
+use super::header::{parse_preamble_version, Header, Payload, TensorRecord};
 use super::spec::{self, Compression};
 use crate::error::{Error, Result};
 
@@ -23,11 +23,12 @@ impl Parsed {
     /// checksums are verified on access ([`Parsed::payload`]).
     pub fn parse(bytes: &[u8]) -> Result<Parsed> {
         let file_len = bytes.len() as u64;
-        let header_len = parse_preamble(bytes, file_len)?;
+        let (version, header_len) = parse_preamble_version(bytes, file_len)?;
         let hstart = spec::PREAMBLE_LEN as usize;
         // parse_preamble checked 24 + header_len <= file_len.
         let hbytes = &bytes[hstart..hstart + header_len as usize];
         let header = Header::parse(hbytes)?;
+        header.check_version(version)?;
         let data_start = spec::align(spec::PREAMBLE_LEN + header_len)?;
         header.check_layout(data_start, file_len)?;
         // Zero padding: after the header, and between payloads.

@@ -1,12 +1,17 @@
-//! Constants and small vocabularies of `.epk` version 1, mirroring `FORMAT.md` (sections 1, 3,
+//! Constants and small vocabularies of `.epk` versions 1 and 2, mirroring `FORMAT.md` (sections 1, 3,
 //! 5 and 7). A change here is a change of the spec.
 
 use crate::error::{Error, Result};
 
 /// Section 1: the 8 magic bytes.
 pub const MAGIC: [u8; 8] = *b"\x89EPK\r\n\x1a\n";
-/// Section 1: the only version this reader and writer know.
+/// Section 1 / 8: version 1, the base format (what the writer writes when no tensor needs more).
 pub const VERSION: u32 = 1;
+/// Section 8: version 2 = version 1 + the `quant` payload role `in_scale` and param `in_axis`,
+/// and float16 `quant` scales.
+pub const VERSION_2: u32 = 2;
+/// Section 1: the versions this reader knows.
+pub const VERSIONS: [u32; 2] = [VERSION, VERSION_2];
 /// Section 1: magic + version + flags + header_len.
 pub const PREAMBLE_LEN: u64 = 24;
 /// Payload alignment.

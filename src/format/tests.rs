@@ -285,3 +285,57 @@ fn writer_rejects_bad_input_and_leaves_no_temp_files() {
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A version-`v` file with one int8 per-channel `quant` tensor (2 x 3) with an AWQ `in_scale`
+/// along axis 1 (the params and payload of FORMAT.md section 5, version 2).
+fn awq_file(v: u32, in_axis: u64, in_scale_len: usize) -> Vec<u8> {
+    let data = [1u8, 2, 3, 4, 5, 6];
+    let ins: Vec<u8> = (0..in_scale_len).flat_map(|_| 1f32.to_le_bytes()).collect();
+    let sc: Vec<u8> = [0.5f32, 0.25]
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let pl = |role: &str, dt: &str, shape: usize, off: usize, b: &[u8]| {
+        format!(
+            r#"{{"role":"{role}","dtype":"{dt}","shape":[{shape}],"offset":{off},"length":{n},"size":{n},"compression":"none","xxh3":"{h:016x}"}}"#,
+            n = b.len(),
+            h = xxhash_rust::xxh3::xxh3_64(b)
+        )
+    };
+    let h = format!(
+        r#"{{"metadata":{{}},"recipe":null,"tensors":[{{"name":"w","dtype":"float32","shape":[2,3],"encoding":"quant","params":{{"axis":0,"bits":8,"block_size":null,"convention":"onnx","in_axis":{in_axis},"sparsity":0.0,"symmetric":true}},"payloads":[{},{},{}]}}]}}"#,
+        pl("data", "int8", 0, 0, &data).replace("[0]", "[2,3]"),
+        pl("in_scale", "float32", in_scale_len, 64, &ins),
+        pl("scale", "float32", 2, 128, &sc),
+    );
+    let mut body = vec![0u8; 128 + sc.len()];
+    body[..6].copy_from_slice(&data);
+    body[64..64 + ins.len()].copy_from_slice(&ins);
+    body[128..].copy_from_slice(&sc);
+    let mut b = header::preamble_version(h.len() as u64, v).to_vec();
+    b.extend_from_slice(h.as_bytes());
+    while !b.len().is_multiple_of(64) {
+        b.push(0);
+    }
+    b.extend_from_slice(&body);
+    b
+}
+
+#[test]
+fn in_scale_needs_version_2_and_a_valid_shape() {
+    let p = Parsed::parse(&awq_file(2, 1, 3)).unwrap();
+    assert_eq!(p.header.min_version(), 2);
+    let e = err(&awq_file(1, 1, 3));
+    assert!(
+        e.contains("\"w\"") && e.contains("in_scale") && e.contains("version 2"),
+        "{e}"
+    );
+    let e = err(&awq_file(2, 2, 3));
+    assert!(e.contains("in_axis 2 is out of range"), "{e}");
+    let e = err(&awq_file(2, 0, 3));
+    assert!(e.contains("in_scale") && e.contains("shape"), "{e}");
+    let e = err(&awq_file(2, 1, 2));
+    assert!(e.contains("in_scale") && e.contains("shape"), "{e}");
+    let e = err(&awq_file(3, 1, 3));
+    assert!(e.contains("versions 1 and 2"), "{e}");
+}

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
-use super::header::{preamble, Header, Payload, TensorRecord};
+use super::header::{preamble_version, Header, Payload, TensorRecord};
 use super::spec::{self, Compression, Dtype, Encoding};
 use crate::error::{Error, Result};
 
@@ -304,7 +304,8 @@ impl Writer {
 
         let (mut out, out_tmp) = TempFile::create(temp_path(&self.dest, "epk-tmp"), &self.dest)?;
         let io = |e| Error::io(&self.dest, e);
-        out.write_all(&preamble(hlen)).map_err(io)?;
+        out.write_all(&preamble_version(hlen, header.min_version()))
+            .map_err(io)?;
         out.write_all(json.as_bytes()).map_err(io)?;
         let zeros = [0u8; 64];
         let mut pos = spec::PREAMBLE_LEN + hlen;

@@ -10,6 +10,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
+use crate::calib::awq::{self, Scheme};
 use crate::calib::gptq::GptqOptions;
 use crate::calib::grid::Grid;
 use crate::calib::hessian::Precision;
@@ -18,6 +19,7 @@ use crate::calib::objective::{self, Hessian};
 use crate::calib::smooth;
 use crate::calib::sparsegpt::Structure;
 use crate::error::{Error, Result};
+use crate::quant::{Calibration, Convention, Spec};
 
 /// `(rows, cols)` of a 2-D array.
 fn dims<T: numpy::Element>(a: &PyReadonlyArray2<'_, T>) -> (usize, usize) {
@@ -321,7 +323,156 @@ fn smoothquant_scales<'py>(
     Ok(Array1::from_vec(s).into_pyarray(py))
 }
 
+type AwqSearch<'py> = (
+    Bound<'py, PyArray1<f32>>,
+    f64,
+    f64,
+    Bound<'py, PyArray1<f64>>,
+);
+
+/// `_core.awq_search(w, in_axis, h, mean_abs, bits, symmetric, axis, block_size,
+/// calibration="minmax", percentile=None, n_grid=20)` -> `(scale float32 (in,), alpha,
+/// error, errors float64 (n_grid,))`: the AWQ scale search of `crate::calib::awq` on `w` as
+/// given (`in_axis` = its input dimension), the grid derived as `_core.quantize` derives it
+/// (ONNX convention).
+#[pyfunction]
+#[pyo3(signature = (w, in_axis, h, mean_abs, bits, symmetric, axis, block_size, calibration="minmax", percentile=None, n_grid=20))]
+#[allow(clippy::too_many_arguments)]
+fn awq_search<'py>(
+    py: Python<'py>,
+    w: PyReadonlyArray2<'py, f32>,
+    in_axis: usize,
+    h: PyReadonlyArrayDyn<'py, f64>,
+    mean_abs: PyReadonlyArray1<'py, f64>,
+    bits: u8,
+    symmetric: bool,
+    axis: Option<i64>,
+    block_size: Option<i64>,
+    calibration: &str,
+    percentile: Option<f64>,
+    n_grid: usize,
+) -> PyResult<AwqSearch<'py>> {
+    let shape = dims(&w);
+    let inp = if in_axis == 0 { shape.0 } else { shape.1 };
+    let calibration = match (calibration, percentile) {
+        ("minmax", None) => Calibration::MinMax,
+        ("mse", None) => Calibration::Mse,
+        ("percentile", p) => Calibration::Percentile(p.unwrap_or(99.999)),
+        (c, _) => {
+            return Err(Error::arg(format!(
+                "`calibration` = {c:?} with percentile={percentile:?} is not known; expected \
+                 'minmax', 'mse' or 'percentile' (with a percentile)"
+            ))
+            .into())
+        }
+    };
+    let scheme = Scheme {
+        axis,
+        block_size,
+        spec: Spec {
+            bits,
+            symmetric,
+            reduce_range: false,
+            convention: Convention::Onnx,
+            calibration,
+            // the search compares candidates on float32 grids (methods.awq quantizes the
+            // result on the float16 grid when asked)
+            scale_f16: false,
+        },
+    };
+    let hshape = h.shape().to_vec();
+    let (ws, hs, ma) = (
+        c_slice(&w, "w")?,
+        c_slice(&h, "h")?,
+        c_slice(&mean_abs, "mean_abs")?,
+    );
+    let hh = match hshape.as_slice() {
+        [n] if *n == inp => Hessian::Diag(hs),
+        [a, b] if (*a, *b) == (inp, inp) => Hessian::Full(hs),
+        _ => {
+            return Err(Error::arg(format!(
+                "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
+            ))
+            .into())
+        }
+    };
+    let r = py.detach(|| awq::awq(ws, [shape.0, shape.1], in_axis, hh, ma, &scheme, n_grid))?;
+    Ok((
+        Array1::from_vec(r.scale).into_pyarray(py),
+        r.alpha,
+        r.error,
+        Array1::from_vec(r.errors).into_pyarray(py),
+    ))
+}
+
+/// `_core.awq_clip(w, h, scale, zero_point, row_block, col_block, qmin, qmax, n_grid=20,
+/// max_shrink=0.5)` -> `(scale float32 (rg, cg), zero_point int32 (rg, cg) | None)`: AWQ's
+/// clipping search per group of a `(out, in)` weight (`row_block` 1), on the layout of the
+/// given grid (its values are not used).
+#[pyfunction]
+#[pyo3(signature = (w, h, scale, zero_point, row_block, col_block, qmin, qmax, n_grid=20, max_shrink=0.5))]
+#[allow(clippy::too_many_arguments)]
+fn awq_clip<'py>(
+    py: Python<'py>,
+    w: PyReadonlyArray2<'py, f32>,
+    h: PyReadonlyArrayDyn<'py, f64>,
+    scale: PyReadonlyArray2<'py, f32>,
+    zero_point: Option<PyReadonlyArray2<'py, i32>>,
+    row_block: usize,
+    col_block: usize,
+    qmin: i32,
+    qmax: i32,
+    n_grid: usize,
+    max_shrink: f64,
+) -> PyResult<RefinedGrid<'py>> {
+    let (out, inp) = dims(&w);
+    let shape = dims(&scale);
+    let g = grid(
+        &scale,
+        zero_point.as_ref(),
+        row_block,
+        col_block,
+        qmin,
+        qmax,
+        out,
+        inp,
+    )?;
+    let hshape = h.shape().to_vec();
+    let (ws, hs) = (c_slice(&w, "w")?, c_slice(&h, "h")?);
+    let hh = match hshape.as_slice() {
+        [n] if *n == inp => Hessian::Diag(hs),
+        [a, b] if (*a, *b) == (inp, inp) => Hessian::Full(hs),
+        _ => {
+            return Err(Error::arg(format!(
+                "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
+            ))
+            .into())
+        }
+    };
+    let (s, z) = py.detach(|| awq::clip(ws, out, inp, hh, &g, n_grid, max_shrink))?;
+    let zp = match z {
+        Some(z) => Some(array2(py, z, shape)?),
+        None => None,
+    };
+    Ok((array2(py, s, shape)?, zp))
+}
+
+/// `_core.awq_scales(mean_abs, alpha)` -> float32 `(in,)`: the AWQ scales of one alpha.
+#[pyfunction]
+fn awq_scales<'py>(
+    py: Python<'py>,
+    mean_abs: PyReadonlyArray1<'py, f64>,
+    alpha: f64,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let ma = c_slice(&mean_abs, "mean_abs")?;
+    let s = awq::awq_scales(ma, alpha)?;
+    Ok(Array1::from_vec(s).into_pyarray(py))
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(awq_search, m)?)?;
+    m.add_function(wrap_pyfunction!(awq_scales, m)?)?;
+    m.add_function(wrap_pyfunction!(awq_clip, m)?)?;
     m.add_function(wrap_pyfunction!(gptq, m)?)?;
     m.add_function(wrap_pyfunction!(sparsegpt, m)?)?;
     m.add_function(wrap_pyfunction!(calib_objective, m)?)?;

@@ -80,9 +80,11 @@ fn quantize_linear<'py>(
     Ok(a.into_any())
 }
 
-/// `_core.dequantize_linear(q, dtype, shape, scale, zero_point, axis, block_size, out)`.
+/// `_core.dequantize_linear(q, dtype, shape, scale, zero_point, axis, block_size, out,
+/// in_scale=None, in_axis=0)`; with `in_scale` (AWQ, FORMAT.md section 5) the result is then
+/// divided by it along `in_axis`: `(f32(q - zp) * scale) / in_scale`.
 #[pyfunction]
-#[pyo3(signature = (q, dtype, shape, scale, zero_point, axis, block_size, out=None))]
+#[pyo3(signature = (q, dtype, shape, scale, zero_point, axis, block_size, out=None, in_scale=None, in_axis=0))]
 #[allow(clippy::too_many_arguments)]
 fn dequantize_linear<'py>(
     py: Python<'py>,
@@ -94,8 +96,23 @@ fn dequantize_linear<'py>(
     axis: i64,
     block_size: i64,
     out: Option<Bound<'py, PyArrayDyn<f32>>>,
+    in_scale: Option<PyReadonlyArrayDyn<'py, f32>>,
+    in_axis: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let qtype = QType::parse(dtype)?;
+    let ins = match &in_scale {
+        Some(a) => {
+            if a.ndim() != 1 {
+                return Err(Error::arg(format!(
+                    "`in_scale` must be 1-D, found shape {:?}",
+                    a.shape()
+                ))
+                .into());
+            }
+            Some(a.as_slice()?)
+        }
+        None => None,
+    };
     let (qs, ss, sshape) = (q.as_slice()?, scale.as_slice()?, scale.shape().to_vec());
     let zp = zero_point_parts(&zero_point)?;
     let zp = zp.as_ref().map(|(v, s)| (*v, s.as_slice()));
@@ -117,7 +134,11 @@ fn dequantize_linear<'py>(
         }
     }
     let (a, ()) = fill(py, out, &shape, |os| {
-        quant::dequantize_linear(qs, qtype, &shape, ss, &sshape, zp, axis, block_size, os)
+        quant::dequantize_linear(qs, qtype, &shape, ss, &sshape, zp, axis, block_size, os)?;
+        match ins {
+            Some(s) => quant::divide_in_scale(os, &shape, in_axis, s),
+            None => Ok(()),
+        }
     })?;
     Ok(a.into_any())
 }
@@ -146,7 +167,7 @@ type Quantized<'py> = (
 /// calibration, percentile, out)` -> `(data, scale, zero_point)`; `data` is flat (`out` when
 /// given).
 #[pyfunction]
-#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile, out=None))]
+#[pyo3(signature = (x, bits, symmetric, axis, block_size, convention, reduce_range, calibration, percentile, out=None, scale_dtype="float32"))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
     py: Python<'py>,
@@ -160,7 +181,18 @@ fn quantize<'py>(
     calibration: &str,
     percentile: Option<f64>,
     out: Option<Bound<'py, PyArray1<u8>>>,
+    scale_dtype: &str,
 ) -> PyResult<Quantized<'py>> {
+    let scale_f16 = match scale_dtype {
+        "float32" => false,
+        "float16" => true,
+        s => {
+            return Err(Error::arg(format!(
+                "`scale_dtype` must be 'float32' or 'float16', found {s:?}"
+            ))
+            .into())
+        }
+    };
     let calibration = match (calibration, percentile) {
         ("minmax", None) => Calibration::MinMax,
         ("mse", None) => Calibration::Mse,
@@ -184,6 +216,7 @@ fn quantize<'py>(
         reduce_range,
         convention: Convention::parse(convention)?,
         calibration,
+        scale_f16,
     };
     let shape = x.shape().to_vec();
     let xs = x.as_slice()?;

@@ -18,7 +18,9 @@ use crate::kernels::{dequantize as dq, pack4, quantize as qk, reduce};
 use crate::parallel;
 
 pub use layout::{normalize_axis, shape_str, Granularity, Layout};
-pub use params::{derive, Calibration, Convention, Derived, QType, Spec};
+pub use params::{
+    check_f16_scales, derive, f16_ceil, Calibration, Convention, Derived, QType, Spec,
+};
 
 /// Column-wise minima, maxima and whether a NaN was seen.
 type ColumnRanges = (Vec<f32>, Vec<f32>, bool);
@@ -628,7 +630,7 @@ pub fn quantize_into(
         let ranges = ranges(x, &lay, spec)?;
         let mut factor = vec![0f32; units];
         for (u, &(a, b)) in ranges.iter().enumerate() {
-            let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+            let d = derive(a, b, qmin, qmax, spec);
             scale[u] = d.scale;
             zp[u] = d.zp;
             factor[u] = d.factor;
@@ -644,6 +646,7 @@ pub fn quantize_into(
             qmax,
         )?;
     }
+    params::check_f16_scales(spec, &scale)?;
     if qtype.bits == 4 {
         pack_into(&tmp, out)?;
     }
@@ -675,7 +678,7 @@ fn fused_quantize(
     if row == 0 {
         // Empty units: scale 1, zero point 0 (the range [0, 0]).
         for u in 0..scale.len() {
-            let d = derive(0.0, 0.0, qmin, qmax, spec.symmetric, spec.convention);
+            let d = derive(0.0, 0.0, qmin, qmax, spec);
             scale[u] = d.scale;
             zp[u] = d.zp;
         }
@@ -708,14 +711,7 @@ fn fused_quantize(
             if cur.nan || cur.min == f32::NEG_INFINITY || cur.max == f32::INFINITY {
                 return Err(Error::arg("non-finite"));
             }
-            let d = derive(
-                cur.min,
-                cur.max,
-                qmin,
-                qmax,
-                spec.symmetric,
-                spec.convention,
-            );
+            let d = derive(cur.min, cur.max, qmin, qmax, spec);
             s[u] = d.scale;
             z[u] = d.zp;
             let p = qk::Params {
@@ -761,7 +757,7 @@ fn fused_quantize(
                 if m.nan || m.min == f32::NEG_INFINITY || m.max == f32::INFINITY {
                     return Err(Error::arg("non-finite"));
                 }
-                let d = derive(m.min, m.max, qmin, qmax, spec.symmetric, spec.convention);
+                let d = derive(m.min, m.max, qmin, qmax, spec);
                 let u = r * per_row + b;
                 s[u] = d.scale;
                 z[u] = d.zp;
@@ -929,4 +925,70 @@ fn ranges(x: &[f32], lay: &Layout, spec: &Spec) -> Result<Vec<(f32, f32)>> {
             }))
         }
     }
+}
+
+/// Divide `x` (shape `shape`, C order) by a per-input-channel scale along `in_axis`, in place:
+/// `x[.., j, ..] = x[.., j, ..] / in_scale[j]` in f32 (a division, not a multiplication by the
+/// reciprocal). This is the last step of decoding an AWQ-scaled `quant` tensor (FORMAT.md
+/// section 5): `x' = (f32(q - zero_point) * scale) / in_scale`.
+///
+/// numpy: `x / np.expand_dims(in_scale, tuple(i for i in range(x.ndim) if i != in_axis))`.
+///
+/// `in_scale` must hold `shape[in_axis]` values, each finite, positive and normal.
+pub fn divide_in_scale(
+    x: &mut [f32],
+    shape: &[usize],
+    in_axis: usize,
+    in_scale: &[f32],
+) -> Result<()> {
+    if in_axis >= shape.len() {
+        return Err(Error::arg(format!(
+            "`in_axis` {in_axis} is out of range for shape {}",
+            shape_str(shape)
+        )));
+    }
+    let len = shape[in_axis];
+    if in_scale.len() != len {
+        return Err(Error::arg(format!(
+            "`in_scale` has {} values, expected {len} (dimension {in_axis} of shape {})",
+            in_scale.len(),
+            shape_str(shape)
+        )));
+    }
+    check_scales(in_scale, "in_scale")?;
+    let inner: usize = shape[in_axis + 1..].iter().product();
+    let n: usize = shape.iter().product();
+    if x.len() != n {
+        return Err(Error::arg(format!(
+            "`out` has {} elements, expected {n} for shape {}",
+            x.len(),
+            shape_str(shape)
+        )));
+    }
+    let row = len * inner;
+    if row == 0 {
+        return Ok(());
+    }
+    let body = |chunk: &mut [f32]| {
+        for r in chunk.chunks_mut(row) {
+            if inner == 1 {
+                for (v, &s) in r.iter_mut().zip(in_scale) {
+                    *v /= s;
+                }
+            } else {
+                for (run, &s) in r.chunks_mut(inner).zip(in_scale) {
+                    for v in run {
+                        *v /= s;
+                    }
+                }
+            }
+        }
+    };
+    let rows_per_task = MIN_TASK.div_ceil(row).max(1);
+    if parallel::num_threads() <= 1 || n <= MIN_TASK {
+        body(x);
+    } else {
+        parallel::install(|| x.par_chunks_mut(rows_per_task * row).for_each(body));
+    }
+    Ok(())
 }

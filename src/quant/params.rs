@@ -153,6 +153,9 @@ pub struct Spec {
     pub convention: Convention,
     /// The range calibration.
     pub calibration: Calibration,
+    /// Scales are stored as float16: each derived scale is rounded up to the nearest float16
+    /// (so the range it covers only grows) before the zero point and the codes are computed.
+    pub scale_f16: bool,
 }
 
 impl Spec {
@@ -167,6 +170,12 @@ impl Spec {
         if self.reduce_range && self.bits != 8 {
             return Err(Error::arg(
                 "`reduce_range` is only defined for 8 bits (ONNX Runtime has no reduced 4-bit range)",
+            ));
+        }
+        if self.scale_f16 && self.convention == Convention::Tflite {
+            return Err(Error::arg(
+                "convention 'tflite' multiplies by qmax / absmax, not by a stored scale; \
+                 use scale_dtype='float32' with it",
             ));
         }
         if self.convention == Convention::Tflite && !self.symmetric {
@@ -221,35 +230,36 @@ pub struct Derived {
 /// `round((qmin + qmax) / 2)`; affine: `scale = (rmax - rmin) / (qmax - qmin)`,
 /// `zp = round(qmin - rmin / scale)`; all in float64 (ties to even), scale stored as float32;
 /// a scale below float32's smallest normal gives scale 1, zero point 0.
-pub fn derive(
-    rmin: f32,
-    rmax: f32,
-    qmin: i32,
-    qmax: i32,
-    symmetric: bool,
-    conv: Convention,
-) -> Derived {
+///
+/// With `spec.scale_f16` the scale is rounded up to the nearest float16 (in float64, before the
+/// zero point is derived from it); a scale above float16's largest finite value (65504) comes
+/// back as `+inf` and the caller reports it ([`check_f16_scales`]).
+pub fn derive(rmin: f32, rmax: f32, qmin: i32, qmax: i32, spec: &Spec) -> Derived {
+    let (symmetric, conv) = (spec.symmetric, spec.convention);
     let rmin = if rmin < 0.0 { rmin } else { 0.0 };
     let rmax = if rmax > 0.0 { rmax } else { 0.0 };
     let dq = (qmax - qmin) as f64;
     let absmax = (-rmin).max(rmax);
-    let (s, zp) = if symmetric {
-        let s = 2.0 * absmax as f64 / dq;
-        (s, ((qmin + qmax) as f64 / 2.0).round_ties_even() as i32)
+    // Promoted before the subtraction (a finite range can overflow float32).
+    let raw = if symmetric {
+        2.0 * absmax as f64 / dq
     } else {
-        // Promoted before the subtraction (a finite range can overflow float32).
-        let s = (rmax as f64 - rmin as f64) / dq;
-        let zp = (qmin as f64 - rmin as f64 / s).round_ties_even();
-        (s, zp as i32)
+        (rmax as f64 - rmin as f64) / dq
     };
     // Below float32's smallest normal (or NaN): scale 1, zero point 0.
-    if s.is_nan() || s < f32::MIN_POSITIVE as f64 {
+    if raw.is_nan() || raw < f32::MIN_POSITIVE as f64 {
         return Derived {
             scale: 1.0,
             zp: 0,
             factor: 1.0,
         };
     }
+    let s = if spec.scale_f16 { f16_ceil(raw) } else { raw };
+    let zp = if symmetric {
+        ((qmin + qmax) as f64 / 2.0).round_ties_even() as i32
+    } else {
+        (qmin as f64 - rmin as f64 / s).round_ties_even() as i32
+    };
     let scale = s as f32;
     let zp = zp.clamp(qmin, qmax);
     let factor = match conv {
@@ -258,6 +268,32 @@ pub fn derive(
         Convention::Tflite => qmax as f32 / absmax,
     };
     Derived { scale, zp, factor }
+}
+
+/// The smallest float16 value >= `s` (`s` >= 0), as float64; `+inf` above 65504. Float16's
+/// subnormals count: a positive `s` below 2^-24 gives 2^-24.
+pub fn f16_ceil(s: f64) -> f64 {
+    let h = half::f16::from_f64(s); // nearest, ties to even
+    let h = if h.to_f64() < s {
+        half::f16::from_bits(h.to_bits() + 1) // the next float16 up (s > 0, h finite)
+    } else {
+        h
+    };
+    h.to_f64()
+}
+
+/// With float16 scales: an error when a derived scale overflowed float16 (see [`derive`]).
+pub fn check_f16_scales(spec: &Spec, scale: &[f32]) -> Result<()> {
+    if !spec.scale_f16 {
+        return Ok(());
+    }
+    match scale.iter().position(|s| !s.is_finite()) {
+        None => Ok(()),
+        Some(u) => Err(Error::arg(format!(
+            "scale of unit {u} exceeds float16's largest value 65504 (the range is too wide for \
+             scale_dtype='float16'); use scale_dtype='float32'"
+        ))),
+    }
 }
 
 /// The exact percentile `p` of `v` (numpy's default 'linear' method, in float64), reordering `v`.
@@ -367,7 +403,7 @@ pub fn mse_range(v: &[f32], rmin: f32, rmax: f32, spec: &Spec) -> (f32, f32) {
     let candidate = |k: usize| {
         let f = 1.0 - k as f32 / 100.0;
         let (a, b) = (rmin * f, rmax * f);
-        let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+        let d = derive(a, b, qmin, qmax, spec);
         (sq_error(v, &d, rounding, qmin, qmax), a, b)
     };
     // Small units (a channel, a block): one scratch for every candidate.
@@ -378,7 +414,7 @@ pub fn mse_range(v: &[f32], rmin: f32, rmax: f32, spec: &Spec) -> (f32, f32) {
             .map(|k| {
                 let f = 1.0 - k as f32 / 100.0;
                 let (a, b) = (rmin * f, rmax * f);
-                let d = derive(a, b, qmin, qmax, spec.symmetric, spec.convention);
+                let d = derive(a, b, qmin, qmax, spec);
                 (
                     sq_error_with(v, &d, rounding, qmin, qmax, &mut q, &mut y),
                     a,

@@ -9,23 +9,60 @@ fn spec(symmetric: bool, calibration: Calibration) -> Spec {
         reduce_range: false,
         convention: Convention::Onnx,
         calibration,
+        scale_f16: false,
+    }
+}
+
+fn conv(symmetric: bool, convention: Convention) -> Spec {
+    Spec {
+        symmetric,
+        convention,
+        ..spec(symmetric, Calibration::MinMax)
     }
 }
 
 #[test]
 fn derive_follows_ort_tool() {
-    let d = derive(-3.0, 1.0, -127, 127, true, Convention::Onnx);
+    let d = derive(-3.0, 1.0, -127, 127, &conv(true, Convention::Onnx));
     assert_eq!((d.scale, d.zp), ((3.0f64 / 127.0) as f32, 0));
-    let d = derive(2.0, 5.0, 0, 255, false, Convention::Onnx);
+    let d = derive(2.0, 5.0, 0, 255, &conv(false, Convention::Onnx));
     assert_eq!((d.scale, d.zp), ((5.0f64 / 255.0) as f32, 0));
-    let d = derive(-2.0, -1.0, 0, 255, false, Convention::Onnx);
+    let d = derive(-2.0, -1.0, 0, 255, &conv(false, Convention::Onnx));
     assert_eq!(d.zp, 255);
-    let d = derive(0.0, 0.0, -127, 127, true, Convention::Onnx);
+    let d = derive(0.0, 0.0, -127, 127, &conv(true, Convention::Onnx));
     assert_eq!((d.scale, d.zp, d.factor), (1.0, 0, 1.0));
-    let d = derive(-1e-40, 1e-40, -127, 127, true, Convention::Torch);
+    let d = derive(-1e-40, 1e-40, -127, 127, &conv(true, Convention::Torch));
     assert_eq!(d.scale, 1.0);
-    let d = derive(-127.0, 127.0, -127, 127, true, Convention::Tflite);
+    let d = derive(-127.0, 127.0, -127, 127, &conv(true, Convention::Tflite));
     assert_eq!((d.scale, d.factor), (1.0, 1.0));
+}
+
+#[test]
+fn f16_scales_round_up_and_overflow_is_reported() {
+    let half = |symmetric| Spec {
+        scale_f16: true,
+        ..conv(symmetric, Convention::Onnx)
+    };
+    // 3 / 127 = 0.0236220...; float16 neighbours 0.02362061 (below) and 0.02363586 (above).
+    let d = derive(-3.0, 1.0, -127, 127, &half(true));
+    assert_eq!((d.scale, d.zp), (0.023635864f32, 0));
+    assert!(d.scale as f64 >= 3.0 / 127.0);
+    assert_eq!(f16_ceil(1.0), 1.0);
+    assert_eq!(f16_ceil(1e-9), 2f64.powi(-24));
+    assert_eq!(f16_ceil(65504.0), 65504.0);
+    assert!(f16_ceil(65504.5).is_infinite());
+    // affine: the zero point comes from the widened scale
+    let d = derive(-1.0, 2.0, 0, 15, &half(false));
+    let s = f16_ceil(3.0 / 15.0);
+    assert_eq!(d.scale as f64, s);
+    assert_eq!(d.zp, (0.0 - -1.0 / s).round_ties_even() as i32);
+    // all-zero units keep scale 1
+    assert_eq!(derive(0.0, 0.0, -7, 7, &half(true)).scale, 1.0);
+    let big = derive(-1e7, 1e7, -7, 7, &half(true));
+    assert!(big.scale.is_infinite());
+    let e = check_f16_scales(&half(true), &[1.0, big.scale]).unwrap_err();
+    assert!(e.to_string().contains("unit 1"), "{e}");
+    assert!(check_f16_scales(&conv(true, Convention::Onnx), &[big.scale]).is_ok());
 }
 
 #[test]
