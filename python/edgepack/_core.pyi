@@ -302,6 +302,7 @@ def gptq(
     damp: float = 0.01,
     act_order: bool = True,
     block: int = 128,
+    precision: str = "float32",
 ) -> tuple[npt.NDArray[np.int32], float]: ...
 def sparsegpt(
     w: npt.NDArray[np.float32],
@@ -319,6 +320,7 @@ def sparsegpt(
     qmax: int = 0,
     damp: float = 0.01,
     block: int = 128,
+    precision: str = "float32",
 ) -> tuple[
     npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32] | None, float
 ]: ...

@@ -260,6 +260,15 @@ def _refine(
 # Public API.
 
 
+_PRECISIONS = ("float32", "float64")
+
+
+def _precision(precision: Any) -> str:
+    if precision not in _PRECISIONS:
+        raise ArgumentError(f"`precision` must be one of {_PRECISIONS}, found {precision!r}")
+    return str(precision)
+
+
 def gptq(
     w: Any,
     h: Any,
@@ -273,6 +282,7 @@ def gptq(
     grid: str = "rtn",
     layout: str = "out_in",
     block: int = 128,
+    precision: str = "float32",
     return_info: bool = False,
     scale_dtype: str = "float32",
 ) -> Any:
@@ -286,7 +296,11 @@ def gptq(
     gets ``damp * mean(diag h)`` on its diagonal; if the Cholesky factorisation still fails the
     damping is multiplied by 10 (at most 6 times, then an error). Input channels never active
     in calibration (``h_jj = 0``) are rounded to nearest (not zeroed). ``block``: columns per
-    lazy update. ``scale_dtype``: as :func:`edgepack.quantize` (an HQQ-refined float16 scale is
+    lazy update. ``precision``: ``"float32"`` (default) carries the weight updates, the
+    errors and the inverse Hessian factor in float32, as the papers' PyTorch code does
+    (``h`` is damped, checked and factorised in float64); ``"float64"`` does every step in
+    float64 (slower, the same output error within noise). The rounding is float32 either way.
+    ``scale_dtype``: as :func:`edgepack.quantize` (an HQQ-refined float16 scale is
     rounded to the nearest float16 before the codes are chosen). Returns a
     :class:`~edgepack.QuantizedTensor` of ``w``'s shape, or
     ``(QuantizedTensor, {"damp_used": float})`` with ``return_info=True``.
@@ -296,6 +310,7 @@ def gptq(
     b = _bits(bits)
     if grid not in _GRIDS:
         raise ArgumentError(f"`grid` must be one of {_GRIDS}, found {grid!r}")
+    prec = _precision(precision)
     w_oi = _out_in(wf, lay)
     hh = _hessian(h, w_oi.shape[1])
     sdt = _scale_dtype(scale_dtype)
@@ -311,7 +326,8 @@ def gptq(
         scale, zp = _refine(w_oi, g, 20, 0.7, np.ascontiguousarray(np.diag(hh)))
         scale = np.ascontiguousarray(_stored_scale(scale, sdt))
     codes, damp_used = _core.gptq(
-        w_oi, hh, scale, zp, g.rb, g.cb, g.qmin, g.qmax, float(damp), bool(act_order), int(block)
+        w_oi, hh, scale, zp, g.rb, g.cb, g.qmin, g.qmax, float(damp), bool(act_order), int(block),
+        precision=prec,
     )
     ps, pz = g.params(scale, zp) if grid == "hqq" else (qt.scale, qt.zero_point)
     ps = ps.astype(sdt)
@@ -336,6 +352,7 @@ def sparsegpt(
     damp: float = 0.01,
     layout: str = "out_in",
     block: int = 128,
+    precision: str = "float32",
     return_info: bool = False,
 ) -> Any:
     """SparseGPT (Frantar & Alistarh 2023): prune ``w`` and update the kept weights so that the
@@ -349,7 +366,8 @@ def sparsegpt(
     input dimension; ``sparsity`` must be ``1 - n / m``) or ``"block"`` (whole tiles of
     ``block_shape`` in the frame of ``w``, ``round_half_even(sparsity * tiles)`` of them, as
     :func:`edgepack.prune.block_mask`). The mask is chosen adaptively per lazy batch of
-    ``block`` columns from the OBS score ``w^2 / [H^-1]_jj``.
+    ``block`` columns from the OBS score ``w^2 / [H^-1]_jj``. ``precision``: as in
+    :func:`gptq`.
 
     Returns ``(float32 array, keep mask)``, or ``(QuantizedTensor, keep mask)`` with ``bits``
     (plus ``{"damp_used": float}`` with ``return_info=True``).
@@ -358,6 +376,7 @@ def sparsegpt(
     wf = _weight(w)
     if structure not in _STRUCTURES:
         raise ArgumentError(f"`structure` must be one of {_STRUCTURES}, found {structure!r}")
+    prec = _precision(precision)
     try:
         sp = float(sparsity)
     except (TypeError, ValueError):
@@ -410,6 +429,7 @@ def sparsegpt(
         0 if g is None else g.qmax,
         float(damp),
         int(block),
+        precision=prec,
     )
     if lay == "in_out":
         w_out, keep = np.ascontiguousarray(w_out.T), np.ascontiguousarray(keep.T)

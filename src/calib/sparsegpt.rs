@@ -35,7 +35,7 @@ use rayon::prelude::*;
 
 use crate::calib::gptq::{check_block, SUB};
 use crate::calib::grid::{check_weight, quantize_one, Grid};
-use crate::calib::hessian::{self, Prepared};
+use crate::calib::hessian::{self, Precision, Prepared, Work};
 use crate::error::{Error, Result};
 use crate::parallel;
 use crate::prune::{check_nm, count_to_prune, nm_keep};
@@ -87,6 +87,7 @@ pub fn sparsegpt(
     grid: Option<&Grid<'_>>,
     damp: f64,
     block: usize,
+    precision: Precision,
 ) -> Result<SparseGptResult> {
     check_weight(w, out, inp, "`w`")?;
     hessian::check_h(h, inp)?;
@@ -117,8 +118,54 @@ pub fn sparsegpt(
         Structure::Nm { m, .. } => SUB.div_ceil(m) * m,
         _ => SUB,
     };
-    parallel::install(|| {
-        let prep = hessian::prepare(h, inp, damp, false)?;
+    let args = Args {
+        w,
+        out,
+        inp,
+        h,
+        sparsity,
+        structure,
+        grid,
+        damp,
+        bs,
+        sub,
+    };
+    match precision.for_hessian(h, inp) {
+        Precision::F64 => parallel::install(|| solve::<f64>(&args)),
+        Precision::F32 => parallel::install(|| solve::<f32>(&args)),
+    }
+}
+
+/// The checked arguments of [`sparsegpt`] (`bs`: the batch length, `sub`: the sub-batch).
+struct Args<'a, 'g> {
+    w: &'a [f32],
+    out: usize,
+    inp: usize,
+    h: &'a [f64],
+    sparsity: f64,
+    structure: Structure,
+    grid: Option<&'a Grid<'g>>,
+    damp: f64,
+    bs: usize,
+    sub: usize,
+}
+
+/// [`sparsegpt`] with the working data in `F`.
+fn solve<F: Work>(a: &Args<'_, '_>) -> Result<SparseGptResult> {
+    let Args {
+        w,
+        out,
+        inp,
+        h,
+        sparsity,
+        structure,
+        grid,
+        damp,
+        bs,
+        sub,
+    } = *a;
+    {
+        let prep = hessian::prepare_as::<F>(h, inp, damp, false)?;
         let total = out * inp;
         if total == 0 {
             return Ok(SparseGptResult {
@@ -129,7 +176,7 @@ pub fn sparsegpt(
             });
         }
         // The processing order is the identity (no activation order).
-        let mut wt = transposed(w, out, inp);
+        let mut wt = transposed::<F>(w, out, inp);
         let cfg = Solve {
             out,
             prep: &prep,
@@ -150,7 +197,7 @@ pub fn sparsegpt(
                         let a = rowoff[r] + colg[p];
                         let (s, z) = (g.scale[a], g.zero_point.map_or(0, |z| z[a]));
                         let (q, deq) = match v {
-                            Some(x) => quantize_one(x as f32, s, z, g.qmin, g.qmax),
+                            Some(x) => quantize_one(x.to_f32(), s, z, g.qmin, g.qmax),
                             None => (z, 0.0),
                         };
                         *c = q;
@@ -164,7 +211,7 @@ pub fn sparsegpt(
                 let mut none = vec![(); total];
                 cfg.run(
                     &mut wt,
-                    |_, _, v, _: &mut ()| v.map_or(0.0, |x| x as f32),
+                    |_, _, v: Option<F>, _: &mut ()| v.map_or(0.0, |x| x.to_f32()),
                     &mut none,
                 );
                 None
@@ -178,7 +225,7 @@ pub fn sparsegpt(
             codes,
             damp_used: prep.damp_used,
         })
-    })
+    }
 }
 
 /// Side of the square tiles of the transpositions. Each tile goes through a small buffer:
@@ -188,8 +235,8 @@ const TILE: usize = 32;
 
 /// `W^T` as f64: the `(inp, out)` row-major buffer `Wt[p, r] = W[r, p]` (a column of `W` is a
 /// contiguous run), transposed by tiles.
-fn transposed(w: &[f32], out: usize, inp: usize) -> Vec<f64> {
-    let mut t = vec![0f64; out * inp];
+fn transposed<F: Work>(w: &[f32], out: usize, inp: usize) -> Vec<F> {
+    let mut t = hessian::zeros::<F>(out * inp);
     t.par_chunks_mut(TILE * out)
         .enumerate()
         .for_each(|(ct, dst)| {
@@ -204,7 +251,7 @@ fn transposed(w: &[f32], out: usize, inp: usize) -> Vec<f64> {
                 for k in 0..cols {
                     let d = &mut dst[k * out + r0..k * out + r1];
                     for (j, v) in d.iter_mut().enumerate() {
-                        *v = buf[j * TILE + k] as f64;
+                        *v = F::of_f32(buf[j * TILE + k]);
                     }
                 }
             }
@@ -214,8 +261,8 @@ fn transposed(w: &[f32], out: usize, inp: usize) -> Vec<f64> {
 
 /// The outputs from the working copy `wt` (`(inp, out)` row-major, NaN = pruned): the weight
 /// `(out, inp)` row-major (0 where pruned) and the keep mask, transposed by tiles.
-fn outputs(wt: &[f64], out: usize, inp: usize) -> (Vec<f32>, Vec<bool>) {
-    let mut wout = vec![0f32; out * inp];
+fn outputs<F: Work>(wt: &[F], out: usize, inp: usize) -> (Vec<f32>, Vec<bool>) {
+    let mut wout = hessian::zeros::<f32>(out * inp);
     let mut keep = vec![false; out * inp];
     wout.par_chunks_mut(TILE * inp)
         .zip(keep.par_chunks_mut(TILE * inp))
@@ -223,7 +270,7 @@ fn outputs(wt: &[f64], out: usize, inp: usize) -> (Vec<f32>, Vec<bool>) {
         .for_each(|(rt, (wo, ko))| {
             let r0 = rt * TILE;
             let rows = wo.len() / inp;
-            let mut buf = [0f64; TILE * TILE];
+            let mut buf = [F::of_f64(0.0); TILE * TILE];
             for p0 in (0..inp).step_by(TILE) {
                 let p1 = (p0 + TILE).min(inp);
                 for (p, b) in (p0..p1).zip(buf.chunks_mut(TILE)) {
@@ -234,8 +281,8 @@ fn outputs(wt: &[f64], out: usize, inp: usize) -> (Vec<f32>, Vec<bool>) {
                     let kk = &mut ko[k * inp + p0..k * inp + p1];
                     for (j, (o, kv)) in o.iter_mut().zip(kk.iter_mut()).enumerate() {
                         let x = buf[j * TILE + k];
-                        *kv = !x.is_nan();
-                        *o = if *kv { x as f32 } else { 0.0 };
+                        *kv = !x.nan();
+                        *o = if *kv { x.to_f32() } else { 0.0 };
                     }
                 }
             }
@@ -244,15 +291,15 @@ fn outputs(wt: &[f64], out: usize, inp: usize) -> (Vec<f32>, Vec<bool>) {
 }
 
 /// The rows of one task (or block) in each column of a sub-batch.
-type Columns<'a> = Vec<&'a mut [f64]>;
+type Columns<'a, F> = Vec<&'a mut [F]>;
 
 /// Rows per block inside a sub-batch (a block's columns stay in L1).
 const ROWS: usize = 128;
 
 /// The solver's settings.
-struct Solve<'a> {
+struct Solve<'a, F> {
     out: usize,
-    prep: &'a Prepared,
+    prep: &'a Prepared<F>,
     /// Columns per lazy batch (a multiple of the structure's unit).
     block: usize,
     /// Columns per sub-batch (whole N:M groups).
@@ -261,7 +308,7 @@ struct Solve<'a> {
     structure: Structure,
 }
 
-impl Solve<'_> {
+impl<F: Work> Solve<'_, F> {
     /// The lazy-batch driver on `wt` = `W` column-major (`(n, out)` row-major), as
     /// [`crate::calib::gptq::solve_with`] with the same matrix products: for each batch
     /// `[i1, i2)` the keep mask is chosen ([`Selector::batch_mask`]); each sub-batch `[j1, j2)`
@@ -272,8 +319,8 @@ impl Solve<'_> {
     /// its slot in `outputs` (`(out, n)` row-major).
     fn run<T: Send>(
         &self,
-        wt: &mut [f64],
-        emit: impl Fn(usize, usize, Option<f64>, &mut T) -> f32 + Sync,
+        wt: &mut [F],
+        emit: impl Fn(usize, usize, Option<F>, &mut T) -> f32 + Sync,
         outputs: &mut [T],
     ) {
         let (out, n) = (self.out, self.prep.n);
@@ -281,9 +328,9 @@ impl Solve<'_> {
         let par = hessian::par();
         let block = self.block;
         let sub = self.sub.min(block);
-        let diag: Vec<f64> = (0..n).map(|p| u[p * n + p]).collect();
+        let diag: Vec<f64> = (0..n).map(|p| u[p * n + p].to_f64()).collect();
         // The batch's errors, column-major (out, bs).
-        let mut e = vec![0f64; out * block.min(n)];
+        let mut e = vec![F::of_f64(0.0); out * block.min(n)];
         let mut sel = Selector::default();
         // Rows per task: a few tasks per thread, whole blocks of `ROWS`.
         let task_rows = out
@@ -314,7 +361,7 @@ impl Solve<'_> {
                     let ecols = &mut e[(j1 - i1) * out..(j2 - i1) * out];
                     // Each task: its rows of every column of the sub-batch.
                     let nb = out.div_ceil(task_rows);
-                    let mut tasks: Vec<(Columns, Columns)> = (0..nb)
+                    let mut tasks: Vec<(Columns<F>, Columns<F>)> = (0..nb)
                         .map(|_| (Vec::with_capacity(sbs), Vec::with_capacity(sbs)))
                         .collect();
                     for col in cols.chunks_mut(out) {
@@ -336,9 +383,9 @@ impl Solve<'_> {
                             let len = ws.first().map_or(0, |c| c.len());
                             for (a, outs) in (0..len).step_by(ROWS).zip(outs.chunks_mut(ROWS * n)) {
                                 let z = (a + ROWS).min(len);
-                                let mut wb: Vec<&mut [f64]> =
+                                let mut wb: Vec<&mut [F]> =
                                     ws.iter_mut().map(|c| &mut c[a..z]).collect();
-                                let mut eb: Vec<&mut [f64]> =
+                                let mut eb: Vec<&mut [F]> =
                                     es.iter_mut().map(|c| &mut c[a..z]).collect();
                                 let r0 = b * task_rows + a;
                                 self.rows(r0, i1, j1, keep, &mut wb, &mut eb, outs, &emit);
@@ -367,10 +414,10 @@ impl Solve<'_> {
         i1: usize,
         j1: usize,
         keep: &[bool],
-        ws: &mut [&mut [f64]],
-        es: &mut [&mut [f64]],
+        ws: &mut [&mut [F]],
+        es: &mut [&mut [F]],
         outs: &mut [T],
-        emit: &impl Fn(usize, usize, Option<f64>, &mut T) -> f32,
+        emit: &impl Fn(usize, usize, Option<F>, &mut T) -> f32,
     ) {
         let (out, n, u) = (self.out, self.prep.n, &self.prep.u[..]);
         let sbs = ws.len();
@@ -383,7 +430,7 @@ impl Solve<'_> {
         // N:M: the keep flags of the current group, `(len, m)` row-major, and scratch.
         let gm = nm.map_or(0, |(_, m)| m);
         let mut gk = vec![true; len * gm];
-        let mut vals = vec![0f64; gm];
+        let mut vals = vec![F::of_f64(0.0); gm];
         let mut keys = vec![0f64; gm];
         for t in 0..sbs {
             let p = j1 + t;
@@ -408,8 +455,8 @@ impl Solve<'_> {
                         let kept = gk[row * m + g];
                         let w = *x;
                         let v = emit(r0 + row, p, kept.then_some(w), &mut outs[row * n + p]);
-                        *ev = (w - v as f64) / d;
-                        *x = if kept { v as f64 } else { f64::NAN };
+                        *ev = (w - F::of_f32(v)) / d;
+                        *x = if kept { F::of_f32(v) } else { F::NAN };
                     }
                 }
                 None => {
@@ -419,8 +466,8 @@ impl Solve<'_> {
                     {
                         let w = *x;
                         let v = emit(r0 + row, p, kept.then_some(w), &mut outs[row * n + p]);
-                        *ev = (w - v as f64) / d;
-                        *x = if kept { v as f64 } else { f64::NAN };
+                        *ev = (w - F::of_f32(v)) / d;
+                        *x = if kept { F::of_f32(v) } else { F::NAN };
                     }
                 }
             }
@@ -439,9 +486,9 @@ impl Solve<'_> {
 /// keep the [`nm_keep`] largest scores, ties: the lower index is pruned first (`keys`:
 /// scratch of at least `ws.len()` values).
 #[allow(clippy::too_many_arguments)]
-fn nm_group(
-    ws: &[f64],
-    u: &[f64],
+fn nm_group<F: Work>(
+    ws: &[F],
+    u: &[F],
     n: usize,
     p: usize,
     nk: usize,
@@ -452,7 +499,7 @@ fn nm_group(
     let r = ws.len();
     let prune = r - nm_keep(nk, m, r);
     for (t, &x) in ws.iter().enumerate() {
-        keys[t] = score(x, u[(p + t) * n + p + t]);
+        keys[t] = score(x.to_f64(), u[(p + t) * n + p + t].to_f64());
     }
     let keys = &keys[..r];
     for t in 0..r {
@@ -482,9 +529,9 @@ impl Selector {
     /// The pruned weights (tiles) are the `k` smallest under (score, row-major index in the
     /// batch).
     #[allow(clippy::too_many_arguments)]
-    fn batch_mask(
+    fn batch_mask<F: Work>(
         &mut self,
-        wt: &[f64],
+        wt: &[F],
         out: usize,
         i1: usize,
         i2: usize,
@@ -520,9 +567,11 @@ impl Selector {
                         for (tt, kcol) in kc.chunks_mut(out).enumerate() {
                             let t = ci * (chunk / out) + tt;
                             let (col, d) = (&wt[(i1 + t) * out..(i1 + t + 1) * out], diag[i1 + t]);
+                            // Keys first (a loop that vectorizes), then their histogram.
                             for (kv, &x) in kcol.iter_mut().zip(col) {
-                                let key = score(x, d).to_bits();
-                                *kv = key;
+                                *kv = score(x.to_f64(), d).to_bits();
+                            }
+                            for &key in kcol.iter() {
                                 h[bin_of(key)] += 1;
                             }
                         }
@@ -552,7 +601,7 @@ impl Selector {
                 sums.par_chunks_mut(tc).enumerate().for_each(|(tr, sr)| {
                     for r in tr * br..((tr + 1) * br).min(out) {
                         for t in 0..b {
-                            sr[t / bc] += score(wt[(i1 + t) * out + r], diag[i1 + t]);
+                            sr[t / bc] += score(wt[(i1 + t) * out + r].to_f64(), diag[i1 + t]);
                         }
                     }
                 });

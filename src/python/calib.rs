@@ -15,6 +15,7 @@ use super::arrays::c_slice;
 use crate::calib::awq::{self, Scheme};
 use crate::calib::gptq::GptqOptions;
 use crate::calib::grid::Grid;
+use crate::calib::hessian::Precision;
 use crate::calib::hqq::HqqOptions;
 use crate::calib::objective::{self, Hessian};
 use crate::calib::smooth;
@@ -80,9 +81,9 @@ fn grid<'a>(
 }
 
 /// `_core.gptq(w, h, scale, zero_point, row_block, col_block, qmin, qmax, damp, act_order,
-/// block)` -> `(codes int32 (out, in), damp_used)`.
+/// block, precision)` -> `(codes int32 (out, in), damp_used)`.
 #[pyfunction]
-#[pyo3(signature = (w, h, scale, zero_point, row_block, col_block, qmin, qmax, damp=0.01, act_order=true, block=128))]
+#[pyo3(signature = (w, h, scale, zero_point, row_block, col_block, qmin, qmax, damp=0.01, act_order=true, block=128, precision="float32"))]
 #[allow(clippy::too_many_arguments)]
 fn gptq<'py>(
     py: Python<'py>,
@@ -97,7 +98,9 @@ fn gptq<'py>(
     damp: f64,
     act_order: bool,
     block: usize,
+    precision: &str,
 ) -> PyResult<(Bound<'py, PyArray2<i32>>, f64)> {
+    let precision = Precision::parse(precision)?;
     let (out, inp) = dims(&w);
     square(&h, inp)?;
     let g = grid(
@@ -115,6 +118,7 @@ fn gptq<'py>(
         damp,
         act_order,
         block,
+        precision,
     };
     let r = py.detach(|| crate::calib::gptq::gptq(ws, out, inp, hs, &g, opts))?;
     Ok((array2(py, r.codes, (out, inp))?, r.damp_used))
@@ -128,9 +132,10 @@ type SparseOut<'py> = (
 );
 
 /// `_core.sparsegpt(w, h, sparsity, structure, n, m, block_shape, scale, zero_point,
-/// row_block, col_block, qmin, qmax, damp, block)` -> `(w_out, keep, codes | None, damp_used)`.
+/// row_block, col_block, qmin, qmax, damp, block, precision)` -> `(w_out, keep, codes | None,
+/// damp_used)`.
 #[pyfunction]
-#[pyo3(signature = (w, h, sparsity, structure="unstructured", n=2, m=4, block_shape=(1, 4), scale=None, zero_point=None, row_block=0, col_block=0, qmin=0, qmax=0, damp=0.01, block=128))]
+#[pyo3(signature = (w, h, sparsity, structure="unstructured", n=2, m=4, block_shape=(1, 4), scale=None, zero_point=None, row_block=0, col_block=0, qmin=0, qmax=0, damp=0.01, block=128, precision="float32"))]
 #[allow(clippy::too_many_arguments)]
 fn sparsegpt<'py>(
     py: Python<'py>,
@@ -149,7 +154,9 @@ fn sparsegpt<'py>(
     qmax: i32,
     damp: f64,
     block: usize,
+    precision: &str,
 ) -> PyResult<SparseOut<'py>> {
+    let precision = Precision::parse(precision)?;
     let (out, inp) = dims(&w);
     square(&h, inp)?;
     let structure = match structure {
@@ -194,6 +201,7 @@ fn sparsegpt<'py>(
             g.as_ref(),
             damp,
             block,
+            precision,
         )
     })?;
     let codes = match r.codes {
