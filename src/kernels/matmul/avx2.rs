@@ -8,9 +8,9 @@
 
 use std::arch::x86_64::*;
 
-use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::{GROUP_BYTES, PANEL};
-use super::{finish_rows, row_tiles, Job};
+use super::blocking::{gemm_block, Block, PackedKernel, Tile};
+use super::epilogue::Job;
+use super::layout::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL};
 
 /// One strip (16 columns) for `MR` rows.
 ///
@@ -61,42 +61,47 @@ unsafe fn micro<const MR: usize>(
     }
 }
 
-/// Rows `m0..m1` x panels `p0..p1` of `job`.
-///
-/// # Safety
-/// The CPU supports avx2 and bmi2.
-#[target_feature(enable = "avx2,bmi2,fma")]
-pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    let kp = job.b.kp();
-    let groups = kp / 4;
-    let pbytes = job.b.panel_bytes();
-    let data = job.b.data();
-    let flip = if job.flip { 0x8080_8080u32 } else { 0 };
-    let mut tile = vec![0i32; 8 * PANEL];
-    for p in p0..p1 {
-        row_tiles(job.m, m0, m1, |m, rows| {
-            let mut r = 0;
-            while r < rows {
-                let h = (rows - r).min(2);
-                // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes.
-                let ap = unsafe { job.a.as_ptr().add((m + r) * job.lda) };
+/// `vpmaddwd` on bytes widened to int16: strips of 16 columns, up to 2 rows at a time.
+pub(super) struct Avx2;
+
+impl PackedKernel for Avx2 {
+    const KC_GROUPS: usize = usize::MAX;
+    const PRE_FLIP: bool = false;
+    const STORES: bool = false;
+
+    #[inline(always)]
+    unsafe fn tile(t: &Tile) {
+        let flip = if t.flip { 0x8080_8080u32 } else { 0 };
+        let mut r = 0;
+        while r < t.rows {
+            let h = (t.rows - r).min(2);
+            // SAFETY: rows r..r+h of the tile (`lda` bytes apart); strip s of the panel;
+            // tile rows r..r+h, columns s*16..s*16+16 (the `tile` contract).
+            unsafe {
+                let ap = t.a.add(r * t.lda);
                 for s in 0..4 {
-                    // SAFETY: strip s of panel p < np/64 of the packed buffer; tile rows r..r+h.
-                    unsafe {
-                        let bp = data.as_ptr().add(p * pbytes + s * 64);
-                        let tp = tile.as_mut_ptr().add(r * PANEL + s * 16);
-                        if h == 2 {
-                            micro::<2>(ap, job.lda, flip, bp, groups, tp);
-                        } else {
-                            micro::<1>(ap, job.lda, flip, bp, groups, tp);
-                        }
+                    let bp = t.b.add(s * 64);
+                    let tp = t.acc.add(r * PANEL + s * 16);
+                    if h == 2 {
+                        micro::<2>(ap, t.lda, flip, bp, t.groups, tp);
+                    } else {
+                        micro::<1>(ap, t.lda, flip, bp, t.groups, tp);
                     }
                 }
-                r += h;
             }
-            finish_rows(job, m, rows, p, &mut tile);
-        });
+            r += h;
+        }
     }
+}
+
+/// Block `blk` of `job` ([`gemm_block`] with [`Avx2`]).
+///
+/// # Safety
+/// The CPU supports avx2 and bmi2; `blk` lies within `job`.
+#[target_feature(enable = "avx2,bmi2,fma")]
+pub(super) unsafe fn gemm(job: &Job, blk: Block) {
+    // SAFETY: features enabled above; `blk` per the caller.
+    unsafe { gemm_block::<Avx2>(job, blk) }
 }
 
 /// [`super::avx512::pack_lines`] on AVX2: full 4-row x 64-column blocks of row-major B (N

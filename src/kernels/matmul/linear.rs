@@ -1,7 +1,8 @@
 //! `QuantizedLinear`: activation quantization (dynamic per tensor, dynamic per row, static) and
 //! the forward pass on the int8 kernels with the fused float / requantizing epilogue.
 
-use super::{check_scale, check_zero_points, Dtype, Lhs, PackedMatrix};
+use super::checks::{check_scale, check_zero_points};
+use super::{Dtype, Lhs, PackedMatrix};
 use crate::bail_arg;
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
@@ -220,7 +221,7 @@ pub fn quantize_u8_with(isa: Isa, x: &[f32], scale: f32, zp: u8) -> Vec<u8> {
 }
 
 fn quantize_u8_into(isa: Isa, x: &[f32], scale: f32, zp: u8, out: &mut [u8]) {
-    let o = super::SyncPtr(out.as_mut_ptr());
+    let o = super::layout::SyncPtr(out.as_mut_ptr());
     crate::parallel::for_chunks(x.len(), 1 << 16, |a, b| {
         // SAFETY: chunks a..b are disjoint and inside `out`, which outlives the call.
         let o = unsafe { std::slice::from_raw_parts_mut(o.get().add(a), b - a) };

@@ -13,16 +13,12 @@
 //! `panel_bytes` is `kp * 64`, plus one zero k-group when that is a multiple of 4 KiB
 //! ([`PackedMatrix::panel_groups`]).
 
-use super::{check_b, Dtype};
-use crate::error::{Error, Result};
-use crate::kernels::isa::Isa;
+pub use super::layout::{GROUP_BYTES, PANEL, STRIP};
 
-/// Columns per strip (int32 lanes of a zmm register).
-pub const STRIP: usize = 16;
-/// Columns per panel; packed N is padded to a multiple of this.
-pub const PANEL: usize = 64;
-/// Bytes of one k-group of a panel: the lines of its 4 strips.
-pub const GROUP_BYTES: usize = 4 * 64;
+use super::checks::check_b;
+use super::layout::{Dtype, SyncPtr};
+use crate::error::{Error, Result};
+use crate::kernels::isa::{self, Isa, Vector};
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -142,10 +138,8 @@ impl PackedMatrix {
         }
         let mut col_sums = vec![0i32; np];
         let ptr = SyncPtr(lines.as_mut_ptr());
-        #[cfg(target_arch = "x86_64")]
-        let simd = isa.includes(Isa::Avx2);
-        #[cfg(not(target_arch = "x86_64"))]
-        let simd = false;
+        let kernel = isa::kernels(isa).pack_b;
+        let simd = kernel != Vector::Scalar;
         // Full 4-row x 64-column blocks go through the SIMD transpose (AVX-512 or AVX2), which
         // also sums the columns (parallel over k-groups, every thread writing its own lines of
         // every strip and summing into its own buffer); the rest per strip in Rust.
@@ -157,7 +151,6 @@ impl PackedMatrix {
             // finds plain stores' lines still in cache (128 x 768 x 3072 with a plain B: 1.61
             // ms with a 1 MiB threshold, 1.48 with 8 MiB).
             let nt = nlines * 64 >= NT_BYTES;
-            let avx512 = isa.includes(Isa::Avx512);
             let total = std::sync::Mutex::new(&mut col_sums);
             crate::parallel::for_chunks(simd_groups, 256, |g0, g1| {
                 let mut part = vec![0i32; simd_panels * PANEL];
@@ -172,19 +165,21 @@ impl PackedMatrix {
                 // only.
                 unsafe {
                     use super::{avx2, avx512};
-                    match (avx512, nt) {
-                        (true, true) => {
+                    match (kernel, nt) {
+                        (Vector::Avx512, true) => {
                             avx512::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
                         }
-                        (true, false) => {
+                        (Vector::Avx512, false) => {
                             avx512::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
                         }
-                        (false, true) => {
+                        (Vector::Avx2, true) => {
                             avx2::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
                         }
-                        (false, false) => {
+                        (Vector::Avx2, false) => {
                             avx2::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
                         }
+                        // `simd` is false: no blocks for the transpose.
+                        (Vector::Scalar, _) => {}
                     }
                 };
                 let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
@@ -349,19 +344,5 @@ fn pack_panel(
                 line.0[c * 4 + i] = v ^ flip;
             }
         }
-    }
-}
-
-/// A raw pointer that may cross threads; users guarantee disjoint access.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SyncPtr<T>(pub *mut T);
-// SAFETY: only used to hand disjoint regions of one buffer to worker threads.
-unsafe impl<T> Send for SyncPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for SyncPtr<T> {}
-impl<T> SyncPtr<T> {
-    #[inline(always)]
-    pub(crate) fn get(self) -> *mut T {
-        self.0
     }
 }

@@ -1,7 +1,8 @@
 //! The scalar twin (defines the semantics) and the portable path.
 
-use super::pack::{PackedMatrix, GROUP_BYTES, PANEL};
-use super::{finish_rows, row_tiles, Dtype, Job};
+use super::blocking::{gemm_block, Block, PackedKernel, Tile};
+use super::epilogue::Job;
+use super::layout::{Dtype, GROUP_BYTES, PANEL};
 
 /// The definition, on plain row-major B (K x N):
 /// `((a.astype(np.int64) - a_zp[:, None]) @ (b.astype(np.int64) - b_zp[None, :])).astype(np.int32)`
@@ -44,39 +45,51 @@ pub fn matmul(
     out
 }
 
-/// Portable path: raw `Au @ Bs` tiles read from packed B, then the shared epilogue.
-pub(super) fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    let b: &PackedMatrix = job.b;
-    let data = b.data();
-    let kp = b.kp();
-    let groups = kp / 4;
-    let pbytes = b.panel_bytes();
-    let flip = if job.flip { 0x80u8 } else { 0 };
-    let mut tile = vec![0i32; 8 * PANEL];
-    for p in p0..p1 {
-        row_tiles(job.m, m0, m1, |m, rows| {
-            for r in 0..rows {
-                let arow = &job.a[(m + r) * job.lda..(m + r) * job.lda + kp];
-                let t = &mut tile[r * PANEL..(r + 1) * PANEL];
-                t.iter_mut().for_each(|x| *x = 0);
-                let panel = &data[p * pbytes..p * pbytes + groups * GROUP_BYTES];
-                for s in 0..PANEL / 16 {
-                    let ts = &mut t[s * 16..(s + 1) * 16];
-                    for g in 0..groups {
-                        let av = &arow[4 * g..4 * g + 4];
-                        let at = g * GROUP_BYTES + s * 64;
-                        let line = &panel[at..at + 64];
-                        for (c, x) in ts.iter_mut().enumerate() {
-                            let mut d = 0i32;
-                            for i in 0..4 {
-                                d += (av[i] ^ flip) as i32 * (line[c * 4 + i] as i8) as i32;
-                            }
-                            *x = x.wrapping_add(d);
+/// The portable micro-kernel: plain loops over the packed layout.
+pub(super) struct Scalar;
+
+impl PackedKernel for Scalar {
+    const KC_GROUPS: usize = usize::MAX;
+    const PRE_FLIP: bool = false;
+    const STORES: bool = false;
+
+    #[inline(always)]
+    unsafe fn tile(t: &Tile) {
+        let flip = if t.flip { 0x80u8 } else { 0 };
+        for r in 0..t.rows {
+            // SAFETY: the `tile` contract: row r of A holds 4 * groups bytes, the panel
+            // `groups` k-groups, the tile `rows` rows of PANEL int32.
+            let (arow, tl, panel) = unsafe {
+                (
+                    std::slice::from_raw_parts(t.a.add(r * t.lda), 4 * t.groups),
+                    std::slice::from_raw_parts_mut(t.acc.add(r * PANEL), PANEL),
+                    std::slice::from_raw_parts(t.b, t.groups * GROUP_BYTES),
+                )
+            };
+            if !t.accumulate {
+                tl.iter_mut().for_each(|x| *x = 0);
+            }
+            for s in 0..PANEL / 16 {
+                let ts = &mut tl[s * 16..(s + 1) * 16];
+                for g in 0..t.groups {
+                    let av = &arow[4 * g..4 * g + 4];
+                    let at = g * GROUP_BYTES + s * 64;
+                    let line = &panel[at..at + 64];
+                    for (c, x) in ts.iter_mut().enumerate() {
+                        let mut d = 0i32;
+                        for i in 0..4 {
+                            d += (av[i] ^ flip) as i32 * (line[c * 4 + i] as i8) as i32;
                         }
+                        *x = x.wrapping_add(d);
                     }
                 }
             }
-            finish_rows(job, m, rows, p, &mut tile);
-        });
+        }
     }
+}
+
+/// Block `blk` of `job` ([`gemm_block`] with [`Scalar`]).
+pub(super) fn gemm(job: &Job, blk: Block) {
+    // SAFETY: the scalar kernel needs no CPU feature; `blk` lies within `job` (plan::run).
+    unsafe { gemm_block::<Scalar>(job, blk) }
 }

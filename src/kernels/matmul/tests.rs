@@ -2,6 +2,8 @@
 
 use super::linear::{self, Activations};
 use super::*;
+#[allow(unused_imports)]
+use crate::kernels::isa::{Gemm, GemmDirect};
 
 struct Rng(u64);
 impl Rng {
@@ -93,15 +95,15 @@ fn check(
     }
     // The AVX-VNNI kernel, through the AVX-512VL encoding of the same instruction.
     if isa::detected().contains(&Isa::Avx512) {
-        let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
+        let got = matmul_integer_kernel(Gemm::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
         assert!(got == want, "avxvnni(vl) m={m} k={k} n={n} {ad:?}x{bd:?}");
         // ... and its plain-B kernel for small M, into a sentinel-filled buffer.
-        if (1..=super::direct::DIRECT_ROWS).contains(&m) && k > 0 && n > 0 {
+        if (1..=super::layout::DIRECT_ROWS).contains(&m) && k > 0 && n > 0 {
             let mut out = vec![i32::MIN + 7; m * n];
             // SAFETY: AVX-512 (checked above) includes avx2 + avx512f/vl/vnni.
             unsafe {
                 super::direct::matmul_into(
-                    super::direct::DirectKernel::AvxVnniViaVl,
+                    GemmDirect::AvxVnniViaVl,
                     &lhs,
                     &wide(za),
                     b,
@@ -261,17 +263,17 @@ fn extreme_operands_large_k() {
                 );
             }
             if isa::detected().contains(&Isa::Avx512) {
-                let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
+                let got = matmul_integer_kernel(Gemm::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
                 assert!(
                     got.iter().all(|&x| x as i64 == want),
                     "avxvnni(vl) {ad:?}x{bd:?} k={k}"
                 );
-                if m <= super::direct::DIRECT_ROWS {
+                if m <= super::layout::DIRECT_ROWS {
                     let mut got = vec![0i32; m * n];
                     // SAFETY: AVX-512 includes avx2 + avx512f/vl/vnni.
                     unsafe {
                         super::direct::matmul_into(
-                            super::direct::DirectKernel::AvxVnniViaVl,
+                            GemmDirect::AvxVnniViaVl,
                             &lhs,
                             &[],
                             &b,
@@ -675,7 +677,7 @@ fn packing_is_the_same_on_every_isa() {
 
 #[test]
 fn partition_covers_every_row_and_panel_once_in_aligned_blocks() {
-    use super::{partition, Partition};
+    use super::plan::{partition, Partition};
     for &(m, panels, kp) in &[
         (1usize, 1usize, 64usize),
         (7, 3, 4096),
@@ -728,7 +730,8 @@ fn partition_covers_every_row_and_panel_once_in_aligned_blocks() {
 #[test]
 #[ignore]
 fn direct_throughput() {
-    use super::direct::{matmul_into, DirectKernel};
+    use super::direct::matmul_into;
+    use crate::kernels::isa::GemmDirect;
     if !isa::detected().contains(&Isa::Avx512) {
         return;
     }
@@ -747,9 +750,9 @@ fn direct_throughput() {
         let mut out = vec![0i32; m * n];
         let mut line = format!("M={m}:");
         for kernel in [
-            DirectKernel::Avx2,
-            DirectKernel::AvxVnniViaVl,
-            DirectKernel::Avx512,
+            GemmDirect::Avx2,
+            GemmDirect::AvxVnniViaVl,
+            GemmDirect::Avx512,
         ] {
             let mut best = f64::MAX;
             for _ in 0..5 {
@@ -770,7 +773,7 @@ fn direct_throughput() {
             let t = std::time::Instant::now();
             for _ in 0..10 {
                 let p = PackedMatrix::pack_with(Isa::Avx2, &b, k, n, Dtype::I8, &[]).unwrap();
-                matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &p).unwrap();
+                matmul_integer_kernel(Gemm::AvxVnniViaVl, &lhs, &[], &p).unwrap();
             }
             best = best.min(t.elapsed().as_secs_f64() / 10.0);
         }
@@ -782,12 +785,12 @@ fn direct_throughput() {
 fn row_tiles_cover_every_row_once_in_tiles_of_at_most_six() {
     for m in 1..=40usize {
         let mut tiles = Vec::new();
-        super::row_tiles(m, 0, m, |r0, h| tiles.push((r0, h)));
+        super::layout::row_tiles(m, 0, m, |r0, h| tiles.push((r0, h)));
         let mut next = 0;
         for &(r0, h) in &tiles {
             assert!(r0 == next && (1..=6).contains(&h), "m={m}: {tiles:?}");
             for r in r0..r0 + h {
-                assert_eq!(super::tile_of_row(m, r), (r0, h), "m={m} r={r}");
+                assert_eq!(super::layout::tile_of_row(m, r), (r0, h), "m={m} r={r}");
             }
             next = r0 + h;
         }
