@@ -6,6 +6,7 @@ use super::{Dtype, Lhs, PackedMatrix};
 use crate::bail_arg;
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
+use crate::kernels::{quantize, reduce};
 
 /// How activations are quantized.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,130 +24,11 @@ pub enum Activations {
     },
 }
 
-#[inline(always)]
-fn minmax_body(x: &[f32]) -> (f32, f32, bool) {
-    let mut mn = [0f32; 16];
-    let mut mx = [0f32; 16];
-    let mut bad = [0u32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            let v = c[i];
-            mn[i] = if v < mn[i] { v } else { mn[i] };
-            mx[i] = if v > mx[i] { v } else { mx[i] };
-            bad[i] |= (v.abs() > f32::MAX || v.is_nan()) as u32;
-        }
-    }
-    let (mut lo, mut hi, mut nb) = (0f32, 0f32, 0u32);
-    for i in 0..16 {
-        lo = lo.min(mn[i]);
-        hi = hi.max(mx[i]);
-        nb |= bad[i];
-    }
-    for &v in chunks.remainder() {
-        lo = if v < lo { v } else { lo };
-        hi = if v > hi { v } else { hi };
-        nb |= (!v.is_finite()) as u32;
-    }
-    (lo, hi, nb != 0)
-}
-
-// max/min rather than clamp: clamp keeps NaN, max/min send it to a bound.
-#[allow(clippy::manual_clamp)]
-#[inline(always)]
-fn quant_u8_body(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        // max/min (not clamp) send NaN to a bound, so the value is always in 0..=255.
-        let q = ((v / scale).round_ties_even() + zp).max(0.0).min(255.0);
-        // SAFETY: q is an integer in 0..=255 (see above), representable in i32.
-        *o = unsafe { q.to_int_unchecked::<i32>() } as u8;
-    }
-}
-
-#[inline(always)]
-fn absmax_body(x: &[f32]) -> f32 {
-    let mut m = [0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            let v = c[i].abs();
-            m[i] = if v > m[i] { v } else { m[i] };
-        }
-    }
-    let mut r = m.iter().copied().fold(0f32, f32::max);
-    for &v in chunks.remainder() {
-        r = r.max(v.abs());
-    }
-    r
-}
-
-#[allow(clippy::manual_clamp)]
-#[inline(always)]
-fn quant_i8_body(x: &[f32], out: &mut [u8], scale: f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        let q = (v / scale).round_ties_even().max(-127.0).min(127.0);
-        // SAFETY: q is an integer in -127..=127 (max/min send NaN to a bound).
-        *o = unsafe { q.to_int_unchecked::<i32>() } as u8;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn minmax512(x: &[f32]) -> (f32, f32, bool) {
-        super::minmax_body(x)
-    }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn quant_u8_512(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-        super::quant_u8_body(x, out, scale, zp)
-    }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn absmax512(x: &[f32]) -> f32 {
-        super::absmax_body(x)
-    }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn quant_i8_512(x: &[f32], out: &mut [u8], scale: f32) {
-        super::quant_i8_body(x, out, scale)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn minmax2(x: &[f32]) -> (f32, f32, bool) {
-        super::minmax_body(x)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn quant_u8_2(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-        super::quant_u8_body(x, out, scale, zp)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn absmax2(x: &[f32]) -> f32 {
-        super::absmax_body(x)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn quant_i8_2(x: &[f32], out: &mut [u8], scale: f32) {
-        super::quant_i8_body(x, out, scale)
-    }
-}
-
-// The dispatchers below pick the shell; all shells run the same body, so results are identical
-// on every level (division, round-half-even, clamp: no fused or reciprocal arithmetic).
-macro_rules! dispatch {
-    ($isa:expr, $s512:ident, $s2:ident, $body:ident, ($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if $isa.includes(Isa::Avx512) {
-                // SAFETY: Avx512 level detected.
-                return unsafe { simd::$s512($($arg),*) };
-            }
-            if $isa.includes(Isa::Avx2) {
-                // SAFETY: Avx2 level detected.
-                return unsafe { simd::$s2($($arg),*) };
-            }
-        }
-        $body($($arg),*)
-    }};
-}
-
+/// (min(x, 0), max(x, 0), any non-finite) of one run, from the shared reduction.
 fn minmax_one(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
-    dispatch!(isa, minmax512, minmax2, minmax_body, (x))
+    let mm = reduce::minmax_with(isa, x);
+    let bad = mm.nan || mm.min == f32::NEG_INFINITY || mm.max == f32::INFINITY;
+    (mm.min.min(0.0), mm.max.max(0.0), bad)
 }
 
 /// (min(x, 0), max(x, 0), any non-finite), over the thread pool for large inputs.
@@ -166,26 +48,18 @@ fn minmax(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
             (lo.min(l), hi.max(h), bad || b)
         })
 }
-fn quant_u8(isa: Isa, x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-    dispatch!(
-        isa,
-        quant_u8_512,
-        quant_u8_2,
-        quant_u8_body,
-        (x, out, scale, zp)
-    )
-}
-fn absmax(isa: Isa, x: &[f32]) -> f32 {
-    dispatch!(isa, absmax512, absmax2, absmax_body, (x))
-}
-fn quant_i8(isa: Isa, x: &[f32], out: &mut [u8], scale: f32) {
-    dispatch!(
-        isa,
-        quant_i8_512,
-        quant_i8_2,
-        quant_i8_body,
-        (x, out, scale)
-    )
+
+/// `clamp(rint(x / scale), qmin - zp, qmax - zp) + zp` with the shared quantize kernel (ONNX
+/// `QuantizeLinear` rounding; a NaN gives `qmin`).
+fn quantize_run(isa: Isa, x: &[f32], out: &mut [u8], scale: f32, zp: i32, qmin: i32, qmax: i32) {
+    let p = quantize::Params {
+        rounding: quantize::Rounding::Div,
+        factor: scale,
+        zp,
+        qmin,
+        qmax,
+    };
+    quantize::quantize_unchecked(isa, x, out, &p);
 }
 
 fn non_finite(x: &[f32]) -> Error {
@@ -225,7 +99,7 @@ fn quantize_u8_into(isa: Isa, x: &[f32], scale: f32, zp: u8, out: &mut [u8]) {
     crate::parallel::for_chunks(x.len(), 1 << 16, |a, b| {
         // SAFETY: chunks a..b are disjoint and inside `out`, which outlives the call.
         let o = unsafe { std::slice::from_raw_parts_mut(o.get().add(a), b - a) };
-        quant_u8(isa, &x[a..b], o, scale, zp as f32);
+        quantize_run(isa, &x[a..b], o, scale, zp as i32, 0, 255);
     });
 }
 
@@ -248,9 +122,9 @@ pub fn quantize_rows_i8_with(
         .zip(out.chunks_exact_mut(k.max(1)))
         .zip(&mut scales)
     {
-        let m = absmax(isa, xr);
+        let (m, _) = reduce::absmax_with(isa, xr);
         *s = if m > 0.0 { m / 127.0 } else { 1.0 };
-        quant_i8(isa, xr, or, *s);
+        quantize_run(isa, xr, or, *s, 0, -127, 127);
     }
     Ok((out, scales))
 }

@@ -207,6 +207,14 @@ pub fn quantize_reduce_next_with(
     Ok(crate::kernels::reduce::minmax_with(isa, next))
 }
 
+/// [`quantize_with`] without its checks: for callers that have established them (`out` as
+/// long as `x`, a one-byte range, `zp` inside it).
+pub(crate) fn quantize_unchecked(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
+    debug_assert!(x.len() == out.len() && check_range(p.qmin, p.qmax).is_ok());
+    debug_assert!(p.qmin <= p.zp && p.zp <= p.qmax);
+    run(isa, x, out, p)
+}
+
 fn run(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
     match isa::kernels(isa).quantize {
         #[cfg(target_arch = "x86_64")]
