@@ -10,7 +10,9 @@ use std::arch::x86_64::*;
 
 use super::blocking::{gemm_block, Block, PackedKernel, Tile};
 use super::epilogue::Job;
-use super::layout::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL};
+use super::layout::{
+    DirectOperands, PackLines, ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL,
+};
 
 /// One strip (16 columns) for `MR` rows.
 ///
@@ -114,19 +116,21 @@ pub(super) unsafe fn gemm(job: &Job, blk: Block) {
 /// avx2; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned packed buffer (panel
 /// stride `pbytes` bytes, a multiple of 64) and lines of groups g0..g1 are not accessed
 /// concurrently; `sums` holds `64*panels` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn pack_lines<const NT: bool>(
-    b: &[u8],
-    n: usize,
+    lines: PackLines,
     g0: usize,
     g1: usize,
-    panels: usize,
-    flip: u8,
-    out: *mut u8,
-    pbytes: usize,
     sums: &mut [i32],
 ) {
+    let PackLines {
+        b,
+        n,
+        panels,
+        flip,
+        out,
+        pbytes,
+    } = lines;
     debug_assert!(sums.len() >= panels * PANEL && pbytes.is_multiple_of(64));
     let fl = _mm256_set1_epi8(flip as i8);
     let ones8 = _mm256_set1_epi8(1);
@@ -209,22 +213,24 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
 ///
 /// # Safety
 /// avx2; as [`direct_block`] for these rows and columns.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn direct_pass<const R: usize, const SB: bool, const FULL: bool>(
-    a: *const i32,
-    kp2: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    col: usize,
-    w: usize,
+    ops: DirectOperands<i32>,
     g0: usize,
     g1: usize,
     acc: *mut i32,
     first: bool,
 ) {
+    let DirectOperands {
+        a,
+        lda: kp2,
+        b,
+        k,
+        n,
+        c0: col,
+        nc: w,
+    } = ops;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
         let zero = _mm256_setzero_si256();
@@ -297,18 +303,19 @@ unsafe fn direct_pass<const R: usize, const SB: bool, const FULL: bool>(
 /// avx2; `1 <= R1 <= 4`, `R2 <= 4`; `a` readable for `(R1 + R2) * kp2` values with `kp2 >= K/2`
 /// rounded up to 2; `b` readable for `K*n` bytes, `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`;
 /// `acc` holds `(R1 + R2) * ACC_STRIDE` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn direct_block<const R1: usize, const R2: usize, const SB: bool>(
-    a: *const i32,
-    kp2: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<i32>,
     acc: &mut [i32],
 ) {
+    let DirectOperands {
+        a,
+        lda: kp2,
+        k,
+        c0,
+        nc,
+        ..
+    } = ops;
     debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
     let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
@@ -330,14 +337,58 @@ pub(super) unsafe fn direct_block<const R1: usize, const R2: usize, const SB: bo
                     ap.wrapping_add(R1 * ACC_STRIDE + 16 * q),
                 );
                 if full {
-                    direct_pass::<R1, SB, true>(a, kp2, b, k, n, col, w, g0, g1, acc1, first);
+                    direct_pass::<R1, SB, true>(
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
+                    );
                     if R2 > 0 {
-                        direct_pass::<R2, SB, true>(a2, kp2, b, k, n, col, w, g0, g1, acc2, first);
+                        direct_pass::<R2, SB, true>(
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
+                        );
                     }
                 } else {
-                    direct_pass::<R1, SB, false>(a, kp2, b, k, n, col, w, g0, g1, acc1, first);
+                    direct_pass::<R1, SB, false>(
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
+                    );
                     if R2 > 0 {
-                        direct_pass::<R2, SB, false>(a2, kp2, b, k, n, col, w, g0, g1, acc2, first);
+                        direct_pass::<R2, SB, false>(
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
+                        );
                     }
                 }
             }

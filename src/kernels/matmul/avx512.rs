@@ -9,7 +9,9 @@ use std::arch::x86_64::*;
 
 use super::blocking::{gemm_block, Block, PackedKernel, Tile};
 use super::epilogue::Job;
-use super::layout::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL};
+use super::layout::{
+    DirectOperands, PackLines, ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL,
+};
 
 /// The micro-kernel of [`Avx512`]: an MR x (16 NV) tile, `FLIP`: XOR A with 0x80 (the
 /// [`Tile`] contract with `rows = MR`, `flip = FLIP`).
@@ -225,19 +227,21 @@ fn transpose4(r: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
 /// avx512f/bw/vbmi/vnni; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned
 /// packed buffer (panel stride `pbytes` bytes, a multiple of 64) and lines of groups g0..g1 are
 /// not accessed concurrently; `sums` holds `64*panels` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 pub(super) unsafe fn pack_lines<const NT: bool>(
-    b: &[u8],
-    n: usize,
+    lines: PackLines,
     g0: usize,
     g1: usize,
-    panels: usize,
-    flip: u8,
-    out: *mut u8,
-    pbytes: usize,
     sums: &mut [i32],
 ) {
+    let PackLines {
+        b,
+        n,
+        panels,
+        flip,
+        out,
+        pbytes,
+    } = lines;
     debug_assert!(sums.len() >= panels * PANEL && pbytes.is_multiple_of(64));
     let idx = interleave_index();
     let fl = _mm512_set1_epi8(flip as i8);
@@ -313,22 +317,25 @@ fn interleave4(r: [__m512i; 4]) -> [__m512i; 4] {
 /// # Safety
 /// As [`direct_block`], for `r0 + R` rows, `col` the panel's first column of B and `mask`
 /// its valid columns.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn direct_pass<const R: usize, const SWAP: bool, const FLIP: bool, const FULL: bool>(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    col: usize,
+    ops: DirectOperands<u8>,
     mask: __mmask64,
     g0: usize,
     g1: usize,
     acc: *mut i32,
     first: bool,
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        b,
+        k,
+        n,
+        c0: col,
+        ..
+    } = ops;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
         let zero = _mm512_setzero_si512();
@@ -393,7 +400,6 @@ unsafe fn direct_pass<const R: usize, const SWAP: bool, const FLIP: bool, const 
 /// avx512f/bw/vnni; `1 <= R1 <= DIRECT_PASS_ROWS`, `R2 <= DIRECT_PASS_ROWS`; `a` readable
 /// for `(R1 + R2) * kp` bytes with `kp >= K` rounded up to 4; `b` readable for `K*n` bytes,
 /// `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`; `acc` holds `(R1 + R2) * ACC_STRIDE` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn direct_block<
     const R1: usize,
@@ -401,15 +407,18 @@ pub(super) unsafe fn direct_block<
     const SWAP: bool,
     const FLIP: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        b,
+        k,
+        n,
+        c0,
+        nc,
+    } = ops;
     debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
     let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
@@ -449,20 +458,48 @@ pub(super) unsafe fn direct_block<
                 let first = g0 == 0;
                 if full {
                     direct_pass::<R1, SWAP, FLIP, true>(
-                        a, kp, b, k, n, col, mask, g0, g1, acc1, first,
+                        DirectOperands { a, c0: col, ..ops },
+                        mask,
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, true>(
-                            a2, kp, b, k, n, col, mask, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                ..ops
+                            },
+                            mask,
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 } else {
                     direct_pass::<R1, SWAP, FLIP, false>(
-                        a, kp, b, k, n, col, mask, g0, g1, acc1, first,
+                        DirectOperands { a, c0: col, ..ops },
+                        mask,
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, false>(
-                            a2, kp, b, k, n, col, mask, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                ..ops
+                            },
+                            mask,
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 }
@@ -472,6 +509,23 @@ pub(super) unsafe fn direct_block<
     }
 }
 
+/// The operands of [`direct_finish`] for one output row.
+pub(super) struct FinishRow<'a> {
+    /// The row's partial sums (slot order).
+    pub acc: *const i32,
+    /// The column sums row (slot order), or null.
+    pub sums: *const i32,
+    /// `a'` of the row.
+    pub a_prime: i32,
+    /// `b'` per column, or `None`: `b_prime0` for all.
+    pub b_prime: Option<&'a [i32]>,
+    pub b_prime0: i32,
+    /// `rowsum(X_A) - K a'` of the row.
+    pub row_r: i32,
+    pub out: *mut i32,
+    pub nc: usize,
+}
+
 /// One output row of the direct path: `out[c] = acc[c] - ap * sums[c] - b'[c] * rr` for
 /// `c < nc`, with `acc` / `sums` in the slot order of [`interleave4`] (panel by panel) and
 /// `b'[c] = bp[c]` (per column) or `bp0`. `sums` null: no `ap` term.
@@ -479,18 +533,18 @@ pub(super) unsafe fn direct_block<
 /// # Safety
 /// avx512f; `acc` (and `sums` unless null) readable for `nc` rounded up to 64 values; `bp`
 /// (when given) holds `nc` values; `out` writable for `nc` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn direct_finish(
-    acc: *const i32,
-    sums: *const i32,
-    ap: i32,
-    bp: Option<&[i32]>,
-    bp0: i32,
-    rr: i32,
-    out: *mut i32,
-    nc: usize,
-) {
+pub(super) unsafe fn direct_finish(row: FinishRow) {
+    let FinishRow {
+        acc,
+        sums,
+        a_prime: ap,
+        b_prime: bp,
+        b_prime0: bp0,
+        row_r: rr,
+        out,
+        nc,
+    } = row;
     // Lines in slot order -> columns in order: a 4 x 4 transpose of 128-bit lanes.
     #[inline]
     #[target_feature(enable = "avx512f")]

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use super::blocking::{gemm_block, Block, PackedKernel, Tile};
 use super::epilogue::Job;
-use super::layout::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL};
+use super::layout::{DirectOperands, ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL};
 
 #[inline(always)]
 unsafe fn dp<const VL: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
@@ -130,7 +130,6 @@ pub(super) unsafe fn gemm_vl(job: &Job, blk: Block) {
 ///
 /// # Safety
 /// avx2 and the `VL` choice's VNNI; as [`direct_block`] for these rows and columns.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn direct_pass<
     const R: usize,
@@ -139,18 +138,21 @@ unsafe fn direct_pass<
     const FULL: bool,
     const VL: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    col: usize,
-    w: usize,
+    ops: DirectOperands<u8>,
     g0: usize,
     g1: usize,
     acc: *mut i32,
     first: bool,
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        b,
+        k,
+        n,
+        c0: col,
+        nc: w,
+    } = ops;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
         let zero = _mm256_setzero_si256();
@@ -222,7 +224,6 @@ unsafe fn direct_pass<
 /// avx2 and the `VL` choice's VNNI; `1 <= R1 <= 4`, `R2 <= 4`; `a` readable for
 /// `(R1 + R2) * kp` bytes with `kp >= K` rounded up to 4 (zero padded); `b` readable for `K*n`
 /// bytes, `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`; `acc` holds `(R1 + R2) * ACC_STRIDE` values.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn direct_body<
     const R1: usize,
@@ -231,15 +232,17 @@ unsafe fn direct_body<
     const FLIP: bool,
     const VL: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        k,
+        c0,
+        nc,
+        ..
+    } = ops;
     debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
     let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
@@ -262,20 +265,56 @@ unsafe fn direct_body<
                 );
                 if full {
                     direct_pass::<R1, SWAP, FLIP, true, VL>(
-                        a, kp, b, k, n, col, w, g0, g1, acc1, first,
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, true, VL>(
-                            a2, kp, b, k, n, col, w, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 } else {
                     direct_pass::<R1, SWAP, FLIP, false, VL>(
-                        a, kp, b, k, n, col, w, g0, g1, acc1, first,
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, false, VL>(
-                            a2, kp, b, k, n, col, w, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 }
@@ -289,7 +328,6 @@ unsafe fn direct_body<
 ///
 /// # Safety
 /// The CPU supports avx2 and avxvnni; the rest as [`direct_body`].
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,avxvnni")]
 pub(super) unsafe fn direct_block<
     const R1: usize,
@@ -297,17 +335,11 @@ pub(super) unsafe fn direct_block<
     const SWAP: bool,
     const FLIP: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
     // SAFETY: features enabled above; the rest is the caller's contract.
-    unsafe { direct_body::<R1, R2, SWAP, FLIP, false>(a, kp, b, k, n, c0, nc, acc) }
+    unsafe { direct_body::<R1, R2, SWAP, FLIP, false>(ops, acc) }
 }
 
 /// [`direct_block`] with the AVX-512VL encoding of ymm `vpdpbusd` (tests on AVX-512 hosts).
@@ -315,7 +347,6 @@ pub(super) unsafe fn direct_block<
 /// # Safety
 /// The CPU supports avx2, avx512f/vl/vnni; the rest as [`direct_body`].
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 pub(super) unsafe fn direct_block_vl<
     const R1: usize,
@@ -323,15 +354,9 @@ pub(super) unsafe fn direct_block_vl<
     const SWAP: bool,
     const FLIP: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
     // SAFETY: features enabled above; the rest is the caller's contract.
-    unsafe { direct_body::<R1, R2, SWAP, FLIP, true>(a, kp, b, k, n, c0, nc, acc) }
+    unsafe { direct_body::<R1, R2, SWAP, FLIP, true>(ops, acc) }
 }

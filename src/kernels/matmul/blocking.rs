@@ -177,10 +177,14 @@ pub(crate) unsafe fn gemm_block<K: PackedKernel>(job: &Job, blk: Block) {
         } else {
             (job.a.as_ptr(), 0, job.flip)
         };
-        with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
+        // Partial sums wait between K blocks in a buffer of the block's rows; with K in one
+        // pass, every tile reuses the same 6 rows (they stay in L1 for the epilogue).
+        let one_pass = kcg >= groups;
+        let acc_rows = if one_pass { 6.min(rows_blk) } else { rows_blk };
+        with_scratch(2, acc_rows * PANEL * 4 + 64, |buf| {
             // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
             let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
-            let acc = &mut acc[..rows_blk * PANEL];
+            let acc = &mut acc[..acc_rows * PANEL];
             for p in p0..p1 {
                 // SAFETY: panel p is inside the packed buffer: p < np / PANEL.
                 let bp = unsafe { data.as_ptr().add(p * pbytes) };
@@ -189,7 +193,7 @@ pub(crate) unsafe fn gemm_block<K: PackedKernel>(job: &Job, blk: Block) {
                     let g1 = (g0 + kcg).min(groups);
                     let last = g1 == groups;
                     row_tiles(job.m, m0, m1, |m, rows| {
-                        let at = (m - m0) * PANEL;
+                        let at = if one_pass { 0 } else { (m - m0) * PANEL };
                         let store = if store_ok && last && (p + 1) * PANEL <= n {
                             Store::at(job, m, p)
                         } else {

@@ -49,6 +49,21 @@ pub struct Lhs<'a> {
     pub dtype: Dtype,
 }
 
+/// The right operand as given (not packed): `k` x `n` bytes, row-major and contiguous.
+#[derive(Clone, Copy, Debug)]
+pub struct Rhs<'a> {
+    /// The bytes (int8 as two's complement).
+    pub data: &'a [u8],
+    /// K.
+    pub k: usize,
+    /// N.
+    pub n: usize,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Zero point: empty (none), one value, or N values.
+    pub zero_point: &'a [i64],
+}
+
 /// Columns per strip (int32 lanes of a zmm register).
 pub const STRIP: usize = 16;
 /// Columns per panel; packed N is padded to a multiple of this.
@@ -123,6 +138,33 @@ pub(crate) fn row_tiles(m: usize, m0: usize, m1: usize, mut f: impl FnMut(usize,
         f(r, h);
         r += h;
     }
+}
+
+/// One call of a SIMD packing transpose (`avx2::pack_lines`, `avx512::pack_lines`): the full
+/// 4-row x 64-column blocks of row-major B (`n` columns) in panels `0..panels`, XOR `flip`,
+/// written as lines of the packed buffer `out` (64-byte aligned, panel stride `pbytes`).
+#[derive(Clone, Copy)]
+pub(crate) struct PackLines<'a> {
+    pub b: &'a [u8],
+    pub n: usize,
+    pub panels: usize,
+    pub flip: u8,
+    pub out: *mut u8,
+    pub pbytes: usize,
+}
+
+/// The operands of one direct-kernel call (`direct.rs`): rows of A from `a` (row stride `lda`
+/// elements: bytes, or int16 pairs for AVX2), and the `nc` columns from `c0` of row-major B
+/// (`k` x `n` bytes).
+#[derive(Clone, Copy)]
+pub(crate) struct DirectOperands<A> {
+    pub a: *const A,
+    pub lda: usize,
+    pub b: *const u8,
+    pub k: usize,
+    pub n: usize,
+    pub c0: usize,
+    pub nc: usize,
 }
 
 /// A raw pointer that may cross threads; users guarantee disjoint access.

@@ -2,7 +2,7 @@
 //! the forward pass on the int8 kernels with the fused float / requantizing epilogue.
 
 use super::checks::{check_scale, check_zero_points};
-use super::{Dtype, Lhs, PackedMatrix};
+use super::{Dtype, Lhs, PackedMatrix, Requant, Scaled};
 use crate::bail_arg;
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
@@ -137,13 +137,34 @@ pub fn quantize_bias(bias: &[f32], input_scale: f32, w_scale: &[f32]) -> Vec<i32
         .collect()
 }
 
-fn check_x(
-    x: &[f32],
-    rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-) -> Result<()> {
+/// A layer's weights as the forward pass uses them.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    /// `W.T` packed: (in_features, out_features).
+    pub packed: &'a PackedMatrix,
+    /// Per output feature.
+    pub scale: &'a [f32],
+    /// Per output feature, or none.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// The static int8 / uint8 input and output quantization of [`linear_q8_into_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct StaticQ8 {
+    /// Input scale.
+    pub in_scale: f32,
+    /// Input zero point (uint8).
+    pub in_zero_point: i64,
+    /// Output scale.
+    pub out_scale: f32,
+    /// Output zero point, within `out_dtype`.
+    pub out_zero_point: i64,
+    /// Output type.
+    pub out_dtype: Dtype,
+}
+
+fn check_x(x: &[f32], rows: usize, w: &Weights) -> Result<()> {
+    let (b, w_scale, bias) = (w.packed, w.scale, w.bias);
     let k = b.k();
     if rows.checked_mul(k) != Some(x.len()) {
         bail_arg!(
@@ -195,66 +216,53 @@ fn quantize_static(isa: Isa, x: &[f32], scale: f32, zero_point: i64) -> Result<(
     Ok((quantize_u8_with(isa, x, scale, zp as u8), zp))
 }
 
-/// Forward pass with float32 output: `y = x @ W.T + bias` through int8, `x` (rows, in_features),
-/// `b` = packed `W.T` (in_features, out_features), `w_scale` per output feature.
+/// Forward pass with float32 output: `y = x @ W.T + bias` through int8, `x` (rows, in_features).
 pub fn linear_f32_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
+    w: &Weights,
     act: Activations,
 ) -> Result<Vec<f32>> {
-    forward_f32(isa, x, rows, b, w_scale, bias, act, None).map(Option::unwrap_or_default)
+    forward_f32(isa, x, rows, w, act, None).map(Option::unwrap_or_default)
 }
 
 /// [`linear_f32_with`] into a caller's (rows, out_features) buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_f32_into_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
+    w: &Weights,
     act: Activations,
     out: &mut [f32],
 ) -> Result<()> {
-    forward_f32(isa, x, rows, b, w_scale, bias, act, Some(out)).map(|_| ())
+    forward_f32(isa, x, rows, w, act, Some(out)).map(|_| ())
 }
 
 /// The int8 product with the float epilogue, into `out` (`None`: a new Vec, returned).
-#[allow(clippy::too_many_arguments)]
 fn forward_f32(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
+    w: &Weights,
     act: Activations,
     out: Option<&mut [f32]>,
 ) -> Result<Option<Vec<f32>>> {
-    #[allow(clippy::too_many_arguments)]
     fn scaled(
         isa: Isa,
         a: &Lhs,
         a_zp: &[i64],
         b: &PackedMatrix,
-        rs: &[f32],
-        cs: &[f32],
-        bias_i32: Option<&[i32]>,
-        bias: Option<&[f32]>,
+        s: &Scaled,
         out: Option<&mut [f32]>,
     ) -> Result<Option<Vec<f32>>> {
         match out {
-            Some(o) => super::matmul_scaled_into_with(isa, a, a_zp, b, rs, cs, bias_i32, bias, o)
-                .map(|_| None),
-            None => super::matmul_scaled_with(isa, a, a_zp, b, rs, cs, bias_i32, bias).map(Some),
+            Some(o) => super::matmul_scaled_into_with(isa, a, a_zp, b, s, o).map(|_| None),
+            None => super::matmul_scaled_with(isa, a, a_zp, b, s).map(Some),
         }
     }
-    check_x(x, rows, b, w_scale, bias)?;
+    check_x(x, rows, w)?;
+    let (b, w_scale, bias) = (w.packed, w.scale, w.bias);
     let k = b.k();
     match act {
         Activations::Dynamic => {
@@ -266,7 +274,13 @@ fn forward_f32(
                 k,
                 dtype: Dtype::U8,
             };
-            scaled(isa, &a, &[zp as i64], b, &[s], w_scale, None, bias, out)
+            let sc = Scaled {
+                row_scale: &[s],
+                col_scale: w_scale,
+                bias_i32: None,
+                bias,
+            };
+            scaled(isa, &a, &[zp as i64], b, &sc, out)
         }
         Activations::DynamicPerRow => {
             let (q, s) = quantize_rows_i8_with(isa, x, rows, k)?;
@@ -276,7 +290,13 @@ fn forward_f32(
                 k,
                 dtype: Dtype::I8,
             };
-            scaled(isa, &a, &[], b, &s, w_scale, None, bias, out)
+            let sc = Scaled {
+                row_scale: &s,
+                col_scale: w_scale,
+                bias_i32: None,
+                bias,
+            };
+            scaled(isa, &a, &[], b, &sc, out)
         }
         Activations::Static { scale, zero_point } => {
             let (q, zp) = quantize_static(isa, x, scale, zero_point)?;
@@ -287,95 +307,69 @@ fn forward_f32(
                 dtype: Dtype::U8,
             };
             let bq = bias.map(|bb| quantize_bias(bb, scale, w_scale));
-            scaled(
-                isa,
-                &a,
-                &[zp as i64],
-                b,
-                &[scale],
-                w_scale,
-                bq.as_deref(),
-                None,
-                out,
-            )
+            let sc = Scaled {
+                row_scale: &[scale],
+                col_scale: w_scale,
+                bias_i32: bq.as_deref(),
+                bias: None,
+            };
+            scaled(isa, &a, &[zp as i64], b, &sc, out)
         }
     }
 }
 
 /// [`linear_f32_with`] on [`isa::active`].
-pub fn linear_f32(
-    x: &[f32],
-    rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    act: Activations,
-) -> Result<Vec<f32>> {
-    linear_f32_with(isa::active(), x, rows, b, w_scale, bias, act)
+pub fn linear_f32(x: &[f32], rows: usize, w: &Weights, act: Activations) -> Result<Vec<f32>> {
+    linear_f32_with(isa::active(), x, rows, w, act)
 }
 
 /// Static forward pass with int8 / uint8 output (TFLite full-integer):
 /// `y = saturate(rint(float32(acc + bias_q[n]) * (in_scale * w_scale[n] / out_scale)) + out_zp)`,
 /// into a caller's rows x N buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_q8_into_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    in_scale: f32,
-    in_zp: i64,
-    out_scale: f32,
-    out_zp: i64,
-    out_dtype: Dtype,
+    w: &Weights,
+    q8: &StaticQ8,
     out: &mut [u8],
 ) -> Result<()> {
-    check_x(x, rows, b, w_scale, bias)?;
+    check_x(x, rows, w)?;
     // The error order of before: input scale, output scale, then zero point and NaN.
-    check_scale("input_scale", &[in_scale])?;
-    check_scale("output_scale", &[out_scale])?;
-    let (q, zp) = quantize_static(isa, x, in_scale, in_zp)?;
+    check_scale("input_scale", &[q8.in_scale])?;
+    check_scale("output_scale", &[q8.out_scale])?;
+    let (q, zp) = quantize_static(isa, x, q8.in_scale, q8.in_zero_point)?;
+    let b = w.packed;
     let a = Lhs {
         data: &q,
         rows,
         k: b.k(),
         dtype: Dtype::U8,
     };
-    let bq = bias.map(|bb| quantize_bias(bb, in_scale, w_scale));
-    let mult: Vec<f32> = w_scale.iter().map(|&s| in_scale * s / out_scale).collect();
-    super::matmul_requant_into_with(
-        isa,
-        &a,
-        &[zp as i64],
-        b,
-        &mult,
-        bq.as_deref(),
-        out_zp,
-        out_dtype,
-        out,
-    )
+    let bq = w.bias.map(|bb| quantize_bias(bb, q8.in_scale, w.scale));
+    let mult: Vec<f32> = w
+        .scale
+        .iter()
+        .map(|&s| q8.in_scale * s / q8.out_scale)
+        .collect();
+    let r = Requant {
+        mult: &mult,
+        bias_i32: bq.as_deref(),
+        zero_point: q8.out_zero_point,
+        dtype: q8.out_dtype,
+    };
+    super::matmul_requant_into_with(isa, &a, &[zp as i64], b, &r, out)
 }
 
 /// [`linear_q8_into_with`] into a new buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_q8_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    in_scale: f32,
-    in_zp: i64,
-    out_scale: f32,
-    out_zp: i64,
-    out_dtype: Dtype,
+    w: &Weights,
+    q8: &StaticQ8,
 ) -> Result<Vec<u8>> {
-    let mut out = super::zeroed_output(rows, b.n())?;
-    linear_q8_into_with(
-        isa, x, rows, b, w_scale, bias, in_scale, in_zp, out_scale, out_zp, out_dtype, &mut out,
-    )?;
+    let mut out = super::zeroed_output(rows, w.packed.n())?;
+    linear_q8_into_with(isa, x, rows, w, q8, &mut out)?;
     Ok(out)
 }

@@ -42,7 +42,7 @@ mod direct;
 mod tests;
 
 pub use checks::k_limit;
-pub use layout::{Dtype, Lhs};
+pub use layout::{Dtype, Lhs, Rhs};
 pub use pack::PackedMatrix;
 
 use checks::{check_k_parts, check_scale, check_zero_points};
@@ -66,82 +66,93 @@ fn validate(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     Ok(zp)
 }
 
+/// The float32 epilogue of [`matmul_scaled_with`]:
+/// `float32(C + bias_i32[n]) * (row_scale[m] * col_scale[n]) (+ bias[n])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Scaled<'a> {
+    /// 1 or M values.
+    pub row_scale: &'a [f32],
+    /// N values.
+    pub col_scale: &'a [f32],
+    /// N values added to C before the conversion, or none.
+    pub bias_i32: Option<&'a [i32]>,
+    /// N values added after the scaling, or none.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// The requantizing epilogue of [`matmul_requant_into_with`]:
+/// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + zero_point)` as `dtype` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Requant<'a> {
+    /// N values.
+    pub mult: &'a [f32],
+    /// N values, or none.
+    pub bias_i32: Option<&'a [i32]>,
+    /// The output zero point, within `dtype`'s range.
+    pub zero_point: i64,
+    /// The output type.
+    pub dtype: Dtype,
+}
+
+/// The quantization parameters of ONNX `QLinearMatMul` ([`qlinear_matmul_into_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct QLinear<'a> {
+    /// A's scale.
+    pub a_scale: f32,
+    /// A's zero point: empty, one value, or M values.
+    pub a_zero_point: &'a [i64],
+    /// B's scale: 1 or N values.
+    pub b_scale: &'a [f32],
+    /// The output's scale.
+    pub y_scale: f32,
+    /// The output's zero point.
+    pub y_zero_point: i64,
+    /// The output type.
+    pub y_dtype: Dtype,
+}
+
 /// `(A - a_zp) @ (B - b_zp)` as int32 (M x N, row-major), on [`isa::active`].
 pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32>> {
     matmul_integer_with(isa::active(), a, a_zp, b)
 }
 
-/// [`matmul_integer`] with a plain row-major (K, N) B of `b_dtype` and zero point `b_zp`:
-/// up to 16 rows on the AVX2 and AVX-512 levels, 8 on AVX-VNNI (`DirectKernel::max_rows`),
-/// multiplied straight from B's bytes (`direct.rs`); otherwise packed for this call only
-/// (storage recycled per thread).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_integer_unpacked_with(
-    isa: Isa,
-    a: &Lhs,
-    a_zp: &[i64],
-    b: &[u8],
-    k: usize,
-    n: usize,
-    b_dtype: Dtype,
-    b_zp: &[i64],
-) -> Result<Vec<i32>> {
-    let mut v = zeroed_output::<i32>(a.rows, n)?;
-    matmul_integer_unpacked_into_with(isa, a, a_zp, b, k, n, b_dtype, b_zp, &mut v)?;
+/// [`matmul_integer`] with a plain B: up to [`layout::DIRECT_ROWS`] rows (fewer on some
+/// levels: `direct::max_rows`) multiplied straight from B's bytes (`direct.rs`); otherwise
+/// packed for this call only (storage recycled per thread).
+pub fn matmul_integer_unpacked_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &Rhs) -> Result<Vec<i32>> {
+    let mut v = zeroed_output::<i32>(a.rows, b.n)?;
+    matmul_integer_unpacked_into_with(isa, a, a_zp, b, &mut v)?;
     Ok(v)
 }
 
 /// [`matmul_integer_unpacked_with`] into a caller's M x N buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_integer_unpacked_into_with(
     isa: Isa,
     a: &Lhs,
     a_zp: &[i64],
-    b: &[u8],
-    k: usize,
-    n: usize,
-    b_dtype: Dtype,
-    b_zp: &[i64],
+    b: &Rhs,
     out: &mut [i32],
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
     if let Some(kernel) = isa::kernels(isa).gemm_direct {
-        if k > 0 && n > 0 && (1..=direct::max_rows(kernel)).contains(&a.rows) {
+        if b.k > 0 && b.n > 0 && (1..=direct::max_rows(kernel)).contains(&a.rows) {
             // SAFETY: `isa::kernels` names only kernels this CPU can run.
-            return unsafe { direct::matmul_into(kernel, a, a_zp, b, k, n, b_dtype, b_zp, out) };
+            return unsafe { direct::matmul_into(kernel, a, a_zp, b, out) };
         }
     }
-    PackedMatrix::with_temporary(isa, b, k, n, b_dtype, b_zp, |packed| {
+    PackedMatrix::with_temporary(isa, b, |packed| {
         matmul_integer_into_with(isa, a, a_zp, packed, out)
     })?
 }
 
 /// [`matmul_integer_unpacked_with`] on [`isa::active`].
-pub fn matmul_integer_unpacked(
-    a: &Lhs,
-    a_zp: &[i64],
-    b: &[u8],
-    k: usize,
-    n: usize,
-    b_dtype: Dtype,
-    b_zp: &[i64],
-) -> Result<Vec<i32>> {
-    matmul_integer_unpacked_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp)
+pub fn matmul_integer_unpacked(a: &Lhs, a_zp: &[i64], b: &Rhs) -> Result<Vec<i32>> {
+    matmul_integer_unpacked_with(isa::active(), a, a_zp, b)
 }
 
 /// [`matmul_integer_unpacked_into_with`] on [`isa::active`].
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_integer_unpacked_into(
-    a: &Lhs,
-    a_zp: &[i64],
-    b: &[u8],
-    k: usize,
-    n: usize,
-    b_dtype: Dtype,
-    b_zp: &[i64],
-    out: &mut [i32],
-) -> Result<()> {
-    matmul_integer_unpacked_into_with(isa::active(), a, a_zp, b, k, n, b_dtype, b_zp, out)
+pub fn matmul_integer_unpacked_into(a: &Lhs, a_zp: &[i64], b: &Rhs, out: &mut [i32]) -> Result<()> {
+    matmul_integer_unpacked_into_with(isa::active(), a, a_zp, b, out)
 }
 
 /// [`matmul_integer`] on a given ISA level (tests).
@@ -159,6 +170,19 @@ pub fn matmul_integer_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &PackedMatrix) ->
     })
 }
 
+/// Check that `out` holds M x N elements.
+fn check_out<T>(out: &[T], m: usize, n: usize) -> Result<()> {
+    if Some(out.len()) != m.checked_mul(n) {
+        bail_arg!(
+            "`out` holds {} elements, expected M*N = {}*{}",
+            out.len(),
+            m,
+            n
+        );
+    }
+    Ok(())
+}
+
 /// [`matmul_integer`] into a caller's M x N buffer (no fresh output pages).
 pub fn matmul_integer_into_with(
     isa: Isa,
@@ -168,22 +192,9 @@ pub fn matmul_integer_into_with(
     out: &mut [i32],
 ) -> Result<()> {
     let zp = validate(a, a_zp, b)?;
-    if Some(out.len()) != a.rows.checked_mul(b.n()) {
-        bail_arg!(
-            "`out` holds {} elements, expected M*N = {}*{}",
-            out.len(),
-            a.rows,
-            b.n()
-        );
-    }
-    execute(
-        isa::kernels(isa).gemm,
-        a,
-        &zp,
-        b,
-        None,
-        Out::I32(SyncPtr(out.as_mut_ptr())),
-    );
+    check_out(out, a.rows, b.n())?;
+    let o = Out::I32(SyncPtr(out.as_mut_ptr()));
+    execute(isa::kernels(isa).gemm, a, &zp, b, None, o);
     Ok(())
 }
 
@@ -207,214 +218,145 @@ pub fn matmul_integer_into(a: &Lhs, a_zp: &[i64], b: &PackedMatrix, out: &mut [i
 }
 
 /// Checks of [`matmul_scaled_with`]'s arguments; returns A's zero point.
-#[allow(clippy::too_many_arguments)]
-fn check_scaled(
-    a: &Lhs,
-    a_zp: &[i64],
-    b: &PackedMatrix,
-    row_scale: &[f32],
-    col_scale: &[f32],
-    bias_i32: Option<&[i32]>,
-    bias: Option<&[f32]>,
-) -> Result<Vec<i32>> {
+fn check_scaled(a: &Lhs, a_zp: &[i64], b: &PackedMatrix, s: &Scaled) -> Result<Vec<i32>> {
     let zp = validate(a, a_zp, b)?;
     let n = b.n();
-    if row_scale.len() != 1 && row_scale.len() != a.rows {
+    if s.row_scale.len() != 1 && s.row_scale.len() != a.rows {
         bail_arg!(
             "row scale has {} values, expected 1 or M={}",
-            row_scale.len(),
+            s.row_scale.len(),
             a.rows
         );
     }
-    if col_scale.len() != n {
+    if s.col_scale.len() != n {
         bail_arg!(
             "column scale has {} values, expected N={n}",
-            col_scale.len()
+            s.col_scale.len()
         );
     }
-    if bias.is_some_and(|v| v.len() != n) || bias_i32.is_some_and(|v| v.len() != n) {
+    if s.bias.is_some_and(|v| v.len() != n) || s.bias_i32.is_some_and(|v| v.len() != n) {
         bail_arg!("`bias` must have N={n} values");
     }
     Ok(zp)
 }
 
-/// `float32(C + bias_i32[n]) * (row_scale[m] * col_scale[n]) (+ bias[n])`, no int32 matrix in
-/// between. `row_scale` has 1 or M values, `col_scale` N, biases N.
-#[allow(clippy::too_many_arguments)]
+/// `float32(C + bias_i32[n]) * (row_scale[m] * col_scale[n]) (+ bias[n])` ([`Scaled`]), no
+/// int32 matrix in between.
 pub fn matmul_scaled_with(
     isa: Isa,
     a: &Lhs,
     a_zp: &[i64],
     b: &PackedMatrix,
-    row_scale: &[f32],
-    col_scale: &[f32],
-    bias_i32: Option<&[i32]>,
-    bias: Option<&[f32]>,
+    s: &Scaled,
 ) -> Result<Vec<f32>> {
-    let zp = check_scaled(a, a_zp, b, row_scale, col_scale, bias_i32, bias)?;
+    let zp = check_scaled(a, a_zp, b, s)?;
     alloc_output::<f32>(a.rows, b.n(), |p| {
         let o = Out::F32 {
             ptr: SyncPtr(p),
-            row_scale,
-            col_scale,
-            bias,
+            row_scale: s.row_scale,
+            col_scale: s.col_scale,
+            bias: s.bias,
         };
-        execute(isa::kernels(isa).gemm, a, &zp, b, bias_i32, o)
+        execute(isa::kernels(isa).gemm, a, &zp, b, s.bias_i32, o)
     })
 }
 
 /// [`matmul_scaled_with`] into a caller's M x N buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_scaled_into_with(
     isa: Isa,
     a: &Lhs,
     a_zp: &[i64],
     b: &PackedMatrix,
-    row_scale: &[f32],
-    col_scale: &[f32],
-    bias_i32: Option<&[i32]>,
-    bias: Option<&[f32]>,
+    s: &Scaled,
     out: &mut [f32],
 ) -> Result<()> {
-    let zp = check_scaled(a, a_zp, b, row_scale, col_scale, bias_i32, bias)?;
-    if Some(out.len()) != a.rows.checked_mul(b.n()) {
-        bail_arg!(
-            "`out` holds {} elements, expected M*N = {}*{}",
-            out.len(),
-            a.rows,
-            b.n()
-        );
-    }
+    let zp = check_scaled(a, a_zp, b, s)?;
+    check_out(out, a.rows, b.n())?;
     let o = Out::F32 {
         ptr: SyncPtr(out.as_mut_ptr()),
-        row_scale,
-        col_scale,
-        bias,
+        row_scale: s.row_scale,
+        col_scale: s.col_scale,
+        bias: s.bias,
     };
-    execute(isa::kernels(isa).gemm, a, &zp, b, bias_i32, o);
+    execute(isa::kernels(isa).gemm, a, &zp, b, s.bias_i32, o);
     Ok(())
 }
 
-/// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes, into a
-/// caller's M x N buffer (every element written).
-#[allow(clippy::too_many_arguments)]
+/// `clamp(rint(float32(C + bias_i32[n]) * mult[n]) + y_zp)` as `y_dtype` bytes ([`Requant`]),
+/// into a caller's M x N buffer (every element written).
 pub fn matmul_requant_into_with(
     isa: Isa,
     a: &Lhs,
     a_zp: &[i64],
     b: &PackedMatrix,
-    mult: &[f32],
-    bias_i32: Option<&[i32]>,
-    y_zp: i64,
-    y_dtype: Dtype,
+    r: &Requant,
     out: &mut [u8],
 ) -> Result<()> {
     let zp = validate(a, a_zp, b)?;
     let n = b.n();
-    if mult.len() != n {
+    if r.mult.len() != n {
         bail_arg!(
             "requantization multiplier has {} values, expected N={n}",
-            mult.len()
+            r.mult.len()
         );
     }
-    if bias_i32.is_some_and(|v| v.len() != n) {
+    if r.bias_i32.is_some_and(|v| v.len() != n) {
         bail_arg!("`bias` must have N={n} values");
     }
-    let yz = check_zero_points("y_zero_point", &[y_zp], 1, "tensor", y_dtype)?[0];
-    if Some(out.len()) != a.rows.checked_mul(n) {
-        bail_arg!(
-            "`out` holds {} elements, expected M*N = {}*{n}",
-            out.len(),
-            a.rows
-        );
-    }
-    let (lo, hi) = y_dtype.range();
+    let yz = check_zero_points("y_zero_point", &[r.zero_point], 1, "tensor", r.dtype)?[0];
+    check_out(out, a.rows, n)?;
+    let (lo, hi) = r.dtype.range();
     let o = Out::Q8 {
         ptr: SyncPtr(out.as_mut_ptr()),
-        mult,
+        mult: r.mult,
         zp: yz,
         lo,
         hi,
     };
-    execute(isa::kernels(isa).gemm, a, &zp, b, bias_i32, o);
+    execute(isa::kernels(isa).gemm, a, &zp, b, r.bias_i32, o);
     Ok(())
 }
 
 /// ONNX `QLinearMatMul`: `y = saturate(rint(float32(C) * (a_scale * b_scale[n] / y_scale)) + y_zp)`
-/// where C is [`matmul_integer`]; `b_scale` has 1 or N values; `y_dtype` bytes into a caller's
-/// M x N buffer.
-#[allow(clippy::too_many_arguments)]
+/// where C is [`matmul_integer`] ([`QLinear`] holds the parameters); `y_dtype` bytes into a
+/// caller's M x N buffer.
 pub fn qlinear_matmul_into_with(
     isa: Isa,
     a: &Lhs,
-    a_scale: f32,
-    a_zp: &[i64],
     b: &PackedMatrix,
-    b_scale: &[f32],
-    y_scale: f32,
-    y_zp: i64,
-    y_dtype: Dtype,
+    q: &QLinear,
     out: &mut [u8],
 ) -> Result<()> {
-    check_scale("a_scale", &[a_scale])?;
-    check_scale("b_scale", b_scale)?;
-    check_scale("y_scale", &[y_scale])?;
+    check_scale("a_scale", &[q.a_scale])?;
+    check_scale("b_scale", q.b_scale)?;
+    check_scale("y_scale", &[q.y_scale])?;
     let n = b.n();
-    if b_scale.len() != 1 && b_scale.len() != n {
+    if q.b_scale.len() != 1 && q.b_scale.len() != n {
         bail_arg!(
             "`b_scale` has {} values, expected a scalar or N={n}",
-            b_scale.len()
+            q.b_scale.len()
         );
     }
     let mult: Vec<f32> = (0..n)
-        .map(|j| a_scale * b_scale[if b_scale.len() == 1 { 0 } else { j }] / y_scale)
+        .map(|j| q.a_scale * q.b_scale[if q.b_scale.len() == 1 { 0 } else { j }] / q.y_scale)
         .collect();
-    matmul_requant_into_with(isa, a, a_zp, b, &mult, None, y_zp, y_dtype, out)
+    let r = Requant {
+        mult: &mult,
+        bias_i32: None,
+        zero_point: q.y_zero_point,
+        dtype: q.y_dtype,
+    };
+    matmul_requant_into_with(isa, a, q.a_zero_point, b, &r, out)
 }
 
 /// [`qlinear_matmul_into_with`] into a new buffer.
-#[allow(clippy::too_many_arguments)]
-pub fn qlinear_matmul_with(
-    isa: Isa,
-    a: &Lhs,
-    a_scale: f32,
-    a_zp: &[i64],
-    b: &PackedMatrix,
-    b_scale: &[f32],
-    y_scale: f32,
-    y_zp: i64,
-    y_dtype: Dtype,
-) -> Result<Vec<u8>> {
+pub fn qlinear_matmul_with(isa: Isa, a: &Lhs, b: &PackedMatrix, q: &QLinear) -> Result<Vec<u8>> {
     let mut out = zeroed_output(a.rows, b.n())?;
-    qlinear_matmul_into_with(
-        isa, a, a_scale, a_zp, b, b_scale, y_scale, y_zp, y_dtype, &mut out,
-    )?;
+    qlinear_matmul_into_with(isa, a, b, q, &mut out)?;
     Ok(out)
 }
 
 /// [`qlinear_matmul_into_with`] on [`isa::active`].
-#[allow(clippy::too_many_arguments)]
-pub fn qlinear_matmul_into(
-    a: &Lhs,
-    a_scale: f32,
-    a_zp: &[i64],
-    b: &PackedMatrix,
-    b_scale: &[f32],
-    y_scale: f32,
-    y_zp: i64,
-    y_dtype: Dtype,
-    out: &mut [u8],
-) -> Result<()> {
-    qlinear_matmul_into_with(
-        isa::active(),
-        a,
-        a_scale,
-        a_zp,
-        b,
-        b_scale,
-        y_scale,
-        y_zp,
-        y_dtype,
-        out,
-    )
+pub fn qlinear_matmul_into(a: &Lhs, b: &PackedMatrix, q: &QLinear, out: &mut [u8]) -> Result<()> {
+    qlinear_matmul_into_with(isa::active(), a, b, q, out)
 }

@@ -16,7 +16,7 @@
 pub use super::layout::{GROUP_BYTES, PANEL, STRIP};
 
 use super::checks::check_b;
-use super::layout::{Dtype, SyncPtr};
+use super::layout::{Dtype, PackLines, Rhs, SyncPtr};
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa, Vector};
 
@@ -85,22 +85,21 @@ impl PackedMatrix {
         dtype: Dtype,
         zero_point: &[i64],
     ) -> Result<Self> {
-        Self::pack_into(isa, b, k, n, dtype, zero_point, Vec::new())
+        let b = Rhs {
+            data: b,
+            k,
+            n,
+            dtype,
+            zero_point,
+        };
+        Self::pack_into(isa, &b, Vec::new())
     }
 
     /// Pack B for one call and run `f` on it, with the packed storage recycled per thread
     /// (fresh pages for a large temporary cost more page faults than the packing itself).
-    pub fn with_temporary<R>(
-        isa: Isa,
-        b: &[u8],
-        k: usize,
-        n: usize,
-        dtype: Dtype,
-        zero_point: &[i64],
-        f: impl FnOnce(&PackedMatrix) -> R,
-    ) -> Result<R> {
+    pub fn with_temporary<R>(isa: Isa, b: &Rhs, f: impl FnOnce(&PackedMatrix) -> R) -> Result<R> {
         let buf = RECYCLED.with(|r| std::mem::take(&mut *r.borrow_mut()));
-        let packed = Self::pack_into(isa, b, k, n, dtype, zero_point, buf)?;
+        let packed = Self::pack_into(isa, b, buf)?;
         let out = f(&packed);
         if packed.lines.capacity() * 64 <= RECYCLE_KEEP {
             RECYCLED.with(|r| *r.borrow_mut() = packed.lines);
@@ -108,15 +107,14 @@ impl PackedMatrix {
         Ok(out)
     }
 
-    fn pack_into(
-        isa: Isa,
-        b: &[u8],
-        k: usize,
-        n: usize,
-        dtype: Dtype,
-        zero_point: &[i64],
-        mut lines: Vec<Line>,
-    ) -> Result<Self> {
+    fn pack_into(isa: Isa, rhs: &Rhs, mut lines: Vec<Line>) -> Result<Self> {
+        let Rhs {
+            data: b,
+            k,
+            n,
+            dtype,
+            zero_point,
+        } = *rhs;
         let zp = check_b(b, k, n, dtype, zero_point)?;
         let kp = round_up(k, 4).ok_or_else(|| Error::limit("`b` has too many rows"))?;
         let np = round_up(n, PANEL).ok_or_else(|| Error::limit("`b` has too many columns"))?;
@@ -154,11 +152,14 @@ impl PackedMatrix {
             let total = std::sync::Mutex::new(&mut col_sums);
             crate::parallel::for_chunks(simd_groups, 256, |g0, g1| {
                 let mut part = vec![0i32; simd_panels * PANEL];
-                let (o, ss, pp) = (
-                    ptr.get().cast::<u8>(),
-                    panel_groups * GROUP_BYTES,
-                    simd_panels,
-                );
+                let dst = PackLines {
+                    b,
+                    n,
+                    panels: simd_panels,
+                    flip,
+                    out: ptr.get().cast::<u8>(),
+                    pbytes: panel_groups * GROUP_BYTES,
+                };
                 // SAFETY: the Avx512 level implies avx512f/bw/vbmi/vnni, Avx2 avx2; rows
                 // 4*g1 <= k, columns simd_panels*64 <= n; `lines` is 64-byte aligned with panels
                 // of panel_groups k-groups; lines of k-groups g0..g1 are written by this chunk
@@ -167,17 +168,13 @@ impl PackedMatrix {
                     use super::{avx2, avx512};
                     match (kernel, nt) {
                         (Vector::Avx512, true) => {
-                            avx512::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                            avx512::pack_lines::<true>(dst, g0, g1, &mut part)
                         }
                         (Vector::Avx512, false) => {
-                            avx512::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                            avx512::pack_lines::<false>(dst, g0, g1, &mut part)
                         }
-                        (Vector::Avx2, true) => {
-                            avx2::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
-                        }
-                        (Vector::Avx2, false) => {
-                            avx2::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
-                        }
+                        (Vector::Avx2, true) => avx2::pack_lines::<true>(dst, g0, g1, &mut part),
+                        (Vector::Avx2, false) => avx2::pack_lines::<false>(dst, g0, g1, &mut part),
                         // `simd` is false: no blocks for the transpose.
                         (Vector::Scalar, _) => {}
                     }
@@ -188,6 +185,7 @@ impl PackedMatrix {
                 }
             });
         }
+        let src = Source { b, k, n, flip };
         crate::parallel::for_chunks(panels, 2, |p0, p1| {
             for p in p0..p1 {
                 let pl = panel_groups * 4;
@@ -195,7 +193,7 @@ impl PackedMatrix {
                 // `lines` outlives this call (for_chunks returns after every chunk ran).
                 let panel = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(p * pl), pl) };
                 let g_from = if p < simd_panels { simd_groups } else { 0 };
-                pack_panel(b, k, n, p * PANEL, flip, g_from, groups, panel);
+                pack_panel(&src, p * PANEL, g_from, groups, panel);
             }
         });
         // Column sums of what the SIMD transpose did not cover: every row of the columns past
@@ -315,17 +313,16 @@ fn panel_groups_for(groups: usize) -> usize {
 /// Write k-groups `g_from..` of the panel of columns `n0..n0+64` (`groups` k-groups, then any
 /// padding k-group; line `4g + j` is strip j's line of k-group g): B's bytes where it has
 /// them, zero beyond K and N.
-#[allow(clippy::too_many_arguments)]
-fn pack_panel(
-    b: &[u8],
+/// Row-major B (`k` x `n`) as [`pack_panel`] reads it, XOR `flip`.
+struct Source<'a> {
+    b: &'a [u8],
     k: usize,
     n: usize,
-    n0: usize,
     flip: u8,
-    g_from: usize,
-    groups: usize,
-    panel: &mut [Line],
-) {
+}
+
+fn pack_panel(src: &Source, n0: usize, g_from: usize, groups: usize, panel: &mut [Line]) {
+    let Source { b, k, n, flip } = *src;
     for (at, line) in panel.iter_mut().enumerate().skip(4 * g_from) {
         let (g, j) = (at / 4, at % 4);
         *line = Line([0u8; 64]);
