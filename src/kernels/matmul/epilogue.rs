@@ -3,7 +3,7 @@
 //! [`Job`] that carries one multiplication's operands and terms to the kernels.
 
 use super::layout::{SyncPtr, PANEL};
-use super::pack::PackedMatrix;
+use super::packed::PackedMatrix;
 
 /// How the epilogue writes a finished int32 tile.
 #[derive(Clone, Copy)]

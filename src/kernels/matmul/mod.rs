@@ -25,6 +25,7 @@ mod epilogue;
 mod layout;
 pub mod linear;
 pub mod pack;
+mod packed;
 mod plan;
 pub mod scalar;
 mod scratch;
@@ -116,7 +117,7 @@ pub fn matmul_integer(a: &Lhs, a_zp: &[i64], b: &PackedMatrix) -> Result<Vec<i32
     matmul_integer_with(isa::active(), a, a_zp, b)
 }
 
-/// [`matmul_integer`] with a plain B: up to [`layout::DIRECT_ROWS`] rows (fewer on some
+/// [`matmul_integer`] with a plain B: up to `layout::DIRECT_ROWS` (16) rows (fewer on some
 /// levels: `direct::max_rows`) multiplied straight from B's bytes (`direct.rs`); otherwise
 /// packed for this call only (storage recycled per thread).
 pub fn matmul_integer_unpacked_with(isa: Isa, a: &Lhs, a_zp: &[i64], b: &Rhs) -> Result<Vec<i32>> {

@@ -6,7 +6,7 @@
 use super::blocking::Block;
 use super::epilogue::{Job, Out};
 use super::layout::{Dtype, Lhs, PANEL};
-use super::pack::PackedMatrix;
+use super::packed::PackedMatrix;
 use super::scalar;
 use super::scratch::with_scratch;
 #[cfg(target_arch = "x86_64")]
