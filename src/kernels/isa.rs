@@ -163,6 +163,13 @@ pub(crate) enum GemmDirect {
 /// Every op dispatches with an exhaustive `match` on its field (no `_` arm), so a new level
 /// does not compile until its row below says what each op runs, and a new kernel variant does
 /// not compile until the op's dispatch calls it.
+///
+/// Adding a level, e.g. Intel AMX: the `Isa` variant (its arms in `name`, `is_supported`,
+/// `included`, `index` and `ALL` do not compile until written), its row in [`Isa::kernels`]
+/// (`gemm: Gemm::Amx`, the AVX-512 families for everything else), and the kernel itself:
+/// `matmul/amx.rs` implementing `matmul::blocking::PackedKernel` (tile sizes, K blocking, the
+/// micro-kernel on a `Tile`) with a `#[target_feature]` shell over the shared driver, plus
+/// the `Gemm::Amx` arm of the one packed-B dispatch (`matmul/plan.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Kernels {
     /// `quantize/`.
