@@ -248,19 +248,15 @@ fn sums_at<T: Elem>(
     c0: usize,
     acc: [&mut [f64]; 4],
 ) {
-    use crate::kernels::isa::Isa;
-    match isa {
+    use crate::kernels::isa::{self, Vector};
+    match isa::kernels(isa).channel_sums {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if Isa::Avx512.is_supported() => {
-            // SAFETY: the CPU supports AVX-512 F/VL, AVX2 and FMA (checked just above).
-            unsafe { sums_avx512(x, rows, cols, c0, acc) }
-        }
+        // SAFETY: the CPU supports AVX-512 F/VL, AVX2 and FMA (`kernels` checked).
+        Vector::Avx512 => unsafe { sums_avx512(x, rows, cols, c0, acc) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 if Isa::Avx2.is_supported() => {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { sums_avx2(x, rows, cols, c0, acc) }
-        }
-        _ => sums_body(x, rows, cols, c0, acc),
+        // SAFETY: the CPU supports AVX2 and FMA (`kernels` checked).
+        Vector::Avx2 => unsafe { sums_avx2(x, rows, cols, c0, acc) },
+        Vector::Scalar => sums_body(x, rows, cols, c0, acc),
     }
 }
 

@@ -70,14 +70,29 @@ impl Isa {
 
     /// Whether kernels written for `other` may run at this level.
     pub fn includes(self, other: Isa) -> bool {
-        matches!(
-            (self, other),
-            (_, Isa::Scalar)
-                | (Isa::Neon, Isa::Neon)
-                | (Isa::Avx2 | Isa::AvxVnni | Isa::Avx512, Isa::Avx2)
-                | (Isa::AvxVnni, Isa::AvxVnni)
-                | (Isa::Avx512, Isa::Avx512)
-        )
+        self.included().contains(&other)
+    }
+
+    /// The levels whose kernels may run at this one (itself included).
+    const fn included(self) -> &'static [Isa] {
+        match self {
+            Isa::Scalar => &[Isa::Scalar],
+            Isa::Neon => &[Isa::Scalar, Isa::Neon],
+            Isa::Avx2 => &[Isa::Scalar, Isa::Avx2],
+            Isa::AvxVnni => &[Isa::Scalar, Isa::Avx2, Isa::AvxVnni],
+            Isa::Avx512 => &[Isa::Scalar, Isa::Avx2, Isa::Avx512],
+        }
+    }
+
+    /// Position in [`Isa::ALL`].
+    const fn index(self) -> usize {
+        match self {
+            Isa::Scalar => 0,
+            Isa::Neon => 1,
+            Isa::Avx2 => 2,
+            Isa::AvxVnni => 3,
+            Isa::Avx512 => 4,
+        }
     }
 }
 
@@ -85,6 +100,188 @@ impl std::fmt::Display for Isa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The kernels of a SIMD family with AVX2 and AVX-512 variants (the float32 runs: quantize,
+/// dequantize, reduce, per-channel sums).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Vector {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The kernels of an op with one AVX2 variant (4-bit packing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Avx2Only {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+/// The kernels of an op with one AVX-512 variant (k-smallest selection, rANS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Avx512Only {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The int8 GEMM micro-kernel on packed B (`matmul/`, one file per variant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gemm {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// The AVX-VNNI kernel with the AVX-512VL encoding (tests on hosts without AVX-VNNI).
+    #[cfg(all(test, target_arch = "x86_64"))]
+    AvxVnniViaVl,
+}
+
+/// The int8 GEMM on plain (unpacked) B for small M (`matmul/direct.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GemmDirect {
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// The AVX-VNNI kernel with the AVX-512VL encoding (tests on hosts without AVX-VNNI).
+    #[cfg(all(test, target_arch = "x86_64"))]
+    AvxVnniViaVl,
+}
+
+/// Which kernel family every op runs at one [`Isa`]: the one map from levels to kernels.
+///
+/// Every op dispatches with an exhaustive `match` on its field (no `_` arm), so a new level
+/// does not compile until its row below says what each op runs, and a new kernel variant does
+/// not compile until the op's dispatch calls it.
+///
+/// Adding a level, e.g. Intel AMX: the `Isa` variant (its arms in `name`, `is_supported`,
+/// `included`, `index` and `ALL` do not compile until written), its row in [`Isa::kernels`]
+/// (`gemm: Gemm::Amx`, the AVX-512 families for everything else), and the kernel itself:
+/// `matmul/amx.rs` implementing `matmul::blocking::PackedKernel` (tile sizes, K blocking, the
+/// micro-kernel on a `Tile`) with a `#[target_feature]` shell over the shared driver, plus
+/// the `Gemm::Amx` arm of the one packed-B dispatch (`matmul/plan.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kernels {
+    /// `quantize/`.
+    pub quantize: Vector,
+    /// `dequantize/`.
+    pub dequantize: Vector,
+    /// `reduce/` (min / max, absmax).
+    pub reduce: Vector,
+    /// `calib::stats` per-channel sums.
+    pub channel_sums: Vector,
+    /// `pack4/`.
+    pub pack4: Avx2Only,
+    /// `sparse/` (mask, compress, expand, popcount).
+    pub sparse: Vector,
+    /// `select/`.
+    pub select: Avx512Only,
+    /// `rans/`.
+    pub rans: Avx512Only,
+    /// `matmul/`: packing B (the transpose into the K-quad layout).
+    pub pack_b: Vector,
+    /// `matmul/`: the micro-kernel on packed B.
+    pub gemm: Gemm,
+    /// `matmul/`: plain B, small M; `None`: pack B and run [`Kernels::gemm`].
+    pub gemm_direct: Option<GemmDirect>,
+}
+
+const SCALAR_KERNELS: Kernels = Kernels {
+    quantize: Vector::Scalar,
+    dequantize: Vector::Scalar,
+    reduce: Vector::Scalar,
+    channel_sums: Vector::Scalar,
+    pack4: Avx2Only::Scalar,
+    sparse: Vector::Scalar,
+    select: Avx512Only::Scalar,
+    rans: Avx512Only::Scalar,
+    pack_b: Vector::Scalar,
+    gemm: Gemm::Scalar,
+    gemm_direct: None,
+};
+
+impl Isa {
+    /// What every op runs at this level (see [`Kernels`]). Pure: it does not ask whether the
+    /// CPU supports the level; [`kernels`] does.
+    pub(crate) const fn kernels(self) -> Kernels {
+        match self {
+            Isa::Scalar => SCALAR_KERNELS,
+            // No NEON kernels yet: the portable twins.
+            Isa::Neon => SCALAR_KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Kernels {
+                quantize: Vector::Avx2,
+                dequantize: Vector::Avx2,
+                reduce: Vector::Avx2,
+                channel_sums: Vector::Avx2,
+                pack4: Avx2Only::Avx2,
+                sparse: Vector::Avx2,
+                select: Avx512Only::Scalar,
+                rans: Avx512Only::Scalar,
+                pack_b: Vector::Avx2,
+                gemm: Gemm::Avx2,
+                gemm_direct: Some(GemmDirect::Avx2),
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => Kernels {
+                quantize: Vector::Avx2,
+                dequantize: Vector::Avx2,
+                reduce: Vector::Avx2,
+                channel_sums: Vector::Avx2,
+                pack4: Avx2Only::Avx2,
+                sparse: Vector::Avx2,
+                select: Avx512Only::Scalar,
+                rans: Avx512Only::Scalar,
+                pack_b: Vector::Avx2,
+                gemm: Gemm::AvxVnni,
+                gemm_direct: Some(GemmDirect::AvxVnni),
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Kernels {
+                quantize: Vector::Avx512,
+                dequantize: Vector::Avx512,
+                reduce: Vector::Avx512,
+                channel_sums: Vector::Avx512,
+                pack4: Avx2Only::Avx2,
+                sparse: Vector::Avx512,
+                select: Avx512Only::Avx512,
+                rans: Avx512Only::Avx512,
+                pack_b: Vector::Avx512,
+                gemm: Gemm::Avx512,
+                gemm_direct: Some(GemmDirect::Avx512),
+            },
+            // The x86-64 levels are never supported elsewhere (`is_supported`).
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 => SCALAR_KERNELS,
+        }
+    }
+}
+
+/// What every op runs when asked for `isa`: [`Isa::kernels`] of `isa` if this CPU supports
+/// it, else of the best level below it that it does (a `*_with` call naming a level the CPU
+/// lacks runs kernels it can run, never an illegal instruction). Support is looked up once.
+#[inline]
+pub(crate) fn kernels(isa: Isa) -> Kernels {
+    static RUNNABLE: OnceLock<[Isa; Isa::ALL.len()]> = OnceLock::new();
+    let table = RUNNABLE.get_or_init(|| {
+        Isa::ALL.map(|want| {
+            detected()
+                .into_iter()
+                .rfind(|&have| want.includes(have))
+                .unwrap_or(Isa::Scalar)
+        })
+    });
+    table[isa.index()].kernels()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -209,6 +406,26 @@ mod tests {
         for isa in Isa::ALL.into_iter().filter(|i| !i.is_supported()) {
             let msg = resolve(Some(isa.name())).unwrap_err().to_string();
             assert!(msg.contains("does not support"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn all_lists_every_level_in_index_order() {
+        for (i, isa) in Isa::ALL.into_iter().enumerate() {
+            assert_eq!(isa.index(), i);
+        }
+    }
+
+    #[test]
+    fn kernels_never_exceed_the_cpu() {
+        for isa in Isa::ALL {
+            let want = isa.kernels();
+            let got = kernels(isa);
+            if isa.is_supported() {
+                assert_eq!(got, want, "{isa}");
+            }
+            // What runs is what some supported level runs.
+            assert!(detected().iter().any(|d| d.kernels() == got), "{isa}");
         }
     }
 

@@ -3,7 +3,6 @@
 //! ISA, and `tests.rs` (every ISA the host has equals the twin, bit for bit).
 
 pub mod isa;
-pub(crate) mod level;
 
 pub use isa::Isa;
 

@@ -167,7 +167,14 @@ fn _matmul_integer_b<'py>(
         let mut rw = arr.try_readwrite()?;
         let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
-            matmul::matmul_integer_unpacked_into(&lhs, zp, bd, kb, n, dtype(b_signed), bzp, o)
+            let rhs = matmul::Rhs {
+                data: bd,
+                k: kb,
+                n,
+                dtype: dtype(b_signed),
+                zero_point: bzp,
+            };
+            matmul::matmul_integer_unpacked_into(&lhs, zp, &rhs, o)
         })?;
     }
     Ok(arr)
@@ -206,17 +213,15 @@ fn _qlinear_matmul<'py>(
         let mut rw = arr.try_readwrite()?;
         let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
-            matmul::qlinear_matmul_into(
-                &lhs,
+            let q = matmul::QLinear {
                 a_scale,
-                zp,
-                &packed,
-                bs,
+                a_zero_point: zp,
+                b_scale: bs,
                 y_scale,
                 y_zero_point,
-                dtype(y_signed),
-                o,
-            )
+                y_dtype: dtype(y_signed),
+            };
+            matmul::qlinear_matmul_into(&lhs, &packed, &q, o)
         })?;
     }
     Ok(arr)
@@ -264,16 +269,12 @@ fn _linear_forward<'py>(
         let mut rw = arr.try_readwrite()?;
         let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
-            linear::linear_f32_into_with(
-                crate::kernels::isa::active(),
-                xs,
-                rows,
-                &packed,
-                ws,
-                bs,
-                act,
-                o,
-            )
+            let w = linear::Weights {
+                packed: &packed,
+                scale: ws,
+                bias: bs,
+            };
+            linear::linear_f32_into_with(crate::kernels::isa::active(), xs, rows, &w, act, o)
         })?;
     }
     Ok(arr)
@@ -308,20 +309,19 @@ fn _linear_forward_q8<'py>(
         let mut rw = arr.try_readwrite()?;
         let o = c_slice_mut(&mut rw, "out")?;
         py.detach(|| {
-            linear::linear_q8_into_with(
-                crate::kernels::isa::active(),
-                xs,
-                rows,
-                &packed,
-                ws,
-                bs,
-                input_scale,
-                input_zero_point,
-                output_scale,
-                output_zero_point,
-                dtype(output_signed),
-                o,
-            )
+            let w = linear::Weights {
+                packed: &packed,
+                scale: ws,
+                bias: bs,
+            };
+            let q8 = linear::StaticQ8 {
+                in_scale: input_scale,
+                in_zero_point: input_zero_point,
+                out_scale: output_scale,
+                out_zero_point: output_zero_point,
+                out_dtype: dtype(output_signed),
+            };
+            linear::linear_q8_into_with(crate::kernels::isa::active(), xs, rows, &w, &q8, o)
         })?;
     }
     Ok(arr)

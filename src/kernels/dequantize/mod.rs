@@ -2,9 +2,8 @@
 //! float32: `y = float32(q - zp) * scale`. See [`scalar`].
 
 use crate::error::{Error, Result};
+use crate::kernels::isa::Vector;
 use crate::kernels::isa::{self, Isa};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -38,18 +37,20 @@ pub fn dequantize_with(
     zp: i32,
 ) -> Result<()> {
     check(q.len(), out.len())?;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).dequantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             unsafe { avx512::dequantize(q, out, signed, scale, zp) };
             return Ok(());
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             unsafe { avx2::dequantize(q, out, signed, scale, zp) };
             return Ok(());
         }
+        Vector::Scalar => {}
     }
     scalar::dequantize(q, out, signed, scale, zp);
     Ok(())
@@ -84,18 +85,20 @@ pub fn dequantize_each_with(
             q.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).dequantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             unsafe { avx512::dequantize_each(q, out, signed, scale, zp) };
             return Ok(());
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             unsafe { avx2::dequantize_each(q, out, signed, scale, zp) };
             return Ok(());
         }
+        Vector::Scalar => {}
     }
     scalar::dequantize_each(q, out, signed, scale, zp);
     Ok(())

@@ -8,9 +8,11 @@
 
 use std::arch::x86_64::*;
 
-use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::{GROUP_BYTES, PANEL};
-use super::{finish_rows, row_tiles, Job};
+use super::blocking::{gemm_block, Block, PackedKernel, Tile};
+use super::epilogue::Job;
+use super::layout::{
+    DirectOperands, PackLines, ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL,
+};
 
 /// One strip (16 columns) for `MR` rows.
 ///
@@ -61,42 +63,47 @@ unsafe fn micro<const MR: usize>(
     }
 }
 
-/// Rows `m0..m1` x panels `p0..p1` of `job`.
-///
-/// # Safety
-/// The CPU supports avx2 and bmi2.
-#[target_feature(enable = "avx2,bmi2,fma")]
-pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    let kp = job.b.kp();
-    let groups = kp / 4;
-    let pbytes = job.b.panel_bytes();
-    let data = job.b.data();
-    let flip = if job.flip { 0x8080_8080u32 } else { 0 };
-    let mut tile = vec![0i32; 8 * PANEL];
-    for p in p0..p1 {
-        row_tiles(job.m, m0, m1, |m, rows| {
-            let mut r = 0;
-            while r < rows {
-                let h = (rows - r).min(2);
-                // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes.
-                let ap = unsafe { job.a.as_ptr().add((m + r) * job.lda) };
+/// `vpmaddwd` on bytes widened to int16: strips of 16 columns, up to 2 rows at a time.
+pub(super) struct Avx2;
+
+impl PackedKernel for Avx2 {
+    const KC_GROUPS: usize = usize::MAX;
+    const PRE_FLIP: bool = false;
+    const STORES: bool = false;
+
+    #[inline(always)]
+    unsafe fn tile(t: &Tile) {
+        let flip = if t.flip { 0x8080_8080u32 } else { 0 };
+        let mut r = 0;
+        while r < t.rows {
+            let h = (t.rows - r).min(2);
+            // SAFETY: rows r..r+h of the tile (`lda` bytes apart); strip s of the panel;
+            // tile rows r..r+h, columns s*16..s*16+16 (the `tile` contract).
+            unsafe {
+                let ap = t.a.add(r * t.lda);
                 for s in 0..4 {
-                    // SAFETY: strip s of panel p < np/64 of the packed buffer; tile rows r..r+h.
-                    unsafe {
-                        let bp = data.as_ptr().add(p * pbytes + s * 64);
-                        let tp = tile.as_mut_ptr().add(r * PANEL + s * 16);
-                        if h == 2 {
-                            micro::<2>(ap, job.lda, flip, bp, groups, tp);
-                        } else {
-                            micro::<1>(ap, job.lda, flip, bp, groups, tp);
-                        }
+                    let bp = t.b.add(s * 64);
+                    let tp = t.acc.add(r * PANEL + s * 16);
+                    if h == 2 {
+                        micro::<2>(ap, t.lda, flip, bp, t.groups, tp);
+                    } else {
+                        micro::<1>(ap, t.lda, flip, bp, t.groups, tp);
                     }
                 }
-                r += h;
             }
-            finish_rows(job, m, rows, p, &mut tile);
-        });
+            r += h;
+        }
     }
+}
+
+/// Block `blk` of `job` ([`gemm_block`] with [`Avx2`]).
+///
+/// # Safety
+/// The CPU supports avx2 and bmi2; `blk` lies within `job`.
+#[target_feature(enable = "avx2,bmi2,fma")]
+pub(super) unsafe fn gemm(job: &Job, blk: Block) {
+    // SAFETY: features enabled above; `blk` per the caller.
+    unsafe { gemm_block::<Avx2>(job, blk) }
 }
 
 /// [`super::avx512::pack_lines`] on AVX2: full 4-row x 64-column blocks of row-major B (N
@@ -109,19 +116,21 @@ pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: 
 /// avx2; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned packed buffer (panel
 /// stride `pbytes` bytes, a multiple of 64) and lines of groups g0..g1 are not accessed
 /// concurrently; `sums` holds `64*panels` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn pack_lines<const NT: bool>(
-    b: &[u8],
-    n: usize,
+    lines: PackLines,
     g0: usize,
     g1: usize,
-    panels: usize,
-    flip: u8,
-    out: *mut u8,
-    pbytes: usize,
     sums: &mut [i32],
 ) {
+    let PackLines {
+        b,
+        n,
+        panels,
+        flip,
+        out,
+        pbytes,
+    } = lines;
     debug_assert!(sums.len() >= panels * PANEL && pbytes.is_multiple_of(64));
     let fl = _mm256_set1_epi8(flip as i8);
     let ones8 = _mm256_set1_epi8(1);
@@ -204,22 +213,24 @@ pub(super) unsafe fn pack_lines<const NT: bool>(
 ///
 /// # Safety
 /// avx2; as [`direct_block`] for these rows and columns.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn direct_pass<const R: usize, const SB: bool, const FULL: bool>(
-    a: *const i32,
-    kp2: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    col: usize,
-    w: usize,
+    ops: DirectOperands<i32>,
     g0: usize,
     g1: usize,
     acc: *mut i32,
     first: bool,
 ) {
+    let DirectOperands {
+        a,
+        lda: kp2,
+        b,
+        k,
+        n,
+        c0: col,
+        nc: w,
+    } = ops;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
         let zero = _mm256_setzero_si256();
@@ -292,18 +303,19 @@ unsafe fn direct_pass<const R: usize, const SB: bool, const FULL: bool>(
 /// avx2; `1 <= R1 <= 4`, `R2 <= 4`; `a` readable for `(R1 + R2) * kp2` values with `kp2 >= K/2`
 /// rounded up to 2; `b` readable for `K*n` bytes, `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`;
 /// `acc` holds `(R1 + R2) * ACC_STRIDE` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn direct_block<const R1: usize, const R2: usize, const SB: bool>(
-    a: *const i32,
-    kp2: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<i32>,
     acc: &mut [i32],
 ) {
+    let DirectOperands {
+        a,
+        lda: kp2,
+        k,
+        c0,
+        nc,
+        ..
+    } = ops;
     debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
     let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
@@ -325,14 +337,58 @@ pub(super) unsafe fn direct_block<const R1: usize, const R2: usize, const SB: bo
                     ap.wrapping_add(R1 * ACC_STRIDE + 16 * q),
                 );
                 if full {
-                    direct_pass::<R1, SB, true>(a, kp2, b, k, n, col, w, g0, g1, acc1, first);
+                    direct_pass::<R1, SB, true>(
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
+                    );
                     if R2 > 0 {
-                        direct_pass::<R2, SB, true>(a2, kp2, b, k, n, col, w, g0, g1, acc2, first);
+                        direct_pass::<R2, SB, true>(
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
+                        );
                     }
                 } else {
-                    direct_pass::<R1, SB, false>(a, kp2, b, k, n, col, w, g0, g1, acc1, first);
+                    direct_pass::<R1, SB, false>(
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
+                    );
                     if R2 > 0 {
-                        direct_pass::<R2, SB, false>(a2, kp2, b, k, n, col, w, g0, g1, acc2, first);
+                        direct_pass::<R2, SB, false>(
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
+                        );
                     }
                 }
             }

@@ -7,31 +7,23 @@
 
 use std::arch::x86_64::*;
 
-use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::{GROUP_BYTES, PANEL};
-use super::{finish_rows, row_tiles, Job, Out};
+use super::blocking::{gemm_block, Block, PackedKernel, Tile};
+use super::epilogue::Job;
+use super::layout::{
+    DirectOperands, PackLines, ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL,
+};
 
-/// `tile[r][0 .. NV*16] (+)= sum_g Au[r, 4g..4g+4] . Bs[4g..4g+4, cols]` (`+=` when
-/// `accumulate`, else `=`).
+/// The micro-kernel of [`Avx512`]: an MR x (16 NV) tile, `FLIP`: XOR A with 0x80 (the
+/// [`Tile`] contract with `rows = MR`, `flip = FLIP`).
 ///
 /// # Safety
-/// avx512f/bw/vnni available; `a` readable for `(MR-1)*lda + 4*groups` bytes; `b` (strip 0, line
-/// 0 of the tile's columns in the packed panel) readable for `(NV-1)*64 + GROUP_BYTES*groups`
-/// bytes; `tile` writable for MR rows of PANEL int32.
-#[allow(clippy::too_many_arguments)]
+/// avx512f/bw/vnni available; [`PackedKernel::tile`]'s contract for `t`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    groups: usize,
-    tile: *mut i32,
-    accumulate: bool,
-    direct: Direct,
-) {
+unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(t: &Tile) {
+    let (a, lda, b, groups, tile, direct) = (t.a, t.lda, t.b, t.groups, t.acc, t.store);
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    if accumulate {
+    if t.accumulate {
         for (r, accr) in acc.iter_mut().enumerate() {
             for (v, x) in accr.iter_mut().enumerate() {
                 // SAFETY: row r, columns v*16..v*16+16 of the tile (caller contract).
@@ -109,7 +101,7 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     if !direct.out.is_null() {
         for (r, accr) in acc.iter().enumerate() {
             for (v, &x) in accr.iter().enumerate() {
-                // SAFETY: `direct` points at row 0, column 0 of this tile in the output (row
+                // SAFETY: `store` points at row 0, column 0 of this tile in the output (row
                 // stride `ldo` elements of 4 bytes) and at its 16*NV column terms, scales and
                 // bias, and at the row scales of its rows (caller contract).
                 unsafe {
@@ -141,53 +133,35 @@ unsafe fn micro<const MR: usize, const NV: usize, const FLIP: bool>(
     }
 }
 
-/// Where a finished tile goes when it needs no per-row correction terms and its panel is full:
-/// straight from registers into the int32 or float32 output, with the column terms (and the
-/// float epilogue); `out` null: into the tile for `finish_rows`.
-#[derive(Clone, Copy)]
-struct Direct {
-    /// Row 0, column 0 of the tile in the output (4-byte elements).
-    out: *mut u8,
-    /// Output row stride in elements.
-    ldo: usize,
-    col_add: *const i32,
-    /// float32 output: `float32(acc) * (row_scale * col_scale) (+ bias)`.
-    float: bool,
-    row_scale: *const f32,
-    /// 0 (one scale) or 1 (per row).
-    rs_step: usize,
-    col_scale: *const f32,
-    bias: *const f32,
-}
+/// `vpdpbusd` on zmm: 6-row x 64-column tiles, 24 accumulators.
+pub(super) struct Avx512;
 
-impl Direct {
-    const NONE: Direct = Direct {
-        out: std::ptr::null_mut(),
-        ldo: 0,
-        col_add: std::ptr::null(),
-        float: false,
-        row_scale: std::ptr::null(),
-        rs_step: 0,
-        col_scale: std::ptr::null(),
-        bias: std::ptr::null(),
-    };
-}
+impl PackedKernel for Avx512 {
+    const KC_GROUPS: usize = KC_GROUPS;
+    const PRE_FLIP: bool = true;
+    const STORES: bool = true;
 
-macro_rules! tile_call {
-    ($flip:literal, $rows:expr, $a:expr, $lda:expr, $b:expr, $g:expr, $t:expr, $acc:expr, $d:expr) => {
-        // SAFETY: forwarded caller contract of `micro`.
+    #[inline(always)]
+    unsafe fn tile(t: &Tile) {
+        // SAFETY: forwarded caller contract (`micro` for `t.rows` rows, at most 6 by
+        // `tile_of_row`).
         unsafe {
-            match $rows {
-                1 => micro::<1, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
-                2 => micro::<2, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
-                3 => micro::<3, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
-                4 => micro::<4, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
-                5 => micro::<5, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
-                // Row tiles are at most 6 rows (`tile_of_row`).
-                _ => micro::<6, 4, $flip>($a, $lda, $b, $g, $t, $acc, $d),
+            match (t.flip, t.rows) {
+                (true, 1) => micro::<1, 4, true>(t),
+                (true, 2) => micro::<2, 4, true>(t),
+                (true, 3) => micro::<3, 4, true>(t),
+                (true, 4) => micro::<4, 4, true>(t),
+                (true, 5) => micro::<5, 4, true>(t),
+                (true, _) => micro::<6, 4, true>(t),
+                (false, 1) => micro::<1, 4, false>(t),
+                (false, 2) => micro::<2, 4, false>(t),
+                (false, 3) => micro::<3, 4, false>(t),
+                (false, 4) => micro::<4, 4, false>(t),
+                (false, 5) => micro::<5, 4, false>(t),
+                (false, _) => micro::<6, 4, false>(t),
             }
         }
-    };
+    }
 }
 
 /// k-groups (4 bytes of K each) per K block: up to K = 4096 the 24 accumulators of a row tile
@@ -200,127 +174,14 @@ macro_rules! tile_call {
 /// block keeps a panel within a quarter of L2.
 const KC_GROUPS: usize = 1024;
 
-/// Rows `m0..m1` x panels `p0..p1` of `job`. Beyond 16 rows, K is blocked ([`KC_GROUPS`]) and
-/// partial sums live in a per-thread buffer of (m1 - m0) x 64 int32 until the last block.
+/// Block `blk` of `job` ([`gemm_block`] with [`Avx512`]).
 ///
 /// # Safety
-/// The CPU supports avx512f/bw/vl/vnni.
+/// The CPU supports avx512f/bw/vl/vnni; `blk` lies within `job`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    let kp = job.b.kp();
-    let groups = kp / 4;
-    let pbytes = job.b.panel_bytes();
-    let data = job.b.data();
-    let lda = job.lda;
-    debug_assert!(job.a.len() >= job.m * lda && lda >= kp);
-    let kcg = if job.m <= 16 {
-        groups.max(1)
-    } else {
-        KC_GROUPS
-    };
-    let rows_blk = m1 - m0;
-    let n = job.b.n();
-    // Tiles may skip finish_rows when no per-row terms apply (B int8 without zero point, A
-    // zero point scalar) and the output is int32 or float32.
-    let direct_ok = job.row_a.is_none()
-        && job.b.b_prime().is_none()
-        && matches!(job.out, Out::I32(_) | Out::F32 { .. });
-    let direct_at = |m: usize, p: usize| -> Direct {
-        let at = m * n + p * PANEL;
-        let col_add = job.col_add[p * PANEL..].as_ptr();
-        match job.out {
-            Out::I32(ptr) => Direct {
-                out: ptr.get().wrapping_add(at).cast(),
-                ldo: n,
-                col_add,
-                ..Direct::NONE
-            },
-            Out::F32 {
-                ptr,
-                row_scale,
-                col_scale,
-                bias,
-            } => {
-                let per_row = row_scale.len() != 1;
-                Direct {
-                    out: ptr.get().wrapping_add(at).cast(),
-                    ldo: n,
-                    col_add,
-                    float: true,
-                    row_scale: row_scale[if per_row { m } else { 0 }..].as_ptr(),
-                    rs_step: per_row as usize,
-                    col_scale: col_scale[p * PANEL..].as_ptr(),
-                    bias: bias.map_or(std::ptr::null(), |b| b[p * PANEL..].as_ptr()),
-                }
-            }
-            Out::Q8 { .. } => Direct::NONE,
-        }
-    };
-    // int8 A beyond the small-M path: this block's rows are flipped to `Au = A ^ 0x80` once
-    // (a copy of rows_blk x lda bytes, hot in L2 when the tiles read it) instead of in the
-    // microkernel, where each broadcast costs a load, an XOR and a shuffle instead of one
-    // broadcast load (int8 activations were 3-5% slower than uint8 on the large shapes).
-    let pre_flip = job.flip && job.m > 16;
-    let a_len = if pre_flip { rows_blk * lda } else { 0 };
-    super::with_scratch(3, a_len, |abuf| {
-        if pre_flip {
-            let src = &job.a[m0 * lda..m1 * lda];
-            for (d, &s) in abuf.iter_mut().zip(src) {
-                *d = s ^ 0x80;
-            }
-        }
-        // (A block base, its first row, XOR in the kernel)
-        let (a_base, a_row0, kflip) = if pre_flip {
-            (abuf.as_ptr(), m0, false)
-        } else {
-            (job.a.as_ptr(), 0, job.flip)
-        };
-        super::with_scratch(2, rows_blk * PANEL * 4 + 64, |buf| {
-            // SAFETY: every bit pattern is a valid i32; the aligned middle part is used.
-            let (_, acc, _) = unsafe { buf.align_to_mut::<i32>() };
-            let acc = &mut acc[..rows_blk * PANEL];
-            for p in p0..p1 {
-                // SAFETY: panel p is inside the packed buffer: p < np / PANEL.
-                let bp = unsafe { data.as_ptr().add(p * pbytes) };
-                let mut g0 = 0;
-                loop {
-                    let g1 = (g0 + kcg).min(groups);
-                    let last = g1 == groups;
-                    row_tiles(job.m, m0, m1, |m, rows| {
-                        let at = (m - m0) * PANEL;
-                        // SAFETY: rows m..m+rows of the block (m0 <= m, m + rows <= m1), each
-                        // `lda >= kp` bytes in `job.a` or in the flipped copy of rows m0..m1,
-                        // from byte 4*g0; k-groups g0..g1 of the panel's strips; tile rows
-                        // inside `acc`.
-                        let (ap, bpk, tp) = unsafe {
-                            (
-                                a_base.add((m - a_row0) * lda + 4 * g0),
-                                bp.add(g0 * GROUP_BYTES),
-                                acc.as_mut_ptr().add(at),
-                            )
-                        };
-                        let d = if direct_ok && last && (p + 1) * PANEL <= n {
-                            direct_at(m, p)
-                        } else {
-                            Direct::NONE
-                        };
-                        if kflip {
-                            tile_call!(true, rows, ap, lda, bpk, g1 - g0, tp, g0 > 0, d);
-                        } else {
-                            tile_call!(false, rows, ap, lda, bpk, g1 - g0, tp, g0 > 0, d);
-                        }
-                        if last && d.out.is_null() {
-                            finish_rows(job, m, rows, p, &mut acc[at..at + rows * PANEL]);
-                        }
-                    });
-                    if last {
-                        break;
-                    }
-                    g0 = g1;
-                }
-            }
-        });
-    });
+pub(super) unsafe fn gemm(job: &Job, blk: Block) {
+    // SAFETY: features enabled above; `blk` per the caller.
+    unsafe { gemm_block::<Avx512>(job, blk) }
 }
 
 /// The `vpermb` index that interleaves, for each of 16 columns, its byte from each of 4 rows.
@@ -366,19 +227,21 @@ fn transpose4(r: [__m512i; 4], idx: __m512i) -> [__m512i; 4] {
 /// avx512f/bw/vbmi/vnni; rows `4*g1 <= K`, `64*panels <= n`; `out` is the 64-byte aligned
 /// packed buffer (panel stride `pbytes` bytes, a multiple of 64) and lines of groups g0..g1 are
 /// not accessed concurrently; `sums` holds `64*panels` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 pub(super) unsafe fn pack_lines<const NT: bool>(
-    b: &[u8],
-    n: usize,
+    lines: PackLines,
     g0: usize,
     g1: usize,
-    panels: usize,
-    flip: u8,
-    out: *mut u8,
-    pbytes: usize,
     sums: &mut [i32],
 ) {
+    let PackLines {
+        b,
+        n,
+        panels,
+        flip,
+        out,
+        pbytes,
+    } = lines;
     debug_assert!(sums.len() >= panels * PANEL && pbytes.is_multiple_of(64));
     let idx = interleave_index();
     let fl = _mm512_set1_epi8(flip as i8);
@@ -454,22 +317,25 @@ fn interleave4(r: [__m512i; 4]) -> [__m512i; 4] {
 /// # Safety
 /// As [`direct_block`], for `r0 + R` rows, `col` the panel's first column of B and `mask`
 /// its valid columns.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn direct_pass<const R: usize, const SWAP: bool, const FLIP: bool, const FULL: bool>(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    col: usize,
+    ops: DirectOperands<u8>,
     mask: __mmask64,
     g0: usize,
     g1: usize,
     acc: *mut i32,
     first: bool,
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        b,
+        k,
+        n,
+        c0: col,
+        ..
+    } = ops;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
         let zero = _mm512_setzero_si512();
@@ -534,7 +400,6 @@ unsafe fn direct_pass<const R: usize, const SWAP: bool, const FLIP: bool, const 
 /// avx512f/bw/vnni; `1 <= R1 <= DIRECT_PASS_ROWS`, `R2 <= DIRECT_PASS_ROWS`; `a` readable
 /// for `(R1 + R2) * kp` bytes with `kp >= K` rounded up to 4; `b` readable for `K*n` bytes,
 /// `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`; `acc` holds `(R1 + R2) * ACC_STRIDE` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn direct_block<
     const R1: usize,
@@ -542,15 +407,18 @@ pub(super) unsafe fn direct_block<
     const SWAP: bool,
     const FLIP: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        b,
+        k,
+        n,
+        c0,
+        nc,
+    } = ops;
     debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
     let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
@@ -590,20 +458,48 @@ pub(super) unsafe fn direct_block<
                 let first = g0 == 0;
                 if full {
                     direct_pass::<R1, SWAP, FLIP, true>(
-                        a, kp, b, k, n, col, mask, g0, g1, acc1, first,
+                        DirectOperands { a, c0: col, ..ops },
+                        mask,
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, true>(
-                            a2, kp, b, k, n, col, mask, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                ..ops
+                            },
+                            mask,
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 } else {
                     direct_pass::<R1, SWAP, FLIP, false>(
-                        a, kp, b, k, n, col, mask, g0, g1, acc1, first,
+                        DirectOperands { a, c0: col, ..ops },
+                        mask,
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, false>(
-                            a2, kp, b, k, n, col, mask, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                ..ops
+                            },
+                            mask,
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 }
@@ -613,6 +509,23 @@ pub(super) unsafe fn direct_block<
     }
 }
 
+/// The operands of [`direct_finish`] for one output row.
+pub(super) struct FinishRow<'a> {
+    /// The row's partial sums (slot order).
+    pub acc: *const i32,
+    /// The column sums row (slot order), or null.
+    pub sums: *const i32,
+    /// `a'` of the row.
+    pub a_prime: i32,
+    /// `b'` per column, or `None`: `b_prime0` for all.
+    pub b_prime: Option<&'a [i32]>,
+    pub b_prime0: i32,
+    /// `rowsum(X_A) - K a'` of the row.
+    pub row_r: i32,
+    pub out: *mut i32,
+    pub nc: usize,
+}
+
 /// One output row of the direct path: `out[c] = acc[c] - ap * sums[c] - b'[c] * rr` for
 /// `c < nc`, with `acc` / `sums` in the slot order of [`interleave4`] (panel by panel) and
 /// `b'[c] = bp[c]` (per column) or `bp0`. `sums` null: no `ap` term.
@@ -620,18 +533,18 @@ pub(super) unsafe fn direct_block<
 /// # Safety
 /// avx512f; `acc` (and `sums` unless null) readable for `nc` rounded up to 64 values; `bp`
 /// (when given) holds `nc` values; `out` writable for `nc` values.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn direct_finish(
-    acc: *const i32,
-    sums: *const i32,
-    ap: i32,
-    bp: Option<&[i32]>,
-    bp0: i32,
-    rr: i32,
-    out: *mut i32,
-    nc: usize,
-) {
+pub(super) unsafe fn direct_finish(row: FinishRow) {
+    let FinishRow {
+        acc,
+        sums,
+        a_prime: ap,
+        b_prime: bp,
+        b_prime0: bp0,
+        row_r: rr,
+        out,
+        nc,
+    } = row;
     // Lines in slot order -> columns in order: a 4 x 4 transpose of 128-bit lanes.
     #[inline]
     #[target_feature(enable = "avx512f")]

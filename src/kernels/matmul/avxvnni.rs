@@ -14,9 +14,9 @@
 
 use std::arch::x86_64::*;
 
-use super::direct::{ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS};
-use super::pack::{GROUP_BYTES, PANEL};
-use super::{finish_rows, row_tiles, Job};
+use super::blocking::{gemm_block, Block, PackedKernel, Tile};
+use super::epilogue::Job;
+use super::layout::{DirectOperands, ACC_STRIDE, DIRECT_COLS, DIRECT_GROUPS, GROUP_BYTES, PANEL};
 
 #[inline(always)]
 unsafe fn dp<const VL: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
@@ -64,60 +64,60 @@ unsafe fn micro<const MR: usize, const VL: bool>(
     }
 }
 
-#[inline(always)]
-unsafe fn block<const VL: bool>(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    let kp = job.b.kp();
-    let groups = kp / 4;
-    let pbytes = job.b.panel_bytes();
-    let data = job.b.data();
-    let flip = if job.flip { 0x8080_8080u32 } else { 0 };
-    let mut tile = [0i32; 8 * PANEL];
-    for p in p0..p1 {
-        row_tiles(job.m, m0, m1, |m, rows| {
-            let mut r = 0;
-            while r < rows {
-                let h = (rows - r).min(4);
-                // SAFETY: rows m+r..m+r+h < job.m of `lda >= kp` bytes; strip s of panel
-                // p < np/64 of the packed buffer; tile rows r..r+h, columns s*16..s*16+16.
-                unsafe {
-                    let ap = job.a.as_ptr().add((m + r) * job.lda);
-                    for s in 0..4 {
-                        let bp = data.as_ptr().add(p * pbytes + s * 64);
-                        let tp = tile.as_mut_ptr().add(r * PANEL + s * 16);
-                        match h {
-                            1 => micro::<1, VL>(ap, job.lda, flip, bp, groups, tp),
-                            2 => micro::<2, VL>(ap, job.lda, flip, bp, groups, tp),
-                            3 => micro::<3, VL>(ap, job.lda, flip, bp, groups, tp),
-                            _ => micro::<4, VL>(ap, job.lda, flip, bp, groups, tp),
-                        }
+/// `vpdpbusd` on ymm: strips of 16 columns, up to 4 rows at a time; `VL`: the AVX-512VL
+/// encoding (tests on AVX-512 hosts without AVX-VNNI).
+pub(super) struct AvxVnni<const VL: bool>;
+
+impl<const VL: bool> PackedKernel for AvxVnni<VL> {
+    const KC_GROUPS: usize = usize::MAX;
+    const PRE_FLIP: bool = false;
+    const STORES: bool = false;
+
+    #[inline(always)]
+    unsafe fn tile(t: &Tile) {
+        let flip = if t.flip { 0x8080_8080u32 } else { 0 };
+        let mut r = 0;
+        while r < t.rows {
+            let h = (t.rows - r).min(4);
+            // SAFETY: rows r..r+h of the tile (`lda` bytes apart); strip s of the panel;
+            // tile rows r..r+h, columns s*16..s*16+16 (the `tile` contract).
+            unsafe {
+                let ap = t.a.add(r * t.lda);
+                for s in 0..4 {
+                    let bp = t.b.add(s * 64);
+                    let tp = t.acc.add(r * PANEL + s * 16);
+                    match h {
+                        1 => micro::<1, VL>(ap, t.lda, flip, bp, t.groups, tp),
+                        2 => micro::<2, VL>(ap, t.lda, flip, bp, t.groups, tp),
+                        3 => micro::<3, VL>(ap, t.lda, flip, bp, t.groups, tp),
+                        _ => micro::<4, VL>(ap, t.lda, flip, bp, t.groups, tp),
                     }
                 }
-                r += h;
             }
-            finish_rows(job, m, rows, p, &mut tile);
-        });
+            r += h;
+        }
     }
 }
 
-/// Rows `m0..m1` x panels `p0..p1` of `job`.
+/// Block `blk` of `job` ([`gemm_block`] with [`AvxVnni`]).
 ///
 /// # Safety
-/// The CPU supports avx2 and avxvnni.
+/// The CPU supports avx2 and avxvnni; `blk` lies within `job`.
 #[target_feature(enable = "avx2,avxvnni")]
-pub(super) unsafe fn gemm_block(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    // SAFETY: features enabled above.
-    unsafe { block::<false>(job, m0, m1, p0, p1) }
+pub(super) unsafe fn gemm(job: &Job, blk: Block) {
+    // SAFETY: features enabled above; `blk` per the caller.
+    unsafe { gemm_block::<AvxVnni<false>>(job, blk) }
 }
 
 /// The same kernel with the AVX-512VL encoding of ymm `vpdpbusd` (tests on AVX-512 hosts).
 ///
 /// # Safety
-/// The CPU supports avx2, avx512f/vl/vnni.
+/// The CPU supports avx2, avx512f/vl/vnni; `blk` lies within `job`.
 #[cfg(test)]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-pub(super) unsafe fn gemm_block_vl(job: &Job, m0: usize, m1: usize, p0: usize, p1: usize) {
-    // SAFETY: features enabled above.
-    unsafe { block::<true>(job, m0, m1, p0, p1) }
+pub(super) unsafe fn gemm_vl(job: &Job, blk: Block) {
+    // SAFETY: features enabled above; `blk` per the caller.
+    unsafe { gemm_block::<AvxVnni<true>>(job, blk) }
 }
 
 /// Rows `0..R` of A (bytes, row stride `kp`) times k-groups `g0..g1` of the 16 columns of B from
@@ -130,7 +130,6 @@ pub(super) unsafe fn gemm_block_vl(job: &Job, m0: usize, m1: usize, p0: usize, p
 ///
 /// # Safety
 /// avx2 and the `VL` choice's VNNI; as [`direct_block`] for these rows and columns.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn direct_pass<
     const R: usize,
@@ -139,18 +138,21 @@ unsafe fn direct_pass<
     const FULL: bool,
     const VL: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    col: usize,
-    w: usize,
+    ops: DirectOperands<u8>,
     g0: usize,
     g1: usize,
     acc: *mut i32,
     first: bool,
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        b,
+        k,
+        n,
+        c0: col,
+        nc: w,
+    } = ops;
     // SAFETY: the caller's contract covers every pointer below.
     unsafe {
         let zero = _mm256_setzero_si256();
@@ -222,7 +224,6 @@ unsafe fn direct_pass<
 /// avx2 and the `VL` choice's VNNI; `1 <= R1 <= 4`, `R2 <= 4`; `a` readable for
 /// `(R1 + R2) * kp` bytes with `kp >= K` rounded up to 4 (zero padded); `b` readable for `K*n`
 /// bytes, `c0 + nc <= n`, `1 <= nc <= DIRECT_COLS`; `acc` holds `(R1 + R2) * ACC_STRIDE` values.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn direct_body<
     const R1: usize,
@@ -231,15 +232,17 @@ unsafe fn direct_body<
     const FLIP: bool,
     const VL: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
+    let DirectOperands {
+        a,
+        lda: kp,
+        k,
+        c0,
+        nc,
+        ..
+    } = ops;
     debug_assert!(acc.len() >= (R1 + R2) * ACC_STRIDE && (1..=DIRECT_COLS).contains(&nc));
     let groups = k.div_ceil(4);
     let ap = acc.as_mut_ptr();
@@ -262,20 +265,56 @@ unsafe fn direct_body<
                 );
                 if full {
                     direct_pass::<R1, SWAP, FLIP, true, VL>(
-                        a, kp, b, k, n, col, w, g0, g1, acc1, first,
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, true, VL>(
-                            a2, kp, b, k, n, col, w, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 } else {
                     direct_pass::<R1, SWAP, FLIP, false, VL>(
-                        a, kp, b, k, n, col, w, g0, g1, acc1, first,
+                        DirectOperands {
+                            a,
+                            c0: col,
+                            nc: w,
+                            ..ops
+                        },
+                        g0,
+                        g1,
+                        acc1,
+                        first,
                     );
                     if R2 > 0 {
                         direct_pass::<R2, SWAP, FLIP, false, VL>(
-                            a2, kp, b, k, n, col, w, g0, g1, acc2, first,
+                            DirectOperands {
+                                a: a2,
+                                c0: col,
+                                nc: w,
+                                ..ops
+                            },
+                            g0,
+                            g1,
+                            acc2,
+                            first,
                         );
                     }
                 }
@@ -289,7 +328,6 @@ unsafe fn direct_body<
 ///
 /// # Safety
 /// The CPU supports avx2 and avxvnni; the rest as [`direct_body`].
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,avxvnni")]
 pub(super) unsafe fn direct_block<
     const R1: usize,
@@ -297,17 +335,11 @@ pub(super) unsafe fn direct_block<
     const SWAP: bool,
     const FLIP: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
     // SAFETY: features enabled above; the rest is the caller's contract.
-    unsafe { direct_body::<R1, R2, SWAP, FLIP, false>(a, kp, b, k, n, c0, nc, acc) }
+    unsafe { direct_body::<R1, R2, SWAP, FLIP, false>(ops, acc) }
 }
 
 /// [`direct_block`] with the AVX-512VL encoding of ymm `vpdpbusd` (tests on AVX-512 hosts).
@@ -315,7 +347,6 @@ pub(super) unsafe fn direct_block<
 /// # Safety
 /// The CPU supports avx2, avx512f/vl/vnni; the rest as [`direct_body`].
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 pub(super) unsafe fn direct_block_vl<
     const R1: usize,
@@ -323,15 +354,9 @@ pub(super) unsafe fn direct_block_vl<
     const SWAP: bool,
     const FLIP: bool,
 >(
-    a: *const u8,
-    kp: usize,
-    b: *const u8,
-    k: usize,
-    n: usize,
-    c0: usize,
-    nc: usize,
+    ops: DirectOperands<u8>,
     acc: &mut [i32],
 ) {
     // SAFETY: features enabled above; the rest is the caller's contract.
-    unsafe { direct_body::<R1, R2, SWAP, FLIP, true>(a, kp, b, k, n, c0, nc, acc) }
+    unsafe { direct_body::<R1, R2, SWAP, FLIP, true>(ops, acc) }
 }

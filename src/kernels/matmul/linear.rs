@@ -1,10 +1,12 @@
 //! `QuantizedLinear`: activation quantization (dynamic per tensor, dynamic per row, static) and
 //! the forward pass on the int8 kernels with the fused float / requantizing epilogue.
 
-use super::{check_scale, check_zero_points, Dtype, Lhs, PackedMatrix};
+use super::checks::{check_scale, check_zero_points};
+use super::{Dtype, Lhs, PackedMatrix, Requant, Scaled};
 use crate::bail_arg;
 use crate::error::{Error, Result};
 use crate::kernels::isa::{self, Isa};
+use crate::kernels::{quantize, reduce};
 
 /// How activations are quantized.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,130 +24,11 @@ pub enum Activations {
     },
 }
 
-#[inline(always)]
-fn minmax_body(x: &[f32]) -> (f32, f32, bool) {
-    let mut mn = [0f32; 16];
-    let mut mx = [0f32; 16];
-    let mut bad = [0u32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            let v = c[i];
-            mn[i] = if v < mn[i] { v } else { mn[i] };
-            mx[i] = if v > mx[i] { v } else { mx[i] };
-            bad[i] |= (v.abs() > f32::MAX || v.is_nan()) as u32;
-        }
-    }
-    let (mut lo, mut hi, mut nb) = (0f32, 0f32, 0u32);
-    for i in 0..16 {
-        lo = lo.min(mn[i]);
-        hi = hi.max(mx[i]);
-        nb |= bad[i];
-    }
-    for &v in chunks.remainder() {
-        lo = if v < lo { v } else { lo };
-        hi = if v > hi { v } else { hi };
-        nb |= (!v.is_finite()) as u32;
-    }
-    (lo, hi, nb != 0)
-}
-
-// max/min rather than clamp: clamp keeps NaN, max/min send it to a bound.
-#[allow(clippy::manual_clamp)]
-#[inline(always)]
-fn quant_u8_body(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        // max/min (not clamp) send NaN to a bound, so the value is always in 0..=255.
-        let q = ((v / scale).round_ties_even() + zp).max(0.0).min(255.0);
-        // SAFETY: q is an integer in 0..=255 (see above), representable in i32.
-        *o = unsafe { q.to_int_unchecked::<i32>() } as u8;
-    }
-}
-
-#[inline(always)]
-fn absmax_body(x: &[f32]) -> f32 {
-    let mut m = [0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for i in 0..16 {
-            let v = c[i].abs();
-            m[i] = if v > m[i] { v } else { m[i] };
-        }
-    }
-    let mut r = m.iter().copied().fold(0f32, f32::max);
-    for &v in chunks.remainder() {
-        r = r.max(v.abs());
-    }
-    r
-}
-
-#[allow(clippy::manual_clamp)]
-#[inline(always)]
-fn quant_i8_body(x: &[f32], out: &mut [u8], scale: f32) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        let q = (v / scale).round_ties_even().max(-127.0).min(127.0);
-        // SAFETY: q is an integer in -127..=127 (max/min send NaN to a bound).
-        *o = unsafe { q.to_int_unchecked::<i32>() } as u8;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn minmax512(x: &[f32]) -> (f32, f32, bool) {
-        super::minmax_body(x)
-    }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn quant_u8_512(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-        super::quant_u8_body(x, out, scale, zp)
-    }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn absmax512(x: &[f32]) -> f32 {
-        super::absmax_body(x)
-    }
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn quant_i8_512(x: &[f32], out: &mut [u8], scale: f32) {
-        super::quant_i8_body(x, out, scale)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn minmax2(x: &[f32]) -> (f32, f32, bool) {
-        super::minmax_body(x)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn quant_u8_2(x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-        super::quant_u8_body(x, out, scale, zp)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn absmax2(x: &[f32]) -> f32 {
-        super::absmax_body(x)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn quant_i8_2(x: &[f32], out: &mut [u8], scale: f32) {
-        super::quant_i8_body(x, out, scale)
-    }
-}
-
-// The dispatchers below pick the shell; all shells run the same body, so results are identical
-// on every level (division, round-half-even, clamp: no fused or reciprocal arithmetic).
-macro_rules! dispatch {
-    ($isa:expr, $s512:ident, $s2:ident, $body:ident, ($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if $isa.includes(Isa::Avx512) {
-                // SAFETY: Avx512 level detected.
-                return unsafe { simd::$s512($($arg),*) };
-            }
-            if $isa.includes(Isa::Avx2) {
-                // SAFETY: Avx2 level detected.
-                return unsafe { simd::$s2($($arg),*) };
-            }
-        }
-        $body($($arg),*)
-    }};
-}
-
+/// (min(x, 0), max(x, 0), any non-finite) of one run, from the shared reduction.
 fn minmax_one(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
-    dispatch!(isa, minmax512, minmax2, minmax_body, (x))
+    let mm = reduce::minmax_with(isa, x);
+    let bad = mm.nan || mm.min == f32::NEG_INFINITY || mm.max == f32::INFINITY;
+    (mm.min.min(0.0), mm.max.max(0.0), bad)
 }
 
 /// (min(x, 0), max(x, 0), any non-finite), over the thread pool for large inputs.
@@ -165,26 +48,18 @@ fn minmax(isa: Isa, x: &[f32]) -> (f32, f32, bool) {
             (lo.min(l), hi.max(h), bad || b)
         })
 }
-fn quant_u8(isa: Isa, x: &[f32], out: &mut [u8], scale: f32, zp: f32) {
-    dispatch!(
-        isa,
-        quant_u8_512,
-        quant_u8_2,
-        quant_u8_body,
-        (x, out, scale, zp)
-    )
-}
-fn absmax(isa: Isa, x: &[f32]) -> f32 {
-    dispatch!(isa, absmax512, absmax2, absmax_body, (x))
-}
-fn quant_i8(isa: Isa, x: &[f32], out: &mut [u8], scale: f32) {
-    dispatch!(
-        isa,
-        quant_i8_512,
-        quant_i8_2,
-        quant_i8_body,
-        (x, out, scale)
-    )
+
+/// `clamp(rint(x / scale), qmin - zp, qmax - zp) + zp` with the shared quantize kernel (ONNX
+/// `QuantizeLinear` rounding; a NaN gives `qmin`).
+fn quantize_run(isa: Isa, x: &[f32], out: &mut [u8], scale: f32, zp: i32, qmin: i32, qmax: i32) {
+    let p = quantize::Params {
+        rounding: quantize::Rounding::Div,
+        factor: scale,
+        zp,
+        qmin,
+        qmax,
+    };
+    quantize::quantize_unchecked(isa, x, out, &p);
 }
 
 fn non_finite(x: &[f32]) -> Error {
@@ -220,11 +95,11 @@ pub fn quantize_u8_with(isa: Isa, x: &[f32], scale: f32, zp: u8) -> Vec<u8> {
 }
 
 fn quantize_u8_into(isa: Isa, x: &[f32], scale: f32, zp: u8, out: &mut [u8]) {
-    let o = super::SyncPtr(out.as_mut_ptr());
+    let o = super::layout::SyncPtr(out.as_mut_ptr());
     crate::parallel::for_chunks(x.len(), 1 << 16, |a, b| {
         // SAFETY: chunks a..b are disjoint and inside `out`, which outlives the call.
         let o = unsafe { std::slice::from_raw_parts_mut(o.get().add(a), b - a) };
-        quant_u8(isa, &x[a..b], o, scale, zp as f32);
+        quantize_run(isa, &x[a..b], o, scale, zp as i32, 0, 255);
     });
 }
 
@@ -247,9 +122,9 @@ pub fn quantize_rows_i8_with(
         .zip(out.chunks_exact_mut(k.max(1)))
         .zip(&mut scales)
     {
-        let m = absmax(isa, xr);
+        let (m, _) = reduce::absmax_with(isa, xr);
         *s = if m > 0.0 { m / 127.0 } else { 1.0 };
-        quant_i8(isa, xr, or, *s);
+        quantize_run(isa, xr, or, *s, 0, -127, 127);
     }
     Ok((out, scales))
 }
@@ -262,13 +137,34 @@ pub fn quantize_bias(bias: &[f32], input_scale: f32, w_scale: &[f32]) -> Vec<i32
         .collect()
 }
 
-fn check_x(
-    x: &[f32],
-    rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-) -> Result<()> {
+/// A layer's weights as the forward pass uses them.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    /// `W.T` packed: (in_features, out_features).
+    pub packed: &'a PackedMatrix,
+    /// Per output feature.
+    pub scale: &'a [f32],
+    /// Per output feature, or none.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// The static int8 / uint8 input and output quantization of [`linear_q8_into_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct StaticQ8 {
+    /// Input scale.
+    pub in_scale: f32,
+    /// Input zero point (uint8).
+    pub in_zero_point: i64,
+    /// Output scale.
+    pub out_scale: f32,
+    /// Output zero point, within `out_dtype`.
+    pub out_zero_point: i64,
+    /// Output type.
+    pub out_dtype: Dtype,
+}
+
+fn check_x(x: &[f32], rows: usize, w: &Weights) -> Result<()> {
+    let (b, w_scale, bias) = (w.packed, w.scale, w.bias);
     let k = b.k();
     if rows.checked_mul(k) != Some(x.len()) {
         bail_arg!(
@@ -320,66 +216,53 @@ fn quantize_static(isa: Isa, x: &[f32], scale: f32, zero_point: i64) -> Result<(
     Ok((quantize_u8_with(isa, x, scale, zp as u8), zp))
 }
 
-/// Forward pass with float32 output: `y = x @ W.T + bias` through int8, `x` (rows, in_features),
-/// `b` = packed `W.T` (in_features, out_features), `w_scale` per output feature.
+/// Forward pass with float32 output: `y = x @ W.T + bias` through int8, `x` (rows, in_features).
 pub fn linear_f32_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
+    w: &Weights,
     act: Activations,
 ) -> Result<Vec<f32>> {
-    forward_f32(isa, x, rows, b, w_scale, bias, act, None).map(Option::unwrap_or_default)
+    forward_f32(isa, x, rows, w, act, None).map(Option::unwrap_or_default)
 }
 
 /// [`linear_f32_with`] into a caller's (rows, out_features) buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_f32_into_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
+    w: &Weights,
     act: Activations,
     out: &mut [f32],
 ) -> Result<()> {
-    forward_f32(isa, x, rows, b, w_scale, bias, act, Some(out)).map(|_| ())
+    forward_f32(isa, x, rows, w, act, Some(out)).map(|_| ())
 }
 
 /// The int8 product with the float epilogue, into `out` (`None`: a new Vec, returned).
-#[allow(clippy::too_many_arguments)]
 fn forward_f32(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
+    w: &Weights,
     act: Activations,
     out: Option<&mut [f32]>,
 ) -> Result<Option<Vec<f32>>> {
-    #[allow(clippy::too_many_arguments)]
     fn scaled(
         isa: Isa,
         a: &Lhs,
         a_zp: &[i64],
         b: &PackedMatrix,
-        rs: &[f32],
-        cs: &[f32],
-        bias_i32: Option<&[i32]>,
-        bias: Option<&[f32]>,
+        s: &Scaled,
         out: Option<&mut [f32]>,
     ) -> Result<Option<Vec<f32>>> {
         match out {
-            Some(o) => super::matmul_scaled_into_with(isa, a, a_zp, b, rs, cs, bias_i32, bias, o)
-                .map(|_| None),
-            None => super::matmul_scaled_with(isa, a, a_zp, b, rs, cs, bias_i32, bias).map(Some),
+            Some(o) => super::matmul_scaled_into_with(isa, a, a_zp, b, s, o).map(|_| None),
+            None => super::matmul_scaled_with(isa, a, a_zp, b, s).map(Some),
         }
     }
-    check_x(x, rows, b, w_scale, bias)?;
+    check_x(x, rows, w)?;
+    let (b, w_scale, bias) = (w.packed, w.scale, w.bias);
     let k = b.k();
     match act {
         Activations::Dynamic => {
@@ -391,7 +274,13 @@ fn forward_f32(
                 k,
                 dtype: Dtype::U8,
             };
-            scaled(isa, &a, &[zp as i64], b, &[s], w_scale, None, bias, out)
+            let sc = Scaled {
+                row_scale: &[s],
+                col_scale: w_scale,
+                bias_i32: None,
+                bias,
+            };
+            scaled(isa, &a, &[zp as i64], b, &sc, out)
         }
         Activations::DynamicPerRow => {
             let (q, s) = quantize_rows_i8_with(isa, x, rows, k)?;
@@ -401,7 +290,13 @@ fn forward_f32(
                 k,
                 dtype: Dtype::I8,
             };
-            scaled(isa, &a, &[], b, &s, w_scale, None, bias, out)
+            let sc = Scaled {
+                row_scale: &s,
+                col_scale: w_scale,
+                bias_i32: None,
+                bias,
+            };
+            scaled(isa, &a, &[], b, &sc, out)
         }
         Activations::Static { scale, zero_point } => {
             let (q, zp) = quantize_static(isa, x, scale, zero_point)?;
@@ -412,95 +307,69 @@ fn forward_f32(
                 dtype: Dtype::U8,
             };
             let bq = bias.map(|bb| quantize_bias(bb, scale, w_scale));
-            scaled(
-                isa,
-                &a,
-                &[zp as i64],
-                b,
-                &[scale],
-                w_scale,
-                bq.as_deref(),
-                None,
-                out,
-            )
+            let sc = Scaled {
+                row_scale: &[scale],
+                col_scale: w_scale,
+                bias_i32: bq.as_deref(),
+                bias: None,
+            };
+            scaled(isa, &a, &[zp as i64], b, &sc, out)
         }
     }
 }
 
 /// [`linear_f32_with`] on [`isa::active`].
-pub fn linear_f32(
-    x: &[f32],
-    rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    act: Activations,
-) -> Result<Vec<f32>> {
-    linear_f32_with(isa::active(), x, rows, b, w_scale, bias, act)
+pub fn linear_f32(x: &[f32], rows: usize, w: &Weights, act: Activations) -> Result<Vec<f32>> {
+    linear_f32_with(isa::active(), x, rows, w, act)
 }
 
 /// Static forward pass with int8 / uint8 output (TFLite full-integer):
 /// `y = saturate(rint(float32(acc + bias_q[n]) * (in_scale * w_scale[n] / out_scale)) + out_zp)`,
 /// into a caller's rows x N buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_q8_into_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    in_scale: f32,
-    in_zp: i64,
-    out_scale: f32,
-    out_zp: i64,
-    out_dtype: Dtype,
+    w: &Weights,
+    q8: &StaticQ8,
     out: &mut [u8],
 ) -> Result<()> {
-    check_x(x, rows, b, w_scale, bias)?;
+    check_x(x, rows, w)?;
     // The error order of before: input scale, output scale, then zero point and NaN.
-    check_scale("input_scale", &[in_scale])?;
-    check_scale("output_scale", &[out_scale])?;
-    let (q, zp) = quantize_static(isa, x, in_scale, in_zp)?;
+    check_scale("input_scale", &[q8.in_scale])?;
+    check_scale("output_scale", &[q8.out_scale])?;
+    let (q, zp) = quantize_static(isa, x, q8.in_scale, q8.in_zero_point)?;
+    let b = w.packed;
     let a = Lhs {
         data: &q,
         rows,
         k: b.k(),
         dtype: Dtype::U8,
     };
-    let bq = bias.map(|bb| quantize_bias(bb, in_scale, w_scale));
-    let mult: Vec<f32> = w_scale.iter().map(|&s| in_scale * s / out_scale).collect();
-    super::matmul_requant_into_with(
-        isa,
-        &a,
-        &[zp as i64],
-        b,
-        &mult,
-        bq.as_deref(),
-        out_zp,
-        out_dtype,
-        out,
-    )
+    let bq = w.bias.map(|bb| quantize_bias(bb, q8.in_scale, w.scale));
+    let mult: Vec<f32> = w
+        .scale
+        .iter()
+        .map(|&s| q8.in_scale * s / q8.out_scale)
+        .collect();
+    let r = Requant {
+        mult: &mult,
+        bias_i32: bq.as_deref(),
+        zero_point: q8.out_zero_point,
+        dtype: q8.out_dtype,
+    };
+    super::matmul_requant_into_with(isa, &a, &[zp as i64], b, &r, out)
 }
 
 /// [`linear_q8_into_with`] into a new buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_q8_with(
     isa: Isa,
     x: &[f32],
     rows: usize,
-    b: &PackedMatrix,
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    in_scale: f32,
-    in_zp: i64,
-    out_scale: f32,
-    out_zp: i64,
-    out_dtype: Dtype,
+    w: &Weights,
+    q8: &StaticQ8,
 ) -> Result<Vec<u8>> {
-    let mut out = super::zeroed_output(rows, b.n())?;
-    linear_q8_into_with(
-        isa, x, rows, b, w_scale, bias, in_scale, in_zp, out_scale, out_zp, out_dtype, &mut out,
-    )?;
+    let mut out = super::zeroed_output(rows, w.packed.n())?;
+    linear_q8_into_with(isa, x, rows, w, q8, &mut out)?;
     Ok(out)
 }

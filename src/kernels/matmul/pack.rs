@@ -1,32 +1,14 @@
-//! [`PackedMatrix`]: the right-hand operand B (K x N, int8 or uint8) packed once into the layout
-//! the microkernels read, with its column sums and zero-point terms precomputed.
-//!
-//! Layout: B is stored as signed bytes `Bs = B` (int8) or `Bs = B ^ 0x80 = B - 128` (uint8).
-//! Columns are grouped in strips of [`STRIP`] = 16 (one zmm of int32 lanes) and panels of
-//! [`PANEL`] = 64 (4 strips, the widest microkernel); N is padded with zero columns to a multiple
-//! of 64 and K with zero rows to a multiple of 4 (`kp`). In strip `s`, k-group `g` (rows
-//! `4g..4g+4`) is one 64-byte line holding, for each of the 16 columns, its 4 bytes in k order:
-//! exactly the `b` operand of one `vpdpbusd` on zmm. A panel stores its 4 strips' lines of one
-//! k-group side by side ([`GROUP_BYTES`] = 256 bytes), k-group after k-group, so a microkernel
-//! reads its panel as one sequential stream. Byte `(k, n)` lives at
-//! `(n / 64) * panel_bytes + (k / 4) * 256 + (n % 64 / 16) * 64 + (n % 16) * 4 + k % 4`;
-//! `panel_bytes` is `kp * 64`, plus one zero k-group when that is a multiple of 4 KiB
-//! ([`PackedMatrix::panel_groups`]).
+//! Packing B into [`PackedMatrix`] (the layout is described in `packed.rs`): the SIMD
+//! transposes of full 4-row x 64-column blocks (`avx2::pack_lines`, `avx512::pack_lines`, by
+//! the `pack_b` family of `isa::Kernels`) and the portable rest.
+pub use super::layout::{GROUP_BYTES, PANEL, STRIP};
+pub use super::packed::PackedMatrix;
 
-use super::{check_b, Dtype};
+use super::checks::check_b;
+use super::layout::{Dtype, PackLines, Rhs, SyncPtr};
+use super::packed::{panel_groups_for, Line};
 use crate::error::{Error, Result};
-use crate::kernels::isa::Isa;
-
-/// Columns per strip (int32 lanes of a zmm register).
-pub const STRIP: usize = 16;
-/// Columns per panel; packed N is padded to a multiple of this.
-pub const PANEL: usize = 64;
-/// Bytes of one k-group of a panel: the lines of its 4 strips.
-pub const GROUP_BYTES: usize = 4 * 64;
-
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
+use crate::kernels::isa::{self, Isa, Vector};
 
 thread_local! {
     /// Packed storage of the last temporary pack on this thread (see `with_temporary`).
@@ -39,35 +21,6 @@ const NT_BYTES: usize = 8 << 20;
 
 /// Largest temporary pack kept for reuse, bytes.
 const RECYCLE_KEEP: usize = 32 << 20;
-
-/// B packed for the int8 kernels; immutable and shareable between threads.
-pub struct PackedMatrix {
-    k: usize,
-    n: usize,
-    kp: usize,
-    np: usize,
-    dtype: Dtype,
-    lines: Vec<Line>,
-    /// `sum_k Bs[k, n]` for every padded column (wrapping int32).
-    col_sums: Vec<i32>,
-    /// The zero point as given: empty, one value, or one per column.
-    zero_point: Vec<i32>,
-    /// `b'[n] = zb[n] - (128 if uint8 else 0)` so that `B - zb = Bs - b'`; `None` when all zero.
-    b_prime: Option<Vec<i32>>,
-}
-
-impl std::fmt::Debug for PackedMatrix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PackedMatrix(k={}, n={}, dtype={}, nbytes={})",
-            self.k,
-            self.n,
-            self.dtype.name(),
-            self.nbytes()
-        )
-    }
-}
 
 fn round_up(x: usize, m: usize) -> Option<usize> {
     x.checked_add(m - 1).map(|v| v / m * m)
@@ -89,22 +42,21 @@ impl PackedMatrix {
         dtype: Dtype,
         zero_point: &[i64],
     ) -> Result<Self> {
-        Self::pack_into(isa, b, k, n, dtype, zero_point, Vec::new())
+        let b = Rhs {
+            data: b,
+            k,
+            n,
+            dtype,
+            zero_point,
+        };
+        Self::pack_into(isa, &b, Vec::new())
     }
 
     /// Pack B for one call and run `f` on it, with the packed storage recycled per thread
     /// (fresh pages for a large temporary cost more page faults than the packing itself).
-    pub fn with_temporary<R>(
-        isa: Isa,
-        b: &[u8],
-        k: usize,
-        n: usize,
-        dtype: Dtype,
-        zero_point: &[i64],
-        f: impl FnOnce(&PackedMatrix) -> R,
-    ) -> Result<R> {
+    pub fn with_temporary<R>(isa: Isa, b: &Rhs, f: impl FnOnce(&PackedMatrix) -> R) -> Result<R> {
         let buf = RECYCLED.with(|r| std::mem::take(&mut *r.borrow_mut()));
-        let packed = Self::pack_into(isa, b, k, n, dtype, zero_point, buf)?;
+        let packed = Self::pack_into(isa, b, buf)?;
         let out = f(&packed);
         if packed.lines.capacity() * 64 <= RECYCLE_KEEP {
             RECYCLED.with(|r| *r.borrow_mut() = packed.lines);
@@ -112,15 +64,14 @@ impl PackedMatrix {
         Ok(out)
     }
 
-    fn pack_into(
-        isa: Isa,
-        b: &[u8],
-        k: usize,
-        n: usize,
-        dtype: Dtype,
-        zero_point: &[i64],
-        mut lines: Vec<Line>,
-    ) -> Result<Self> {
+    fn pack_into(isa: Isa, rhs: &Rhs, mut lines: Vec<Line>) -> Result<Self> {
+        let Rhs {
+            data: b,
+            k,
+            n,
+            dtype,
+            zero_point,
+        } = *rhs;
         let zp = check_b(b, k, n, dtype, zero_point)?;
         let kp = round_up(k, 4).ok_or_else(|| Error::limit("`b` has too many rows"))?;
         let np = round_up(n, PANEL).ok_or_else(|| Error::limit("`b` has too many columns"))?;
@@ -142,10 +93,8 @@ impl PackedMatrix {
         }
         let mut col_sums = vec![0i32; np];
         let ptr = SyncPtr(lines.as_mut_ptr());
-        #[cfg(target_arch = "x86_64")]
-        let simd = isa.includes(Isa::Avx2);
-        #[cfg(not(target_arch = "x86_64"))]
-        let simd = false;
+        let kernel = isa::kernels(isa).pack_b;
+        let simd = kernel != Vector::Scalar;
         // Full 4-row x 64-column blocks go through the SIMD transpose (AVX-512 or AVX2), which
         // also sums the columns (parallel over k-groups, every thread writing its own lines of
         // every strip and summing into its own buffer); the rest per strip in Rust.
@@ -157,34 +106,34 @@ impl PackedMatrix {
             // finds plain stores' lines still in cache (128 x 768 x 3072 with a plain B: 1.61
             // ms with a 1 MiB threshold, 1.48 with 8 MiB).
             let nt = nlines * 64 >= NT_BYTES;
-            let avx512 = isa.includes(Isa::Avx512);
             let total = std::sync::Mutex::new(&mut col_sums);
             crate::parallel::for_chunks(simd_groups, 256, |g0, g1| {
                 let mut part = vec![0i32; simd_panels * PANEL];
-                let (o, ss, pp) = (
-                    ptr.get().cast::<u8>(),
-                    panel_groups * GROUP_BYTES,
-                    simd_panels,
-                );
+                let dst = PackLines {
+                    b,
+                    n,
+                    panels: simd_panels,
+                    flip,
+                    out: ptr.get().cast::<u8>(),
+                    pbytes: panel_groups * GROUP_BYTES,
+                };
                 // SAFETY: the Avx512 level implies avx512f/bw/vbmi/vnni, Avx2 avx2; rows
                 // 4*g1 <= k, columns simd_panels*64 <= n; `lines` is 64-byte aligned with panels
                 // of panel_groups k-groups; lines of k-groups g0..g1 are written by this chunk
                 // only.
                 unsafe {
                     use super::{avx2, avx512};
-                    match (avx512, nt) {
-                        (true, true) => {
-                            avx512::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                    match (kernel, nt) {
+                        (Vector::Avx512, true) => {
+                            avx512::pack_lines::<true>(dst, g0, g1, &mut part)
                         }
-                        (true, false) => {
-                            avx512::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
+                        (Vector::Avx512, false) => {
+                            avx512::pack_lines::<false>(dst, g0, g1, &mut part)
                         }
-                        (false, true) => {
-                            avx2::pack_lines::<true>(b, n, g0, g1, pp, flip, o, ss, &mut part)
-                        }
-                        (false, false) => {
-                            avx2::pack_lines::<false>(b, n, g0, g1, pp, flip, o, ss, &mut part)
-                        }
+                        (Vector::Avx2, true) => avx2::pack_lines::<true>(dst, g0, g1, &mut part),
+                        (Vector::Avx2, false) => avx2::pack_lines::<false>(dst, g0, g1, &mut part),
+                        // `simd` is false: no blocks for the transpose.
+                        (Vector::Scalar, _) => {}
                     }
                 };
                 let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,6 +142,7 @@ impl PackedMatrix {
                 }
             });
         }
+        let src = Source { b, k, n, flip };
         crate::parallel::for_chunks(panels, 2, |p0, p1| {
             for p in p0..p1 {
                 let pl = panel_groups * 4;
@@ -200,7 +150,7 @@ impl PackedMatrix {
                 // `lines` outlives this call (for_chunks returns after every chunk ran).
                 let panel = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(p * pl), pl) };
                 let g_from = if p < simd_panels { simd_groups } else { 0 };
-                pack_panel(b, k, n, p * PANEL, flip, g_from, groups, panel);
+                pack_panel(&src, p * PANEL, g_from, groups, panel);
             }
         });
         // Column sums of what the SIMD transpose did not cover: every row of the columns past
@@ -238,99 +188,21 @@ impl PackedMatrix {
             b_prime,
         })
     }
-
-    /// Rows of B (K).
-    pub fn k(&self) -> usize {
-        self.k
-    }
-    /// Columns of B (N).
-    pub fn n(&self) -> usize {
-        self.n
-    }
-    /// K padded to a multiple of 4.
-    pub fn kp(&self) -> usize {
-        self.kp
-    }
-    /// k-groups from one panel to the next: `kp / 4`, plus one unused zero k-group when
-    /// `kp * 64` is a multiple of 4 KiB. Packing writes k-group g of every panel in turn; at
-    /// a 4 KiB multiple they all fall in the same cache sets (with strips of their own, 4096 x
-    /// 4096 packed at 5 GB/s, 3.1 ms, before such padding).
-    pub fn panel_groups(&self) -> usize {
-        panel_groups_for(self.kp / 4)
-    }
-    /// Bytes from one panel to the next.
-    pub fn panel_bytes(&self) -> usize {
-        self.panel_groups() * GROUP_BYTES
-    }
-    /// N padded to a multiple of [`PANEL`].
-    pub fn np(&self) -> usize {
-        self.np
-    }
-    /// The element type of B.
-    pub fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    /// The zero point given at pack time (empty, one value, or N values).
-    pub fn zero_point(&self) -> &[i32] {
-        &self.zero_point
-    }
-    /// Bytes held (packed data + column terms).
-    pub fn nbytes(&self) -> usize {
-        self.lines.len() * 64
-            + (self.col_sums.len() + self.b_prime.as_ref().map_or(0, Vec::len)) * 4
-            + self.zero_point.len() * 4
-    }
-    /// The packed bytes (see the module docs for the layout).
-    pub fn data(&self) -> &[u8] {
-        // SAFETY: `Line` is 64 plain bytes with no padding; the Vec's buffer holds
-        // `lines.len() * 64` initialised bytes.
-        unsafe {
-            std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.lines.len() * 64)
-        }
-    }
-    /// `sum_k Bs[k, n]` per padded column.
-    pub fn col_sums(&self) -> &[i32] {
-        &self.col_sums
-    }
-    /// `b'[n]` per padded column, or `None` when all are zero.
-    pub fn b_prime(&self) -> Option<&[i32]> {
-        self.b_prime.as_deref()
-    }
-    /// `Bs[k, n]` (the stored signed byte), for the scalar path and tests.
-    #[inline]
-    pub fn signed_at(&self, k: usize, n: usize) -> i8 {
-        let at = (n / PANEL) * self.panel_bytes()
-            + (k / 4) * GROUP_BYTES
-            + (n % PANEL / STRIP) * 64
-            + (n % STRIP) * 4
-            + k % 4;
-        self.data()[at] as i8
-    }
 }
 
-/// k-groups per panel for `groups` k-groups (see [`PackedMatrix::panel_groups`]).
-fn panel_groups_for(groups: usize) -> usize {
-    if groups > 0 && groups.is_multiple_of(16) {
-        groups + 1
-    } else {
-        groups
-    }
+/// Row-major B (`k` x `n`) as [`pack_panel`] reads it, XOR `flip`.
+struct Source<'a> {
+    b: &'a [u8],
+    k: usize,
+    n: usize,
+    flip: u8,
 }
 
 /// Write k-groups `g_from..` of the panel of columns `n0..n0+64` (`groups` k-groups, then any
 /// padding k-group; line `4g + j` is strip j's line of k-group g): B's bytes where it has
 /// them, zero beyond K and N.
-#[allow(clippy::too_many_arguments)]
-fn pack_panel(
-    b: &[u8],
-    k: usize,
-    n: usize,
-    n0: usize,
-    flip: u8,
-    g_from: usize,
-    groups: usize,
-    panel: &mut [Line],
-) {
+fn pack_panel(src: &Source, n0: usize, g_from: usize, groups: usize, panel: &mut [Line]) {
+    let Source { b, k, n, flip } = *src;
     for (at, line) in panel.iter_mut().enumerate().skip(4 * g_from) {
         let (g, j) = (at / 4, at % 4);
         *line = Line([0u8; 64]);
@@ -349,19 +221,5 @@ fn pack_panel(
                 line.0[c * 4 + i] = v ^ flip;
             }
         }
-    }
-}
-
-/// A raw pointer that may cross threads; users guarantee disjoint access.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SyncPtr<T>(pub *mut T);
-// SAFETY: only used to hand disjoint regions of one buffer to worker threads.
-unsafe impl<T> Send for SyncPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for SyncPtr<T> {}
-impl<T> SyncPtr<T> {
-    #[inline(always)]
-    pub(crate) fn get(self) -> *mut T {
-        self.0
     }
 }

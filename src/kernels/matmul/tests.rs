@@ -2,6 +2,8 @@
 
 use super::linear::{self, Activations};
 use super::*;
+#[allow(unused_imports)]
+use crate::kernels::isa::{Gemm, GemmDirect};
 
 struct Rng(u64);
 impl Rng {
@@ -31,26 +33,38 @@ fn wide(z: &[i32]) -> Vec<i64> {
     z.iter().map(|&v| v as i64).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `a` (`m` x `k` of `ad`) times `b` (`k` x `n` of `bd`) with zero points `za`, `zb` on every
+/// entry and ISA, against the twin.
 fn check(
-    m: usize,
-    k: usize,
-    n: usize,
-    ad: Dtype,
-    bd: Dtype,
+    (m, k, n): (usize, usize, usize),
+    (ad, bd): (Dtype, Dtype),
     a: &[u8],
     b: &[u8],
     za: &[i32],
     zb: &[i32],
 ) {
-    let want = scalar::matmul(a, ad, m, k, za, b, bd, n, zb);
-    let packed = PackedMatrix::pack(b, k, n, bd, &wide(zb)).unwrap();
+    let zb = wide(zb);
     let lhs = Lhs {
         data: a,
         rows: m,
         k,
         dtype: ad,
     };
+    let rhs = Rhs {
+        data: b,
+        k,
+        n,
+        dtype: bd,
+        zero_point: &zb,
+    };
+    check_operands(lhs, rhs, za);
+}
+
+fn check_operands(lhs: Lhs, b: Rhs, za: &[i32]) {
+    let (m, k, n, ad, bd, a) = (lhs.rows, lhs.k, b.n, lhs.dtype, b.dtype, lhs.data);
+    let zb = b.zero_point;
+    let want = scalar::matmul(&lhs, &wide(za), &b);
+    let packed = PackedMatrix::pack(b.data, k, n, bd, zb).unwrap();
     for isa in isa::detected() {
         let got = matmul_integer_with(isa, &lhs, &wide(za), &packed).unwrap();
         assert!(
@@ -68,16 +82,14 @@ fn check(
     // Unpacked B, packed per call into recycled storage (twice: the second reuses it).
     for isa in isa::detected() {
         for _ in 0..2 {
-            let got =
-                matmul_integer_unpacked_with(isa, &lhs, &wide(za), b, k, n, bd, &wide(zb)).unwrap();
+            let got = matmul_integer_unpacked_with(isa, &lhs, &wide(za), &b).unwrap();
             assert!(got == want, "unpacked isa={isa} m={m} k={k} n={n}");
         }
     }
     // ... and into a sentinel-filled buffer (results may land in recycled memory).
     for isa in isa::detected() {
         let mut out = vec![i32::MIN + 7; m * n];
-        matmul_integer_unpacked_into_with(isa, &lhs, &wide(za), b, k, n, bd, &wide(zb), &mut out)
-            .unwrap();
+        matmul_integer_unpacked_into_with(isa, &lhs, &wide(za), &b, &mut out).unwrap();
         assert!(out == want, "unpacked sentinel isa={isa} m={m} k={k} n={n}");
     }
     // Unaligned start of A (one byte into a larger buffer).
@@ -93,24 +105,14 @@ fn check(
     }
     // The AVX-VNNI kernel, through the AVX-512VL encoding of the same instruction.
     if isa::detected().contains(&Isa::Avx512) {
-        let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
+        let got = matmul_integer_kernel(Gemm::AvxVnniViaVl, &lhs, &wide(za), &packed).unwrap();
         assert!(got == want, "avxvnni(vl) m={m} k={k} n={n} {ad:?}x{bd:?}");
         // ... and its plain-B kernel for small M, into a sentinel-filled buffer.
-        if (1..=super::direct::DIRECT_ROWS).contains(&m) && k > 0 && n > 0 {
+        if (1..=super::layout::DIRECT_ROWS).contains(&m) && k > 0 && n > 0 {
             let mut out = vec![i32::MIN + 7; m * n];
             // SAFETY: AVX-512 (checked above) includes avx2 + avx512f/vl/vnni.
             unsafe {
-                super::direct::matmul_into(
-                    super::direct::DirectKernel::AvxVnniViaVl,
-                    &lhs,
-                    &wide(za),
-                    b,
-                    k,
-                    n,
-                    bd,
-                    &wide(zb),
-                    &mut out,
-                )
+                super::direct::matmul_into(GemmDirect::AvxVnniViaVl, &lhs, &wide(za), &b, &mut out)
             }
             .unwrap();
             assert!(
@@ -133,11 +135,32 @@ fn twin_matches_known_values() {
     // [[1, 2], [3, 4]] @ [[5, 6], [7, 8]] with a_zp = 1, b_zp = [5, 6]
     let a = [1u8, 2, 3, 4];
     let b = [5u8, 6, 7, 8];
-    let got = scalar::matmul(&a, Dtype::U8, 2, 2, &[1], &b, Dtype::U8, 2, &[5, 6]);
+    let lhs = |data, dtype, rows, k| Lhs {
+        data,
+        rows,
+        k,
+        dtype,
+    };
+    let rhs = |data, dtype, k, n, zero_point| Rhs {
+        data,
+        k,
+        n,
+        dtype,
+        zero_point,
+    };
+    let got = scalar::matmul(
+        &lhs(&a, Dtype::U8, 2, 2),
+        &[1],
+        &rhs(&b, Dtype::U8, 2, 2, &[5, 6]),
+    );
     // (A-1) = [[0,1],[2,3]]; (B-zb) = [[0,0],[2,2]] -> [[2,2],[6,6]]
     assert_eq!(got, vec![2, 2, 6, 6]);
     let a = [0xffu8]; // int8 -1
-    let got = scalar::matmul(&a, Dtype::I8, 1, 1, &[], &[0x80], Dtype::I8, 1, &[]);
+    let got = scalar::matmul(
+        &lhs(&a, Dtype::I8, 1, 1),
+        &[],
+        &rhs(&[0x80], Dtype::I8, 1, 1, &[]),
+    );
     assert_eq!(got, vec![128]);
 }
 
@@ -153,7 +176,7 @@ fn small_shapes_every_isa() {
                 let kind = (m * 7 + k * 3 + n) % 3;
                 let za = zps(ad, kind, m, &mut rng);
                 let zb = zps(bd, (kind + 1) % 3, n, &mut rng);
-                check(m, k, n, ad, bd, &a, &b, &za, &zb);
+                check((m, k, n), (ad, bd), &a, &b, &za, &zb);
             }
         }
     }
@@ -170,7 +193,7 @@ fn every_dtype_and_zero_point_form() {
                 let b = rng.bytes(k * n);
                 let za = zps(ad, ka, m, &mut rng);
                 let zb = zps(bd, kb, n, &mut rng);
-                check(m, k, n, ad, bd, &a, &b, &za, &zb);
+                check((m, k, n), (ad, bd), &a, &b, &za, &zb);
             }
         }
     }
@@ -196,7 +219,7 @@ fn beyond_tile_sizes() {
         for (ad, bd) in DT {
             let a = rng.bytes(m * k);
             let b = rng.bytes(k * n);
-            check(m, k, n, ad, bd, &a, &b, &[], &[]);
+            check((m, k, n), (ad, bd), &a, &b, &[], &[]);
         }
     }
 }
@@ -215,7 +238,7 @@ fn direct_path_rows_zero_points_and_column_blocks() {
                 let b = rng.bytes(k * n);
                 let za = zps(ad, (m + i) % 3, m, &mut rng);
                 let zb = zps(bd, (m + k + i) % 3, n, &mut rng);
-                check(m, k, n, ad, bd, &a, &b, &za, &zb);
+                check((m, k, n), (ad, bd), &a, &b, &za, &zb);
             }
         }
     }
@@ -254,31 +277,46 @@ fn extreme_operands_large_k() {
                     "isa={isa} {ad:?}x{bd:?} m={m} k={k}"
                 );
                 // Plain B: the direct kernels at 3 rows, packing per call at 20.
-                let got = matmul_integer_unpacked_with(isa, &lhs, &[], &b, k, n, bd, &[]).unwrap();
+                let got = matmul_integer_unpacked_with(
+                    isa,
+                    &lhs,
+                    &[],
+                    &Rhs {
+                        data: &b,
+                        k,
+                        n,
+                        dtype: bd,
+                        zero_point: &[],
+                    },
+                )
+                .unwrap();
                 assert!(
                     got.iter().all(|&x| x as i64 == want),
                     "unpacked isa={isa} {ad:?}x{bd:?} m={m} k={k}"
                 );
             }
             if isa::detected().contains(&Isa::Avx512) {
-                let got = matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
+                let got = matmul_integer_kernel(Gemm::AvxVnniViaVl, &lhs, &[], &packed).unwrap();
                 assert!(
                     got.iter().all(|&x| x as i64 == want),
                     "avxvnni(vl) {ad:?}x{bd:?} k={k}"
                 );
-                if m <= super::direct::DIRECT_ROWS {
+                if m <= super::layout::DIRECT_ROWS {
                     let mut got = vec![0i32; m * n];
                     // SAFETY: AVX-512 includes avx2 + avx512f/vl/vnni.
                     unsafe {
-                        super::direct::matmul_into(
-                            super::direct::DirectKernel::AvxVnniViaVl,
-                            &lhs,
-                            &[],
-                            &b,
+                        let rhs = Rhs {
+                            data: &b,
                             k,
                             n,
-                            bd,
+                            dtype: bd,
+                            zero_point: &[],
+                        };
+                        super::direct::matmul_into(
+                            GemmDirect::AvxVnniViaVl,
+                            &lhs,
                             &[],
+                            &rhs,
                             &mut got,
                         )
                     }
@@ -385,27 +423,28 @@ fn qlinear_and_scaled_match_scalar() {
         k,
         dtype: Dtype::U8,
     };
-    let want = qlinear_matmul_with(
-        Isa::Scalar,
-        &lhs,
-        0.02,
-        &[128],
-        &p,
-        &bs,
-        0.05,
-        -3,
-        Dtype::I8,
-    )
-    .unwrap();
+    let q = QLinear {
+        a_scale: 0.02,
+        a_zero_point: &[128],
+        b_scale: &bs,
+        y_scale: 0.05,
+        y_zero_point: -3,
+        y_dtype: Dtype::I8,
+    };
+    let want = qlinear_matmul_with(Isa::Scalar, &lhs, &p, &q).unwrap();
     let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 3.0).collect();
     let rs: Vec<f32> = (0..m).map(|i| 0.01 + i as f32 * 1e-3).collect();
-    let want_f =
-        matmul_scaled_with(Isa::Scalar, &lhs, &[3], &p, &rs, &bs, None, Some(&bias)).unwrap();
+    let sc = Scaled {
+        row_scale: &rs,
+        col_scale: &bs,
+        bias_i32: None,
+        bias: Some(&bias),
+    };
+    let want_f = matmul_scaled_with(Isa::Scalar, &lhs, &[3], &p, &sc).unwrap();
     for isa in isa::detected() {
-        let got =
-            qlinear_matmul_with(isa, &lhs, 0.02, &[128], &p, &bs, 0.05, -3, Dtype::I8).unwrap();
+        let got = qlinear_matmul_with(isa, &lhs, &p, &q).unwrap();
         assert_eq!(got, want, "{isa}");
-        let got = matmul_scaled_with(isa, &lhs, &[3], &p, &rs, &bs, None, Some(&bias)).unwrap();
+        let got = matmul_scaled_with(isa, &lhs, &[3], &p, &sc).unwrap();
         assert!(
             got.iter()
                 .zip(&want_f)
@@ -470,10 +509,15 @@ fn linear_every_isa_equals_scalar() {
     let x: Vec<f32> = (0..rows * k)
         .map(|_| (rng.next() as i32 as f32) / (1u64 << 30) as f32)
         .collect();
-    let w = rng.bytes(k * n);
-    let p = PackedMatrix::pack(&w, k, n, Dtype::I8, &[]).unwrap();
+    let wb = rng.bytes(k * n);
+    let p = PackedMatrix::pack(&wb, k, n, Dtype::I8, &[]).unwrap();
     let ws: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-4).collect();
     let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
+    let w = linear::Weights {
+        packed: &p,
+        scale: &ws,
+        bias: Some(&bias),
+    };
     for act in [
         Activations::Dynamic,
         Activations::DynamicPerRow,
@@ -482,10 +526,9 @@ fn linear_every_isa_equals_scalar() {
             zero_point: 120,
         },
     ] {
-        let want =
-            linear::linear_f32_with(Isa::Scalar, &x, rows, &p, &ws, Some(&bias), act).unwrap();
+        let want = linear::linear_f32_with(Isa::Scalar, &x, rows, &w, act).unwrap();
         for isa in isa::detected() {
-            let got = linear::linear_f32_with(isa, &x, rows, &p, &ws, Some(&bias), act).unwrap();
+            let got = linear::linear_f32_with(isa, &x, rows, &w, act).unwrap();
             assert!(
                 got.iter()
                     .zip(&want)
@@ -494,35 +537,16 @@ fn linear_every_isa_equals_scalar() {
             );
         }
     }
-    let want = linear::linear_q8_with(
-        Isa::Scalar,
-        &x,
-        rows,
-        &p,
-        &ws,
-        Some(&bias),
-        0.01,
-        120,
-        0.5,
-        3,
-        Dtype::I8,
-    )
-    .unwrap();
+    let q8 = linear::StaticQ8 {
+        in_scale: 0.01,
+        in_zero_point: 120,
+        out_scale: 0.5,
+        out_zero_point: 3,
+        out_dtype: Dtype::I8,
+    };
+    let want = linear::linear_q8_with(Isa::Scalar, &x, rows, &w, &q8).unwrap();
     for isa in isa::detected() {
-        let got = linear::linear_q8_with(
-            isa,
-            &x,
-            rows,
-            &p,
-            &ws,
-            Some(&bias),
-            0.01,
-            120,
-            0.5,
-            3,
-            Dtype::I8,
-        )
-        .unwrap();
+        let got = linear::linear_q8_with(isa, &x, rows, &w, &q8).unwrap();
         assert_eq!(got, want, "{isa}");
     }
 }
@@ -654,9 +678,16 @@ fn packing_is_the_same_on_every_isa() {
                 // Per-call packing reuses this thread's storage as it is: fill it with a
                 // larger pack of 0xA5 first; every line must still be written.
                 let junk = vec![0xA5u8; 1100 * 4200];
-                PackedMatrix::with_temporary(isa, &junk, 1100, 4200, Dtype::U8, &[], |_| ())
+                let rhs = |data, k, n, dtype| Rhs {
+                    data,
+                    k,
+                    n,
+                    dtype,
+                    zero_point: &[],
+                };
+                PackedMatrix::with_temporary(isa, &rhs(&junk, 1100, 4200, Dtype::U8), |_| ())
                     .unwrap();
-                PackedMatrix::with_temporary(isa, &b, k, n, dt, &[], |got| {
+                PackedMatrix::with_temporary(isa, &rhs(&b, k, n, dt), |got| {
                     assert!(
                         got.data() == want.data(),
                         "recycled {isa} k={k} n={n} {dt:?}"
@@ -675,7 +706,7 @@ fn packing_is_the_same_on_every_isa() {
 
 #[test]
 fn partition_covers_every_row_and_panel_once_in_aligned_blocks() {
-    use super::{partition, Partition};
+    use super::plan::{partition, Partition};
     for &(m, panels, kp) in &[
         (1usize, 1usize, 64usize),
         (7, 3, 4096),
@@ -728,7 +759,8 @@ fn partition_covers_every_row_and_panel_once_in_aligned_blocks() {
 #[test]
 #[ignore]
 fn direct_throughput() {
-    use super::direct::{matmul_into, DirectKernel};
+    use super::direct::matmul_into;
+    use crate::kernels::isa::GemmDirect;
     if !isa::detected().contains(&Isa::Avx512) {
         return;
     }
@@ -744,20 +776,26 @@ fn direct_throughput() {
             k,
             dtype: Dtype::U8,
         };
+        let rhs = Rhs {
+            data: &b,
+            k,
+            n,
+            dtype: Dtype::I8,
+            zero_point: &[],
+        };
         let mut out = vec![0i32; m * n];
         let mut line = format!("M={m}:");
         for kernel in [
-            DirectKernel::Avx2,
-            DirectKernel::AvxVnniViaVl,
-            DirectKernel::Avx512,
+            GemmDirect::Avx2,
+            GemmDirect::AvxVnniViaVl,
+            GemmDirect::Avx512,
         ] {
             let mut best = f64::MAX;
             for _ in 0..5 {
                 let t = std::time::Instant::now();
                 for _ in 0..10 {
                     // SAFETY: AVX-512 (checked above) covers all three kernels' features.
-                    unsafe { matmul_into(kernel, &lhs, &[], &b, k, n, Dtype::I8, &[], &mut out) }
-                        .unwrap();
+                    unsafe { matmul_into(kernel, &lhs, &[], &rhs, &mut out) }.unwrap();
                 }
                 best = best.min(t.elapsed().as_secs_f64() / 10.0);
             }
@@ -770,7 +808,7 @@ fn direct_throughput() {
             let t = std::time::Instant::now();
             for _ in 0..10 {
                 let p = PackedMatrix::pack_with(Isa::Avx2, &b, k, n, Dtype::I8, &[]).unwrap();
-                matmul_integer_kernel(Kernel::AvxVnniViaVl, &lhs, &[], &p).unwrap();
+                matmul_integer_kernel(Gemm::AvxVnniViaVl, &lhs, &[], &p).unwrap();
             }
             best = best.min(t.elapsed().as_secs_f64() / 10.0);
         }
@@ -782,12 +820,12 @@ fn direct_throughput() {
 fn row_tiles_cover_every_row_once_in_tiles_of_at_most_six() {
     for m in 1..=40usize {
         let mut tiles = Vec::new();
-        super::row_tiles(m, 0, m, |r0, h| tiles.push((r0, h)));
+        super::layout::row_tiles(m, 0, m, |r0, h| tiles.push((r0, h)));
         let mut next = 0;
         for &(r0, h) in &tiles {
             assert!(r0 == next && (1..=6).contains(&h), "m={m}: {tiles:?}");
             for r in r0..r0 + h {
-                assert_eq!(super::tile_of_row(m, r), (r0, h), "m={m} r={r}");
+                assert_eq!(super::layout::tile_of_row(m, r), (r0, h), "m={m} r={r}");
             }
             next = r0 + h;
         }

@@ -1,9 +1,8 @@
 //! 4-bit packing, ONNX layout: two values per byte, the first element in the low nibble.
 
 use crate::error::{Error, Result};
+use crate::kernels::isa::Avx2Only;
 use crate::kernels::isa::{self, Isa};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -31,15 +30,15 @@ pub fn pack_with(isa: Isa, q: &[u8], out: &mut [u8]) -> Result<()> {
             q.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) != Level::Scalar {
+    match isa::kernels(isa).pack4 {
+        #[cfg(target_arch = "x86_64")]
+        Avx2Only::Avx2 => {
             // SAFETY: AVX2 is supported at the Avx2 and Avx512 levels; lengths checked above.
             unsafe { avx2::pack(q, out) };
             return Ok(());
         }
+        Avx2Only::Scalar => {}
     }
-    let _ = isa;
     scalar::pack(q, out);
     Ok(())
 }
@@ -59,15 +58,15 @@ pub fn unpack_with(isa: Isa, p: &[u8], out: &mut [u8], signed: bool) -> Result<(
             out.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) != Level::Scalar {
+    match isa::kernels(isa).pack4 {
+        #[cfg(target_arch = "x86_64")]
+        Avx2Only::Avx2 => {
             // SAFETY: AVX2 is supported at the Avx2 and Avx512 levels; lengths checked above.
             unsafe { avx2::unpack(p, out, signed) };
             return Ok(());
         }
+        Avx2Only::Scalar => {}
     }
-    let _ = isa;
     scalar::unpack(p, out, signed);
     Ok(())
 }

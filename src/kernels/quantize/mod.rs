@@ -3,9 +3,8 @@
 //! See [`scalar`] for the exact semantics of each [`Rounding`].
 
 use crate::error::{Error, Result};
+use crate::kernels::isa::Vector;
 use crate::kernels::isa::{self, Isa};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -97,13 +96,15 @@ pub fn fence() {
 
 /// [`fence`] for the kernels of a given ISA.
 pub fn fence_with(isa: Isa) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).quantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             avx512::fence();
         }
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {}
+        Vector::Scalar => {}
     }
-    let _ = isa;
 }
 
 /// [`quantize`] with hints that change speed, never results: prefetch `next` (the run the
@@ -137,20 +138,22 @@ pub fn quantize_hinted_with(
             p.zp, p.qmin, p.qmax
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).quantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
             unsafe { avx512::quantize_hinted(x, out, p, next, stream) };
             return Ok(());
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: the CPU supports AVX2 + FMA (checked); lengths are equal (checked).
             unsafe { avx2::quantize_hinted(x, out, p, next) };
             return Ok(());
         }
+        Vector::Scalar => {}
     }
-    let _ = (isa, next, stream);
+    let _ = (next, stream);
     scalar::quantize(x, out, p);
     Ok(())
 }
@@ -189,31 +192,44 @@ pub fn quantize_reduce_next_with(
             p.zp, p.qmin, p.qmax
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).quantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked).
             return Ok(unsafe { avx512::quantize_reduce_next(x, out, p, next, ahead, stream) });
         }
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {}
+        Vector::Scalar => {}
     }
     // Other levels: the two kernels one after the other (same results).
     quantize_hinted_with(isa, x, out, p, &[], stream)?;
     Ok(crate::kernels::reduce::minmax_with(isa, next))
 }
 
+/// [`quantize_with`] without its checks: for callers that have established them (`out` as
+/// long as `x`, a one-byte range, `zp` inside it).
+pub(crate) fn quantize_unchecked(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
+    debug_assert!(x.len() == out.len() && check_range(p.qmin, p.qmax).is_ok());
+    debug_assert!(p.qmin <= p.zp && p.zp <= p.qmax);
+    run(isa, x, out, p)
+}
+
 fn run(isa: Isa, x: &[f32], out: &mut [u8], p: &Params) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).quantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: the CPU supports AVX-512 (checked); lengths are equal (checked by caller).
             unsafe { avx512::quantize(x, out, p) };
             return;
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: the CPU supports AVX2 + FMA (checked); lengths are equal.
             unsafe { avx2::quantize(x, out, p) };
             return;
         }
+        Vector::Scalar => {}
     }
     scalar::quantize(x, out, p)
 }
@@ -258,18 +274,20 @@ pub fn quantize_each_with(
             x.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).quantize {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: AVX-512 supported (checked); all four slices have the same length.
             unsafe { avx512::quantize_each(x, out, factor, zp, rounding, qmin, qmax) };
             return Ok(());
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: AVX2 + FMA supported (checked); all four slices have the same length.
             unsafe { avx2::quantize_each(x, out, factor, zp, rounding, qmin, qmax) };
             return Ok(());
         }
+        Vector::Scalar => {}
     }
     scalar::quantize_each(x, out, factor, zp, rounding, qmin, qmax);
     Ok(())

@@ -13,7 +13,7 @@
 //! and `vpexpandd` to route the words read back to the lanes that need them.
 
 use crate::error::{Error, Result};
-use crate::kernels::isa::{self, Isa};
+use crate::kernels::isa::{self, Avx512Only, Isa};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -127,11 +127,11 @@ pub fn encode_with(
     } else {
         buf.resize(need, 0);
     }
-    Ok(match isa {
+    Ok(match isa::kernels(isa).rans {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU supports AVX-512 (checked above); buf has 2 * (n + 1) bytes.
-        Isa::Avx512 => unsafe { avx512::encode(syms, t, buf) },
-        _ => scalar::encode(syms, t, buf),
+        Avx512Only::Avx512 => unsafe { avx512::encode(syms, t, buf) },
+        Avx512Only::Scalar => scalar::encode(syms, t, buf),
     })
 }
 
@@ -154,11 +154,11 @@ pub fn decode_with(
     if states.iter().any(|s| !(L..1 << 31).contains(s)) || t.sym.len() != M as usize + 3 {
         return Ok(false);
     }
-    Ok(match isa {
+    Ok(match isa::kernels(isa).rans {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU supports AVX-512 (checked above); states validated.
-        Isa::Avx512 => unsafe { avx512::decode(states, words, t, out) },
-        _ => scalar::decode(states, words, t, out),
+        Avx512Only::Avx512 => unsafe { avx512::decode(states, words, t, out) },
+        Avx512Only::Scalar => scalar::decode(states, words, t, out),
     })
 }
 

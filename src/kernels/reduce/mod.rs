@@ -3,9 +3,8 @@
 //! The index of the first NaN / infinity is found by [`first_non_finite`] only when needed.
 
 use crate::error::{Error, Result};
+use crate::kernels::isa::Vector;
 use crate::kernels::isa::{self, Isa};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::level::{level, Level};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -33,16 +32,18 @@ pub fn minmax(x: &[f32]) -> MinMax {
 
 /// [`minmax`] on a given ISA.
 pub fn minmax_with(isa: Isa, x: &[f32]) -> MinMax {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).reduce {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             return unsafe { avx512::minmax(x) };
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             return unsafe { avx2::minmax(x) };
         }
+        Vector::Scalar => {}
     }
     scalar::minmax(x)
 }
@@ -54,16 +55,18 @@ pub fn absmax(x: &[f32]) -> (f32, bool) {
 
 /// [`absmax`] on a given ISA.
 pub fn absmax_with(isa: Isa, x: &[f32]) -> (f32, bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).reduce {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             return unsafe { avx512::absmax(x) };
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             return unsafe { avx2::absmax(x) };
         }
+        Vector::Scalar => {}
     }
     scalar::absmax(x)
 }
@@ -83,16 +86,18 @@ pub fn minmax_columns_with(isa: Isa, row: &[f32], lo: &mut [f32], hi: &mut [f32]
             row.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if level(isa) == Level::Avx512 {
+    match isa::kernels(isa).reduce {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx512 => {
             // SAFETY: AVX-512 supported (checked); slice lengths checked above.
             return Ok(unsafe { avx512::minmax_columns(row, lo, hi) });
         }
-        if level(isa) == Level::Avx2 {
+        #[cfg(target_arch = "x86_64")]
+        Vector::Avx2 => {
             // SAFETY: AVX2 + FMA supported (checked); slice lengths checked above.
             return Ok(unsafe { avx2::minmax_columns(row, lo, hi) });
         }
+        Vector::Scalar => {}
     }
     Ok(scalar::minmax_columns(row, lo, hi))
 }

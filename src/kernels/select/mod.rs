@@ -19,7 +19,7 @@
 //! in order), which gives the same result as one thread.
 
 use crate::error::{Error, Result};
-use crate::kernels::isa::{self, Isa};
+use crate::kernels::isa::{self, Avx512Only, Isa};
 use crate::parallel;
 
 #[cfg(target_arch = "x86_64")]
@@ -173,14 +173,16 @@ fn split_pass(
         }
         let base = (a + s) as u64;
         let kb = &mut keep[s..s + n];
-        let st = match isa {
+        let st = match isa::kernels(isa).select {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `isa` is supported (checked by the caller); `idx`/`key` have room for
             // `n` more candidates after `c`.
-            Isa::Avx512 => unsafe {
+            Avx512Only::Avx512 => unsafe {
                 avx512::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c)
             },
-            _ => scalar::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c),
+            Avx512Only::Scalar => {
+                scalar::split_block(&keys[..n], base, lo, hi, kb, &mut out.idx, &mut out.key, c)
+            }
         };
         c = st.0;
         out.below += st.1;

@@ -9,7 +9,7 @@
 //! split large inputs over the thread pool) and `*_with(isa, ..)` for tests.
 
 use crate::error::{Error, Result};
-use crate::kernels::isa::{self, Isa};
+use crate::kernels::isa::{self, Isa, Vector};
 use crate::parallel;
 
 #[cfg(target_arch = "x86_64")]
@@ -61,36 +61,36 @@ macro_rules! lane_impl {
                 self & o
             }
             fn build_mask_isa(isa: Isa, v: &[Self], care: Self, out: &mut [u8]) -> usize {
-                match isa {
+                match isa::kernels(isa).sparse {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: callers pass only levels the CPU supports (checked by `check_isa`).
-                    Isa::Avx512 => unsafe { avx512::$bm512(v, care, out) },
+                    Vector::Avx512 => unsafe { avx512::$bm512(v, care, out) },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above; AvxVnni includes avx2.
-                    Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::$bm2(v, care, out) },
-                    _ => scalar::build_mask(v, care, out),
+                    // SAFETY: as above.
+                    Vector::Avx2 => unsafe { avx2::$bm2(v, care, out) },
+                    Vector::Scalar => scalar::build_mask(v, care, out),
                 }
             }
             fn compress_isa(isa: Isa, v: &[Self], mask: &[u8], out: &mut [Self]) -> usize {
-                match isa {
+                match isa::kernels(isa).sparse {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the CPU supports the level; lengths were validated by the caller.
-                    Isa::Avx512 => unsafe { avx512::$c512(v, mask, out) },
+                    Vector::Avx512 => unsafe { avx512::$c512(v, mask, out) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
-                    Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::$c2(v, mask, out) },
-                    _ => scalar::compress(v, mask, out),
+                    Vector::Avx2 => unsafe { avx2::$c2(v, mask, out) },
+                    Vector::Scalar => scalar::compress(v, mask, out),
                 }
             }
             fn expand_isa(isa: Isa, mask: &[u8], kept: &[Self], out: &mut [Self]) -> usize {
-                match isa {
+                match isa::kernels(isa).sparse {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the CPU supports the level; lengths were validated by the caller.
-                    Isa::Avx512 => unsafe { avx512::$e512(mask, kept, out) },
+                    Vector::Avx512 => unsafe { avx512::$e512(mask, kept, out) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as above.
-                    Isa::Avx2 | Isa::AvxVnni => unsafe { avx2::$e2(mask, kept, out) },
-                    _ => scalar::expand(mask, kept, out),
+                    Vector::Avx2 => unsafe { avx2::$e2(mask, kept, out) },
+                    Vector::Scalar => scalar::expand(mask, kept, out),
                 }
             }
             fn mask_compress_isa(
@@ -100,11 +100,17 @@ macro_rules! lane_impl {
                 mask: &mut [u8],
                 out: &mut [Self],
             ) -> usize {
-                match isa {
+                match isa::kernels(isa).sparse {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the CPU supports the level; `out.len() >= v.len()`, `mask` sized.
-                    Isa::Avx512 => unsafe { avx512::$mc512(v, care, mask, out) },
-                    _ => {
+                    Vector::Avx512 => unsafe { avx512::$mc512(v, care, mask, out) },
+                    // No fused kernel: mask, then compress.
+                    #[cfg(target_arch = "x86_64")]
+                    Vector::Avx2 => {
+                        Self::build_mask_isa(isa, v, care, mask);
+                        Self::compress_isa(isa, v, mask, out)
+                    }
+                    Vector::Scalar => {
                         Self::build_mask_isa(isa, v, care, mask);
                         Self::compress_isa(isa, v, mask, out)
                     }
@@ -153,11 +159,11 @@ pub fn mask_len(n: usize) -> usize {
 /// Number of set bits among the first `n` bits of `mask` (bits beyond `n` are ignored).
 pub fn popcount(mask: &[u8], n: usize) -> usize {
     let full = n / 8;
-    let mut c = match isa::active() {
+    let mut c = match isa::kernels(isa::active()).sparse {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: every level from avx2 up includes POPCNT, and the CPU supports the active one.
-        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512 => unsafe { avx2::popcount_bytes(&mask[..full]) },
-        _ => scalar::popcount_bytes(&mask[..full]),
+        // SAFETY: every level from avx2 up includes POPCNT, and the CPU supports it (`kernels`).
+        Vector::Avx2 | Vector::Avx512 => unsafe { avx2::popcount_bytes(&mask[..full]) },
+        Vector::Scalar => scalar::popcount_bytes(&mask[..full]),
     };
     if !n.is_multiple_of(8) {
         c += (mask[full] & ((1u8 << (n % 8)) - 1)).count_ones() as usize;
