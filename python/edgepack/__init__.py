@@ -33,7 +33,7 @@ from edgepack.quantize import QuantizedTensor, dequantize, quantize
 from edgepack.recipe import Recipe, Rule
 from edgepack.report import Report
 
-__version__: str = _core.build_info()["version"]
+__version__: str = str(_core.build_info()["version"])
 
 
 def build_info() -> dict[str, object]:

@@ -510,7 +510,9 @@ def collect_onnx(
             try:
                 stats.update(names, x, layout=[lay for _, lay, _ in uses])
             except (ArgumentError, DtypeError) as e:
-                e.add_note(f"while recording tensor {a!r} of feed {i}")
+                from edgepack.model import _add_note  # BaseException.add_note is 3.11+
+
+                _add_note(e, f"while recording tensor {a!r} of feed {i}")
                 raise
     return stats
 

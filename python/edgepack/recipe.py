@@ -361,8 +361,10 @@ class Recipe:
         out_axis, in_axis = (0, 1) if lay == "out_in" else (1, 0)
         if r is None:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
-                axis = out_axis if len(shape) == 2 else 0
-                return Plan("quant", None, bits=8, axis=axis, method=self.method, layout=lay)
+                default_axis = out_axis if len(shape) == 2 else 0
+                return Plan(
+                    "quant", None, bits=8, axis=default_axis, method=self.method, layout=lay
+                )
             return Plan("raw", None, layout=lay)
         if not is_float and (r.action != "keep" or r.sparsity):
             raise ArgumentError(

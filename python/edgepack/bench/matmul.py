@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ IDLE_SECONDS = 0.3
 
 def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[], object]]:
     try:
-        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         return lambda f: f
     ctl = ThreadpoolController()
@@ -50,7 +51,7 @@ def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[]
 
 def _ort_session(op: str, feeds: dict, inits: dict, out_dtype, threads: int, domain: str = ""):
     try:
-        import onnxruntime as ort  # type: ignore[import-untyped]
+        import onnxruntime as ort
         from onnx import helper, numpy_helper
     except ImportError:
         return None
@@ -80,9 +81,9 @@ def _affine(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return x @ w_t + bias
 
 
-def _torch():  # type: ignore[no-untyped-def]
+def _torch() -> Any:
     try:
-        import torch  # type: ignore[import-not-found]
+        import torch
     except ImportError:
         return None
     return torch

@@ -6,6 +6,7 @@ group for 2:4) and torch's ``l1_unstructured`` when torch is installed.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def numpy_nm(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
 def cases(quick: bool) -> list[Case]:
     shape = (256, 256) if quick else (4096, 4096)
     w = _weights(shape)
-    mag_base = {
+    mag_base: dict[str, Callable[[], object]] = {
         "numpy partition": lambda: numpy_magnitude(w, 0.5),
         "numpy argpartition": lambda: numpy_magnitude_exact(w, 0.5),
     }

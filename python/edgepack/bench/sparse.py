@@ -10,6 +10,8 @@ order-0 bound, numpy+zstd-3 and gzip-9 of the dense int8 bytes) at 50 / 75 / 90%
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -71,6 +73,14 @@ def _numpy_zstd(level: int = 3):
     return encode, decode
 
 
+def _encode_to_bytes(q: np.ndarray) -> bytes:
+    return sparse.encode(q).to_bytes()
+
+
+def _from_bytes_to_dense(blob: bytes, out: np.ndarray | None = None) -> np.ndarray:
+    return sparse.SparseTensor.from_bytes(blob).to_dense(out=out)
+
+
 def cases(quick: bool) -> list[Case]:
     shape = (256, 256) if quick else (4096, 4096)
     out: list[Case] = []
@@ -82,21 +92,20 @@ def cases(quick: bool) -> list[Case]:
         q = pruned_int8(shape, sparsity)
         blob = sparse.encode(q).to_bytes()
         pct = int(sparsity * 100)
-        enc_base = {}
-        dec_base = {}
+        enc_base: dict[str, Callable[[], object]] = {}
+        dec_base: dict[str, Callable[[], object]] = {}
         if np_enc is not None and np_dec is not None:
-            blobs = np_enc(q)
-            enc_base["numpy+zstd3"] = lambda q=q: np_enc(q)
-            dec_base["numpy+zstd3"] = lambda b=blobs: np_dec(b, shape)
+            enc_base["numpy+zstd3"] = partial(np_enc, q)
+            dec_base["numpy+zstd3"] = partial(np_dec, np_enc(q), shape)
         name = f"int8 {shape[0]}x{shape[1]} {pct}% sparse"
-        out.append(Case("sparse", f"encode+to_bytes {name}", lambda q=q: sparse.encode(q).to_bytes(),
+        out.append(Case("sparse", f"encode+to_bytes {name}", partial(_encode_to_bytes, q),
                         enc_base, work=q.nbytes, unit="GB/s", threads=1))
         out.append(Case("sparse", f"from_bytes+to_dense {name}",
-                        lambda b=blob: sparse.SparseTensor.from_bytes(b).to_dense(),
+                        partial(_from_bytes_to_dense, blob),
                         dec_base, work=q.nbytes, unit="GB/s", threads=1))
         dense = np.empty_like(q)
         out.append(Case("sparse", f"from_bytes+to_dense(out=) {name}",
-                        lambda b=blob, o=dense: sparse.SparseTensor.from_bytes(b).to_dense(out=o),
+                        partial(_from_bytes_to_dense, blob, dense),
                         dec_base, work=q.nbytes, unit="GB/s", threads=1))
     return out
 
