@@ -86,14 +86,14 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
-    # issue 5
+    # whole models: compress, load, the .epk file
     "compress",
     "load",
     "CompressedModel",
     "Recipe",
     "Rule",
     "Report",
-    # quantize / dequantize (issue 2)
+    # quantize / dequantize
     "kernels",
     "quantize",
     "dequantize",
@@ -101,10 +101,10 @@ __all__ = [
     "quantize_linear",
     "dequantize_linear",
     "dynamic_quantize_linear",
-    # issue 4
+    # pruning and sparse storage
     "prune",
     "sparse",
-    # int8 matmul and QuantizedLinear (issue 3)
+    # int8 matmul and QuantizedLinear
     "PackedMatrix",
     "matmul_integer",
     "pack_matrix",

@@ -88,7 +88,7 @@ def _quantized_from_parts(
     params: dict[str, Any],
     shape: tuple[int, ...],
 ) -> Any:
-    from edgepack.quantize import QuantizedTensor  # issue 2
+    from edgepack.quantize import QuantizedTensor
 
     axis = params["axis"]
     if axis is None:
@@ -138,11 +138,11 @@ def _clean_stats(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: str) -> np.ndarray:
-    from edgepack import prune  # issue 4
+    from edgepack import prune
 
     r = plan.rule
     assert r is not None
-    # Scores per input feature (last dim) weight |w| (as issue 4's magnitude_mask does).
+    # Scores per input feature (last dim) weight |w| (as prune.magnitude_mask does).
     score = x if importance is None else np.abs(x) * importance
     if r.importance == "provided" and importance is None:
         raise ArgumentError(
@@ -218,7 +218,7 @@ def _encode(
         decoded = y16
         enc = "float16"
     elif plan.encoding == "sparse":
-        from edgepack import sparse  # issue 4
+        from edgepack import sparse
 
         st = sparse.encode(xp, mask=mask)
         blob = np.frombuffer(st.to_bytes(level=level), dtype=np.uint8)
@@ -266,7 +266,7 @@ _STATS_CHUNK = 1 << 22
 def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]:
     """Error statistics of a QuantizedTensor against ``xf``, dequantizing slices of rows
     (along axis 0) into this thread's scratch buffer: never a whole decoded copy."""
-    from edgepack.quantize import QuantizedTensor  # issue 2
+    from edgepack.quantize import QuantizedTensor
 
     shape = tuple(xf.shape)
     rows = shape[0] if shape else 1
@@ -738,7 +738,7 @@ class CompressedModel(Mapping[str, Any]):
                 a = self._payload(name, t, "data")
                 return a.astype(np.float32) if float32 else a
             if enc == "sparse":
-                from edgepack.sparse import SparseTensor  # issue 4
+                from edgepack.sparse import SparseTensor
 
                 blob = self._payload(name, t, "data")
                 st = SparseTensor.from_bytes(blob.tobytes())

@@ -1,4 +1,4 @@
-"""int8 matmul and QuantizedLinear benchmarks (issue 3).
+"""int8 matmul and QuantizedLinear benchmarks.
 
 For each shape (M, K, N) and thread count: ``matmul_integer`` with uint8 and int8 activations
 on a packed int8 B, next to numpy float32 matmul, onnxruntime ``MatMulInteger`` (uint8 x int8,
@@ -318,7 +318,7 @@ def cpu_scaling(shapes: list[tuple[int, int, int]] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m edgepack.bench.matmul [--quick] [--rounds N] [--threads T]``: issue 3."""
+    """``python -m edgepack.bench.matmul [--quick] [--rounds N] [--threads T]``."""
     import argparse
 
     from edgepack.bench import format_table

@@ -1,4 +1,4 @@
-"""Pruning benchmarks (issue 4): magnitude masks and 2:4 masks on a 4096 x 4096 float32
+"""Pruning benchmarks: magnitude masks and 2:4 masks on a 4096 x 4096 float32
 weight, one thread, next to numpy (``np.partition`` threshold and ``np.argpartition`` for magnitude, ``np.argsort`` per
 group for 2:4) and torch's ``l1_unstructured`` when torch is installed.
 ``work`` = bytes of the float32 input."""

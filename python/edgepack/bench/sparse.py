@@ -1,4 +1,4 @@
-"""Sparse storage benchmarks (issue 4): encode / decode of a magnitude-pruned int8 tensor,
+"""Sparse storage benchmarks: encode / decode of a magnitude-pruned int8 tensor,
 ours (``sparse.encode(q).to_bytes()`` / ``SparseTensor.from_bytes(b).to_dense()``) next to
 the numpy path (``np.packbits`` + kept values + zstd-3 via the ``zstandard`` package), one
 thread. ``work`` = bytes of the dense int8 tensor, so throughput is dense MB/s.
