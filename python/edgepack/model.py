@@ -628,7 +628,7 @@ class CompressedModel(Mapping[str, Any]):
         self._reader = _core.EpkReader(path)
         h = json.loads(self._reader.header_json())
         self._header = h
-        self._records = {t["name"]: t for t in h["tensors"]}
+        self._records: dict[str, dict[str, Any]] = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
         self._mm: mmap.mmap | None = None
         self._lock = threading.Lock()
@@ -706,6 +706,7 @@ class CompressedModel(Mapping[str, Any]):
         the file (no copy; the checksum is verified first); compressed ones are decoded."""
         p = next(p for p in t["payloads"] if p["role"] == role)
         dt = numpy_dtype(p["dtype"])
+        shape: tuple[int, ...] = tuple(p["shape"])
         rng = self._reader.verified_range(name, role)
         if rng is not None and rng[1] > 0:
             with self._lock:
@@ -714,9 +715,10 @@ class CompressedModel(Mapping[str, Any]):
                         self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             off, n = rng
             if off + n <= len(self._mm):
-                return np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off).reshape(p["shape"])
-        raw = self._reader.payload(name, role)
-        return raw.view(dt).reshape(p["shape"])
+                view: np.ndarray = np.frombuffer(self._mm, dtype=dt, count=n // dt.itemsize, offset=off)
+                return view.reshape(shape)
+        raw: np.ndarray = self._reader.payload(name, role)
+        return raw.view(dt).reshape(shape)
 
     def _decode(self, name: str, *, float32: bool) -> Any:
         t = self._record(name)
@@ -869,7 +871,7 @@ class CompressedModel(Mapping[str, Any]):
 
 
 def _describe(t: dict[str, Any]) -> str:
-    e = t["encoding"]
+    e: str = t["encoding"]
     if e != "quant":
         return e
     p = t["params"]

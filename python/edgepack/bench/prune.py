@@ -30,7 +30,8 @@ def numpy_magnitude(w: np.ndarray, sparsity: float) -> np.ndarray:
     a = np.abs(w)
     k = int(round(sparsity * w.size))
     thr = np.partition(a.ravel(), k)[k]
-    return a >= thr
+    keep: np.ndarray = a >= thr
+    return keep
 
 
 def numpy_magnitude_exact(w: np.ndarray, sparsity: float) -> np.ndarray:

@@ -21,15 +21,19 @@ from edgepack.bench import Case
 AREA = "quantize"
 
 
-def _heavy(rng: np.random.Generator, shape) -> np.ndarray:
-    x = rng.standard_t(2.5, size=shape).astype(np.float32) * np.float32(0.02)
+def _heavy(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    x: np.ndarray = rng.standard_t(2.5, size=shape).astype(np.float32) * np.float32(0.02)
     flat = x.reshape(-1)
     k = max(1, flat.size // 5000)
     flat[rng.choice(flat.size, size=k, replace=False)] = np.float32(3.0)
     return x
 
 
-def _ort_session(build: Callable[[object, object], tuple[list, list, list, list]]):
+#: ``build(onnx.helper, onnx.TensorProto)`` -> (nodes, inputs, outputs, initializers).
+GraphBuilder = Callable[[Any, Any], tuple[list[Any], list[Any], list[Any], list[Any]]]
+
+
+def _ort_session(build: GraphBuilder) -> Any:
     """An onnxruntime session (1 thread) for the graph ``build(helper, TensorProto)`` returns,
     or None when onnxruntime / onnx are not installed."""
     try:
@@ -47,8 +51,8 @@ def _ort_session(build: Callable[[object, object], tuple[list, list, list, list]
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _ort_quantize(shape, scale: float):
-    def build(h, T):
+def _ort_quantize(shape: list[int], scale: float) -> Any:
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         from onnx import numpy_helper as nh
 
         return (
@@ -64,8 +68,8 @@ def _ort_quantize(shape, scale: float):
     return _ort_session(build)
 
 
-def _ort_dequantize(shape, scale: float):
-    def build(h, T):
+def _ort_dequantize(shape: list[int], scale: float) -> Any:
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         from onnx import numpy_helper as nh
 
         return (
@@ -81,10 +85,10 @@ def _ort_dequantize(shape, scale: float):
     return _ort_session(build)
 
 
-def _ort_derive_quantize(shape, per_channel: bool):
+def _ort_derive_quantize(shape: list[int], per_channel: bool) -> Any:
     """Abs + ReduceMax + Div + QuantizeLinear (symmetric int8, scale = absmax / 127)."""
 
-    def build(h, T):
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         from onnx import numpy_helper as nh
 
         if per_channel:
@@ -114,8 +118,8 @@ def _ort_derive_quantize(shape, per_channel: bool):
     return _ort_session(build)
 
 
-def _ort_dynamic(shape):
-    def build(h, T):
+def _ort_dynamic(shape: list[int]) -> Any:
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         return (
             [h.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])],
             [h.make_tensor_value_info("x", T.FLOAT, shape)],
@@ -130,7 +134,7 @@ def _ort_dynamic(shape):
     return _ort_session(build)
 
 
-def _torch():
+def _torch() -> Any:
     """torch limited to one thread, or None when it is not installed."""
     try:
         import torch
@@ -140,7 +144,7 @@ def _torch():
     return torch
 
 
-def _torch_derive_quantize(torch, xt, per_channel: bool):
+def _torch_derive_quantize(torch: Any, xt: Any, per_channel: bool) -> Any:
     """Symmetric int8 with scale = absmax / 127, per tensor or per row, in torch."""
     if per_channel:
         s = (xt.abs().amax(dim=1).double() / 127).clamp_min(1e-30)
@@ -151,11 +155,13 @@ def _torch_derive_quantize(torch, xt, per_channel: bool):
 
 
 def _np_quantize(x: np.ndarray, scale: np.float32) -> np.ndarray:
-    return np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
+    q: np.ndarray = np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
+    return q
 
 
 def _np_dequantize(q: np.ndarray, scale: np.float32) -> np.ndarray:
-    return q.astype(np.float32) * scale
+    x: np.ndarray = q.astype(np.float32) * scale
+    return x
 
 
 def _np_derive_quantize(x: np.ndarray, axis: int | None) -> np.ndarray:
@@ -163,7 +169,8 @@ def _np_derive_quantize(x: np.ndarray, axis: int | None) -> np.ndarray:
         s = np.float32(np.float64(np.abs(x).max()) / 127)
     else:
         s = (np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 127).astype(np.float32)
-    return np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+    q: np.ndarray = np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+    return q
 
 
 def cases(quick: bool) -> list[Case]:

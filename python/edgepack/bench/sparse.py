@@ -32,7 +32,7 @@ def pruned_int8(shape: tuple[int, int], sparsity: float, seed: int = 20261129) -
     flat[idx] = np.float32(3.0) * rng.choice([-1.0, 1.0], size=k).astype(np.float32)
     keep = prune.magnitude_mask(w, sparsity)
     scale = np.quantile(np.abs(w), 0.999) / 127
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    q: np.ndarray = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
     q[~keep] = 0
     return q
 
@@ -48,7 +48,12 @@ def bound_bits(q: np.ndarray) -> float:
     return float(n * hm + nnz * -(p * np.log2(p)).sum())
 
 
-def _numpy_zstd(level: int = 3):
+#: The numpy + zstd baseline: encode(q) -> (mask blob, values blob); decode(blobs, shape) -> q.
+_Encode = Callable[[np.ndarray], tuple[bytes, bytes]]
+_Decode = Callable[[tuple[bytes, bytes], tuple[int, ...]], np.ndarray]
+
+
+def _numpy_zstd(level: int = 3) -> tuple[_Encode, _Decode]:
     import zstandard
 
     comp = zstandard.ZstdCompressor(level=level)
@@ -84,6 +89,8 @@ def _from_bytes_to_dense(blob: bytes, out: np.ndarray | None = None) -> np.ndarr
 def cases(quick: bool) -> list[Case]:
     shape = (256, 256) if quick else (4096, 4096)
     out: list[Case] = []
+    np_enc: _Encode | None
+    np_dec: _Decode | None
     try:
         np_enc, np_dec = _numpy_zstd()
     except ImportError:  # zstandard missing: ours only
@@ -139,7 +146,7 @@ def cpu_time_table(areas: tuple[str, ...] = ("sparse", "prune"), repeat: int = 7
     import edgepack
     from edgepack.bench import collect
 
-    def best(fn) -> float:
+    def best(fn: Callable[[], object]) -> float:
         fn()
         b = float("inf")
         for _ in range(repeat):
