@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 14's quality table on a real sentence encoder (and the digits MLP).
+"""The calibration quality table on a real sentence encoder (and the digits MLP).
 
 Run (a script, not collected by pytest; nothing is downloaded, the model path is an argument)::
 

@@ -22,7 +22,7 @@ def heavy_tailed(rng: np.random.Generator, shape, *, df: float = 2.5, outlier_ra
     return x
 
 
-# ---- quantize / dequantize (issue 2) ----
+# ---- quantize / dequantize ----
 # `from conftest import heavy_tailed` is ambiguous once benches/conftest.py is collected too;
 # tests take the generator through this fixture instead.
 @pytest.fixture

@@ -1,4 +1,4 @@
-//! Regression tests for what fuzzing and the hardening review found (issue 7; SECURITY.md has
+//! Regression tests for what fuzzing and the hardening review found (SECURITY.md has
 //! the record). Each input once crashed, hung or aborted; now it is an `Err` naming the problem.
 //! Inputs are built here from their description rather than kept as binary blobs.
 

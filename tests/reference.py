@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-# ---- quantize / dequantize (issue 2) ----
+# ---- quantize / dequantize ----
 
 QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7), "uint4": (0, 15)}
 
@@ -150,7 +150,7 @@ def percentile_exact(v, p):
     """Exact percentile (numpy 'linear'), computed in float64, returned as float32."""
     return np.float32(np.percentile(np.asarray(v, np.float64), p))
 # =============================================================================================
-# Pruning and sparse storage (issue 4). Ranking convention of every pruning oracle: candidates
+# Pruning and sparse storage. Ranking convention of every pruning oracle: candidates
 # ordered by (score, flat index) ascending, the first k pruned; k = round_half_even(s * n).
 # =============================================================================================
 
@@ -255,7 +255,7 @@ def tfmot_polynomial_decay(step, initial, final, begin, end, power=3, frequency=
     return should, float(f32(s))
 
 
-# --- whole-model compression and the .epk file (issue 5) ---------------------------------------
+# --- whole-model compression and the .epk file ---------------------------------------------------
 # Written from FORMAT.md section 5 and the report's definitions (python/edgepack/report.py).
 
 
@@ -300,7 +300,7 @@ def mlp_forward(weights: dict, x: np.ndarray, n_layers: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# int8 matrix multiplication and QuantizedLinear (issue 3)
+# int8 matrix multiplication and QuantizedLinear
 # ---------------------------------------------------------------------------------------------
 
 

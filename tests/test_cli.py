@@ -41,15 +41,15 @@ HAS_QUANT = hasattr(edgepack, "quantize")
 HAS_PRUNE = importlib.util.find_spec("edgepack.prune") is not None
 
 needs_model = pytest.mark.skipif(
-    not HAS_MODEL, reason="pending: edgepack.compress / load (issue 5) not in this build yet"
+    not HAS_MODEL, reason="pending: edgepack.compress / load not in this build yet"
 )
 needs_quant = pytest.mark.skipif(
     not (HAS_MODEL and HAS_QUANT),
-    reason="pending: edgepack.quantize (issue 2) and compress (issue 5) not both in this build",
+    reason="pending: edgepack.quantize and compress not both in this build",
 )
 needs_prune = pytest.mark.skipif(
     not (HAS_MODEL and HAS_QUANT and HAS_PRUNE),
-    reason="pending: edgepack.prune (issue 4), quantize (2) and compress (5) not all in this build",
+    reason="pending: edgepack.prune, quantize and compress not all in this build",
 )
 
 
@@ -99,7 +99,7 @@ def npz_file(tmp_path, weights) -> Path:
 def epk_file(tmp_path, npz_file, capsys) -> Path:
     """A compressed file that needs no quantization kernels (float16 + kept tensors)."""
     if not HAS_MODEL:
-        pytest.skip("pending: edgepack.compress (issue 5) not in this build yet")
+        pytest.skip("pending: edgepack.compress not in this build yet")
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"rules": [{"pattern": "*.weight", "action": "float16"}]}))
     out = tmp_path / "m.epk"
@@ -525,7 +525,7 @@ def test_compress_two_four_pattern(capsys, tmp_path, npz_file):
 def test_compress_torch_checkpoint(capsys, tmp_path, weights):
     torch = pytest.importorskip("torch", reason="torch not installed (optional)")
     if not HAS_MODEL:
-        pytest.skip("pending: edgepack.compress (issue 5) not in this build yet")
+        pytest.skip("pending: edgepack.compress not in this build yet")
     p = tmp_path / "m.pt"
     torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, str(p))
     rc, out, err = run(capsys, "compress", p, "--keep", "*")
@@ -571,7 +571,7 @@ def test_demo_prints_size_and_accuracy(capsys):
     pruned = lines["50% pruning + int8 per channel"]
     acc = [float(ln.split("%")[0].split()[-1]) for ln in (orig, default, pruned)]
     assert all(0 < a <= 100 for a in acc)
-    assert acc[0] - acc[1] <= 0.5  # issue 5: the default recipe costs at most 0.5 points
+    assert acc[0] - acc[1] <= 0.5  # the default recipe costs at most 0.5 points
     assert "pts" in default and "pts" in pruned
     assert "accuracy" in out
 

@@ -30,9 +30,9 @@ _conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_conftest)
 heavy_tailed = _conftest.heavy_tailed
 
-needs_quant = pytest.mark.skipif(not hasattr(edgepack, "quantize"), reason="needs edgepack.quantize (issue 2)")
+needs_quant = pytest.mark.skipif(not hasattr(edgepack, "quantize"), reason="needs edgepack.quantize")
 needs_sparse = pytest.mark.skipif(
-    not (hasattr(edgepack, "prune") and hasattr(edgepack, "sparse")), reason="needs edgepack.prune / sparse (issue 4)"
+    not (hasattr(edgepack, "prune") and hasattr(edgepack, "sparse")), reason="needs edgepack.prune / sparse"
 )
 
 

@@ -1,4 +1,4 @@
-"""Concurrency (issue 7): 8 Python threads call every kernel, and load / decompress on shared
+"""Concurrency: 8 Python threads call every kernel, and load / decompress on shared
 objects, at once; every result equals the single-threaded one bit for bit. And the GIL is
 released while a kernel runs: a Python thread keeps making progress during a long call.
 

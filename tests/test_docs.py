@@ -1,4 +1,4 @@
-"""Every public name has a docstring (issue 6: the numpy formula goes there when there is one)."""
+"""Every public name has a docstring (the numpy formula goes there when there is one)."""
 
 from __future__ import annotations
 

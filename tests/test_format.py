@@ -75,7 +75,7 @@ def test_golden_reads_back_to_numpy_values():
     np.testing.assert_array_equal(r.payload("z.embed", "data").view(np.int8).reshape(32, 64), qz)
     wantz = ref.epk_dequantize(qz, sz, None, bits=8, axis=0, block_size=None, shape=(32, 64), symmetric=True)
     np.testing.assert_array_equal(m.decompress("z.embed"), wantz)
-    if hasattr(edgepack, "quantize"):  # the model decodes through edgepack.dequantize (issue 2)
+    if hasattr(edgepack, "quantize"):  # the model decodes through edgepack.dequantize
         np.testing.assert_array_equal(m.decompress("fc.weight"), want)
         np.testing.assert_array_equal(m.decompress("q4"), want4)
 

@@ -1,4 +1,4 @@
-"""Fuzzing in smoke mode (issue 7): a few thousand mutated inputs through edgepack.load and
+"""Fuzzing in smoke mode: a few thousand mutated inputs through edgepack.load and
 SparseTensor.from_bytes; only edgepack.FormatError may come out. The long runs (cargo-fuzz over
 the Rust reader and decoder, atheris over these targets) are documented in SECURITY.md."""
 

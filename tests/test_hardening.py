@@ -1,4 +1,4 @@
-"""Hardening (issue 7): the hostile-file classes that tests/test_hostile_files.py (issue 5) does
+"""Hardening: the hostile-file classes that tests/test_hostile_files.py does
 not already cover, measured memory bounds, limits in matmul, and failure during save.
 
 Every hostile input gives edgepack.FormatError (or the documented error) naming the problem,

@@ -1,4 +1,4 @@
-"""Every hostile-file class (issue 5 "Bad input", issue 7 suite) is a named test: each gives
+"""Every hostile-file class (bad input, the hardening suite) is a named test: each gives
 edgepack.FormatError naming the problem, in bounded time and memory, never a crash."""
 
 from __future__ import annotations

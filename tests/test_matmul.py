@@ -1,4 +1,4 @@
-"""int8 matmul (issue 3): matmul_integer, pack_matrix, qlinear_matmul, QuantizedLinear.
+"""int8 matmul: matmul_integer, pack_matrix, qlinear_matmul, QuantizedLinear.
 
 Expected values come from tests/reference.py (int64 numpy) and from onnxruntime.
 """

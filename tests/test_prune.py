@@ -1,4 +1,4 @@
-"""edgepack.prune against the numpy oracles in tests/reference.py (issue 4)."""
+"""edgepack.prune against the numpy oracles in tests/reference.py."""
 
 from __future__ import annotations
 

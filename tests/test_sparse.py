@@ -1,5 +1,4 @@
-"""edgepack.sparse: layout, bit-exact round trips, compressed size vs the bound, hostile bytes
-(issue 4)."""
+"""edgepack.sparse: layout, bit-exact round trips, compressed size vs the bound, hostile bytes."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from edgepack.quantize import QuantizedTensor, dequantize, quantize
 from edgepack.recipe import Recipe, Rule
 from edgepack.report import Report
 
-__version__: str = _core.build_info()["version"]
+__version__: str = str(_core.build_info()["version"])
 
 
 def build_info() -> dict[str, object]:
@@ -86,14 +86,14 @@ __all__ = [
     "NonFiniteError",
     "LimitError",
     "FormatError",
-    # issue 5
+    # whole models: compress, load, the .epk file
     "compress",
     "load",
     "CompressedModel",
     "Recipe",
     "Rule",
     "Report",
-    # quantize / dequantize (issue 2)
+    # quantize / dequantize
     "kernels",
     "quantize",
     "dequantize",
@@ -101,10 +101,10 @@ __all__ = [
     "quantize_linear",
     "dequantize_linear",
     "dynamic_quantize_linear",
-    # issue 4
+    # pruning and sparse storage
     "prune",
     "sparse",
-    # int8 matmul and QuantizedLinear (issue 3)
+    # int8 matmul and QuantizedLinear
     "PackedMatrix",
     "matmul_integer",
     "pack_matrix",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -392,7 +392,7 @@ def _greedy(items: Sequence[_Item], budget: float) -> dict[str, int]:
 
 
 def allocate_bits(
-    entries: Sequence[tuple[str, np.ndarray, Plan, TensorCalibration | None]],
+    entries: Iterable[tuple[str, np.ndarray, Plan, TensorCalibration | None]],
     budget_bits: float,
     error: Callable[[np.ndarray, Plan, TensorCalibration | None], float],
 ) -> dict[str, Plan]:
@@ -476,7 +476,7 @@ def sparsity_errors(
 
 
 def allocate_sparsity(
-    entries: Sequence[tuple[str, np.ndarray, Plan, TensorCalibration | None]],
+    entries: Iterable[tuple[str, np.ndarray, Plan, TensorCalibration | None]],
     budget: float,
 ) -> dict[str, float]:
     """Per-tensor sparsities whose size-weighted mean is ``budget`` (to within one weight per

@@ -74,6 +74,7 @@ def qtype_name(dt: Any, name: str) -> str | None:
         )
     if isinstance(dt, str) and dt.lower() in QTYPES:
         return dt.lower()
+    n: str
     try:
         n = np.dtype(dt).name
     except TypeError:

@@ -12,25 +12,25 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "release_buffers",
-    # issue 5
+    # .epk file format (src/python/format.rs)
     "EpkReader",
     "EpkWriter",
     "epk_validate",
     "safetensors_header",
     "check_json",
     "error_sums",
-    # quantize / dequantize (issue 2)
+    # quantize / dequantize
     "dequantize_linear",
     "dynamic_quantize_linear",
     "quantize",
     "quantize_linear",
-    # issue 4
+    # pruning and sparse storage
     "prune_magnitude_mask",
     "prune_nm_mask",
     "prune_block_mask",
     "prune_channel_mask",
     "SparseTensorCore",
-    # int8 matmul (issue 3)
+    # int8 matmul
     "PackedMatrix",
     "_pack_matrix",
     "_matmul_integer",
@@ -38,9 +38,9 @@ __all__ = [
     "_qlinear_matmul",
     "_linear_forward",
     "_linear_forward_q8",
-    # calibration statistics (issue 14, src/python/calib_stats.rs)
+    # calibration statistics (src/python/calib_stats.rs)
     "CalibrationStatsCore",
-    # calibration solvers (issue 14, src/python/calib.rs)
+    # calibration solvers (src/python/calib.rs)
     "gptq",
     "sparsegpt",
     "calib_objective",
@@ -55,7 +55,7 @@ def build_info() -> dict[str, object]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 
-# --- .epk file format (issue 5, src/python/format.rs) ---
+# --- .epk file format (src/python/format.rs) ---
 @final
 class EpkReader:
     def __new__(cls, path: str | os.PathLike[str]) -> EpkReader: ...
@@ -94,7 +94,7 @@ def check_json(text: str, what: str) -> None: ...
 def error_sums(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]
 ) -> tuple[float, float, float, float, float, int]: ...
-# ---- quantize / dequantize (issue 2) ----
+# ---- quantize / dequantize ----
 def quantize_linear(
     x: npt.NDArray[np.float32],
     scale: npt.NDArray[np.float32],
@@ -134,7 +134,7 @@ def quantize(
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 def release_buffers() -> int: ...
 
-# --- pruning and sparse storage (issue 4) ---
+# --- pruning and sparse storage ---
 
 def prune_magnitude_mask(
     x: npt.NDArray[np.float32],
@@ -181,7 +181,7 @@ class SparseTensorCore:
     def nbytes(self) -> int: ...
     @property
     def nm(self) -> tuple[int, int, int] | None: ...
-# --- int8 matmul (issue 3) ---
+# --- int8 matmul ---
 @final
 class PackedMatrix:
     @property
@@ -242,7 +242,7 @@ def _linear_forward_q8(
     output_signed: bool,
 ) -> npt.NDArray[np.uint8]: ...
 
-# --- calibration statistics (issue 14, src/python/calib_stats.rs) ---
+# --- calibration statistics (src/python/calib_stats.rs) ---
 @final
 class CalibrationStatsCore:
     def __new__(cls, full: bool = True) -> CalibrationStatsCore: ...
@@ -289,7 +289,7 @@ class CalibrationStatsCore:
     ) -> None: ...
     def merge(self, other: CalibrationStatsCore) -> None: ...
 
-# --- calibration solvers (issue 14, src/python/calib.rs) ---
+# --- calibration solvers (src/python/calib.rs) ---
 def gptq(
     w: npt.NDArray[np.float32],
     h: npt.NDArray[np.float64],

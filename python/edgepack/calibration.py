@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,7 +135,7 @@ class CalibrationStats:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._core
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def in_features(self, name: str) -> int:
@@ -510,7 +510,9 @@ def collect_onnx(
             try:
                 stats.update(names, x, layout=[lay for _, lay, _ in uses])
             except (ArgumentError, DtypeError) as e:
-                e.add_note(f"while recording tensor {a!r} of feed {i}")
+                from edgepack.model import _add_note  # BaseException.add_note is 3.11+
+
+                _add_note(e, f"while recording tensor {a!r} of feed {i}")
                 raise
     return stats
 
@@ -545,7 +547,7 @@ def collect_torch(
             t = t.float()
         stats.update(names, t.cpu().contiguous().numpy())
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[Any, tuple[Any, ...]], None]:
         def pre(_mod: Any, args: tuple[Any, ...]) -> None:
             if not args or not torch.is_tensor(args[0]):
                 return

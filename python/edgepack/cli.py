@@ -712,7 +712,7 @@ def _recipe_line(recipe: Any, limit: int = 400) -> str:
     """The recipe as compact JSON, or a summary when that is longer than ``limit``."""
     if recipe is None:
         return "(none)"
-    text = recipe.to_json()
+    text: str = recipe.to_json()
     if len(text) <= limit:
         return text
     rules = recipe.rules

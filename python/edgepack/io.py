@@ -75,7 +75,8 @@ def _bfloat16() -> np.dtype:
         import ml_dtypes
     except ModuleNotFoundError as e:  # pragma: no cover - ml_dtypes is a test dependency
         raise DtypeError("bfloat16 tensors need the ml-dtypes package (pip install ml-dtypes)") from e
-    return np.dtype(ml_dtypes.bfloat16)
+    bf16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return bf16
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -84,13 +85,15 @@ def numpy_dtype(name: str) -> np.dtype:
         return _bfloat16()
     if name not in _NP_NAMES:
         raise DtypeError(f"unsupported dtype {name!r}")
-    return np.dtype(name).newbyteorder("<")
+    dt: np.dtype = np.dtype(name).newbyteorder("<")
+    return dt
 
 
 def dtype_name(dt: np.dtype, what: str) -> str:
     """Our name of a numpy dtype, or a DtypeError naming ``what``."""
-    if dt.name in _NP_NAMES and (dt.kind in "fiub" or dt.name == "bfloat16"):
-        return dt.name
+    name: str = dt.name
+    if name in _NP_NAMES and (dt.kind in "fiub" or name == "bfloat16"):
+        return name
     raise DtypeError(
         f"{what} has dtype {dt}, which edgepack cannot store; expected one of "
         f"{sorted(_NP_NAMES)}"
@@ -285,7 +288,8 @@ def _npz_source(path: str) -> Source:
 
     def load(name: str) -> np.ndarray:
         with lock:
-            return npz[name]
+            x: np.ndarray = npz[name]
+            return x
 
     return Source(sorted(npz.files), load, npz.close)
 

@@ -25,14 +25,14 @@ __all__ = [
     "quantize_linear",
     "dequantize_linear",
     "dynamic_quantize_linear",
-    # int8 matmul (issue 3)
+    # int8 matmul
     "PackedMatrix",
     "matmul_integer",
     "pack_matrix",
     "qlinear_matmul",
 ]
 
-# ---- quantize / dequantize (issue 2) ----
+# ---- quantize / dequantize ----
 
 _NP = {"int8": np.int8, "uint8": np.uint8, "int4": np.uint8, "uint4": np.uint8}
 
@@ -162,7 +162,7 @@ def dynamic_quantize_linear(
 
 
 # ---------------------------------------------------------------------------------------------
-# int8 matrix multiplication (issue 3): matmul_integer, pack_matrix, PackedMatrix, qlinear_matmul
+# int8 matrix multiplication: matmul_integer, pack_matrix, PackedMatrix, qlinear_matmul
 # ---------------------------------------------------------------------------------------------
 
 #: ``B`` packed once for the int8 kernels (layout, column sums, zero-point terms); immutable,
@@ -383,4 +383,4 @@ def qlinear_matmul(
     return out.reshape((n,) if vector else lead + (n,))
 
 
-# --------------------------------------- end of issue 3 ----------------------------------------
+# ------------------------------------ end of int8 matmul ---------------------------------------

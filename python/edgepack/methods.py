@@ -137,8 +137,8 @@ def _stored_scale(scale: np.ndarray, scale_dtype: str) -> np.ndarray:
         raise ArgumentError(
             "a refined scale exceeds float16's largest value 65504; use scale_dtype='float32'"
         )
-    h = np.maximum(h, np.float16(2.0**-24))
-    return h.astype(np.float32)
+    out: np.ndarray = np.maximum(h, np.float16(2.0**-24)).astype(np.float32)
+    return out
 
 
 def _qrange(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -158,6 +158,8 @@ class _Grid:
         self.pshape = qt.scale.shape
         s = np.asarray(qt.scale, dtype=np.float32)
         z = None if qt.signed else np.asarray(qt.zero_point, dtype=np.int32)
+        s2: np.ndarray  # scale and zero point on the (out, in) grid of the weight
+        z2: np.ndarray | None
         if qt.axis is None:
             self.rb, self.cb = max(out, 1), max(inp, 1)
             s2 = s.reshape(1, 1)
@@ -343,7 +345,7 @@ def sparsegpt(
     structure: str = "unstructured",
     n: int = 2,
     m: int = 4,
-    block_shape: tuple[int, int] = (1, 4),
+    block_shape: tuple[int, ...] = (1, 4),
     bits: int | None = None,
     axis: int | None | Auto = "auto",
     block_size: int | None | Auto = "auto",

@@ -92,7 +92,7 @@ def _quantized_from_parts(
     shape: tuple[int, ...],
     in_scale: np.ndarray | None = None,
 ) -> Any:
-    from edgepack.quantize import QuantizedTensor  # issue 2
+    from edgepack.quantize import QuantizedTensor
 
     axis = params["axis"]
     if axis is None:
@@ -144,11 +144,11 @@ def _clean_stats(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prune_mask(x: np.ndarray, plan: Plan, importance: np.ndarray | None, name: str) -> np.ndarray:
-    from edgepack import prune  # issue 4
+    from edgepack import prune
 
     r = plan.rule
     assert r is not None
-    # Scores per input feature (last dim) weight |w| (as issue 4's magnitude_mask does).
+    # Scores per input feature (last dim) weight |w| (as prune.magnitude_mask does).
     score = x if importance is None else np.abs(x) * importance
     if r.importance == "provided" and importance is None:
         raise ArgumentError(
@@ -238,7 +238,7 @@ def _encode(
         decoded = y16
         enc = "float16"
     elif plan.encoding == "sparse":
-        from edgepack import sparse  # issue 4
+        from edgepack import sparse
 
         st = sparse.encode(xp, mask=mask)
         blob = np.frombuffer(st.to_bytes(level=level), dtype=np.uint8)
@@ -308,7 +308,7 @@ _STATS_CHUNK = 1 << 22
 def _quant_stats(xf: np.ndarray, qt: Any, plan: Plan) -> dict[str, float | None]:
     """Error statistics of a QuantizedTensor against ``xf``, dequantizing slices of rows
     (along axis 0) into this thread's scratch buffer: never a whole decoded copy."""
-    from edgepack.quantize import QuantizedTensor  # issue 2
+    from edgepack.quantize import QuantizedTensor
 
     shape = tuple(xf.shape)
     rows = shape[0] if shape else 1
@@ -675,7 +675,7 @@ class CompressedModel(Mapping[str, Any]):
         # free-form part is never held as a Python tree next to the tensors' records.
         h = json.loads(self._reader.header_json(recipe=False))
         self._header = h
-        self._records = {t["name"]: t for t in h["tensors"]}
+        self._records: dict[str, dict[str, Any]] = {t["name"]: t for t in h["tensors"]}
         self._names = [t["name"] for t in h["tensors"]]
         if _tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, _tmpdir, True)
@@ -764,7 +764,9 @@ class CompressedModel(Mapping[str, Any]):
         re-opened); compressed ones are decoded."""
         p = next(p for p in t["payloads"] if p["role"] == role)
         dt = numpy_dtype(p["dtype"])
-        return self._reader.payload(name, role).view(dt).reshape(p["shape"])
+        shape: tuple[int, ...] = tuple(p["shape"])
+        raw: np.ndarray = self._reader.payload(name, role)
+        return raw.view(dt).reshape(shape)
 
     def _decode(self, name: str, *, float32: bool) -> Any:
         t = self._record(name)
@@ -786,7 +788,7 @@ class CompressedModel(Mapping[str, Any]):
                 a = self._payload(name, t, "data")
                 return a.astype(np.float32) if float32 else a
             if enc == "sparse":
-                from edgepack.sparse import SparseTensor  # issue 4
+                from edgepack.sparse import SparseTensor
 
                 blob = self._payload(name, t, "data")
                 st = SparseTensor.from_bytes(blob.tobytes())
@@ -943,7 +945,7 @@ def _check_in_scale(name: str, ins: np.ndarray) -> None:
 
 
 def _describe(t: dict[str, Any]) -> str:
-    e = t["encoding"]
+    e: str = t["encoding"]
     if e != "quant":
         return e
     p = t["params"]

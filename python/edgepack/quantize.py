@@ -241,6 +241,7 @@ def quantize(
             raise DtypeError(f"`percentile` must be a number, found {type(percentile).__name__}")
         pct = float(percentile)
     # The core allocates: large results come from its recycled buffers (no page faults).
+    data: np.ndarray  # raw uint8 codes from the core; int8 or uint8 codes after the view below
     data, scale, zp = _core.quantize(
         xf,
         int(bits),

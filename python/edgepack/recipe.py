@@ -423,8 +423,9 @@ class Recipe:
     # -- matching ------------------------------------------------------------------------------
     def match(self, name: str) -> Rule | None:
         """The first rule whose pattern matches ``name``, or None."""
-        first = self._exact.get(name)  # type: ignore[attr-defined]
-        for i, r in self._globs:  # type: ignore[attr-defined]
+        first: int | None = self._exact.get(name)  # type: ignore[attr-defined]
+        globs: tuple[tuple[int, Rule], ...] = self._globs  # type: ignore[attr-defined]
+        for i, r in globs:
             if first is not None and i > first:
                 break
             if fnmatch.fnmatchcase(name, r.pattern):
@@ -445,10 +446,10 @@ class Recipe:
         out_axis, in_axis = (0, 1) if lay == "out_in" else (1, 0)
         if r is None:
             if self.default == "auto" and is_float and len(shape) >= 2 and size >= self.min_elements:
-                axis = out_axis if len(shape) == 2 else 0
+                default_axis = out_axis if len(shape) == 2 else 0
                 m, awq = _method(self.method, self.awq)
                 return Plan(
-                    "quant", None, bits=8, axis=axis, method=m, layout=lay, awq=awq,
+                    "quant", None, bits=8, axis=default_axis, method=m, layout=lay, awq=awq,
                     scale_dtype=self.scale_dtype,
                 )
             return Plan("raw", None, layout=lay)

@@ -37,7 +37,8 @@ def _np_dtype(name: str) -> np.dtype:
             import ml_dtypes
         except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
             raise DtypeError("bfloat16 tensors need the ml_dtypes package") from None
-        return np.dtype(ml_dtypes.bfloat16)
+        bf16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+        return bf16
     return np.dtype(name)
 
 
@@ -60,7 +61,7 @@ class SparseTensor:
 
     __slots__ = ("_core", "_dtype")
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: _core.SparseTensorCore) -> None:
         self._core = core
         self._dtype = _np_dtype(core.dtype)
 

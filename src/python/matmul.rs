@@ -1,4 +1,4 @@
-//! int8 matmul wrappers (issue 3): `pack_matrix`, `matmul_integer`, `qlinear_matmul`,
+//! int8 matmul wrappers: `pack_matrix`, `matmul_integer`, `qlinear_matmul`,
 //! `linear_forward`. The Python layer (`edgepack/kernels.py`, `edgepack/linear.py`) coerces
 //! inputs to C-contiguous 2-D byte views and flat zero points; everything else is checked here
 //! through the core. The GIL is released while the kernels run.

@@ -11,12 +11,12 @@ mod calib; // calibration solvers: GPTQ, SparseGPT, HQQ, SmoothQuant, objective
 mod calib_stats; // CalibrationStats (activation statistics)
 pub mod errors;
 mod info;
-// .epk file format (issue 5)
+// .epk file format
 mod format;
 mod matmul;
-mod prune; // issue 4
-mod quant; // issue 2: quantize / dequantize
-mod sparse; // issue 4 // int8 matmul (issue 3)
+mod prune;
+mod quant; // quantize / dequantize
+mod sparse;
 
 /// The native module `edgepack._core`.
 #[pymodule]
@@ -32,10 +32,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     calib::register(m)?;
     calib_stats::register(m)?;
     buffers::register(m)?;
-    format::register(m)?; // issue 5
-    quant::register(m)?; // issue 2
-    prune::register(m)?; // issue 4
-    sparse::register(m)?; // issue 4
-    matmul::register(m)?; // int8 matmul (issue 3)
+    format::register(m)?;
+    quant::register(m)?;
+    prune::register(m)?;
+    sparse::register(m)?;
+    matmul::register(m)?; // int8 matmul
     Ok(())
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import importlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["Case", "Result", "AREAS", "best_time", "run", "format_table", "collect"]
@@ -34,7 +34,7 @@ class Case:
     area: str
     name: str
     ours: Callable[[], object]
-    baselines: dict[str, Callable[[], object]] = field(default_factory=dict)
+    baselines: Mapping[str, Callable[[], object]] = field(default_factory=dict)
     work: float = 0.0
     unit: str = "GB/s"
     threads: int | None = None

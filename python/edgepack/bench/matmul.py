@@ -1,4 +1,4 @@
-"""int8 matmul and QuantizedLinear benchmarks (issue 3).
+"""int8 matmul and QuantizedLinear benchmarks.
 
 For each shape (M, K, N) and thread count: ``matmul_integer`` with uint8 and int8 activations
 on a packed int8 B, next to numpy float32 matmul, onnxruntime ``MatMulInteger`` (uint8 x int8,
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from edgepack.bench import Case
+from edgepack.bench import Case, Result
 
 SHAPES = [
     (1, 4096, 4096),
@@ -33,7 +35,7 @@ IDLE_SECONDS = 0.3
 
 def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[], object]]:
     try:
-        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         return lambda f: f
     ctl = ThreadpoolController()
@@ -48,9 +50,16 @@ def _numpy_threads(threads: int) -> Callable[[Callable[[], object]], Callable[[]
     return wrap
 
 
-def _ort_session(op: str, feeds: dict, inits: dict, out_dtype, threads: int, domain: str = ""):
+def _ort_session(
+    op: str,
+    feeds: dict[str, np.ndarray],
+    inits: dict[str, np.ndarray | None],
+    out_dtype: npt.DTypeLike,
+    threads: int,
+    domain: str = "",
+) -> Callable[[], object] | None:
     try:
-        import onnxruntime as ort  # type: ignore[import-untyped]
+        import onnxruntime as ort
         from onnx import helper, numpy_helper
     except ImportError:
         return None
@@ -77,12 +86,13 @@ def _ort_session(op: str, feeds: dict, inits: dict, out_dtype, threads: int, dom
 
 
 def _affine(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    return x @ w_t + bias
+    y: np.ndarray = x @ w_t + bias
+    return y
 
 
-def _torch():  # type: ignore[no-untyped-def]
+def _torch() -> Any:
     try:
-        import torch  # type: ignore[import-not-found]
+        import torch
     except ImportError:
         return None
     return torch
@@ -125,7 +135,7 @@ def cases(quick: bool) -> list[Case]:
                 tb = torch.from_numpy(b.copy())
                 if m > 16 and k % 8 == 0 and n % 8 == 0:
 
-                    def int_mm(ta=ta, tb=tb, threads=threads):
+                    def int_mm(ta: Any = ta, tb: Any = tb, threads: int = threads) -> Any:
                         torch.set_num_threads(threads)
                         return torch._int_mm(ta, tb)
 
@@ -212,7 +222,7 @@ def cases(quick: bool) -> list[Case]:
                     )
                     tx = torch.from_numpy(x)
 
-                    def torch_dyn(qlin=qlin, tx=tx, threads=threads):
+                    def torch_dyn(qlin: Any = qlin, tx: Any = tx, threads: int = threads) -> Any:
                         torch.set_num_threads(threads)
                         with torch.inference_mode():
                             return qlin(tx)
@@ -234,7 +244,9 @@ def cases(quick: bool) -> list[Case]:
     return out
 
 
-def run_interleaved(cases_: list[Case], *, rounds: int = 5, min_time: float = 0.1):
+def run_interleaved(
+    cases_: list[Case], *, rounds: int = 5, min_time: float = 0.1
+) -> list[Result]:
     """Like :func:`edgepack.bench.run`, but ours and each baseline are timed in turn,
     ``rounds`` times, keeping each one's best: on a shared, loaded machine this compares them
     under the same conditions instead of at different moments. Multi-threaded cases pause
@@ -243,7 +255,7 @@ def run_interleaved(cases_: list[Case], *, rounds: int = 5, min_time: float = 0.
     import time
 
     import edgepack
-    from edgepack.bench import Result, best_time
+    from edgepack.bench import best_time
 
     results = []
     for case in cases_:
@@ -317,7 +329,7 @@ def cpu_scaling(shapes: list[tuple[int, int, int]] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m edgepack.bench.matmul [--quick] [--rounds N] [--threads T]``: issue 3."""
+    """``python -m edgepack.bench.matmul [--quick] [--rounds N] [--threads T]``."""
     import argparse
 
     from edgepack.bench import format_table

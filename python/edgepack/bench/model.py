@@ -1,4 +1,4 @@
-"""Whole-model compression benchmarks (issue 5).
+"""Whole-model compression benchmarks.
 
 A synthetic float32 safetensors checkpoint of transformer-like layers (heavy-tailed weights:
 a Student-t-like body with rare outliers far beyond 100 std; attention, MLP, norms, biases):
@@ -118,7 +118,7 @@ def cases(quick: bool) -> list[Case]:
         import safetensors.numpy as st
     except ModuleNotFoundError:  # pragma: no cover
         st = None  # type: ignore[assignment]
-    if not hasattr(edgepack, "quantize"):  # pragma: no cover - before issue 2
+    if not hasattr(edgepack, "quantize"):  # pragma: no cover - a build without quantize
         return []
     d = tempfile.mkdtemp(prefix="edgepack-bench-model-")
     src = os.path.join(d, "model.safetensors")

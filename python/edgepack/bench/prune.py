@@ -1,4 +1,4 @@
-"""Pruning benchmarks (issue 4): magnitude masks and 2:4 masks on a 4096 x 4096 float32
+"""Pruning benchmarks: magnitude masks and 2:4 masks on a 4096 x 4096 float32
 weight, one thread, next to numpy (``np.partition`` threshold and ``np.argpartition`` for magnitude, ``np.argsort`` per
 group for 2:4) and torch's ``l1_unstructured`` when torch is installed.
 ``work`` = bytes of the float32 input."""
@@ -6,6 +6,7 @@ group for 2:4) and torch's ``l1_unstructured`` when torch is installed.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,7 +30,8 @@ def numpy_magnitude(w: np.ndarray, sparsity: float) -> np.ndarray:
     a = np.abs(w)
     k = int(round(sparsity * w.size))
     thr = np.partition(a.ravel(), k)[k]
-    return a >= thr
+    keep: np.ndarray = a >= thr
+    return keep
 
 
 def numpy_magnitude_exact(w: np.ndarray, sparsity: float) -> np.ndarray:
@@ -50,7 +52,7 @@ def numpy_nm(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
 def cases(quick: bool) -> list[Case]:
     shape = (256, 256) if quick else (4096, 4096)
     w = _weights(shape)
-    mag_base = {
+    mag_base: dict[str, Callable[[], object]] = {
         "numpy partition": lambda: numpy_magnitude(w, 0.5),
         "numpy argpartition": lambda: numpy_magnitude_exact(w, 0.5),
     }

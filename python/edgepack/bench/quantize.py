@@ -1,4 +1,4 @@
-"""Quantize / dequantize benchmarks (issue 2): edgepack next to numpy, ``np.copyto`` of the
+"""Quantize / dequantize benchmarks: edgepack next to numpy, ``np.copyto`` of the
 same float32 bytes, onnxruntime (one intra-op thread) and torch (``torch.quantize_per_tensor`` /
 ``quantize_per_channel`` / ``dequantize``, one thread) when installed, all single-threaded.
 
@@ -9,7 +9,9 @@ is timed twice: allocating its output (fresh pages cost page faults) and with ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -19,15 +21,19 @@ from edgepack.bench import Case
 AREA = "quantize"
 
 
-def _heavy(rng: np.random.Generator, shape) -> np.ndarray:
-    x = rng.standard_t(2.5, size=shape).astype(np.float32) * np.float32(0.02)
+def _heavy(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    x: np.ndarray = rng.standard_t(2.5, size=shape).astype(np.float32) * np.float32(0.02)
     flat = x.reshape(-1)
     k = max(1, flat.size // 5000)
     flat[rng.choice(flat.size, size=k, replace=False)] = np.float32(3.0)
     return x
 
 
-def _ort_session(build: Callable[[object, object], tuple[list, list, list, list]]):
+#: ``build(onnx.helper, onnx.TensorProto)`` -> (nodes, inputs, outputs, initializers).
+GraphBuilder = Callable[[Any, Any], tuple[list[Any], list[Any], list[Any], list[Any]]]
+
+
+def _ort_session(build: GraphBuilder) -> Any:
     """An onnxruntime session (1 thread) for the graph ``build(helper, TensorProto)`` returns,
     or None when onnxruntime / onnx are not installed."""
     try:
@@ -45,8 +51,8 @@ def _ort_session(build: Callable[[object, object], tuple[list, list, list, list]
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _ort_quantize(shape, scale: float):
-    def build(h, T):
+def _ort_quantize(shape: list[int], scale: float) -> Any:
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         from onnx import numpy_helper as nh
 
         return (
@@ -62,8 +68,8 @@ def _ort_quantize(shape, scale: float):
     return _ort_session(build)
 
 
-def _ort_dequantize(shape, scale: float):
-    def build(h, T):
+def _ort_dequantize(shape: list[int], scale: float) -> Any:
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         from onnx import numpy_helper as nh
 
         return (
@@ -79,10 +85,10 @@ def _ort_dequantize(shape, scale: float):
     return _ort_session(build)
 
 
-def _ort_derive_quantize(shape, per_channel: bool):
+def _ort_derive_quantize(shape: list[int], per_channel: bool) -> Any:
     """Abs + ReduceMax + Div + QuantizeLinear (symmetric int8, scale = absmax / 127)."""
 
-    def build(h, T):
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         from onnx import numpy_helper as nh
 
         if per_channel:
@@ -112,8 +118,8 @@ def _ort_derive_quantize(shape, per_channel: bool):
     return _ort_session(build)
 
 
-def _ort_dynamic(shape):
-    def build(h, T):
+def _ort_dynamic(shape: list[int]) -> Any:
+    def build(h: Any, T: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         return (
             [h.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])],
             [h.make_tensor_value_info("x", T.FLOAT, shape)],
@@ -128,7 +134,7 @@ def _ort_dynamic(shape):
     return _ort_session(build)
 
 
-def _torch():
+def _torch() -> Any:
     """torch limited to one thread, or None when it is not installed."""
     try:
         import torch
@@ -138,7 +144,7 @@ def _torch():
     return torch
 
 
-def _torch_derive_quantize(torch, xt, per_channel: bool):
+def _torch_derive_quantize(torch: Any, xt: Any, per_channel: bool) -> Any:
     """Symmetric int8 with scale = absmax / 127, per tensor or per row, in torch."""
     if per_channel:
         s = (xt.abs().amax(dim=1).double() / 127).clamp_min(1e-30)
@@ -149,7 +155,13 @@ def _torch_derive_quantize(torch, xt, per_channel: bool):
 
 
 def _np_quantize(x: np.ndarray, scale: np.float32) -> np.ndarray:
-    return np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
+    q: np.ndarray = np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
+    return q
+
+
+def _np_dequantize(q: np.ndarray, scale: np.float32) -> np.ndarray:
+    x: np.ndarray = q.astype(np.float32) * scale
+    return x
 
 
 def _np_derive_quantize(x: np.ndarray, axis: int | None) -> np.ndarray:
@@ -157,7 +169,8 @@ def _np_derive_quantize(x: np.ndarray, axis: int | None) -> np.ndarray:
         s = np.float32(np.float64(np.abs(x).max()) / 127)
     else:
         s = (np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 127).astype(np.float32)
-    return np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+    q: np.ndarray = np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+    return q
 
 
 def cases(quick: bool) -> list[Case]:
@@ -176,7 +189,7 @@ def cases(quick: bool) -> list[Case]:
         # which would flatter every implementation.
         scale = np.float32(np.percentile(np.abs(x), 99.9) / 127)
         dst = np.empty_like(x)
-        copy = {"np.copyto": lambda x=x, dst=dst: np.copyto(dst, x)}
+        copy: dict[str, Callable[[], object]] = {"np.copyto": partial(np.copyto, dst, x)}
         qbuf = np.empty(n, np.int8)
         qbuf_u8 = qbuf.view(np.uint8)
         fbuf = np.empty(n, np.float32)
@@ -186,92 +199,87 @@ def cases(quick: bool) -> list[Case]:
         ort_pt = _ort_derive_quantize([n], per_channel=False)
         ort_dyn = _ort_dynamic([n])
 
-        def with_ort(base, sess, feed, torch_fn=None):
+        def with_ort(
+            base: Mapping[str, Callable[[], object]],
+            sess: Any,
+            feed: dict[str, np.ndarray],
+            torch_fn: Callable[[], object] | None = None,
+        ) -> dict[str, Callable[[], object]]:
             b = dict(base)
             if sess is not None:
-                b["onnxruntime"] = lambda sess=sess, feed=feed: sess.run(None, feed)
+                b["onnxruntime"] = partial(sess.run, None, feed)
             if torch_fn is not None:
                 b["torch"] = torch_fn
             return b
 
-        t_q = t_pt = t_d = None
+        t_q: Callable[[], object] | None = None
+        t_pt: Callable[[], object] | None = None
+        t_d: Callable[[], object] | None = None
         if torch is not None:
             xt = torch.from_numpy(x)
             qt = torch.quantize_per_tensor(xt, float(scale), 0, torch.qint8)
-            t_q = lambda xt=xt, s=float(scale): torch.quantize_per_tensor(xt, s, 0, torch.qint8)  # noqa: E731
-            t_pt = lambda xt=xt: _torch_derive_quantize(torch, xt, False)  # noqa: E731
-            t_d = lambda qt=qt: qt.dequantize()  # noqa: E731
+            t_q = partial(torch.quantize_per_tensor, xt, float(scale), 0, torch.qint8)
+            t_pt = partial(_torch_derive_quantize, torch, xt, False)
+            t_d = qt.dequantize
 
-        common = dict(area=AREA, work=4.0 * n, threads=1)
+        case = partial(Case, area=AREA, work=4.0 * n, threads=1)
         out += [
-            Case(
+            case(
                 name=f"quantize_linear given scale, {label}",
-                ours=lambda x=x, s=scale: ep.quantize_linear(x, s, np.int8(0)),
+                ours=partial(ep.quantize_linear, x, scale, np.int8(0)),
                 baselines=with_ort(
-                    {"numpy": lambda x=x, s=scale: _np_quantize(x, s), **copy},
-                    ort_q,
-                    {"x": x},
-                    t_q,
+                    {"numpy": partial(_np_quantize, x, scale), **copy}, ort_q, {"x": x}, t_q
                 ),
-                **common,
             ),
-            Case(
+            case(
                 name=f"quantize_linear given scale, out=, {label}",
-                ours=lambda x=x, s=scale, o=qbuf: ep.quantize_linear(x, s, np.int8(0), out=o),
-                baselines=with_ort(dict(copy), ort_q, {"x": x}),
-                **common,
+                ours=partial(ep.quantize_linear, x, scale, np.int8(0), out=qbuf),
+                baselines=with_ort(copy, ort_q, {"x": x}),
             ),
-            Case(
+            case(
                 name=f"quantize derive+quantize per tensor, {label}",
-                ours=lambda x=x: ep.quantize(x),
+                ours=partial(ep.quantize, x),
                 baselines=with_ort(
-                    {"numpy": lambda x=x: _np_derive_quantize(x, None), **copy},
+                    {"numpy": partial(_np_derive_quantize, x, None), **copy},
                     ort_pt,
                     {"x": x},
                     t_pt,
                 ),
-                **common,
             ),
-            Case(
+            case(
                 name=f"dynamic_quantize_linear, out=, {label}",
-                ours=lambda x=x, o=qbuf_u8: ep.dynamic_quantize_linear(x, out=o),
-                baselines=with_ort(dict(copy), ort_dyn, {"x": x}),
-                **common,
+                ours=partial(ep.dynamic_quantize_linear, x, out=qbuf_u8),
+                baselines=with_ort(copy, ort_dyn, {"x": x}),
             ),
-            Case(
+            case(
                 name=f"dequantize_linear, {label}",
-                ours=lambda q=q, s=scale: ep.dequantize_linear(q, s, np.int8(0)),
+                ours=partial(ep.dequantize_linear, q, scale, np.int8(0)),
                 baselines=with_ort(
-                    {"numpy": lambda q=q, s=scale: q.astype(np.float32) * s, **copy},
-                    ort_d,
-                    {"q": q},
-                    t_d,
+                    {"numpy": partial(_np_dequantize, q, scale), **copy}, ort_d, {"q": q}, t_d
                 ),
-                **common,
             ),
-            Case(
+            case(
                 name=f"dequantize_linear, out=, {label}",
-                ours=lambda q=q, s=scale, o=fbuf: ep.dequantize_linear(q, s, np.int8(0), out=o),
-                baselines=with_ort(dict(copy), ort_d, {"q": q}),
-                **common,
+                ours=partial(ep.dequantize_linear, q, scale, np.int8(0), out=fbuf),
+                baselines=with_ort(copy, ort_d, {"q": q}),
             ),
         ]
     w = _heavy(rng, (side, side))
     wdst = np.empty_like(w)
     ort_pc = _ort_derive_quantize([side, side], per_channel=True)
-    base = {
-        "numpy": lambda w=w: _np_derive_quantize(w, 0),
-        "np.copyto": lambda w=w, d=wdst: np.copyto(d, w),
+    base: dict[str, Callable[[], object]] = {
+        "numpy": partial(_np_derive_quantize, w, 0),
+        "np.copyto": partial(np.copyto, wdst, w),
     }
     if ort_pc is not None:
-        base["onnxruntime"] = lambda w=w: ort_pc.run(None, {"x": w})
+        base["onnxruntime"] = partial(ort_pc.run, None, {"x": w})
     if torch is not None:
-        base["torch"] = lambda wt=torch.from_numpy(w): _torch_derive_quantize(torch, wt, True)
+        base["torch"] = partial(_torch_derive_quantize, torch, torch.from_numpy(w), True)
     out.append(
         Case(
             area=AREA,
             name=f"quantize derive+quantize per channel (axis 0), {side}x{side}",
-            ours=lambda w=w: ep.quantize(w, axis=0),
+            ours=partial(ep.quantize, w, axis=0),
             baselines=base,
             work=4.0 * w.size,
             threads=1,

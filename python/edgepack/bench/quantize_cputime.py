@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import edgepack as ep
+from edgepack.bench import Case
 from edgepack.bench import quantize as bq
 
 
@@ -46,13 +47,13 @@ def main() -> None:  # pragma: no cover - manual timing entry point
         ours = best_cpu_time(c.ours)
         base = {k: best_cpu_time(f) for k, f in c.baselines.items()}
 
-        def gbs(t: float, c=c) -> str:
+        def gbs(t: float, c: Case = c) -> str:
             return f"{c.work / t / 1e9:.1f}"
 
-        def cell(k: str, base=base) -> str:
+        def cell(k: str, base: dict[str, float] = base) -> str:
             return gbs(base[k]) if k in base else "-"
 
-        def ratio(k: str, base=base, ours=ours) -> str:
+        def ratio(k: str, base: dict[str, float] = base, ours: float = ours) -> str:
             return f"{base[k] / ours:.2f}x" if k in base else "-"
 
         print(

@@ -1,4 +1,4 @@
-"""Sparse storage benchmarks (issue 4): encode / decode of a magnitude-pruned int8 tensor,
+"""Sparse storage benchmarks: encode / decode of a magnitude-pruned int8 tensor,
 ours (``sparse.encode(q).to_bytes()`` / ``SparseTensor.from_bytes(b).to_dense()``) next to
 the numpy path (``np.packbits`` + kept values + zstd-3 via the ``zstandard`` package), one
 thread. ``work`` = bytes of the dense int8 tensor, so throughput is dense MB/s.
@@ -10,6 +10,8 @@ order-0 bound, numpy+zstd-3 and gzip-9 of the dense int8 bytes) at 50 / 75 / 90%
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -30,7 +32,7 @@ def pruned_int8(shape: tuple[int, int], sparsity: float, seed: int = 20261129) -
     flat[idx] = np.float32(3.0) * rng.choice([-1.0, 1.0], size=k).astype(np.float32)
     keep = prune.magnitude_mask(w, sparsity)
     scale = np.quantile(np.abs(w), 0.999) / 127
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    q: np.ndarray = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
     q[~keep] = 0
     return q
 
@@ -46,7 +48,12 @@ def bound_bits(q: np.ndarray) -> float:
     return float(n * hm + nnz * -(p * np.log2(p)).sum())
 
 
-def _numpy_zstd(level: int = 3):
+#: The numpy + zstd baseline: encode(q) -> (mask blob, values blob); decode(blobs, shape) -> q.
+_Encode = Callable[[np.ndarray], tuple[bytes, bytes]]
+_Decode = Callable[[tuple[bytes, bytes], tuple[int, ...]], np.ndarray]
+
+
+def _numpy_zstd(level: int = 3) -> tuple[_Encode, _Decode]:
     import zstandard
 
     comp = zstandard.ZstdCompressor(level=level)
@@ -71,9 +78,19 @@ def _numpy_zstd(level: int = 3):
     return encode, decode
 
 
+def _encode_to_bytes(q: np.ndarray) -> bytes:
+    return sparse.encode(q).to_bytes()
+
+
+def _from_bytes_to_dense(blob: bytes, out: np.ndarray | None = None) -> np.ndarray:
+    return sparse.SparseTensor.from_bytes(blob).to_dense(out=out)
+
+
 def cases(quick: bool) -> list[Case]:
     shape = (256, 256) if quick else (4096, 4096)
     out: list[Case] = []
+    np_enc: _Encode | None
+    np_dec: _Decode | None
     try:
         np_enc, np_dec = _numpy_zstd()
     except ImportError:  # zstandard missing: ours only
@@ -82,21 +99,20 @@ def cases(quick: bool) -> list[Case]:
         q = pruned_int8(shape, sparsity)
         blob = sparse.encode(q).to_bytes()
         pct = int(sparsity * 100)
-        enc_base = {}
-        dec_base = {}
+        enc_base: dict[str, Callable[[], object]] = {}
+        dec_base: dict[str, Callable[[], object]] = {}
         if np_enc is not None and np_dec is not None:
-            blobs = np_enc(q)
-            enc_base["numpy+zstd3"] = lambda q=q: np_enc(q)
-            dec_base["numpy+zstd3"] = lambda b=blobs: np_dec(b, shape)
+            enc_base["numpy+zstd3"] = partial(np_enc, q)
+            dec_base["numpy+zstd3"] = partial(np_dec, np_enc(q), shape)
         name = f"int8 {shape[0]}x{shape[1]} {pct}% sparse"
-        out.append(Case("sparse", f"encode+to_bytes {name}", lambda q=q: sparse.encode(q).to_bytes(),
+        out.append(Case("sparse", f"encode+to_bytes {name}", partial(_encode_to_bytes, q),
                         enc_base, work=q.nbytes, unit="GB/s", threads=1))
         out.append(Case("sparse", f"from_bytes+to_dense {name}",
-                        lambda b=blob: sparse.SparseTensor.from_bytes(b).to_dense(),
+                        partial(_from_bytes_to_dense, blob),
                         dec_base, work=q.nbytes, unit="GB/s", threads=1))
         dense = np.empty_like(q)
         out.append(Case("sparse", f"from_bytes+to_dense(out=) {name}",
-                        lambda b=blob, o=dense: sparse.SparseTensor.from_bytes(b).to_dense(out=o),
+                        partial(_from_bytes_to_dense, blob, dense),
                         dec_base, work=q.nbytes, unit="GB/s", threads=1))
     return out
 
@@ -130,7 +146,7 @@ def cpu_time_table(areas: tuple[str, ...] = ("sparse", "prune"), repeat: int = 7
     import edgepack
     from edgepack.bench import collect
 
-    def best(fn) -> float:
+    def best(fn: Callable[[], object]) -> float:
         fn()
         b = float("inf")
         for _ in range(repeat):
