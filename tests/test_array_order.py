@@ -1,4 +1,5 @@
-"""Fortran-ordered and strided inputs (issue 18, the as_slice() bug class).
+"""Fortran-ordered and strided inputs (the as_slice() bug class: a binding computing on the
+wrong element order).
 
 `PyReadonlyArray::as_slice` accepts a Fortran-contiguous N-d array and yields its elements in
 Fortran order; a kernel reading that as C order computes on a transposed tensor without any

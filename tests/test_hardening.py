@@ -331,7 +331,7 @@ def test_header_of_too_many_json_values_is_refused_before_parsing(tmp_path):
 def test_memory_of_parsing_the_largest_accepted_header_is_bounded(tmp_path):
     """The largest tree a header can build: just under MAX_JSON_NODES nodes of `[]` (each is
     one "[" and one "," in the byte scan). Measured 459 MiB peak RSS growth (2026-11-29), 140 MiB
-    since the header is no longer cloned (issue 18, F14);
+    since the header is no longer cloned (F14 of the second hardening pass);
     the bound asserted is 1 GiB."""
     hb = _header_of_empty_arrays((MAX_JSON_NODES - 16) // 2)
     p = tmp_path / "wide.epk"

@@ -1,4 +1,4 @@
-"""Second hardening pass (issue 18): a loaded model stays the file that was verified, hostile
+"""Second hardening pass: a loaded model stays the file that was verified, hostile
 safetensors headers, names that collide, temporary files created exclusively, linear paths
 for many tensors, and the findings of the same review (F6, F7, F9, F11, F14).
 
