@@ -83,6 +83,42 @@ fn cache() -> std::sync::MutexGuard<'static, Cache> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// This machine's physical memory plus swap in bytes (Linux `sysinfo`, read once); `None`
+/// where it cannot be read.
+pub fn memory_total() -> Option<u128> {
+    static TOTAL: OnceLock<Option<u128>> = OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysinfo only writes the struct it is given, which is plain old data.
+            let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+            // SAFETY: `si` is a valid, writable sysinfo struct.
+            if unsafe { libc::sysinfo(&mut si) } == 0 {
+                let unit = u128::from(si.mem_unit.max(1));
+                return Some((si.totalram as u128 + si.totalswap as u128) * unit);
+            }
+            None
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    })
+}
+
+/// An error when `bytes` exceed this machine's memory and swap: such a request can never be
+/// satisfied, and where the kernel overcommits (the allocation "succeeds" and the pages fault
+/// in as they are written) the process would be killed mid-write instead of getting an error.
+pub fn check_fits(bytes: u128, what: impl FnOnce() -> String) -> Result<()> {
+    match memory_total() {
+        Some(total) if bytes > total => Err(Error::limit(format!(
+            "{} needs {bytes} bytes, more than this machine's memory and swap ({total} bytes)",
+            what()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A writable byte buffer of at least `len` bytes, page aligned; returned to the cache on drop.
 /// Its contents are unspecified (zero when freshly mapped, a previous result when recycled).
 #[derive(Debug)]
@@ -109,6 +145,7 @@ impl Buffer {
                 });
             }
         }
+        check_fits(class as u128, || "the result".to_string())?;
         let map = MmapMut::map_anon(class).map_err(|e| {
             Error::limit(format!("cannot allocate {len} bytes for the result: {e}"))
         })?;

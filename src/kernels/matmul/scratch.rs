@@ -27,10 +27,14 @@ pub(crate) fn with_scratch<R>(slot: usize, len: usize, f: impl FnOnce(&mut [u8])
     r
 }
 
-fn alloc_len(m: usize, n: usize) -> Result<usize> {
-    m.checked_mul(n)
+fn alloc_len<T>(m: usize, n: usize) -> Result<usize> {
+    let len = m
+        .checked_mul(n)
         .filter(|&l| l <= isize::MAX as usize / 8)
-        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))
+        .ok_or_else(|| Error::limit(format!("output shape ({m}, {n}) is too large")))?;
+    let bytes = len as u128 * std::mem::size_of::<T>() as u128;
+    crate::buffers::check_fits(bytes, || format!("output of shape ({m}, {n})"))?;
+    Ok(len)
 }
 
 /// Ask for transparent huge pages on the whole 2 MiB pages inside a large fresh allocation
@@ -65,7 +69,7 @@ pub(crate) fn alloc_output<T: Copy>(
     n: usize,
     fill: impl FnOnce(*mut T),
 ) -> Result<Vec<T>> {
-    let len = alloc_len(m, n)?;
+    let len = alloc_len::<T>(m, n)?;
     let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::new();
     v.try_reserve_exact(len).map_err(|_| {
         Error::limit(format!(
@@ -87,7 +91,7 @@ pub(crate) fn alloc_output<T: Copy>(
 /// A zeroed M x N result for the allocating twins of the `_into` entries (fallible: a huge
 /// shape is an error, not an abort).
 pub(crate) fn zeroed_output<T: Copy + Default>(m: usize, n: usize) -> Result<Vec<T>> {
-    let len = alloc_len(m, n)?;
+    let len = alloc_len::<T>(m, n)?;
     let mut v: Vec<T> = Vec::new();
     v.try_reserve_exact(len).map_err(|_| {
         Error::limit(format!(
