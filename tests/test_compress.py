@@ -624,3 +624,36 @@ def test_write_error_mid_save_is_os_error_with_path_and_leaves_no_temp(tmp_path)
     assert out[:2] == ["save True True", "compress True True"], out
     assert dest.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.epk", "tmp"]
+
+
+def test_safetensors_metadata_round_trips(tmp_path, rng):
+    """A safetensors source's ``__metadata__`` (``{"format": "pt"}``, which some loaders
+    require) is kept in the .epk and written back by a dequantized to_safetensors / the CLI's
+    decompress; the caller's metadata wins on a shared key; the edgepack form keeps it too."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from edgepack.cli import main
+
+    w = {"fc.weight": rng.standard_t(3, (64, 48)).astype(np.float32), "fc.bias": np.ones(64, np.float32)}
+    src = tmp_path / "model.safetensors"
+    save_file(w, str(src), metadata={"format": "pt", "origin": "unit test"})
+    m = edgepack.compress(src, metadata={"origin": "caller"})
+    assert m.metadata == {"format": "pt", "origin": "caller"}
+    out = tmp_path / "back.safetensors"
+    m.to_safetensors(out, dequantize=True)
+    with safe_open(str(out), "np") as f:
+        assert f.metadata() == {"format": "pt", "origin": "caller"}
+    # the CLI: compress -> decompress keeps {'format': 'pt'}
+    epk = tmp_path / "model.epk"
+    assert main(["compress", str(src), "-o", str(epk)]) == 0
+    dec = tmp_path / "dec.safetensors"
+    assert main(["decompress", str(epk), "-o", str(dec)]) == 0
+    with safe_open(str(dec), "np") as f:
+        assert f.metadata() == {"format": "pt", "origin": "unit test"}
+    # the edgepack form carries it inside edgepack.metadata and loads back with it
+    form = tmp_path / "form.safetensors"
+    m.to_safetensors(form)
+    assert edgepack.load(form).metadata == {"format": "pt", "origin": "caller"}
+    # a dict source has no file metadata: nothing is invented
+    assert edgepack.compress(w).metadata == {}

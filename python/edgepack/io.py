@@ -153,11 +153,14 @@ class Source:
         close: Callable[[], None] | None = None,
         *,
         reuses: bool = False,
+        metadata: dict[str, str] | None = None,
     ):
         self.names = names
         self._load = load
         self._close = close
         self._reuses = reuses
+        #: The file's own metadata (a safetensors ``__metadata__``; str -> str), kept by compress.
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     def load(self, name: str, *, reuse: bool = False) -> np.ndarray:
         """Tensor ``name``. With ``reuse=True`` (file sources) the array may live in this
@@ -279,7 +282,9 @@ def _safetensors_source(path: str) -> Source:
                 got += k
         return out
 
-    return Source(sorted(entries), load, reuses=True)
+    md = header.get("__metadata__") or {}
+    kept = {str(k): str(v) for k, v in md.items() if not str(k).startswith("edgepack.")}
+    return Source(sorted(entries), load, reuses=True, metadata=kept)
 
 
 def _npz_source(path: str) -> Source:

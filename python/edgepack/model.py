@@ -561,7 +561,9 @@ def compress(
     ``recipe``: a :class:`Recipe`, a dict, JSON text, or a ``.json`` / ``.toml`` path
     (default: ``Recipe()``). ``progress(done, total, name)`` is called after each tensor.
     ``importance``: scores for rules with ``importance="provided"``. ``metadata``: str -> str
-    kept in the file. ``out``: write the file there directly (atomically) instead of a
+    kept in the file; a safetensors source's own ``__metadata__`` (e.g. ``{"format": "pt"}``)
+    is kept too (``metadata`` wins on a shared key) and written back by
+    :meth:`CompressedModel.to_safetensors`. ``out``: write the file there directly (atomically) instead of a
     temporary file (in ``TMPDIR``) that :meth:`CompressedModel.save` copies; for models larger
     than memory on a machine whose ``/tmp`` is a RAM disk (tmpfs), pass ``out=`` or point
     ``TMPDIR`` at a disk folder.
@@ -579,6 +581,7 @@ def compress(
     md = _check_metadata(metadata)
     cal = coerce_calibration(calibration)
     source = open_source(weights)
+    md = {**source.metadata, **md}
     tmpdir = None
     try:
         names = source.names
@@ -876,7 +879,9 @@ class CompressedModel(Mapping[str, Any]):
         values per byte, low nibble first, flat), ``w.scale`` the scales (float32, or float16) and
         ``w.zero_point`` the zero points when affine. Kept and float16 tensors are stored as
         is, sparse tensors dense (float32). With ``dequantize=True`` every float tensor is
-        written as float32 and nothing else (for any tool).
+        written as float32 and nothing else (for any tool), with the file's metadata as the
+        ``__metadata__`` (that of a compressed safetensors source included, so ``{"format":
+        "pt"}`` survives compress -> decompress).
         """
         items: list[tuple[str, str, tuple[int, ...]]] = []
         getters: dict[str, Callable[[], np.ndarray]] = {}
@@ -910,7 +915,7 @@ class CompressedModel(Mapping[str, Any]):
             raise ArgumentError(
                 f"tensor names {dup} collide with the '.scale' / '.zero_point' / '.in_scale' names"
             )
-        md = None
+        md = dict(self._header["metadata"]) or None  # the plain file keeps the user's metadata
         if not dequantize:
             v2 = any(_needs_v2(self._records[n]) for n in meta_t)
             md = {
