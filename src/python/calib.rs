@@ -240,16 +240,7 @@ fn calib_objective<'py>(
         c_slice(&w_hat, "w_hat")?,
         c_slice(&h, "h")?,
     );
-    let hh = match hshape.as_slice() {
-        [n] if *n == inp => Hessian::Diag(hs),
-        [a, b] if (*a, *b) == (inp, inp) => Hessian::Full(hs),
-        _ => {
-            return Err(Error::arg(format!(
-                "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
-            ))
-            .into())
-        }
-    };
+    let hh = hessian_arg(&hshape, hs, inp)?;
     Ok(py.detach(|| objective::objective(ws, whs, out, inp, hh))?)
 }
 
@@ -377,16 +368,7 @@ fn awq_search<'py>(
         c_slice(&h, "h")?,
         c_slice(&mean_abs, "mean_abs")?,
     );
-    let hh = match hshape.as_slice() {
-        [n] if *n == inp => Hessian::Diag(hs),
-        [a, b] if (*a, *b) == (inp, inp) => Hessian::Full(hs),
-        _ => {
-            return Err(Error::arg(format!(
-                "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
-            ))
-            .into())
-        }
-    };
+    let hh = hessian_arg(&hshape, hs, inp)?;
     let r = py.detach(|| awq::awq(ws, [shape.0, shape.1], in_axis, hh, ma, &scheme, n_grid))?;
     Ok((
         Array1::from_vec(r.scale).into_pyarray(py),
@@ -430,16 +412,7 @@ fn awq_clip<'py>(
     )?;
     let hshape = h.shape().to_vec();
     let (ws, hs) = (c_slice(&w, "w")?, c_slice(&h, "h")?);
-    let hh = match hshape.as_slice() {
-        [n] if *n == inp => Hessian::Diag(hs),
-        [a, b] if (*a, *b) == (inp, inp) => Hessian::Full(hs),
-        _ => {
-            return Err(Error::arg(format!(
-                "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
-            ))
-            .into())
-        }
-    };
+    let hh = hessian_arg(&hshape, hs, inp)?;
     let (s, z) = py.detach(|| awq::clip(ws, out, inp, hh, &g, n_grid, max_shrink))?;
     let zp = match z {
         Some(z) => Some(array2(py, z, shape)?),
@@ -470,4 +443,16 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hqq, m)?)?;
     m.add_function(wrap_pyfunction!(smoothquant_scales, m)?)?;
     Ok(())
+}
+
+/// `h` as the full `(in, in)` second moment or its diagonal `(in,)`, else a named error.
+fn hessian_arg<'a>(hshape: &[usize], hs: &'a [f64], inp: usize) -> PyResult<Hessian<'a>> {
+    match hshape {
+        [n] if *n == inp => Ok(Hessian::Diag(hs)),
+        [a, b] if (*a, *b) == (inp, inp) => Ok(Hessian::Full(hs)),
+        _ => Err(Error::arg(format!(
+            "`h` has shape {hshape:?}, expected ({inp}, {inp}) or ({inp},)"
+        ))
+        .into()),
+    }
 }
